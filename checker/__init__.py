@@ -1,0 +1,1 @@
+"""Engines and the user-facing surface: the CLI, trace checking, fuzzing and reports."""

@@ -1,0 +1,49 @@
+"""The `virtgpu-conform` command line."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from . import console
+from .console import EXIT_USAGE
+from .spec_cli import spec
+
+
+def _version() -> str:
+    try:
+        return version("virtgpu-conform")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+class _Group(click.Group):
+    """Turns unusable input into a one-line diagnostic and exit 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from virtgpu_conform.spec.errors import SpecSourceError
+
+        console.reset()
+        try:
+            return super().invoke(ctx)
+        except SpecSourceError as exc:
+            console.err.print(str(exc), markup=False)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            console.err.print("interrupted", markup=False)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="virtgpu-conform")
+def main() -> None:
+    """Conformance tooling for virtio-gpu devices and drivers.
+
+    Exit codes: 0 ok, 1 findings, 2 usage or input error, 3 inconclusive only.
+    Results go to stdout; progress and diagnostics to stderr.
+    """
+
+
+main.add_command(spec)

@@ -1,0 +1,30 @@
+"""Terminal output: results on stdout, progress and diagnostics on stderr (rich, NO_COLOR aware)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+# Exit codes shared by every command.
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+def _console(stream) -> Console:
+    # rich honours NO_COLOR itself
+    tty = stream.isatty()
+    # a pipe or file gets plain text and no live display; tables get room to be read
+    width = None if tty else int(os.environ.get("COLUMNS", "160"))
+    return Console(file=stream, no_color="NO_COLOR" in os.environ or None,
+                   highlight=False, width=width)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
+
+
+def reset() -> None:
+    """Rebind to the current streams (click's test runner swaps them)."""
+    global out, err
+    out, err = _console(sys.stdout), _console(sys.stderr)
