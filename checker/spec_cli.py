@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from virtgpu_conform.spec.diff import diff as spec_diff
@@ -69,7 +70,8 @@ def _show_rich(ir: SpecIR) -> None:
     for col in ("offset", "field", "type", "range"):
         t.add_column(col)
     for f in ir.config.fields:
-        rng = "" if f.value_min is None and f.value_max is None else f"{f.value_min}..{f.value_max}"
+        rng = "" if f.value_min is None and f.value_max is None else \
+            f"{'' if f.value_min is None else f.value_min}..{'' if f.value_max is None else f.value_max}"
         t.add_row(str(f.offset), f.name, f.wire_type, rng)
     out.print(t)
     t = Table(title=f"Commands ({len(ir.commands)})")
@@ -82,7 +84,7 @@ def _show_rich(ir: SpecIR) -> None:
                                if st and st.trailing else "") if st else "?"
         gates = ", ".join(c.features) + (f" + {c.needs_shm}" if c.needs_shm else "")
         t.add_row(f"{c.code:#06x}", c.name.removeprefix("VIRTIO_GPU_CMD_"), c.queue,
-                  c.request.removeprefix("virtio_gpu_"), size,
+                  c.request.removeprefix("virtio_gpu_"), escape(size),
                   ", ".join(r.removeprefix("VIRTIO_GPU_RESP_") for r in c.responses), gates, c.source)
     out.print(t)
     t = Table(title=f"Structs ({len(ir.structs)})")
@@ -95,7 +97,7 @@ def _show_rich(ir: SpecIR) -> None:
     for col in ("id", "level", "binds", "basis", "where", "summary"):
         t.add_column(col, overflow="fold")
     for r in ir.requirements:
-        t.add_row(r.id, r.level, r.binds, r.basis, str(r.loc), r.summary)
+        t.add_row(r.id, r.level, r.binds, r.basis, str(r.loc), escape(r.summary))
     out.print(t)
     out.print(_counts_line(ir))
 

@@ -42,13 +42,14 @@ def diff(old: SpecIR, new: SpecIR) -> list[Change]:
     keyed("config", {f.name: f for f in old.config.fields}, {f.name: f for f in new.config.fields},
           lambda f: f"{f.wire_type} at offset {f.offset}",
           lambda a, b: _attrs(a, b, ("wire_type", "offset", "value_min", "value_max")))
-    keyed("command", _spec_only(old.commands), _spec_only(new.commands),
+    # commands and responses all stand in the chapter's enum, whatever supplied their structs
+    keyed("command", {c.name: c for c in old.commands}, {c.name: c for c in new.commands},
           lambda c: f"{c.code:#06x} on {c.queue}, request {c.request}",
           lambda a, b: _attrs(a, b, ("code", "queue", "request", "responses", "features", "needs_shm")))
     keyed("struct", _spec_only(old.structs), _spec_only(new.structs),
           lambda s: f"{s.size} bytes",
           _struct_changes)
-    keyed("response", _spec_only(old.responses), _spec_only(new.responses),
+    keyed("response", {r.name: r for r in old.responses}, {r.name: r for r in new.responses},
           lambda r: f"{r.code:#06x}, {r.struct}", lambda a, b: _attrs(a, b, ("code", "struct")))
 
     def plain_constants(ir: SpecIR):  # command and response codes are reported above

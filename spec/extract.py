@@ -323,7 +323,6 @@ def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: l
         text = " ".join(b.text for b in blocks)
         plain = " ".join(b.plain for b in blocks)
         line, sec = item_info.get(name, (0, None))
-        source = "tex" if name in item_info else "header"
         # request struct: stated in the text, else from the header's comment
         request, req_src = None, "tex"
         m = re.search(r"Request data is\s+" + F, text) or \
@@ -353,7 +352,7 @@ def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: l
         out.append(Command(
             name=name, code=code, queue=queue, request=request, responses=resp, errors=errors,
             features=gates, needs_shm=needs_shm, section=doc.sections[sec].id if sec is not None else "",
-            source=source if request and req_src != "header" else "tex+header" if source == "tex" else source,
+            source="tex+header" if req_src == "header" else "tex",
             loc=Loc(chapter_file, line) if line else Loc(header_file, 0), request_source=req_src,
         ))
     return out

@@ -125,7 +125,7 @@ class Command:
     features: tuple[str, ...]  # feature bits that gate the command (all needed)
     needs_shm: Optional[str]  # shared memory region that must be present
     section: str  # section id
-    source: str  # tex | header | tex+header
+    source: str  # tex, or tex+header when the request struct came from the header
     loc: Loc
     request_source: str = "tex"  # where the request struct binding came from
 

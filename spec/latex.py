@@ -230,12 +230,20 @@ def _pretty(name: str) -> str:
 def _unexpected_end(text: str, path: str) -> SpecSourceError:
     """Name the construct left open: the last unclosed \\begin or brace."""
     stack: list[tuple[str, int, int]] = []
+    skip_to = 0
     for m in re.finditer(r"\\(begin|end)\{([^}]*)\}|(?<!\\)([{}])|%[^\n]*", text):
-        if m.group(0).startswith("%"):
+        if m.group(0).startswith("%") or m.start() < skip_to:
             continue
         line = text.count("\n", 0, m.start()) + 1
         col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-        if m.group(1) == "begin":
+        if m.group(1) == "begin" and m.group(2) == "lstlisting":
+            close = text.find("\\end{lstlisting}", m.end())
+            again = text.find("\\begin{lstlisting}", m.end())
+            if close < 0 or 0 <= again < close:  # never closed; its braces are C, not LaTeX
+                stack.append((m.group(0), line, col))
+                break
+            skip_to = close
+        elif m.group(1) == "begin":
             stack.append((f"\\begin{{{m.group(2)}}}", line, col))
         elif m.group(1) == "end":
             while stack and stack[-1][0] in "{":
@@ -259,6 +267,11 @@ def _unexpected_end(text: str, path: str) -> SpecSourceError:
 
 def _check_envs(doc: TexDocument) -> None:
     for ev in doc.events:
+        if isinstance(ev, EnvBegin) and ev.name == "lstlisting":  # not lexed as a verbatim block
+            raise SpecSourceError(
+                doc.path, ev.line, 1, "\\begin{lstlisting} is never closed before the next one",
+                source_context(doc.text, ev.line, 1, 18), "add the missing \\end{lstlisting}",
+            )
         if isinstance(ev, EnvEnd) and ev.name.startswith("!"):
             begin, end = ev.name[1:].split("|")
             raise SpecSourceError(
