@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from virtgpu_conform.spec.load import load_snapshot, parse_sources
 
 pytestmark = pytest.mark.integration
 
-SPEC_SOURCES = Path(__file__).resolve().parents[2].parent / "shared" / "spec-sources"
+SPEC_SOURCES = Path(os.environ.get(
+    "VIRTGPU_SPEC_SOURCES", Path(__file__).resolve().parents[2].parent / "shared" / "spec-sources"))
 SYSTEM_HEADER = Path("/usr/include/linux/virtio_gpu.h")
 HEADER_COPY = SPEC_SOURCES / "virtio_gpu.h"
 
