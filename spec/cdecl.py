@@ -10,19 +10,17 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .errors import SpecSourceError, source_context
-from .latex import grammar_text
+from .parsers import lalr
 
 
 @lru_cache(maxsize=None)
 def c_parser(strict: bool = False) -> Lark:
-    return Lark(
-        grammar_text("cdecl.lark"),
-        parser="lalr",
-        start=["unit", "define_body"],
-        maybe_placeholders=False,
-        cache=not strict,
-        strict=strict,
-    )
+    # Comments are ignored by the grammar, but the header uses them to say which
+    # command a struct belongs to, so the lexer hands them to a sink on the side.
+    return lalr("cdecl.lark", ["unit", "define_body"], strict, {"COMMENT": _SINK.append})
+
+
+_SINK: list[Token] = []
 
 
 @dataclass
@@ -95,28 +93,10 @@ def parse_c(text: str, path: str, line_offset: int = 0,
 
 
 def _parse_with_comments(text: str, sink: list[Token]) -> Tree:
-    # Comments are ignored by the grammar but the header uses them to say which
-    # command a struct belongs to, so collect them on the side.
-    parser = _comment_parser()
-    _SINK[:] = []
-    tree = parser.parse(text, start="unit")
+    _SINK.clear()
+    tree = c_parser().parse(text, start="unit")
     sink.extend(_SINK)
     return tree
-
-
-_SINK: list[Token] = []
-
-
-@lru_cache(maxsize=None)
-def _comment_parser() -> Lark:
-    return Lark(
-        grammar_text("cdecl.lark"),
-        parser="lalr",
-        start=["unit", "define_body"],
-        maybe_placeholders=False,
-        cache=True,
-        lexer_callbacks={"COMMENT": _SINK.append},
-    )
 
 
 def _translate(exc: UnexpectedInput, text: str, path: str, off: int) -> SpecSourceError:

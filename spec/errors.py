@@ -17,7 +17,8 @@ class SpecSourceError(Exception):
     hint: str = ""
 
     def __str__(self) -> str:
-        text = f"{self.path}:{self.line}:{self.col}: {self.message}"
+        where = f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+        text = f"{where}: {self.message}"
         if self.context:
             text += "\n" + self.context
         if self.hint:

@@ -173,34 +173,19 @@ class SpecIR:
 
     # Lookups used everywhere; linear scans are fine at this size (tens of items).
     def struct(self, name: str) -> Struct:
-        for s in self.structs:
-            if s.name == name:
-                return s
-        raise KeyError(f"no struct {name} in the SpecIR")
+        return _find(self.structs, "name", name, "struct")
 
     def command(self, name: str) -> Command:
-        for c in self.commands:
-            if c.name == name:
-                return c
-        raise KeyError(f"no command {name} in the SpecIR")
+        return _find(self.commands, "name", name, "command")
 
     def constant(self, name: str) -> int:
-        for c in self.constants:
-            if c.name == name:
-                return c.value
-        raise KeyError(f"no constant {name} in the SpecIR")
+        return _find(self.constants, "name", name, "constant").value
 
     def feature(self, name: str) -> Feature:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(f"no feature {name} in the SpecIR")
+        return _find(self.features, "name", name, "feature")
 
     def requirement(self, rid: str) -> Requirement:
-        for r in self.requirements:
-            if r.id == rid:
-                return r
-        raise KeyError(f"no requirement {rid} in the SpecIR")
+        return _find(self.requirements, "id", rid, "requirement")
 
     def to_json(self) -> dict[str, Any]:
         return _encode(self)
@@ -213,6 +198,13 @@ class SpecIR:
                 "regenerate it with `virtgpu-conform spec import`"
             )
         return _decode(cls, data)
+
+
+def _find(items, attr: str, value: str, what: str):
+    for item in items:
+        if getattr(item, attr) == value:
+            return item
+    raise KeyError(f"no {what} {value} in the SpecIR")
 
 
 def _encode(obj: Any) -> Any:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Iterator, Optional, Union
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import SpecSourceError, source_context
+from .parsers import lalr
 
 # Arity of the spec's own macros as this grammar reads them; spec lint compares
 # it with what the macro file (commands.tex) declares.
@@ -23,21 +23,8 @@ KNOWN_MACROS = (
 
 
 @lru_cache(maxsize=None)
-def grammar_text(name: str) -> str:
-    return resources.files(__package__).joinpath("grammars", name).read_text()
-
-
-@lru_cache(maxsize=None)
 def latex_parser(strict: bool = False) -> Lark:
-    # cache=True keeps the LALR tables on disk; the grammar's hash keys the cache.
-    return Lark(
-        grammar_text("latex.lark"),
-        parser="lalr",
-        start=["chapter", "macros"],
-        maybe_placeholders=False,
-        cache=not strict,
-        strict=strict,
-    )
+    return lalr("latex.lark", ["chapter", "macros"], strict)
 
 
 # ---- events -----------------------------------------------------------------

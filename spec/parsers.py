@@ -1,0 +1,22 @@
+"""The two lark grammars, loaded from package data and built as LALR parsers."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Callable, Optional
+
+from lark import Lark, Token
+
+
+@lru_cache(maxsize=None)
+def grammar_text(name: str) -> str:
+    return resources.files(__package__).joinpath("grammars", name).read_text()
+
+
+def lalr(name: str, starts: list[str], strict: bool = False,
+         callbacks: Optional[dict[str, Callable[[Token], object]]] = None) -> Lark:
+    # cache=True keeps the LALR tables on disk, keyed by the grammar's hash; strict
+    # mode (tests) rebuilds them and fails on any conflict or terminal collision.
+    return Lark(grammar_text(name), parser="lalr", start=starts, maybe_placeholders=False,
+                cache=not strict, strict=strict, lexer_callbacks=callbacks or {})
