@@ -134,7 +134,7 @@ def lint(spec_dir: Optional[Path], header: Optional[Path], as_json: bool) -> Non
                                       "message": f.message} for f in findings], indent=1) + "\n")
     else:
         for f in findings:
-            console.out.print(str(f), markup=False)
+            console.out.print(str(f), markup=False, soft_wrap=True)
         counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
         console.err.print(f"{counts['error']} errors, {counts['warning']} warnings, "
                           f"{counts['info']} notes", markup=False)
@@ -156,7 +156,7 @@ def diff_cmd(old: Path, new: Path, header: Optional[Path], as_json: bool) -> Non
         sys.stdout.write(json.dumps([c.__dict__ for c in changes], indent=1) + "\n")
         return
     for c in changes:
-        console.out.print(str(c), markup=False)
+        console.out.print(str(c), markup=False, soft_wrap=True)
     console.err.print(f"{len(changes)} changes from {a.version} ({old}) to {b.version} ({new})",
                       markup=False)
 
