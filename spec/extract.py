@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import document as D
-from .cdecl import CComment, CStruct, CUnit, parse_c
+from .cdecl import CStruct, CUnit, parse_c
 from .ir import (IR_SCHEMA, Citation, Command, Constant, Enum, Feature, Loc, Response, Section,
                  SpecIR, Struct, Trailing)
 from .layout import lay_out
@@ -85,7 +85,6 @@ def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
     _header_annotations(parsed)
 
     enums, constants = _enums_and_constants(parsed)
-    const_values = {c.name: c.value for c in constants}
     items = _item_blocks(doc)
 
     # trailing arrays the text describes: "Request data is A, followed by B entries"
@@ -191,13 +190,12 @@ def _lay_out_all(parsed: Parsed, trailing: dict[str, Trailing], chapter_file: st
         if cs.name in known:
             return
         for m in cs.members:  # a member's struct may be defined only in the other source
-            if m.type.startswith("struct "):
-                dep = m.type.split(" ", 1)[1]
-                if dep not in known:
-                    other = parsed.tex_structs.get(dep) or parsed.header_structs.get(dep)
-                    if other is not None:
-                        add(other, chapter_file if other is parsed.tex_structs.get(dep) else
-                            header_file, "tex" if other is parsed.tex_structs.get(dep) else "header")
+            dep = m.type.split(" ", 1)[1] if m.type.startswith("struct ") else None
+            if dep and dep not in known:
+                if dep in parsed.tex_structs:
+                    add(parsed.tex_structs[dep], chapter_file, "tex")
+                elif dep in parsed.header_structs:
+                    add(parsed.header_structs[dep], header_file, "header")
         st = lay_out(cs, known, file, source, trailing.get(cs.name))
         known[cs.name] = st
         order.append(st)

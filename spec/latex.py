@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -381,6 +381,3 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
         else:  # pragma: no cover - grammar and walker are kept in step by tests
             raise AssertionError(f"unhandled LaTeX node {kind}")
 
-
-def iter_listings(doc: TexDocument) -> Iterator[Listing]:
-    return (ev for ev in doc.events if isinstance(ev, Listing))
