@@ -15,7 +15,7 @@ from virtgpu_conform.spec.diff import diff as spec_diff
 from virtgpu_conform.spec.errors import SpecSourceError
 from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.lint import lint as spec_lint
-from virtgpu_conform.spec.load import SNAPSHOT, load_snapshot, parse_sources, snapshot_json
+from virtgpu_conform.spec.load import SNAPSHOT, load_spec, parse_sources, snapshot_json
 
 from . import console
 from .console import EXIT_FINDINGS, EXIT_OK
@@ -36,10 +36,7 @@ def spec() -> None:
 def _load(spec_dir: Optional[Path], header: Optional[Path]):
     """SpecIR plus the parse behind it (None for the snapshot)."""
     if spec_dir is None:
-        if header is not None:
-            raise SpecSourceError(str(header), 0, 0, "--header needs --spec-dir",
-                                  hint="the embedded snapshot already holds its header's facts")
-        return load_snapshot(), None
+        return load_spec(None, header), None  # the snapshot; load_spec rejects a lone --header
     return parse_sources(spec_dir, header)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses as dc
 import fnmatch
 import re
 from dataclasses import dataclass, field
@@ -140,11 +141,10 @@ def _item_blocks(doc: D.Doc) -> dict[str, list[D.Block]]:
         if b.item is not None:
             items.setdefault(b.item, []).append(b)
     # \item[A] \item[B] text: A has no block of its own and shares B's
-    labels = [it for it in doc.items]
-    for i, (label, line, sec, depth) in enumerate(labels):
+    for i, (label, line, sec, depth) in enumerate(doc.items):
         if label in items:
             continue
-        for nxt in labels[i + 1:]:
+        for nxt in doc.items[i + 1:]:
             if nxt[2] != sec:
                 break
             if nxt[0] in items:
@@ -237,7 +237,6 @@ def _value_ranges(doc: D.Doc, items: dict[str, list[D.Block]], parsed: Parsed
 def _with_ranges(st: Struct, ranges) -> Struct:
     if not any(k[0] == st.name for k in ranges):
         return st
-    import dataclasses as dc
     fields = tuple(
         dc.replace(f, value_min=ranges[(st.name, f.name)][0], value_max=ranges[(st.name, f.name)][1])
         if (st.name, f.name) in ranges else f
@@ -278,11 +277,12 @@ def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str,
                                  + F, b.text):
                 stated.setdefault(m.group(1), (m.group(2), b.position(m.start())[0]))
     by_comment = {n: s for s, names in parsed.header_struct_commands.items() for n in names}
+    enum_line = {n: ln for n, v, ln in _enum_lines(parsed, ctrl.name)}
     out = []
     for name, code in ctrl.members:
         if not name.startswith("VIRTIO_GPU_RESP_"):
             continue
-        loc = Loc(chapter_file, next((ln for n, v, ln in _enum_lines(parsed, ctrl.name) if n == name), 0))
+        loc = Loc(chapter_file, enum_line.get(name, 0))
         if name in stated:
             out.append(Response(name, code, stated[name][0], "tex", Loc(chapter_file, stated[name][1])))
         elif name in by_comment:
@@ -359,14 +359,10 @@ def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: l
 def _enum_group(parsed: Parsed, name: str) -> str:
     """The `/* ... commands */` comment group an enumerator stands under."""
     for at, unit in parsed.listings:
-        for e in unit.enums:
-            lines = {n: ln for n, v, ln in e.members}
-            if name in lines:
-                group = ""
-                for c in unit.comments:
-                    if c.line < lines[name]:
-                        group = c.text.strip("/* ").split()[0] if c.text.strip("/* ") else ""
-                return group
+        line = next((ln for e in unit.enums for n, v, ln in e.members if n == name), None)
+        if line is not None:
+            groups = [c.text.strip("/* ").split() for c in unit.comments if c.line < line]
+            return groups[-1][0] if groups and groups[-1] else ""
     return ""
 
 
