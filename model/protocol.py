@@ -1,0 +1,139 @@
+"""The protocol model: every command's rule, built from one SpecIR, and how a request and its response are judged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from virtgpu_conform.spec.ir import SpecIR
+
+from . import rules_2d, rules_3d, rules_blob, rules_cursor, rules_query
+from .codec import Codec, Message, codec_for
+from .rule import PROFILES, Build, CompiledRule, MissingFact, Outcome, Rule
+from .rules_common import RING_COMPLETE
+from .state import Settings, State, timeline_key
+
+FAMILIES = (rules_2d, rules_query, rules_blob, rules_3d, rules_cursor)
+LADDER = ("normative", "spec-text", "informal")  # each step adds one basis to the profile
+
+
+class ModelError(Exception):
+    """The SpecIR and the rules do not fit together (e.g. a spec too old for the rules)."""
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A rule broken by one side, before the checker adds provenance (file, line, event)."""
+
+    command: str
+    check: str
+    side: str  # driver | device
+    basis: str  # normative | spec-text | informal | implementation (a divergence, never a violation)
+    reqs: tuple[str, ...]
+    definite: bool  # False: some completion of the unknown fields would be conformant
+    detail: str
+
+
+class Protocol:
+    def __init__(self, ir: SpecIR):
+        self.ir = ir
+        self.codec: Codec = codec_for(ir)
+        b = Build(ir, self.codec)
+        try:
+            built = [b.resolve(r) for fam in FAMILIES for r in fam.rules(b)]
+        except MissingFact as exc:
+            raise ModelError(f"the rules need {exc.args[0]}, which SpecIR {ir.version} does not have; "
+                             "use a v1.3 or later chapter, or the embedded snapshot") from None
+        self.rules: dict[str, Rule] = {r.command: r for r in built}
+        missing = [c.name for c in ir.commands if c.name not in self.rules]
+        if missing:
+            raise ModelError(f"no rule for {', '.join(missing)}: the SpecIR has commands the model does not know")
+        self.compiled = {n: CompiledRule(r) for n, r in self.rules.items()}
+        self.fence_flag = ir.constant("VIRTIO_GPU_FLAG_FENCE")
+        self.ring_flag = ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
+        self.ok_types = frozenset(r.name for r in ir.responses if "_RESP_OK_" in r.name)
+
+    def new_state(self, settings: Optional[Settings] = None) -> State:
+        return State(settings or Settings(), ring_idx_flag=self.ring_flag)
+
+    # --- one request ----------------------------------------------------------
+    def expect(self, state: State, req: Message) -> Optional[Outcome]:
+        """What the device may answer; None for a request of unknown type."""
+        rule = self.compiled.get(req.name) if req.name else None
+        return rule.evaluate(state, req) if rule else None
+
+    def submit(self, state: State, req: Message) -> None:
+        """Book a request on its fence timeline when it is sent."""
+        state.commands += 1
+        flags = req.fields.get("hdr.flags")
+        if flags is not None and flags & self.fence_flag and req.fields.get("hdr.fence_id") is not None:
+            tl = state.timeline(timeline_key(req.fields, self.ring_flag))
+            tl.pending.append(req.fields["hdr.fence_id"])
+            tl.last_submitted = req.fields["hdr.fence_id"]
+
+    def complete(self, state: State, req: Message, resp: Optional[Message], resp_name: Optional[str] = None) -> None:
+        """Apply the command's effect if the device answered success, and close its fence."""
+        name = resp.name if resp is not None else resp_name
+        rule = self.rules.get(req.name or "")
+        if rule and rule.effect and name in self.ok_types:
+            rule.effect(state, req, resp)
+        flags = req.fields.get("hdr.flags")
+        if flags is not None and flags & self.fence_flag:
+            tl = state.timeline(timeline_key(req.fields, self.ring_flag))
+            fid = req.fields.get("hdr.fence_id")
+            if fid in tl.pending:
+                tl.pending.remove(fid)
+            if fid is not None and (tl.last_completed is None or fid > tl.last_completed):
+                tl.last_completed = fid
+
+    def reset(self, state: State) -> list[Breach]:
+        """A device reset: close the books on fences, then clear everything."""
+        owed = self.finish(state)
+        state.reset()
+        return owed
+
+    def finish(self, state: State) -> list[Breach]:
+        """Fences a ring timeline still owes: an earlier sequence number left unanswered after a later one."""
+        out = []
+        for key, tl in state.timelines.items():
+            if key[0] != "ring" or tl.last_completed is None:
+                continue
+            for fid in tl.pending:
+                if fid < tl.last_completed:
+                    out.append(Breach("", "ring-timeline-completion", "device", "spec-text", (RING_COMPLETE,), True,
+                                      f"fence {fid} on ctx {key[1]} ring {key[2]} was never answered although "
+                                      f"fence {tl.last_completed} on the same timeline completed"))
+        return out
+
+    # --- judging --------------------------------------------------------------
+    def judge(self, state: State, req: Message, outcome: Outcome, resp: Message) -> list[Breach]:
+        """What the request and the response break, by side and basis (profiles filter later)."""
+        rule = outcome.rule
+        out = [Breach(rule.command, c.id, "driver", c.basis, c.reqs, True, c.note) for c in outcome.failed]
+        name = resp.name
+        if name is None:
+            out.append(Breach(rule.command, "response-type", "device", "informal", (), True,
+                              f"the response's type is not a virtio-gpu response ({resp.fields.get('hdr.type')})"))
+            return out
+        for step in range(len(LADDER)):
+            profile = frozenset(LADDER[: step + 1])
+            allowed = outcome.acceptable(profile)
+            if allowed is not None and name not in allowed:
+                demanding = [c for c in outcome.failed if c.reject_basis in profile]
+                reqs = tuple(rule.ok_reqs) if not demanding else tuple(r for c in demanding for r in c.reqs)
+                why = (f"{name} to a request that fails {', '.join(c.id for c in demanding)}" if demanding
+                       else f"{name} to a valid request; expected {' or '.join(sorted(allowed))}")
+                out.append(Breach(rule.command, "response-type", "device", LADDER[step], reqs, True, why))
+                break
+        else:
+            if not outcome.unknown and name != outcome.expected:
+                out.append(Breach(rule.command, "preferred-answer", "device", "implementation", (), True,
+                                  f"answered {name}; the reference device answers {outcome.expected}"))
+        for ob, verdict in self.compiled[rule.command].obligations_failed(state, req, resp):
+            out.append(Breach(rule.command, ob.id, "device", ob.basis, ob.reqs, verdict is False, ob.note))
+        return out
+
+    def profile(self, name: str) -> frozenset[str]:
+        if name not in PROFILES:
+            raise ModelError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        return PROFILES[name]

@@ -1,0 +1,256 @@
+"""What a rule is (checks on a request, obligations on its response, an effect) and its concrete reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from virtgpu_conform.spec.ir import SpecIR
+
+from .codec import Codec, Message
+from .expr import BOOL, E, Var, compile_py, evaluate
+from .facts import FACTS
+from .state import State
+
+BASES = ("normative", "spec-text", "informal", "implementation")
+PROFILES = {
+    "spec": frozenset({"normative", "spec-text"}),
+    "strict": frozenset({"normative", "spec-text", "informal"}),
+}
+ANY_ERROR = "any-error"  # placeholder resolved to every VIRTIO_GPU_RESP_ERR_* of the SpecIR
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition a request must meet in the state it arrives in.
+
+    When it fails, the driver broke the duty `basis` names, and a conformant device
+    answers one of `errors` (None: the spec leaves the answer open, OK included).
+    `prefer` is the single code the reference device picks; a different code from a
+    real device is a divergence, never a violation.
+    """
+
+    id: str
+    cond: E
+    basis: str
+    reqs: tuple[str, ...] = ()
+    errors: Optional[tuple[str, ...]] = (ANY_ERROR,)
+    prefer: Optional[str] = None
+    device_basis: Optional[str] = None  # basis of the demand to reject; default: basis
+    note: str = ""
+    when: Optional[E] = None  # the check applies only where this holds
+
+    @property
+    def full(self) -> E:
+        return self.cond if self.when is None else self.when.implies(self.cond)
+
+    @property
+    def reject_basis(self) -> Optional[str]:
+        return None if self.errors is None else (self.device_basis or self.basis)
+
+
+@dataclass(frozen=True)
+class Obligation:
+    """A condition on the device's response, over request fields and `resp.*` fields."""
+
+    id: str
+    cond: E
+    basis: str
+    reqs: tuple[str, ...] = ()
+    note: str = ""
+    when: Optional[E] = None
+    on_ok: bool = False  # only for a success response
+
+    @property
+    def full(self) -> E:
+        return self.cond if self.when is None else self.when.implies(self.cond)
+
+
+Effect = Callable[[State, Message, Optional[Message]], None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    command: str
+    family: str  # 2d | blob | 3d | cursor | query
+    checks: tuple[Check, ...]
+    obligations: tuple[Obligation, ...] = ()
+    effect: Optional[Effect] = None
+    ok: tuple[str, ...] = ()  # success response types (from the SpecIR)
+    ok_basis: str = "informal"  # basis of demanding success when every check holds
+    ok_reqs: tuple[str, ...] = ()
+    tolerated: tuple[str, ...] = ()  # errors a device may give even to a valid command
+    note: str = ""
+
+    def requirements(self) -> set[str]:
+        out = set(self.ok_reqs)
+        for c in (*self.checks, *self.obligations):
+            out.update(c.reqs)
+        return out
+
+
+@dataclass
+class Outcome:
+    """What the model expects of the device's answer to one request."""
+
+    rule: Rule
+    failed: list[Check]
+    unknown: list[Check]  # could go either way with the fields known
+
+    def acceptable(self, profile: frozenset[str] = PROFILES["strict"]) -> Optional[frozenset[str]]:
+        """The response types a conformant device may give; None when anything goes."""
+        demanding = [c for c in self.failed if c.reject_basis in profile]
+        if self.unknown:
+            return None  # a candidate split for the checker, not a verdict here
+        if not self.failed:
+            if self.rule.ok_basis not in profile:
+                return None
+            return frozenset(self.rule.ok) | frozenset(self.rule.tolerated)
+        if not demanding:
+            return None
+        return frozenset(e for c in demanding for e in c.errors)
+
+    @property
+    def expected(self) -> str:
+        """The reference device's answer: the first failed check's preferred error, else success.
+
+        Where the answer is open, a check with a `prefer` still rejects: that is the
+        reference device's stated choice.
+        """
+        for c in self.failed:
+            if c.prefer is not None:
+                return c.prefer
+            if c.errors is not None:
+                return c.errors[0]
+        return self.rule.ok[0]
+
+
+class CompiledRule:
+    """A rule with its conditions compiled to Python and its facts resolved: the fast path."""
+
+    def __init__(self, rule: Rule):
+        self.rule = rule
+        self.checks = [(c, compile_py(c.full), c.full) for c in rule.checks]
+        self.obligations = [(o, compile_py(o.full), o.full) for o in rule.obligations]
+        names: set[str] = set()
+        for c in (*rule.checks, *rule.obligations):
+            names.update(n for n in c.full.vars() if n.startswith("st."))
+        self.facts = [(n, FACTS[n][1]) for n in sorted(names)]
+
+    def values(self, state: State, fields: dict) -> dict:
+        v = dict(fields)
+        for name, get in self.facts:
+            v[name] = get(state, fields)
+        return v
+
+    def evaluate(self, state: State, msg: Message) -> Outcome:
+        v = self.values(state, msg.fields)
+        failed, unknown = [], []
+        for check, fn, full in self.checks:
+            ok = _verdict(fn, full, v)
+            if ok is None:
+                unknown.append(check)
+            elif not ok:
+                failed.append(check)
+        return Outcome(self.rule, failed, unknown)
+
+    def obligations_failed(self, state: State, req: Message, resp: Message) -> list[tuple[Obligation, Optional[bool]]]:
+        """Obligations the response breaks (False) or may break (None, fields unknown), in the state before it."""
+        v = self.values(state, req.fields)
+        for k, val in resp.fields.items():
+            v["resp." + k] = val
+        ok_resp = resp.name in self.rule.ok
+        out = []
+        for ob, fn, full in self.obligations:
+            if ob.on_ok and not ok_resp:
+                continue
+            verdict = _verdict(fn, full, v)
+            if verdict is not True:
+                out.append((ob, None if verdict is None else False))
+        return out
+
+
+def _verdict(fn, full: E, v: dict) -> Optional[bool]:
+    """The compiled reading when every value is known; z3 over the unknown ones otherwise."""
+    if None not in v.values():
+        try:
+            return bool(fn(v))
+        except KeyError:
+            pass  # a field the source did not carry: unknown, like None
+    return evaluate(full, v, fn)
+
+
+class Fields:
+    """Rule-side variables for a command's request (and `resp.*` response) fields, typed from the layout."""
+
+    def __init__(self, codec: Codec, struct: str, prefix: str = ""):
+        self.widths = codec.layout(struct).widths
+        self.prefix = prefix
+        self.struct = struct
+
+    def __getitem__(self, key: str) -> E:
+        if key not in self.widths:
+            raise KeyError(f"{self.struct} has no integer field {key!r}; it has {', '.join(self.widths)}")
+        return Var(self.prefix + key, self.widths[key])
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.widths
+
+
+class MissingFact(KeyError):
+    """The SpecIR lacks a command, struct or constant a rule is written against."""
+
+
+@dataclass
+class Build:
+    """What rule definitions read from the SpecIR: constants, fields, feature gates."""
+
+    ir: SpecIR
+    codec: Codec
+    errors: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        self.errors = tuple(r.name for r in self.ir.responses if "_RESP_ERR_" in r.name)
+
+    def k(self, name: str) -> int:
+        return self._get(self.ir.constant, name)
+
+    @staticmethod
+    def _get(lookup, name):
+        try:
+            return lookup(name)
+        except KeyError as exc:
+            raise MissingFact(exc.args[0]) from None
+
+    def values(self, prefix: str) -> tuple[int, ...]:
+        return tuple(c.value for c in self.ir.constants if c.name.startswith(prefix))
+
+    def req(self, cmd: str) -> Fields:
+        return Fields(self.codec, self._get(self.ir.command, cmd).request)
+
+    def resp(self, response: str) -> Fields:
+        return Fields(self.codec, self.codec.layout(response).name, "resp.")
+
+    def has_requirement(self, rid: str) -> bool:
+        return any(r.id == rid for r in self.ir.requirements)
+
+    def resolve(self, rule: Rule) -> Rule:
+        """Fill ANY_ERROR and the success types, and drop IDs this SpecIR does not have."""
+        keep = lambda ids: tuple(i for i in ids if self.has_requirement(i))  # noqa: E731
+        checks = []
+        for c in rule.checks:
+            errs = None if c.errors is None else tuple(
+                e for x in c.errors for e in (self.errors if x == ANY_ERROR else (x,)))
+            checks.append(_replace(c, errors=errs, reqs=keep(c.reqs)))
+        obs = tuple(_replace(o, reqs=keep(o.reqs)) for o in rule.obligations)
+        ok = rule.ok or self.ir.command(rule.command).responses
+        return _replace(rule, checks=tuple(checks), obligations=obs, ok=ok, ok_reqs=keep(rule.ok_reqs))
+
+
+def _replace(obj: Any, **kw: Any) -> Any:
+    import dataclasses
+    return dataclasses.replace(obj, **kw)
+
+
+def is_bool(e: E) -> bool:
+    return e.width == BOOL
