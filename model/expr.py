@@ -308,7 +308,8 @@ def atoms(expr: E) -> list[Cmp]:
     return [n for n in expr.walk() if isinstance(n, Cmp) and n.op in ("<", "<=")]
 
 
-def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None) -> dict[str, Optional[dict]]:
+def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None,
+             report: Optional[dict[str, int]] = None) -> dict[str, Optional[dict]]:
     """Two z3 models at the edge of `expr`: one that satisfies it exactly at a
 
     boundary (a comparison holding with no slack) and one that violates it by the
@@ -316,7 +317,7 @@ def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None
     or violating model when the expression has no ordering comparison.
     """
     env = env or Z3Env()
-    widths = expr.vars()
+    widths = {**expr.vars(), **(report or {})}
     body = expr.z3(env)
     base = list(assume or [])
     result: dict[str, Optional[dict]] = {"satisfy": None, "violate": None}

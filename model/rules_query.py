@@ -33,11 +33,12 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_GET_DISPLAY_INFO"
     r = b.resp("VIRTIO_GPU_RESP_OK_DISPLAY_INFO")
     slots = sum(1 for k in r.widths if k.endswith(".enabled"))
+    least = next((f.value_min for f in b.ir.config.fields if f.name == "num_scanouts"), None) or 1
     beyond: list[Obligation] = [
         Obligation(f"scanout-{i}-beyond-num-scanouts-disabled", r[f"pmodes.{i}.enabled"].eq(0), "informal",
                    when=S("st.num_scanouts").ule(i), on_ok=True,
                    note="pmodes has a slot per possible scanout; those past num_scanouts cannot be enabled")
-        for i in range(slots)]
+        for i in range(least, slots)]  # slots below the least num_scanouts always exist
     out.append(Rule(name, "query", tuple(header_checks(b, name)),
                     (*header_obligations(b, name), *beyond), _display_info))
 

@@ -39,3 +39,23 @@ def v14(spec_sources: Path, shared_header: Path):
     from virtgpu_conform.spec.load import parse_sources
 
     return parse_sources(spec_sources, shared_header, "v1.4-cs01")
+
+
+@pytest.fixture(scope="session")
+def ir():
+    """The embedded v1.4 SpecIR (test_snapshot keeps it equal to a fresh parse of the real sources)."""
+    from virtgpu_conform.spec.load import load_snapshot
+
+    return load_snapshot()
+
+
+@pytest.fixture(scope="session")
+def protocol(ir):
+    from virtgpu_conform.model.protocol import Protocol
+
+    return Protocol(ir)
+
+
+@pytest.fixture(scope="session")
+def codec(protocol):
+    return protocol.codec
