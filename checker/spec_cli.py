@@ -158,6 +158,42 @@ def diff_cmd(old: Path, new: Path, header: Optional[Path], as_json: bool) -> Non
                       markup=False)
 
 
+@spec.command()
+@_spec_dir
+@_header
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def requirements(spec_dir: Optional[Path], header: Optional[Path], as_json: bool) -> None:
+    """Which requirements the model's rules enforce, by basis, and why the rest cannot be checked.
+
+    Exits 1 when some requirement is neither enforced nor listed as uncheckable.
+    """
+    from virtgpu_conform.model.coverage import counts, coverage
+    from virtgpu_conform.model.protocol import ModelError, Protocol
+
+    ir, _ = _load(spec_dir, header)
+    try:
+        rows = coverage(Protocol(ir))
+    except ModelError as exc:
+        raise SpecSourceError(str(spec_dir or "snapshot"), 0, 0, str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps([{"id": r.requirement.id, "level": r.requirement.level,
+                                      "binds": r.requirement.binds, "basis": r.requirement.basis,
+                                      "status": r.status, "by": list(r.by), "reason": r.reason,
+                                      "where": str(r.requirement.loc)} for r in rows], indent=1) + "\n")
+    else:
+        t = Table(title=f"Requirement coverage, virtio-gpu {ir.version}")
+        for col in ("id", "level", "basis", "status", "enforced by / why not"):
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(r.requirement.id, r.requirement.level, r.requirement.basis, r.status,
+                      escape("; ".join(r.by) or r.reason))
+        console.out.print(t)
+        for status, by_basis in counts(rows).items():
+            console.out.print(f"{status}: {sum(by_basis.values())} ("
+                              + ", ".join(f"{b} {n}" for b, n in sorted(by_basis.items())) + ")", markup=False)
+    sys.exit(EXIT_FINDINGS if any(r.status == "uncovered" for r in rows) else EXIT_OK)
+
+
 @spec.command(name="import")
 @click.argument("spec_dir", type=click.Path(path_type=Path))
 @_header

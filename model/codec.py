@@ -210,7 +210,11 @@ class Codec:
             vals.setdefault(s.trailing.count_field, len(entries))
         if sname in PAYLOAD_LENGTH:
             vals.setdefault(PAYLOAD_LENGTH[sname], len(payload))
-        out = lay.packer.pack(*[(vals.get(k) or (b"" if b else 0)) for k, b in zip(lay.keys, lay.is_bytes)])
+        try:
+            out = lay.packer.pack(*[(vals.get(k) or (b"" if b else 0)) for k, b in zip(lay.keys, lay.is_bytes)])
+        except _struct.error:
+            wide = [k for k in lay.keys if isinstance(vals.get(k), int) and not 0 <= vals[k] < 1 << lay.widths.get(k, 0)]
+            raise ValueError(f"{name}: {', '.join(wide) or 'a field'} does not fit its wire width") from None
         if s.trailing and entries:
             elem = self.layouts[s.trailing.element]
             out += b"".join(elem.packer.pack(*[(e.get(k) or 0) for k in elem.keys]) for e in entries)

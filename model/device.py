@@ -67,11 +67,9 @@ class ReferenceDevice:
         req = self.codec.decode_request(data, queue)
         unusable = req.name is None or any(p.code in ("short-buffer", "entries-truncated", "payload-truncated",
                                                       "wrong-queue") for p in req.problems)
+        # Judge in the state the request found, before it is booked on its timeline.
+        name = "VIRTIO_GPU_RESP_ERR_UNSPEC" if unusable else self.protocol.expect(self.state, req).expected
         self.protocol.submit(self.state, req)
-        if unusable:
-            name = "VIRTIO_GPU_RESP_ERR_UNSPEC"
-        else:
-            name = self.protocol.expect(self.state, req).expected
         fields, payload = self._body(name, req)
         fields.update(self._header(req))
         out = self.codec.encode(name, fields, payload=payload)

@@ -10,7 +10,7 @@ from .facts import F, S
 from .rule import Build, Check, Rule
 from .rules_common import (BACKING_FIRST, CTX_CREATED, CTX_INIT_MAY, ERR_CONTEXT, ERR_PARAM, ERR_UNSPEC, OPEN_CODE,
                            RESP_OOM, header_checks, header_obligations, resource_exists, resource_id_free)
-from .state import KIND_3D, Context, Resource, State
+from .state import KIND_3D, KIND_BLOB, Context, Resource, State
 
 
 def _ctx_create(st: State, req: Message, resp: Optional[Message]) -> None:
@@ -101,16 +101,17 @@ def rules(b: Build) -> list[Rule]:
 
     for name in ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"):
         c = b.req(name)
-        live = S("st.res.exists")
+        # Blobs have no width/height/depth and the driver's view of them is unrestricted,
+        # so the box and backing checks are for 2D/3D resources only.
+        sized = S("st.res.exists") & S("st.res.kind").ne(KIND_BLOB)
         box = (fits(c["box.x"], c["box.w"], S("st.res.width")) & fits(c["box.y"], c["box.h"], S("st.res.height"))
                & fits(c["box.z"], c["box.d"], S("st.res.depth")))
-        checks = [*header_checks(b, name), resource_exists(c),
-                  Check("box-inside-resource", box, "informal", prefer=ERR_PARAM, when=live,
-                        note="the box lies inside the resource, without u32 wrap-around; " + OPEN_CODE)]
-        if name.endswith("TO_HOST_3D"):
-            checks.append(Check("backing-attached", S("st.res.backed"), "informal", (BACKING_FIRST,),
-                                prefer=ERR_UNSPEC, when=live, note=OPEN_CODE))
-        out.append(Rule(name, "3d", tuple(checks), tuple(header_obligations(b, name)),
+        checks = (*header_checks(b, name), resource_exists(c),
+                  Check("box-inside-resource", box, "informal", prefer=ERR_PARAM, when=sized,
+                        note="the box lies inside the resource, without u32 wrap-around; " + OPEN_CODE),
+                  Check("backing-attached", S("st.res.backed"), "informal", (BACKING_FIRST,), prefer=ERR_UNSPEC,
+                        when=sized, note="DMA either way goes through the backing pages; " + OPEN_CODE))
+        out.append(Rule(name, "3d", checks, tuple(header_obligations(b, name)),
                         _transfer if name.endswith("TO_HOST_3D") else None))
 
     name = "VIRTIO_GPU_CMD_SUBMIT_3D"

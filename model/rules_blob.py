@@ -65,8 +65,9 @@ def rules(b: Build) -> list[Rule]:
               (BLOB_FLAGS_STATED,), prefer=ERR_PARAM, note="only the VIRTIO_GPU_BLOB_FLAG_* bits; " + OPEN_CODE),
         Check("host3d-context", S("st.ctx.exists"), "spec-text", (BLOB_HOST3D_OBJECT,), prefer=ERR_CONTEXT,
               when=host3d, note="host3d blobs come from an object of the context in hdr.ctx_id; " + OPEN_CODE),
-        Check("guest-backing", c["nr_entries"].ne(0), "informal", prefer=ERR_PARAM,
-              when=c["blob_mem"].eq(mem["GUEST"]), note="guest blobs are made of the pages that follow"),
+        Check("host3d-needs-virgl", F("VIRTIO_GPU_F_VIRGL"), "informal", prefer=ERR_PARAM, when=host3d,
+              note="host memory blobs exist only with VIRGL; guest blobs do not need it. nr_entries may be 0 "
+                   "for any blob: backing can be attached later"),
         Check("size-nonzero", c["size"].ne(0), "informal", prefer=ERR_PARAM, note=OPEN_CODE),
         Check("size-aligned", (c["size"] % S("st.blob_alignment").zext(64)).eq(0), "normative",
               (BLOB_SIZE_ALIGNED,), errors=None, prefer=ERR_PARAM, when=aligned,

@@ -54,6 +54,7 @@ def test_boundary_of_a_rect_check_sits_exactly_on_the_resource_edge(protocol):
              sat["r.width"] == sat["st.res.width"], sat["r.height"] == sat["st.res.height"],
              sat["r.x"] == sat["st.res.width"] - sat["r.width"], sat["r.y"] == sat["st.res.height"] - sat["r.height"]]
     assert any(edges)
+    assert compile_py(check.full)(bad) is False and bad["st.res.exists"] and bad["resource_id"] != 0
 
 
 def test_no_command_demands_contradictory_outcomes(protocol):
