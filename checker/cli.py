@@ -9,6 +9,7 @@ import click
 
 from . import console
 from .console import EXIT_USAGE
+from .model_cli import model
 from .spec_cli import spec
 
 
@@ -47,3 +48,4 @@ def main() -> None:
 
 
 main.add_command(spec)
+main.add_command(model)
