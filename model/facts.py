@@ -15,6 +15,27 @@ Getter = Callable[[State, dict], Any]
 FACTS: dict[str, tuple[int, Getter]] = {}
 
 
+# The request fields each family of facts is read through. When one of them is
+# unknown, the fact is unknown too (z3 then ranges over it), so no verdict rests on
+# a guessed id.
+_DEPENDS = (
+    ("st.res.in_ctx", ("resource_id", "hdr.ctx_id")),
+    ("st.res.", ("resource_id",)),
+    ("st.map.", ("resource_id", "offset")),
+    ("st.ctx.", ("hdr.ctx_id",)),
+    ("st.tl.", ("hdr.flags", "hdr.ctx_id", "hdr.ring_idx")),
+    ("st.capset.", ("capset_id",)),
+    ("st.init_capset.", ("context_init",)),
+)
+
+
+def depends(name: str) -> tuple[str, ...]:
+    for prefix, fields in _DEPENDS:
+        if name.startswith(prefix):
+            return fields
+    return ()
+
+
 def fact(name: str, width: int):
     def register(fn: Getter) -> Getter:
         FACTS[name] = (width, fn)

@@ -9,7 +9,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from .codec import Codec, Message
 from .expr import BOOL, E, Var, compile_py, evaluate
-from .facts import FACTS
+from .facts import FACTS, depends
 from .state import State
 
 BASES = ("normative", "spec-text", "informal", "implementation")
@@ -135,12 +135,12 @@ class CompiledRule:
         names: set[str] = set()
         for c in (*rule.checks, *rule.obligations):
             names.update(n for n in c.full.vars() if n.startswith("st."))
-        self.facts = [(n, FACTS[n][1]) for n in sorted(names)]
+        self.facts = [(n, FACTS[n][1], depends(n)) for n in sorted(names)]
 
     def values(self, state: State, fields: dict) -> dict:
         v = dict(fields)
-        for name, get in self.facts:
-            v[name] = get(state, fields)
+        for name, get, deps in self.facts:
+            v[name] = None if any(fields.get(d) is None for d in deps) else get(state, fields)
         return v
 
     def evaluate(self, state: State, msg: Message) -> Outcome:
