@@ -41,9 +41,9 @@ class Protocol:
         b = Build(ir, self.codec)
         try:
             built = [b.resolve(r) for fam in FAMILIES for r in fam.rules(b)]
-        except MissingFact as exc:
-            raise ModelError(f"the rules need {exc.args[0]}, which SpecIR {ir.version} does not have; "
-                             "use a v1.3 or later chapter, or the embedded snapshot") from None
+        except (MissingFact, KeyError) as exc:  # a struct field or constant an older chapter lacks
+            raise ModelError(f"the rules need something SpecIR {ir.version} does not have ({exc.args[0]}); "
+                             "use a v1.2 or later chapter, or the embedded snapshot") from None
         self.rules: dict[str, Rule] = {r.command: r for r in built}
         missing = [c.name for c in ir.commands if c.name not in self.rules]
         if missing:
