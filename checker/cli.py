@@ -30,7 +30,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpecSourceError as exc:
-            console.err.print(str(exc), markup=False)
+            console.err.print(str(exc), markup=False, soft_wrap=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             console.err.print("interrupted", markup=False)
