@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 
 from .codec import Codec, Message
-from .expr import BOOL, E, Var, compile_py, evaluate
+from .expr import E, Var, compile_py, evaluate
 from .facts import FACTS, depends
 from .state import State
 
@@ -241,16 +241,7 @@ class Build:
         for c in rule.checks:
             errs = None if c.errors is None else tuple(
                 e for x in c.errors for e in (self.errors if x == ANY_ERROR else (x,)))
-            checks.append(_replace(c, errors=errs, reqs=keep(c.reqs)))
-        obs = tuple(_replace(o, reqs=keep(o.reqs)) for o in rule.obligations)
+            checks.append(replace(c, errors=errs, reqs=keep(c.reqs)))
+        obs = tuple(replace(o, reqs=keep(o.reqs)) for o in rule.obligations)
         ok = rule.ok or self.ir.command(rule.command).responses
-        return _replace(rule, checks=tuple(checks), obligations=obs, ok=ok, ok_reqs=keep(rule.ok_reqs))
-
-
-def _replace(obj: Any, **kw: Any) -> Any:
-    import dataclasses
-    return dataclasses.replace(obj, **kw)
-
-
-def is_bool(e: E) -> bool:
-    return e.width == BOOL
+        return replace(rule, checks=tuple(checks), obligations=obs, ok=ok, ok_reqs=keep(rule.ok_reqs))
