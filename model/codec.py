@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct as _struct
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 from virtgpu_conform.spec.ir import Command, Response, SpecIR, Struct
 
@@ -46,10 +46,6 @@ class Message:
     problems: list[Problem] = field(default_factory=list)
     size: int = 0  # bytes read
 
-    def get(self, key: str, default: Any = None) -> Any:
-        v = self.fields.get(key)
-        return default if v is None else v
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -64,6 +60,9 @@ class Layout:
     packer: _struct.Struct
     flexible: Optional[str]  # key of a trailing flexible byte array
     widths: dict[str, int]  # bits of each integer leaf
+
+    def size_of(self, key: str) -> int:
+        return self.sizes[self.keys.index(key)]
 
     @property
     def padding(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from . import rules_2d, rules_3d, rules_blob, rules_cursor, rules_query
 from .codec import Codec, Message, codec_for
-from .rule import PROFILES, Build, CompiledRule, MissingFact, Outcome, Rule
+from .rule import Build, CompiledRule, MissingFact, Outcome, Rule
 from .rules_common import RING_COMPLETE
 from .state import Settings, State, timeline_key
 
@@ -129,11 +129,6 @@ class Protocol:
             if not outcome.unknown and name != outcome.expected:
                 out.append(Breach(rule.command, "preferred-answer", "device", "implementation", (), True,
                                   f"answered {name}; the reference device answers {outcome.expected}"))
-        for ob, verdict in self.compiled[rule.command].obligations_failed(state, req, resp):
+        for ob, verdict in self.compiled[rule.command].obligations_failed(state, req, resp, outcome.values):
             out.append(Breach(rule.command, ob.id, "device", ob.basis, ob.reqs, verdict is False, ob.note))
         return out
-
-    def profile(self, name: str) -> frozenset[str]:
-        if name not in PROFILES:
-            raise ModelError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-        return PROFILES[name]

@@ -82,12 +82,6 @@ class Rule:
     tolerated: tuple[str, ...] = ()  # errors a device may give even to a valid command
     note: str = ""
 
-    def requirements(self) -> set[str]:
-        out = set(self.ok_reqs)
-        for c in (*self.checks, *self.obligations):
-            out.update(c.reqs)
-        return out
-
 
 @dataclass
 class Outcome:
@@ -96,16 +90,17 @@ class Outcome:
     rule: Rule
     failed: list[Check]
     unknown: list[Check]  # could go either way with the fields known
+    values: dict = field(default_factory=dict, repr=False)  # fields and state facts the checks read
 
     def acceptable(self, profile: frozenset[str] = PROFILES["strict"]) -> Optional[frozenset[str]]:
         """The response types a conformant device may give; None when anything goes."""
-        demanding = [c for c in self.failed if c.reject_basis in profile]
         if self.unknown:
             return None  # a candidate split for the checker, not a verdict here
         if not self.failed:
             if self.rule.ok_basis not in profile:
                 return None
             return frozenset(self.rule.ok) | frozenset(self.rule.tolerated)
+        demanding = [c for c in self.failed if c.reject_basis in profile]
         if not demanding:
             return None
         return frozenset(e for c in demanding for e in c.errors)
@@ -145,34 +140,40 @@ class CompiledRule:
 
     def evaluate(self, state: State, msg: Message) -> Outcome:
         v = self.values(state, msg.fields)
+        partial = None in v.values()
         failed, unknown = [], []
         for check, fn, full in self.checks:
-            ok = _verdict(fn, full, v)
+            ok = _verdict(fn, full, v, partial)
             if ok is None:
                 unknown.append(check)
             elif not ok:
                 failed.append(check)
-        return Outcome(self.rule, failed, unknown)
+        return Outcome(self.rule, failed, unknown, v)
 
-    def obligations_failed(self, state: State, req: Message, resp: Message) -> list[tuple[Obligation, Optional[bool]]]:
-        """Obligations the response breaks (False) or may break (None, fields unknown), in the state before it."""
-        v = self.values(state, req.fields)
+    def obligations_failed(self, state: State, req: Message, resp: Message,
+                           values: Optional[dict] = None) -> list[tuple[Obligation, Optional[bool]]]:
+        """Obligations the response breaks (False) or may break (None, fields unknown), in the state before it.
+
+        `values` are the ones `evaluate` read for the same request, so facts are not looked up twice.
+        """
+        v = dict(values) if values else self.values(state, req.fields)
         for k, val in resp.fields.items():
             v["resp." + k] = val
+        partial = None in v.values()
         ok_resp = resp.name in self.rule.ok
         out = []
         for ob, fn, full in self.obligations:
             if ob.on_ok and not ok_resp:
                 continue
-            verdict = _verdict(fn, full, v)
+            verdict = _verdict(fn, full, v, partial)
             if verdict is not True:
                 out.append((ob, None if verdict is None else False))
         return out
 
 
-def _verdict(fn, full: E, v: dict) -> Optional[bool]:
+def _verdict(fn, full: E, v: dict, partial: bool) -> Optional[bool]:
     """The compiled reading when every value is known; z3 over the unknown ones otherwise."""
-    if None not in v.values():
+    if not partial:
         try:
             return bool(fn(v))
         except KeyError:
@@ -193,9 +194,6 @@ class Fields:
             raise KeyError(f"{self.struct} has no integer field {key!r}; it has {', '.join(self.widths)}")
         return Var(self.prefix + key, self.widths[key])
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.widths
-
 
 class MissingFact(KeyError):
     """The SpecIR lacks a command, struct or constant a rule is written against."""
@@ -211,6 +209,7 @@ class Build:
 
     def __post_init__(self):
         self.errors = tuple(r.name for r in self.ir.responses if "_RESP_ERR_" in r.name)
+        self.requirement_ids = frozenset(r.id for r in self.ir.requirements)
 
     def k(self, name: str) -> int:
         return self._get(self.ir.constant, name)
@@ -231,12 +230,9 @@ class Build:
     def resp(self, response: str) -> Fields:
         return Fields(self.codec, self.codec.layout(response).name, "resp.")
 
-    def has_requirement(self, rid: str) -> bool:
-        return any(r.id == rid for r in self.ir.requirements)
-
     def resolve(self, rule: Rule) -> Rule:
         """Fill ANY_ERROR and the success types, and drop IDs this SpecIR does not have."""
-        keep = lambda ids: tuple(i for i in ids if self.has_requirement(i))  # noqa: E731
+        keep = lambda ids: tuple(i for i in ids if i in self.requirement_ids)  # noqa: E731
         checks = []
         for c in rule.checks:
             errs = None if c.errors is None else tuple(

@@ -61,7 +61,7 @@ def rules(b: Build) -> list[Rule]:
 
     name = "VIRTIO_GPU_CMD_RESOURCE_UNREF"
     c = b.req(name)
-    out.append(Rule(name, "2d", (*header_checks(b, name), resource_exists(c)),
+    out.append(Rule(name, "2d", (*header_checks(b, name), resource_exists()),
                     tuple(header_obligations(b, name)), _unref,
                     note="what UNREF does to a scanout, the cursor or a mapping still using it is open"))
 
@@ -75,7 +75,7 @@ def rules(b: Build) -> list[Rule]:
         Check("edid-first", S("st.edid_read"), "normative", (EDID_FIRST,), errors=None,
               when=F("VIRTIO_GPU_F_EDID"), note="a SHOULD: with F_EDID the EDIDs are read at start-up"),
         scanout_id_valid(c),
-        resource_exists(c, when=enabling),
+        resource_exists(when=enabling),
         Check("rect-inside-resource", rect_inside("r", c, S("st.res.width"), S("st.res.height")), "informal",
               (SCANOUT_RECT,), prefer=ERR_PARAM, when=enabling & S("st.res.exists"),
               note="a rect past the resource, including by u32 wrap-around of x+width; " + OPEN_CODE),
@@ -84,7 +84,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_RESOURCE_FLUSH"
     c = b.req(name)
     out.append(Rule(name, "2d", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("rect-inside-resource", rect_inside("r", c, S("st.res.width"), S("st.res.height")), "informal",
               prefer=ERR_PARAM, when=S("st.res.exists"), note=OPEN_CODE),
     ), tuple(header_obligations(b, name))))
@@ -92,7 +92,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D"
     c = b.req(name)
     out.append(Rule(name, "2d", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("backing-attached", S("st.res.backed"), "informal", (BACKING_FIRST,), prefer=ERR_UNSPEC,
               when=S("st.res.exists"), note="a transfer copies from the backing pages; " + OPEN_CODE),
         Check("rect-inside-resource", rect_inside("r", c, S("st.res.width"), S("st.res.height")), "informal",
@@ -102,7 +102,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING"
     c = b.req(name)
     out.append(Rule(name, "2d", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("not-backed", ~S("st.res.backed"), "implementation", errors=None, prefer=ERR_UNSPEC,
               when=S("st.res.exists"),
               note="the spec is silent on a second attach; QEMU answers ERR_UNSPEC, others replace the backing"),
@@ -111,7 +111,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING"
     c = b.req(name)
     out.append(Rule(name, "2d", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("backed", S("st.res.backed"), "implementation", errors=None, when=S("st.res.exists"),
               note="detaching backing a resource does not have is not covered by the spec"),
     ), tuple(header_obligations(b, name)), _detach))

@@ -60,8 +60,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_CTX_CREATE"
     c = b.req(name)
     mask = b.k("VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK")
-    name_room = b.codec.layout(b.ir.command(name).request)
-    name_room = name_room.sizes[name_room.keys.index("debug_name")]
+    name_room = b.codec.layout(name).size_of("debug_name")
     out.append(Rule(name, "3d", (
         *header_checks(b, name),
         Check("context-id-nonzero", c["hdr.ctx_id"].ne(0), "informal", prefer=ERR_CONTEXT,
@@ -90,7 +89,7 @@ def rules(b: Build) -> list[Rule]:
                                           when=S("st.res.exists") & S("st.ctx.exists"),
                                           note="detaching what is not attached is not covered by the spec"),))):
         c = b.req(name)
-        out.append(Rule(name, "3d", (*header_checks(b, name), _context_exists(), resource_exists(c), *extra),
+        out.append(Rule(name, "3d", (*header_checks(b, name), _context_exists(), resource_exists(), *extra),
                         tuple(header_obligations(b, name)), effect))
 
     name = "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D"
@@ -106,7 +105,7 @@ def rules(b: Build) -> list[Rule]:
         sized = S("st.res.exists") & S("st.res.kind").ne(KIND_BLOB)
         box = (fits(c["box.x"], c["box.w"], S("st.res.width")) & fits(c["box.y"], c["box.h"], S("st.res.height"))
                & fits(c["box.z"], c["box.d"], S("st.res.depth")))
-        checks = (*header_checks(b, name), resource_exists(c),
+        checks = (*header_checks(b, name), resource_exists(),
                   Check("box-inside-resource", box, "informal", prefer=ERR_PARAM, when=sized,
                         note="the box lies inside the resource, without u32 wrap-around; " + OPEN_CODE),
                   Check("backing-attached", S("st.res.backed"), "informal", (BACKING_FIRST,), prefer=ERR_UNSPEC,

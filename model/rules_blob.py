@@ -82,7 +82,7 @@ def rules(b: Build) -> list[Rule]:
     last_row = w64("offsets.0") + w64("strides.0") * (w64("height") - 1) + w64("width") * BYTES_PER_PIXEL
     out.append(Rule(name, "blob", (
         *header_checks(b, name), scanout_id_valid(c),
-        resource_exists(c, when=enabling),
+        resource_exists(when=enabling),
         Check("resource-is-blob", S("st.res.kind").eq(KIND_BLOB), "informal", prefer=ERR_PARAM,
               when=enabling & S("st.res.exists"), note=OPEN_CODE),
         Check("format-defined", c["format"].isin(b.values("VIRTIO_GPU_FORMAT_")), "spec-text",
@@ -99,10 +99,10 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB"
     c, r = b.req(name), b.resp("VIRTIO_GPU_RESP_OK_MAP_INFO")
     is_blob = S("st.res.exists") & S("st.res.kind").eq(KIND_BLOB)
-    caching = tuple(v for n, v in ((x.name, x.value) for x in b.ir.constants)
-                    if n.startswith("VIRTIO_GPU_MAP_CACHE_") and not n.endswith("_MASK"))
+    caching = tuple(x.value for x in b.ir.constants
+                    if x.name.startswith("VIRTIO_GPU_MAP_CACHE_") and not x.name.endswith("_MASK"))
     out.append(Rule(name, "blob", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("resource-is-blob", S("st.res.kind").eq(KIND_BLOB), "informal", prefer=ERR_PARAM,
               when=S("st.res.exists"), note=OPEN_CODE),
         Check("blob-mappable", (S("st.res.blob_flags") & b.k("VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE")).ne(0), "informal",
@@ -126,7 +126,7 @@ def rules(b: Build) -> list[Rule]:
     name = "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB"
     c = b.req(name)
     out.append(Rule(name, "blob", (
-        *header_checks(b, name), resource_exists(c),
+        *header_checks(b, name), resource_exists(),
         Check("mapped", S("st.res.mapped"), "informal", errors=None, prefer=ERR_PARAM, when=S("st.res.exists"),
               note="unmapping what is not mapped; the device's answer is open"),
     ), tuple(header_obligations(b, name)), _unmap, ok_basis="normative", ok_reqs=(MAP_IMPLEMENTED,)))

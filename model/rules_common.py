@@ -84,8 +84,8 @@ def header_obligations(b: Build, command: str) -> list[Obligation]:
     ]
 
 
-def resource_exists(c: Fields, when: E | None = None, basis: str = "informal") -> Check:
-    return Check("resource-exists", S("st.res.exists"), basis, prefer=ERR_RESOURCE, when=when,
+def resource_exists(when: E | None = None) -> Check:
+    return Check("resource-exists", S("st.res.exists"), "informal", prefer=ERR_RESOURCE, when=when,
                  note="resource ids are live from their create to their unref; " + OPEN_CODE)
 
 

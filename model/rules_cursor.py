@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from .codec import Message
@@ -31,10 +32,9 @@ def rules(b: Build) -> list[Rule]:
     c = b.req(name)
     showing = c["resource_id"].ne(0)
     live = showing & S("st.res.exists")
-    exists = resource_exists(c, when=showing)
     out.append(Rule(name, "cursor", (
         *header_checks(b, name), scanout_id_valid(c, "pos.scanout_id", answer_open=True),
-        Check(exists.id, exists.cond, exists.basis, errors=None, when=showing, note=NO_ANSWER),
+        replace(resource_exists(when=showing), errors=None, note=NO_ANSWER),
         Check("cursor-64x64", S("st.res.width").eq(CURSOR_SIZE) & S("st.res.height").eq(CURSOR_SIZE), "informal",
               (CURSOR_64,), errors=None, when=live, note=NO_ANSWER),
         Check("cursor-prepared", S("st.res.backed") & S("st.res.transferred"), "spec-text",

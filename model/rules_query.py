@@ -44,7 +44,7 @@ def rules(b: Build) -> list[Rule]:
 
     name = "VIRTIO_GPU_CMD_GET_EDID"
     c, r = b.req(name), b.resp("VIRTIO_GPU_RESP_OK_EDID")
-    edid_room = b.codec.layout("virtio_gpu_resp_edid").sizes[b.codec.layout("virtio_gpu_resp_edid").keys.index("edid")]
+    edid_room = b.codec.layout("virtio_gpu_resp_edid").size_of("edid")
     out.append(Rule(name, "query", (*header_checks(b, name), scanout_id_valid(c, "scanout", prefer=ERR_PARAM)),
                     (*header_obligations(b, name),
                      Obligation("edid-size-fits", r["size"].ule(edid_room), "informal", on_ok=True,
@@ -75,6 +75,6 @@ def rules(b: Build) -> list[Rule]:
 
     name = "VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID"
     c = b.req(name)
-    out.append(Rule(name, "query", (*header_checks(b, name), resource_exists(c)),
+    out.append(Rule(name, "query", (*header_checks(b, name), resource_exists()),
                     tuple(header_obligations(b, name)), _uuid))
     return out

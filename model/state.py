@@ -29,9 +29,6 @@ class Settings:
     def num_capsets(self) -> int:
         return len(self.capsets)
 
-    def has(self, feature: str) -> bool:
-        return feature in self.features
-
 
 @dataclass
 class Resource:
@@ -101,9 +98,6 @@ class State:
     def reset(self) -> None:
         """Device reset: everything but the settings goes."""
         self.__init__(self.settings, ring_idx_flag=self.ring_idx_flag)
-
-    def resource(self, rid: Optional[int]) -> Optional[Resource]:
-        return self.resources.get(rid) if rid is not None else None
 
     def mappings(self) -> dict[int, tuple[int, int]]:
         return {r.id: r.mapped for r in self.resources.values() if r.mapped is not None}

@@ -101,10 +101,11 @@ class DeviceMachine(RuleBasedStateMachine):
                   entries=[{"addr": 0x100000 * (i + 1), "length": 1 << 16} for i in range(n)])
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
-    @rule(data=st.data())
-    def detach(self, data):
-        rid = self.rid(data)
-        self.send("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", {"resource_id": rid})
+    @rule(data=st.data(), name=st.sampled_from(["VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", "VIRTIO_GPU_CMD_RESOURCE_UNREF",
+                                                "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB"]))
+    def release(self, data, name):
+        """The commands that take back what a resource holds, or the resource itself."""
+        self.send(name, {"resource_id": self.rid(data)})
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
     @rule(data=st.data(), x=U32_EDGE, w=U32_EDGE, fenced=st.booleans())
@@ -126,12 +127,6 @@ class DeviceMachine(RuleBasedStateMachine):
         self.send("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": rid, "r.x": x, "r.width": 1, "r.height": 1})
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
-    @rule(data=st.data())
-    def unref(self, data):
-        rid = self.rid(data)
-        self.send("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": rid})
-
-    @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
     @rule(data=st.data(), page=st.sampled_from([0, 1, 2, 3, 1022, 1023, 1024, (1 << 52) - 1]),
           misalign=st.sampled_from([0, 0, 1]))
     def map_blob(self, data, page, misalign):
@@ -147,12 +142,6 @@ class DeviceMachine(RuleBasedStateMachine):
         """What a careful driver does: an aligned offset, which may still collide with another mapping."""
         rid = data.draw(st.sampled_from(self.unmapped_blobs()), label="blob")
         self.send("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", {"resource_id": rid, "offset": slot * 8192})
-
-    @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
-    @rule(data=st.data())
-    def unmap_blob(self, data):
-        rid = self.rid(data)
-        self.send("VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB", {"resource_id": rid})
 
     @rule(ctx=CTXS, init=st.sampled_from([0, 0, 2, 7, 0x102]))
     def ctx_create(self, ctx, init):
