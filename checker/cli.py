@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from . import console
+from .check_cli import check
 from .console import EXIT_USAGE
 from .model_cli import model
 from .spec_cli import spec
@@ -48,4 +49,5 @@ def main() -> None:
 
 
 main.add_command(spec)
+main.add_command(check)
 main.add_command(model)

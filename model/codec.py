@@ -195,6 +195,16 @@ class Codec:
             msg.entries.append(dict(zip(elem.keys, elem.packer.unpack_from(data, pos + i * elem.size))))
         return pos + min(count, room) * elem.size
 
+    def partial(self, name: str, fields: dict[str, Value], entries: Optional[list] = None) -> Message:
+        """A message from what a trace names of it: the leaves it does not name stay unknown (None)."""
+        item = self.by_name[name]
+        kind = "request" if isinstance(item, Command) else "response"
+        sname = item.request if kind == "request" else item.struct
+        lay = self.layouts[sname]
+        vals = {k: fields.get(k) for k in lay.keys}
+        vals["hdr.type"] = item.code
+        return Message(kind, name, sname, vals, entries=list(entries or []))
+
     # --- encoding --------------------------------------------------------
     def encode(self, name: str, fields: Optional[dict[str, Value]] = None,
                entries: Optional[list[dict[str, Value]]] = None, payload: bytes = b"") -> bytes:

@@ -64,11 +64,16 @@ fact("st.res.transferred", BOOL)(_attr("transferred", False))
 fact("st.res.mapped", BOOL)(lambda st, f: (r := _res(st, f)) is not None and r.mapped is not None)
 fact("st.res.in_ctx", BOOL)(lambda st, f: (r := _res(st, f)) is not None and f.get("hdr.ctx_id") in r.contexts)
 fact("st.ctx.exists", BOOL)(lambda st, f: f.get("hdr.ctx_id") in st.contexts)
-fact("st.num_scanouts", 32)(lambda st, f: st.settings.num_scanouts)
-fact("st.num_capsets", 32)(lambda st, f: st.settings.num_capsets)
-fact("st.blob_alignment", 32)(lambda st, f: st.settings.blob_alignment)
-fact("st.shm.present", BOOL)(lambda st, f: st.settings.host_visible is not None)
-fact("st.shm.size", 64)(lambda st, f: st.settings.host_visible or 0)
+def _setting(get: Getter) -> Getter:
+    """A fact about what the device offers: unknown when the trace does not say."""
+    return lambda st, f: get(st, f) if st.settings.known else None
+
+
+fact("st.num_scanouts", 32)(_setting(lambda st, f: st.settings.num_scanouts))
+fact("st.num_capsets", 32)(_setting(lambda st, f: st.settings.num_capsets))
+fact("st.blob_alignment", 32)(_setting(lambda st, f: st.settings.blob_alignment))
+fact("st.shm.present", BOOL)(_setting(lambda st, f: st.settings.host_visible is not None))
+fact("st.shm.size", 64)(_setting(lambda st, f: st.settings.host_visible or 0))
 fact("st.display_info_read", BOOL)(lambda st, f: st.display_info_read)
 fact("st.edid_read", BOOL)(lambda st, f: st.edid_read)
 
@@ -97,17 +102,17 @@ def _capset(st: State, f: dict):
     return None
 
 
-fact("st.capset.known", BOOL)(lambda st, f: _capset(st, f) is not None)
+fact("st.capset.known", BOOL)(_setting(lambda st, f: _capset(st, f) is not None))
 # CTX_CREATE names its capset in the low byte of context_init.
-fact("st.init_capset.known", BOOL)(
-    lambda st, f: any(c.id == (f.get("context_init") or 0) & 0xFF for c in st.settings.capsets))
-fact("st.capset.max_version", 32)(lambda st, f: (c := _capset(st, f)) and c.max_version or 0)
+fact("st.init_capset.known", BOOL)(_setting(
+    lambda st, f: any(c.id == (f.get("context_init") or 0) & 0xFF for c in st.settings.capsets)))
+fact("st.capset.max_version", 32)(_setting(lambda st, f: (c := _capset(st, f)) and c.max_version or 0))
 
 
 def feature_fact(name: str) -> str:
     key = f"st.f.{name}"
     if key not in FACTS:
-        FACTS[key] = (BOOL, lambda st, f, _n=name: _n in st.settings.features)
+        FACTS[key] = (BOOL, _setting(lambda st, f, _n=name: _n in st.settings.features))
     return key
 
 

@@ -125,8 +125,11 @@ class CompiledRule:
 
     def __init__(self, rule: Rule):
         self.rule = rule
-        self.checks = [(c, compile_py(c.full), c.full) for c in rule.checks]
-        self.obligations = [(o, compile_py(o.full), o.full) for o in rule.obligations]
+        self.checks = [(c, compile_py(c.full), c.full, tuple(c.full.vars())) for c in rule.checks]
+        self.obligations = [(o, compile_py(o.full), o.full, tuple(o.full.vars())) for o in rule.obligations]
+        # Verdicts reached by z3 over unknown values, by the values the condition reads: a trace
+        # that never says its header asks the same question of every command, once.
+        self.memo: dict[tuple, Optional[bool]] = {}
         names: set[str] = set()
         for c in (*rule.checks, *rule.obligations):
             names.update(n for n in c.full.vars() if n.startswith("st."))
@@ -142,8 +145,8 @@ class CompiledRule:
         v = self.values(state, msg.fields)
         partial = None in v.values()
         failed, unknown = [], []
-        for check, fn, full in self.checks:
-            ok = _verdict(fn, full, v, partial)
+        for check, fn, full, names in self.checks:
+            ok = self._verdict(check.id, fn, full, names, v, partial)
             if ok is None:
                 unknown.append(check)
             elif not ok:
@@ -162,23 +165,31 @@ class CompiledRule:
         partial = None in v.values()
         ok_resp = resp.name in self.rule.ok
         out = []
-        for ob, fn, full in self.obligations:
+        for ob, fn, full, names in self.obligations:
             if ob.on_ok and not ok_resp:
                 continue
-            verdict = _verdict(fn, full, v, partial)
+            verdict = self._verdict(ob.id, fn, full, names, v, partial)
             if verdict is not True:
                 out.append((ob, None if verdict is None else False))
         return out
 
 
-def _verdict(fn, full: E, v: dict, partial: bool) -> Optional[bool]:
-    """The compiled reading when every value is known; z3 over the unknown ones otherwise."""
-    if not partial:
-        try:
+    def _verdict(self, key: str, fn, full: E, names: tuple, v: dict, partial: bool) -> Optional[bool]:
+        """The compiled reading when every value is known; z3 over the unknown ones otherwise."""
+        if not partial:
+            try:
+                return bool(fn(v))
+            except KeyError:
+                pass  # a field the source did not carry: unknown, like None
+        vals = tuple(v.get(n) for n in names)
+        if None not in vals:
             return bool(fn(v))
-        except KeyError:
-            pass  # a field the source did not carry: unknown, like None
-    return evaluate(full, v, fn)
+        memo_key = (key, vals)
+        if memo_key not in self.memo:
+            if len(self.memo) > 4096:
+                self.memo.clear()
+            self.memo[memo_key] = evaluate(full, v, fn)
+        return self.memo[memo_key]
 
 
 class Fields:

@@ -24,6 +24,7 @@ class Settings:
     capsets: tuple[Capset, ...] = ()
     blob_alignment: int = 0  # config value; meaningful only with VIRTIO_GPU_F_BLOB_ALIGNMENT
     host_visible: Optional[int] = None  # size of shared memory region VIRTIO_GPU_SHM_ID_HOST_VISIBLE, None = absent
+    known: bool = True  # False: a trace that does not say (features, config); the facts above stay unknown
 
     @property
     def num_capsets(self) -> int:
@@ -90,8 +91,8 @@ class State:
     cursor: Cursor = field(default_factory=Cursor)
     contexts: dict[int, Context] = field(default_factory=dict)
     timelines: dict[tuple, Timeline] = field(default_factory=dict)
-    display_info_read: bool = False
-    edid_read: bool = False
+    display_info_read: Optional[bool] = False  # None: the trace may start after initialisation
+    edid_read: Optional[bool] = False
     commands: int = 0  # commands seen since the last reset
     ring_idx_flag: int = 2  # VIRTIO_GPU_FLAG_INFO_RING_IDX, set from the SpecIR by the protocol
 

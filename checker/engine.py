@@ -1,0 +1,429 @@
+"""The streaming checker: the model's rules applied exchange by exchange over a bounded set of candidate states.
+
+Where the trace does not say how the device answered, each candidate splits into the
+completions a conformant device could have given (accepted: the command's effect
+applies; rejected: it does not). Later evidence prunes them: a candidate whose
+history is no longer conformant is dropped while a conformant one remains. A
+finding is definite only when no candidate and no completion is conformant and no
+candidate was dropped for room; otherwise it is possible, with what the trace leaves open.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from virtgpu_conform.model.coverage import NOT_CHECKABLE
+from virtgpu_conform.model.expr import compile_py
+from virtgpu_conform.model.protocol import Breach, Protocol
+from virtgpu_conform.model.rule import PROFILES, Outcome
+from virtgpu_conform.model.state import Capset, Settings, State
+
+from .findings import Finding, Tally
+from .trace import Diagnostic, Exchange, Reset, Session, Where
+
+MAX_CANDIDATES = 8
+_SELECTORS = ("resource_id", "scanout_id", "pos.scanout_id")  # fields an effect finds its object by
+_CTX_SELECTOR = "hdr.ctx_id"  # ... and, for the CTX_* commands, the context in the header
+_RELATED = 4  # earlier events remembered per resource for explanations
+_GUESSES = 3  # assumed answers remembered per candidate for explanations
+# the state facts an effect with an unknown selector may have made wrong
+_TOUCHES = {"resource_id": ("st.res.", "st.map."), "hdr.ctx_id": ("st.ctx.", "st.res.in_ctx"),
+            "scanout_id": ("st.scanout",), "pos.scanout_id": ("st.scanout",)}
+
+
+@dataclass
+class Candidate:
+    state: State
+    rank: int = 0  # answers assumed that differ from the reference device's
+    guesses: tuple[tuple[Where, str], ...] = ()  # the latest such assumptions, for messages
+
+
+@dataclass
+class _Pair:
+    cand: Candidate
+    accepted: bool  # the completion: did the device carry the command out
+    breaches: list[Breach]  # in profile, definite
+    rank: int
+    guesses: tuple[tuple[Where, str], ...]
+    outcome: Outcome
+    open_: list[Breach] = field(default_factory=list)  # could not be decided (unknown fields)
+
+
+def settings_from(session: Session, ir) -> tuple[Settings, bool]:
+    """Settings for the model, and whether they are known (else settings facts stay unknown)."""
+    known = session.features is not None
+    caps = tuple(Capset(*c) for c in (session.capsets or ()))
+    hv = session.host_visible
+    return Settings(features=session.features or frozenset(), num_scanouts=session.num_scanouts or 1, known=known,
+                    capsets=caps, blob_alignment=session.blob_alignment or 0,
+                    host_visible=hv if hv else None), known
+
+
+class Checker:
+    def __init__(self, protocol: Protocol, profile: str = "strict", max_candidates: int = MAX_CANDIDATES):
+        self.p = protocol
+        self.profile = PROFILES[profile]
+        self.profile_name = profile
+        self.max_candidates = max_candidates
+        self.ir = protocol.ir
+        self.reqs = {r.id: r for r in self.ir.requirements}
+        self.every_response = frozenset(r.name for r in self.ir.responses)
+        self.findings: list[Finding] = []
+        self.divergences: dict[tuple, dict] = {}
+        self.tallies: dict[str, Tally] = {}
+        self.diagnostics: dict[str, int] = {}
+        self.first_diagnostics: list[Diagnostic] = []
+        self.exchanges = 0
+        self.unidentified = 0
+        self.commands: dict[str, int] = {}
+        self.max_split = 1
+        self.settings_known = False
+        self.session = Session(Where("", 0))
+        # why definite findings resting on some state facts are downgraded, until the next reset:
+        # fact prefix ("st." for all of them) -> the reason
+        self.uncertain: dict[str, str] = {}
+        self.history: dict[int, list[tuple[Where, str]]] = {}  # resource id -> recent events on it
+        self.when_fns: dict[int, object] = {}
+        self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
+
+    # --- events --------------------------------------------------------------
+    def feed(self, ev) -> None:
+        if isinstance(ev, Exchange):
+            self.exchange(ev)
+        elif isinstance(ev, Reset):
+            self.reset(ev)
+        elif isinstance(ev, Session):
+            self.start(ev)
+        elif isinstance(ev, Diagnostic):
+            self.diagnostics[ev.code] = self.diagnostics.get(ev.code, 0) + 1
+            if len(self.first_diagnostics) < 200:
+                self.first_diagnostics.append(ev)
+
+    def start(self, s: Session) -> None:
+        self.session = s
+        settings, self.settings_known = settings_from(s, self.ir)
+        self.cands = [Candidate(self._fresh_state(settings, known_start=bool(s.from_reset)))]
+        self.uncertain = {}
+
+    def _fresh_state(self, settings: Settings, known_start: bool) -> State:
+        st = self.p.new_state(settings)
+        if not known_start:
+            # The trace may begin after initialisation: what the driver read at start-up is not known.
+            st.display_info_read = st.edid_read = None
+        return st
+
+    def reset(self, ev: Reset) -> None:
+        for c in self.cands[:1]:
+            for b in self.p.reset(c.state):
+                self._finding(b, True, "", ev.where, None, None, [])
+        settings = self.cands[0].state.settings
+        self.cands = [Candidate(self._fresh_state(settings, ev.known_start))]
+        self.uncertain = {}
+        self.history.clear()
+
+    def finish(self) -> None:
+        for b in self.p.finish(self.cands[0].state):
+            why = self.uncertain.get("st.", "")
+            self._finding(b, len(self.cands) == 1 and not why, why,
+                          Where(self.session.where.file, 0), None, None, [])
+
+    # --- one exchange -----------------------------------------------------------
+    def exchange(self, ex: Exchange) -> None:
+        self.exchanges += 1
+        ex.index = self.exchanges
+        req = ex.req
+        rule = self.p.compiled.get(req.name) if req.name else None
+        if rule is None:
+            self.unidentified += 1
+            return
+        self.commands[req.name] = self.commands.get(req.name, 0) + 1
+        pairs: list[_Pair] = []
+        for cand in self.cands:
+            pairs.extend(self._completions(cand, ex))
+        clean = [q for q in pairs if not q.breaches]
+        primary = min(pairs, key=lambda q: q.rank)
+        if not clean:
+            self._report(ex, primary, definite=True, alt=None)
+        elif primary.breaches:
+            alt = min(clean, key=lambda q: q.rank)
+            self._report(ex, primary, definite=False, alt=alt)
+        self._tally(ex, primary, definite=not clean)
+        self._remember(ex, primary)
+        self._advance(ex, clean or pairs)
+
+    def _completions(self, cand: Candidate, ex: Exchange) -> list[_Pair]:
+        st, req, p = cand.state, ex.req, self.p
+        outcome = p.expect(st, req)
+        p.submit(st, req)
+        driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note)
+                  for c in outcome.failed]
+        expected_ok = outcome.expected in p.ok_types
+        if ex.resp is not None and ex.answered:
+            breaches = p.judge(st, req, outcome, ex.resp)
+            accepted = ex.resp.name in p.ok_types
+            return [self._pair(cand, accepted, breaches, outcome, 0, None)]
+        device: list[Breach] = []
+        if not ex.answered:
+            device.append(Breach(outcome.rule.command, "no-response", "device", "informal", (), True,
+                                 "the device never answered this request" +
+                                 (f" ({'; '.join(ex.evidence)})" if ex.evidence else "")))
+            choices = [(expected_ok, True), (not expected_ok, True)]
+        elif ex.no_body:
+            choices = [(expected_ok, True)]
+        else:
+            names = ex.resp_types if ex.resp_types is not None else self.every_response
+            allowed = outcome.acceptable(self.profile)
+            fits = [n for n in names if allowed is None or n in allowed]
+            classes = {n in p.ok_types for n in fits}
+            if not fits:
+                shown = _names(names)
+                device.append(Breach(outcome.rule.command, "response-type", "device", _answer_basis(outcome, self.profile),
+                                     _answer_reqs(outcome, self.profile), True,
+                                     f"answered {shown} ({'; '.join(ex.evidence) or 'from the trace'}); "
+                                     f"a conformant device answers {_names(allowed)}"))
+                classes = {n in p.ok_types for n in names} or {expected_ok}
+            choices = [(c, True) for c in sorted(classes, key=lambda c: c != expected_ok)]
+        out = []
+        for accepted, _ in dict.fromkeys(choices):
+            rank = 0 if accepted == expected_ok else 1
+            guess = None if rank == 0 else (ex.where, ("accepted" if accepted else "rejected") + " " + _short(req.name))
+            out.append(self._pair(cand, accepted, driver + device, outcome, rank, guess))
+        return out
+
+    def _pair(self, cand: Candidate, accepted: bool, breaches: list[Breach], outcome: Outcome,
+              rank: int, guess) -> _Pair:
+        inside = [b for b in breaches if b.definite and b.basis in self.profile]
+        self._divergences(breaches)
+        guesses = (cand.guesses + (guess,))[-_GUESSES:] if guess else cand.guesses
+        return _Pair(cand, accepted, inside, cand.rank + rank, guesses, outcome,
+                     [b for b in breaches if not b.definite])
+
+    def _advance(self, ex: Exchange, pairs: list[_Pair]) -> None:
+        pairs = sorted(pairs, key=lambda q: q.rank)
+        nxt: list[Candidate] = []
+        used: dict[int, int] = {}
+        for q in pairs:
+            n = used[id(q.cand)] = used.get(id(q.cand), 0) + 1
+            st = q.cand.state if n == 1 and sum(1 for o in pairs if o.cand is q.cand) == 1 else copy.deepcopy(q.cand.state)
+            if q.accepted:
+                self._apply(ex, st)
+            else:
+                self.p.complete(st, ex.req, None, "")
+            if any(c.state == st for c in nxt):
+                continue
+            nxt.append(Candidate(st, q.rank, q.guesses))
+        if len(nxt) > self.max_candidates:
+            self.uncertain.setdefault("st.", (
+                f"more than {self.max_candidates} readings of what the trace leaves unsaid by {ex.where}; "
+                "the least likely were dropped"))
+            nxt = nxt[: self.max_candidates]
+        self.max_split = max(self.max_split, len(nxt))
+        base = min(c.rank for c in nxt)
+        for c in nxt:
+            c.rank -= base
+        self.cands = nxt
+
+    def _apply(self, ex: Exchange, st: State) -> None:
+        rule = self.p.rules[ex.req.name]
+        keys = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
+        unnamed = [k for k in keys if k in ex.req.fields and ex.req.fields[k] is None]
+        if rule.effect and unnamed:
+            for k in unnamed:
+                for prefix in _TOUCHES[k]:
+                    self.uncertain.setdefault(prefix, f"{_short(ex.req.name)} at {ex.where} changed an object "
+                                                      f"the trace does not name ({k} unknown)")
+            self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
+            return
+        try:
+            self.p.complete(st, ex.req, ex.resp, next(iter(rule.ok)))
+        except (TypeError, KeyError, ValueError):
+            self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
+
+    # --- findings ------------------------------------------------------------
+    def _report(self, ex: Exchange, primary: _Pair, definite: bool, alt: Optional[_Pair]) -> None:
+        reason = ""
+        if alt is not None:
+            differ = [g for g in alt.guesses if g not in primary.guesses]
+            reason = ("conformant if the device " + " and ".join(f"{what} at {w}" for w, what in differ)
+                      + " (the trace does not show those answers)" if differ else
+                      "another completion of what the trace leaves unsaid is conformant")
+        elif self.uncertain:
+            why = [r for pre, r in self.uncertain.items() if any(k.startswith(pre) for k in primary.outcome.values)]
+            if why:
+                definite, reason = False, why[0]
+        for b in primary.breaches:
+            self._finding(b, definite, reason, ex.where, ex, primary, self._related(ex))
+
+    def _finding(self, b: Breach, definite: bool, reason: str, where: Where, ex: Optional[Exchange],
+                 pair: Optional[_Pair], related: list) -> None:
+        spec = []
+        for rid in b.reqs:
+            r = self.reqs.get(rid)
+            if r is not None:
+                spec.append((r.loc.file, r.loc.line))
+        msg = _message(b, ex)
+        self.findings.append(Finding(definite, b.side, b.command, b.check, b.basis, b.reqs, where,
+                                     ex.index if ex else 0, msg, reason, ex.resp_where if ex else None,
+                                     list(ex.also) if ex else [], related, spec))
+
+    def _divergences(self, breaches: list[Breach]) -> None:
+        for b in breaches:
+            if b.basis == "implementation" and b.definite:
+                d = self.divergences.setdefault((b.command, b.check), {"count": 0, "detail": b.detail})
+                d["count"] += 1
+
+    def _related(self, ex: Exchange) -> list[tuple[Where, str]]:
+        rid = ex.req.fields.get("resource_id")
+        return list(self.history.get(rid, [])) if rid is not None else []
+
+    def _remember(self, ex: Exchange, primary: _Pair) -> None:
+        rid = ex.req.fields.get("resource_id")
+        if rid is None or ex.req.name in ("VIRTIO_GPU_CMD_MOVE_CURSOR",):
+            return
+        h = self.history.setdefault(rid, [])
+        verb = "" if primary.accepted else " (rejected)"
+        h.append((ex.where, f"{_short(ex.req.name)} of resource {rid}{verb}"))
+        del h[:-_RELATED]
+        if len(self.history) > 4096:  # bounded: keeps memory flat on traces that cycle through ids
+            self.history.pop(next(iter(self.history)))
+
+    # --- per-requirement verdicts ---------------------------------------------------
+    def _tally(self, ex: Exchange, primary: _Pair, definite: bool) -> None:
+        out = primary.outcome
+        rule = out.rule
+        failed = {c.id for c in out.failed}
+        unknown = {c.id for c in out.unknown}
+        bad = {(b.check, r) for b in primary.breaches for r in b.reqs}
+        undecided = {r for b in primary.open_ for r in b.reqs}
+        for c in rule.checks:
+            if not c.reqs or c.basis not in self.profile:
+                continue
+            if c.when is not None and c.id not in failed and c.id not in unknown:
+                if not self._holds(c, out.values):
+                    continue
+            for r in c.reqs:
+                t = self._t(r)
+                if c.id in failed:
+                    if definite and (c.id, r) in bad:
+                        t.failed += 1
+                        t.first_fail = t.first_fail or ex.where
+                    else:
+                        t.inconclusive += 1
+                elif c.id in unknown:
+                    t.inconclusive += 1
+                else:
+                    t.passed += 1
+        device_reqs = {r for b in primary.breaches if b.side == "device" for r in b.reqs}
+        for r in device_reqs:
+            t = self._t(r)
+            if definite:
+                t.failed += 1
+                t.first_fail = t.first_fail or ex.where
+            else:
+                t.inconclusive += 1
+        for r in undecided - device_reqs:
+            self._t(r).inconclusive += 1
+        if ex.resp is not None:
+            for ob in rule.obligations:
+                if ob.basis in self.profile:
+                    for r in ob.reqs:
+                        if r not in device_reqs and r not in undecided and (ob.when is None or self._holds(ob, out.values)):
+                            self._t(r).passed += 1
+
+    def _holds(self, item, values: dict) -> bool:
+        fn = self.when_fns.get(id(item))
+        if fn is None:
+            fn = self.when_fns[id(item)] = compile_py(item.when)
+        try:
+            return bool(fn(values))
+        except (KeyError, TypeError):
+            return True  # unknown: the item may apply, so it counts as exercised
+
+    def _t(self, rid: str) -> Tally:
+        t = self.tallies.get(rid)
+        if t is None:
+            t = self.tallies[rid] = Tally()
+        return t
+
+    def verdicts(self) -> dict[str, dict]:
+        """Every requirement of the SpecIR with its verdict over the whole trace."""
+        cited: dict[str, set[str]] = {}
+        for rule in self.p.rules.values():
+            for item in (*rule.checks, *rule.obligations):
+                for r in item.reqs:
+                    cited.setdefault(r, set()).add(item.basis)
+            for r in rule.ok_reqs:
+                cited.setdefault(r, set()).add(rule.ok_basis)
+        out = {}
+        for req in self.ir.requirements:
+            t = self.tallies.get(req.id, Tally())
+            v = t.verdict()
+            reason = ""
+            if v is None:
+                if req.id in NOT_CHECKABLE:
+                    v, reason = "not-applicable", NOT_CHECKABLE[req.id]
+                elif req.id in cited and not cited[req.id] & self.profile:
+                    v, reason = "not-applicable", f"its rules' basis is outside the {self.profile_name} profile"
+                else:
+                    v = "not-exercised"
+            out[req.id] = {"verdict": v, "events": t.events, "passed": t.passed, "failed": t.failed,
+                           "inconclusive": t.inconclusive, "reason": reason or None,
+                           "first_failure": str(t.first_fail) if t.first_fail else None}
+        return out
+
+
+def _short(name: Optional[str]) -> str:
+    return (name or "?").removeprefix("VIRTIO_GPU_CMD_").removeprefix("VIRTIO_GPU_RESP_")
+
+
+def _names(names) -> str:
+    if names is None:
+        return "anything"
+    names = sorted(names)
+    errs = [n for n in names if "_RESP_ERR_" in n]
+    oks = [_short(n) for n in names if "_RESP_ERR_" not in n]
+    if len(errs) > 3:
+        oks.append("an error")
+    else:
+        oks += [_short(n) for n in errs]
+    return " or ".join(oks) or "nothing"
+
+
+def _answer_basis(outcome: Outcome, profile: frozenset) -> str:
+    demanding = [c for c in outcome.failed if c.reject_basis in profile]
+    if demanding:
+        return demanding[0].reject_basis
+    return outcome.rule.ok_basis
+
+
+def _answer_reqs(outcome: Outcome, profile: frozenset) -> tuple[str, ...]:
+    demanding = [c for c in outcome.failed if c.reject_basis in profile]
+    return tuple(r for c in demanding for r in c.reqs) if demanding else tuple(outcome.rule.ok_reqs)
+
+
+_PLAIN = {
+    "resource-exists": "resource {resource_id} does not exist (never created, or already unreferenced)",
+    "resource-id-free": "resource {resource_id} already exists; create needs an unused id",
+    "resource-id-nonzero": "resource id 0 cannot be created",
+    "backing-attached": "resource {resource_id} has no backing pages attached; the transfer has nothing to copy",
+    "rect-inside-resource": "the rectangle {r.width}x{r.height}+{r.x}+{r.y} reaches outside resource {resource_id}",
+    "scanout-id": "scanout {scanout_id} does not exist (num_scanouts is smaller)",
+}
+
+
+def _message(b: Breach, ex: Optional[Exchange]) -> str:
+    cmd = _short(b.command)
+    if b.side == "driver":
+        text = _PLAIN.get(b.check)
+        if text and ex is not None:
+            f = ex.req.fields
+            return f"{cmd}: " + re.sub(r"\{([\w.]+)\}", lambda m: str(_or_q(f.get(m.group(1)))), text)
+        return f"{cmd}: the driver broke {b.check}" + (f": {b.detail}" if b.detail else "")
+    return f"{cmd}: {b.detail}" if cmd else b.detail
+
+
+def _or_q(v) -> object:
+    return "?" if v is None else v

@@ -1,0 +1,183 @@
+"""The native trace format: NDJSON, one session record then one record per request, response and reset.
+
+Version 1 (documented in README.md, "Native trace format"):
+  {"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "spec": "1.4",
+   "features": [...], "num_scanouts": 1, "capsets": [[id, max_version, max_size]],
+   "blob_alignment": 0, "host_visible": 0, "from_reset": true, "producer": "..."}
+  {"kind": "request", "id": 7, "queue": "controlq", "ts": 0.5, "bytes": "hex"}
+  {"kind": "request", "id": 7, "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": 3}}
+  {"kind": "response", "id": 7, "bytes": "hex"}   or   "type"/"fields" as above
+  {"kind": "no-response", "id": 7, "reason": "timeout"}
+  {"kind": "reset"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Iterable, Iterator, Optional
+
+from virtgpu_conform.model.codec import Codec, Message
+
+from .pairing import Pairer
+from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Reset, Session, Where
+
+FORMAT, VERSION = "virtgpu-conform-trace", 1
+QUEUES = (CONTROLQ, CURSORQ)
+_SESSION_INTS = ("num_scanouts", "num_capsets", "blob_alignment", "host_visible")
+
+
+def looks_native(first_line: str) -> bool:
+    return first_line.lstrip().startswith("{") and f'"{FORMAT}"' in first_line
+
+
+class _Bad(ValueError):
+    pass
+
+
+def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[Event]:
+    """Events from numbered lines; a record it cannot use becomes a diagnostic and reading goes on."""
+    pairs = Pairer()
+    for no, line in lines:
+        where = Where(path, no)
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            rec = json.loads(text)
+            if not isinstance(rec, dict):
+                raise _Bad("a record is a JSON object")
+            kind = rec.get("kind")
+            if kind == "request":
+                ex = Exchange(where, _message(codec, rec, "request"), queue=_queue(rec), ts=_ts(rec),
+                              source="native")
+                yield from pairs.request(_id(rec), ex)
+            elif kind in ("response", "no-response"):
+                ex, drain = pairs.answer(_id(rec))
+                if ex is None:
+                    yield Diagnostic(where, "warning", "unpaired",
+                                     f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
+                    continue
+                ex.resp_where = where
+                if kind == "response":
+                    ex.resp = _message(codec, rec, "response")
+                else:
+                    ex.answered = False
+                    ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
+                yield from drain
+            elif kind == "reset":
+                yield from pairs.flush()
+                yield Reset(where, known_start=True)
+            elif kind == "session":
+                yield _session(rec, where)
+            else:
+                raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
+        except json.JSONDecodeError as exc:
+            yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
+        except _Bad as exc:
+            yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
+    yield from pairs.flush()
+
+
+def _id(rec: dict):
+    rid = rec.get("id")
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        raise _Bad("'id' (an integer or string pairing a request with its response) is missing")
+    return rid
+
+
+def _queue(rec: dict) -> Optional[str]:
+    q = rec.get("queue")
+    if q is not None and q not in QUEUES:
+        raise _Bad(f"queue {q!r} is not one of {', '.join(QUEUES)}")
+    return q
+
+
+def _ts(rec: dict) -> Optional[float]:
+    ts = rec.get("ts")
+    return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+
+
+def _message(codec: Codec, rec: dict, kind: str) -> Message:
+    if "bytes" in rec:
+        try:
+            data = bytes.fromhex(rec["bytes"])
+        except (TypeError, ValueError):
+            raise _Bad("'bytes' is not a hex string") from None
+        if kind == "request":
+            return codec.decode_request(data, rec.get("queue"))
+        return codec.decode_response(data)
+    name, fields = rec.get("type"), rec.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise _Bad("'fields' is an object of field name to integer")
+    if isinstance(name, int):
+        table = codec.commands if kind == "request" else codec.responses
+        item = table.get(name)
+        name = item.name if item else None
+    if not isinstance(name, str) or name not in codec.by_name:
+        raise _Bad(f"a {kind} needs 'bytes' or a known 'type' (got {rec.get('type')!r})")
+    clean = {}
+    for k, v in fields.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            if isinstance(v, str) and k in ("debug_name", "uuid", "edid"):
+                clean[k] = v.encode("utf-8", "replace")
+                continue
+            raise _Bad(f"field {k}={v!r} is not a non-negative integer")
+        clean[k] = v
+    widths = codec.layout(name).widths
+    for k, v in clean.items():
+        if isinstance(v, int) and k in widths and v >> widths[k]:
+            raise _Bad(f"field {k}={v} does not fit in {widths[k]} bits")
+    return codec.partial(name, clean, rec.get("entries"))
+
+
+def _session(rec: dict, where: Where) -> Session:
+    if rec.get("format") != FORMAT:
+        raise _Bad(f"a session record has \"format\": \"{FORMAT}\"")
+    if rec.get("version") != VERSION:
+        raise _Bad(f"trace format version {rec.get('version')!r}; this tool reads version {VERSION}")
+    vals = {}
+    for k in _SESSION_INTS:
+        v = rec.get(k)
+        if v is not None and (not isinstance(v, int) or v < 0):
+            raise _Bad(f"session {k}={v!r} is not a non-negative integer")
+        vals[k] = v
+    feats = rec.get("features")
+    caps = rec.get("capsets")
+    return Session(where, spec=rec.get("spec"), features=None if feats is None else frozenset(feats),
+                   capsets=None if caps is None else tuple(tuple(c) for c in caps),
+                   from_reset=rec.get("from_reset"), producer=rec.get("producer"), **vals)
+
+
+class Writer:
+    """Writes a native trace: what the fuzzer saves, and what other tools can emit."""
+
+    def __init__(self, out: IO[str], **session):
+        self.out = out
+        rec = {"kind": "session", "format": FORMAT, "version": VERSION, **session}
+        if isinstance(rec.get("features"), (set, frozenset)):
+            rec["features"] = sorted(rec["features"])
+        self._write(rec)
+        self._id = 0
+
+    def _write(self, rec: dict) -> None:
+        self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def request(self, data: bytes, queue: str = CONTROLQ, ts: Optional[float] = None) -> int:
+        self._id += 1
+        rec = {"kind": "request", "id": self._id, "queue": queue, "bytes": data.hex()}
+        if ts is not None:
+            rec["ts"] = ts
+        self._write(rec)
+        return self._id
+
+    def response(self, rid: int, data: bytes, ts: Optional[float] = None) -> None:
+        rec = {"kind": "response", "id": rid, "bytes": data.hex()}
+        if ts is not None:
+            rec["ts"] = ts
+        self._write(rec)
+
+    def no_response(self, rid: int, reason: str) -> None:
+        self._write({"kind": "no-response", "id": rid, "reason": reason})
+
+    def reset(self) -> None:
+        self._write({"kind": "reset"})

@@ -1,0 +1,286 @@
+"""QEMU's trace log (`-trace 'virtio_gpu*' -trace virtqueue_pop -trace virtqueue_fill`, optionally `-d guest_errors`).
+
+A command is the element QEMU pops from a virtqueue, the `virtio_gpu_cmd_*` event
+QEMU logs while it handles the element, and the element's fill. The log carries
+some request fields, never the header's flags or fence (2D path), never a response
+code: the written length and the device's own complaints narrow the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator, Optional
+
+from virtgpu_conform.model.codec import Codec, Message
+
+from .pairing import Pairer
+from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Reset, Session, Where
+
+# event -> (command, format string as QEMU 7.2 / 10.0 print it, the request fields its conversions fill)
+EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "virtio_gpu_cmd_get_display_info": ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "", ()),
+    "virtio_gpu_cmd_get_edid": ("VIRTIO_GPU_CMD_GET_EDID", "scanout %d", ("scanout",)),
+    "virtio_gpu_cmd_set_scanout": ("VIRTIO_GPU_CMD_SET_SCANOUT", "id %d, res 0x%x, w %d, h %d, x %d, y %d",
+                                   ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y")),
+    "virtio_gpu_cmd_set_scanout_blob": ("VIRTIO_GPU_CMD_SET_SCANOUT_BLOB", "id %d, res 0x%x, w %d, h %d, x %d, y %d",
+                                        ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y")),
+    "virtio_gpu_cmd_res_create_2d": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "res 0x%x, fmt 0x%x, w %d, h %d",
+                                     ("resource_id", "format", "width", "height")),
+    "virtio_gpu_cmd_res_create_3d": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_3D", "res 0x%x, fmt 0x%x, w %d, h %d, d %d",
+                                     ("resource_id", "format", "width", "height", "depth")),
+    "virtio_gpu_cmd_res_create_blob": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB", "res 0x%x, size %d",
+                                       ("resource_id", "size")),
+    "virtio_gpu_cmd_res_unref": ("VIRTIO_GPU_CMD_RESOURCE_UNREF", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_back_attach": ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_back_detach": ("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_xfer_toh_2d": ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_xfer_toh_3d": ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_xfer_fromh_3d": ("VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D", "res 0x%x", ("resource_id",)),
+    "virtio_gpu_cmd_res_flush": ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", "res 0x%x, w %d, h %d, x %d, y %d",
+                                 ("resource_id", "r.width", "r.height", "r.x", "r.y")),
+    "virtio_gpu_cmd_ctx_create": ("VIRTIO_GPU_CMD_CTX_CREATE", "ctx 0x%x, name %s", ("hdr.ctx_id", "debug_name")),
+    "virtio_gpu_cmd_ctx_destroy": ("VIRTIO_GPU_CMD_CTX_DESTROY", "ctx 0x%x", ("hdr.ctx_id",)),
+    "virtio_gpu_cmd_ctx_res_attach": ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", "ctx 0x%x, res 0x%x",
+                                      ("hdr.ctx_id", "resource_id")),
+    "virtio_gpu_cmd_ctx_res_detach": ("VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE", "ctx 0x%x, res 0x%x",
+                                      ("hdr.ctx_id", "resource_id")),
+    "virtio_gpu_cmd_ctx_submit": ("VIRTIO_GPU_CMD_SUBMIT_3D", "ctx 0x%x, size %d", ("hdr.ctx_id", "size")),
+    # %s is define, update or move; the command follows from it
+    "virtio_gpu_update_cursor": ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "scanout %d, x %d, y %d, %s, res 0x%x",
+                                 ("pos.scanout_id", "pos.x", "pos.y", "@kind", "resource_id")),
+}
+# Events that say nothing the checker uses; known so that they are not reported as unknown.
+QUIET = {"virtio_gpu_fence_resp", "virtio_gpu_inc_inflight_fences", "virtio_gpu_dec_inflight_fences",
+         "virtqueue_flush", "virtio_notify", "virtio_queue_notify", "virtio_notify_irqfd",
+         "virtio_gpu_cmd_suspended", "virtqueue_alloc_element"}
+
+_CONV = {"%d": r"(-?\d+)", "0x%x": r"0x([0-9a-fA-F]+)", "%s": r"(.*?)"}
+_LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z][a-z0-9_]*)(?: (.*))?")
+_COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+):? (.*)")
+_POP = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) in_num (\d+) out_num (\d+)")
+_FILL = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) len (\d+) idx (\d+)")
+_STATUS = re.compile(r"vdev (0x[0-9a-f]+|\(nil\)) val (\d+)")
+_FENCE = re.compile(r"fence 0x([0-9a-f]+), type 0x([0-9a-f]+)")
+_FEATURES = re.compile(r"virgl (\d+)")
+
+
+def _compile(fmt: str) -> re.Pattern:
+    out, pos = "", 0
+    for m in re.finditer(r"0x%x|%d|%s", fmt):
+        out += re.escape(fmt[pos:m.start()]) + _CONV[m.group()]
+        pos = m.end()
+    return re.compile(out + re.escape(fmt[pos:]) + r"\s*")
+
+
+PATTERNS = {name: _compile(fmt) for name, (_, fmt, _) in EVENTS.items()}
+CONVERSIONS = {name: re.findall(r"0x%x|%d|%s", fmt) for name, (_, fmt, _) in EVENTS.items()}
+
+
+def looks_qemu(line: str) -> bool:
+    m = _LINE.fullmatch(line.strip())
+    return bool(m) and (m.group(3) in EVENTS or m.group(3) in QUIET
+                        or m.group(3) in ("virtqueue_pop", "virtqueue_fill", "virtio_gpu_features"))
+
+
+class _Elem:
+    """What is known of one popped element while QEMU handles it."""
+
+    __slots__ = ("ex", "described", "vq")
+
+    def __init__(self, ex: Exchange, vq: str):
+        self.ex, self.described, self.vq = ex, False, vq
+
+
+class QemuLog:
+    def __init__(self, codec: Codec, path: str):
+        self.codec, self.path = codec, path
+        self.pairs = Pairer()
+        self.elems: dict[tuple[str, str], _Elem] = {}  # (vq, elem) -> element being handled
+        self.queues: dict[str, str] = {}  # vq pointer -> controlq | cursorq, learned from the events
+        self.last: Optional[_Elem] = None  # the element the latest command event described
+        self.errors = frozenset(r.name for r in codec.ir.responses if "_RESP_ERR_" in r.name)
+        self.by_size: dict[int, frozenset[str]] = {}
+        self.unknown_events: set[str] = set()
+
+    # --- the answer a written length allows -------------------------------
+    def types_for_length(self, n: int) -> frozenset[str]:
+        hit = self.by_size.get(n)
+        if hit is None:
+            out = set()
+            for r in self.codec.ir.responses:
+                lay = self.codec.layout(r.name)
+                if n == lay.size or (lay.flexible and n >= lay.size):
+                    out.add(r.name)
+            hit = self.by_size[n] = frozenset(out)
+        return hit
+
+    def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
+        yield Session(Where(self.path, 1), producer="qemu trace log")
+        for no, line in lines:
+            yield from self._line(no, line.rstrip("\n"))
+        for el in self.elems.values():
+            el.ex.evidence.append("the trace ends before QEMU filled this element")
+        yield from self.pairs.flush()
+
+    def _line(self, no: int, line: str) -> Iterator[Event]:
+        where = Where(self.path, no)
+        text = line.strip()
+        if not text:
+            return
+        m = _LINE.fullmatch(text)
+        name = m.group(3) if m else None
+        args = (m.group(4) or "") if m else ""
+        ts = float(m.group(2)) if m and m.group(2) else None
+        if name == "virtqueue_pop":
+            yield from self._pop(where, args, ts)
+        elif name == "virtqueue_fill":
+            yield from self._fill(where, args)
+        elif name in EVENTS:
+            yield from self._command(where, name, args, ts)
+        elif name == "virtio_gpu_features":
+            yield from self._reset(where, "virtio_gpu_features (feature negotiation)")
+        elif name == "virtio_set_status":
+            s = _STATUS.fullmatch(args)
+            if s and s.group(2) == "0":
+                yield from self._reset(where, "virtio_set_status 0")
+        elif name == "virtio_gpu_fence_ctrl":
+            self._fence(where, args)
+        elif name in QUIET:
+            return
+        elif (c := _COMPLAINT.fullmatch(text)) and ":" in text:
+            yield from self._complaint(where, c.group(1), c.group(2))
+        elif m and ("virtio" in name or "vhost" in name):
+            if name not in self.unknown_events:
+                self.unknown_events.add(name)
+                yield Diagnostic(where, "info", "unknown-event",
+                                 f"trace event {name} is not one the checker reads; it and its repeats are skipped")
+        else:
+            yield _junk(where, line)
+
+    # --- elements ----------------------------------------------------------
+    def _pop(self, where: Where, args: str, ts: Optional[float]) -> Iterator[Event]:
+        p = _POP.fullmatch(args)
+        if not p:
+            yield _bad(where, "virtqueue_pop", args)
+            return
+        vq, elem = p.group(1), p.group(2)
+        queue = self.queues.get(vq)
+        if queue is None and not self.queues:
+            # The driver's first command is on controlq; the cursor queue shows itself by its event.
+            queue = self.queues[vq] = CONTROLQ
+        ex = Exchange(where, Message("request", None, None, {}), queue=queue, ts=ts, source="qemu")
+        self.elems[(vq, elem)] = _Elem(ex, vq)
+        yield from self.pairs.request((vq, elem), ex)
+
+    def _fill(self, where: Where, args: str) -> Iterator[Event]:
+        f = _FILL.fullmatch(args)
+        if not f:
+            yield _bad(where, "virtqueue_fill", args)
+            return
+        key, n = (f.group(1), f.group(2)), int(f.group(3))
+        el = self.elems.pop(key, None)
+        ex, drain = self.pairs.answer(key)
+        if ex is None or el is None:
+            yield Diagnostic(where, "warning", "unpaired", f"virtqueue_fill of element {key[1]} that was never popped "
+                             "in this trace (it starts mid-session?); skipped")
+            return
+        ex.resp_where = where
+        if ex.queue == CURSORQ and n == 0:
+            ex.no_body = True
+        else:
+            allowed = self.types_for_length(n)
+            ex.resp_types = allowed if ex.resp_types is None else ex.resp_types & allowed
+            ex.evidence.append(f"the device wrote {n} bytes")
+        yield from drain
+
+    def _oldest_undescribed(self, queue: Optional[str]) -> Optional[_Elem]:
+        for el in self.elems.values():
+            if not el.described and (queue is None or self.queues.get(el.vq, CONTROLQ) == queue):
+                return el
+        return None
+
+    def _command(self, where: Where, name: str, args: str, ts: Optional[float]) -> Iterator[Event]:
+        cmd, _, keys = EVENTS[name]
+        m = PATTERNS[name].fullmatch(args)
+        if not m:
+            yield _bad(where, name, args)
+            return
+        fields: dict = {}
+        for key, conv, raw in zip(keys, CONVERSIONS[name], m.groups()):
+            if key == "@kind":
+                if raw == "move":
+                    cmd = "VIRTIO_GPU_CMD_MOVE_CURSOR"
+                elif raw not in ("define", "update"):
+                    yield _bad(where, name, args)
+                    return
+            elif key == "debug_name":
+                fields[key] = raw.encode("utf-8", "replace")
+            else:
+                fields[key] = int(raw, 16) if conv == "0x%x" else int(raw)
+        bad = self._out_of_range(cmd, fields)
+        if bad:
+            yield Diagnostic(where, "error", "bad-number", f"{name}: {bad}; the event is skipped")
+            return
+        cursor = cmd in ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
+        if cursor:
+            el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
+            if el is not None and not el.described and self.queues.get(el.vq) != CURSORQ:
+                self.queues[el.vq] = CURSORQ
+                el.ex.queue = CURSORQ
+        else:
+            el = self._oldest_undescribed(CONTROLQ)
+        if el is None:
+            yield Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
+                             "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
+            return
+        el.described = True
+        el.ex.req = self.codec.partial(cmd, fields)
+        el.ex.where, el.ex.ts = where, ts or el.ex.ts
+        self.last = el
+
+    def _newest_unfilled(self) -> Optional[_Elem]:
+        return next(reversed(self.elems.values()), None) if self.elems else None
+
+    def _out_of_range(self, cmd: str, fields: dict) -> str:
+        widths = self.codec.layout(cmd).widths
+        for k, v in fields.items():
+            if isinstance(v, int) and (v < 0 or v >> widths.get(k, 64)):
+                return f"{k}={v} does not fit the field's {widths.get(k, 64)} bits"
+        return ""
+
+    def _fence(self, where: Where, args: str) -> None:
+        f = _FENCE.fullmatch(args)
+        if f and self.last is not None and self.last.ex.req.name:
+            self.last.ex.req.fields["hdr.fence_id"] = int(f.group(1), 16)
+
+    def _complaint(self, where: Where, func: str, text: str) -> Iterator[Event]:
+        el = self.last if self.last is not None and self.last in self.elems.values() else None
+        el = el or self._oldest_undescribed(CONTROLQ)
+        if el is None:
+            yield Diagnostic(where, "info", "complaint", f"device complaint outside any command: {func}: {text}")
+            return
+        el.ex.evidence.append(f"QEMU complained at {where}: {func}: {text}")
+        if el.ex.queue != CURSORQ:
+            el.ex.resp_types = self.errors if el.ex.resp_types is None else el.ex.resp_types & self.errors
+
+    def _reset(self, where: Where, why: str) -> Iterator[Event]:
+        yield from self.pairs.flush()
+        self.elems.clear()
+        self.last = None
+        yield Reset(where, known_start=True)
+
+
+def _bad(where: Where, event: str, args: str) -> Diagnostic:
+    return Diagnostic(where, "error", "bad-event", f"{event} with arguments {args[:80]!r} that do not match its "
+                      "format (a truncated line, or another QEMU version's format); skipped")
+
+
+def _junk(where: Where, line: str) -> Diagnostic:
+    printable = sum(ch.isprintable() for ch in line) / max(1, len(line))
+    if printable < 0.9:
+        return Diagnostic(where, "error", "binary-junk", "binary data, not a trace line; skipped")
+    return Diagnostic(where, "warning", "unknown-line", f"not a QEMU trace event: {line[:80]!r}; skipped")
+
+
+def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[Event]:
+    return QemuLog(codec, path).read(lines)

@@ -1,0 +1,144 @@
+"""Trace files in: reading lines safely, telling the formats apart, and merging sources of one session."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, Iterator, Optional
+
+from virtgpu_conform.model.codec import Codec
+
+from . import guest_log, native, qemu_log
+from .trace import CONTROLQ, Diagnostic, Event, Exchange, Session, TraceError, Where
+
+FORMATS = ("native", "qemu", "guest")
+READERS = {"native": native.read, "qemu": qemu_log.read, "guest": guest_log.read}
+_SNIFF = 64  # lines looked at to tell the format
+_LOOKAHEAD = 16  # exchanges searched ahead when two sources disagree about a command
+
+
+def numbered_lines(path: str, junk: Optional[list] = None) -> Iterator[tuple[int, str]]:
+    """Lines of a file as text, numbered from 1; undecodable bytes become U+FFFD, never an exception."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise TraceError(Where(path, 0), exc.strerror or str(exc), "check the path") from None
+    with f:
+        for no, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", "replace")
+            if "\x00" in text:
+                text = text.replace("\x00", "\ufffd")
+            yield no, text
+
+
+def detect(path: str) -> str:
+    """The format of a trace file from its first lines."""
+    votes = {"native": 0, "qemu": 0, "guest": 0}
+    seen = 0
+    for _, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        seen += 1
+        if native.looks_native(line):
+            return "native"
+        if guest_log.looks_guest(line):
+            votes["guest"] += 1
+        elif qemu_log.looks_qemu(line):
+            votes["qemu"] += 1
+        if seen >= _SNIFF:
+            break
+    best = max(votes, key=votes.get)
+    if votes[best] == 0:
+        raise TraceError(Where(path, 1), "not a trace this tool knows (no QEMU trace event, guest tracepoint or "
+                         "native session record in its first lines)",
+                         "give --format native|qemu|guest if it is one; see README.md, 'Trace formats'")
+    return best
+
+
+def events(path: str, fmt: Optional[str], codec: Codec) -> Iterator[Event]:
+    fmt = fmt or detect(path)
+    yield from READERS[fmt](numbered_lines(path), path, codec)
+
+
+def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Event]:
+    """One session seen from two sides (QEMU's log and the guest's tracepoints): each fills the other's gaps.
+
+    The primary's order is the device's processing order; the secondary's exchanges on
+    the same queue are matched in order, and a short look-ahead resynchronises when
+    both name a command and they differ.
+    """
+    sec = iter(secondary)
+    waiting: dict[str, deque] = {}
+    ended = False
+
+    def pull(queue: str, need: int) -> Iterator[Event]:
+        nonlocal ended
+        buf = waiting.setdefault(queue, deque())
+        while len(buf) < need and not ended:
+            ev = next(sec, None)
+            if ev is None:
+                ended = True
+            elif isinstance(ev, Exchange):
+                waiting.setdefault(ev.queue or CONTROLQ, deque()).append(ev)
+            elif not isinstance(ev, Session):
+                yield ev  # diagnostics pass through at once
+
+    for ev in primary:
+        if not isinstance(ev, Exchange):
+            yield ev
+            continue
+        q = ev.queue or CONTROLQ
+        yield from pull(q, 1)
+        buf = waiting[q]
+        if not buf:
+            yield ev
+            continue
+        if _agree(ev, buf[0]):
+            yield _combine(ev, buf.popleft())
+            continue
+        yield from pull(q, _LOOKAHEAD)
+        skip = next((i for i, g in enumerate(buf) if _agree(ev, g)), None)
+        if skip is None:
+            yield Diagnostic(ev.where, "warning", "unmatched", f"{ev.req.name or 'this command'} has no counterpart in "
+                             "the other source of the session; checked from this source alone")
+            yield ev
+            continue
+        for _ in range(skip):
+            g = buf.popleft()
+            yield Diagnostic(g.where, "warning", "unmatched", f"{g.req.name or 'a command'} has no counterpart in the "
+                             "other source of the session; checked from this source alone")
+            yield g
+        yield _combine(ev, buf.popleft())
+    for buf in waiting.values():
+        yield from buf
+    for ev in sec:
+        if not isinstance(ev, Session):
+            yield ev
+
+
+def _agree(a: Exchange, b: Exchange) -> bool:
+    return a.req.name is None or b.req.name is None or a.req.name == b.req.name
+
+
+def _combine(a: Exchange, b: Exchange) -> Exchange:
+    """a's fields win; b fills what a leaves unknown (or does not have at all)."""
+    base, other = (a, b) if a.req.name else (b, a)
+    fields = dict(base.req.fields)
+    for k, v in other.req.fields.items():
+        if fields.get(k) is None and (k in fields or not base.req.fields):
+            fields[k] = v
+    base.req.fields.update(fields)
+    if base.resp is None:
+        base.resp = other.resp
+    if base.resp_types is None:
+        base.resp_types = other.resp_types
+    elif other.resp_types is not None:
+        base.resp_types &= other.resp_types
+    base.answered = base.answered or other.answered  # either side seeing the answer is enough
+    base.no_body = base.no_body or other.no_body
+    base.evidence += other.evidence
+    base.resp_where = base.resp_where or other.resp_where
+    base.also.append(other.where)
+    base.source = "merged"
+    if base is not a:
+        base.where, base.also = a.where, [b.where]
+    return base

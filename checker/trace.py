@@ -1,0 +1,94 @@
+"""What importers hand the checker: exchanges (a request with what is known of its answer), resets, session facts, diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from virtgpu_conform.model.codec import Message
+
+CONTROLQ, CURSORQ = "controlq", "cursorq"
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a trace file: what every finding points back to."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class Exchange:
+    """One request and everything the trace says about its answer.
+
+    `resp` is the decoded response when the trace has it (bytes or type). Otherwise
+    `resp_types` narrows the answer from indirect evidence (a written length, the
+    device's own complaint); None there means the trace says nothing about it.
+    `answered` is False when the trace shows the request but never its completion.
+    """
+
+    where: Where
+    req: Message
+    queue: Optional[str] = None
+    resp: Optional[Message] = None
+    resp_types: Optional[frozenset[str]] = None
+    resp_where: Optional[Where] = None
+    answered: bool = True
+    no_body: bool = False  # completed with nothing written (QEMU's cursorq): processed, no answer to judge
+    evidence: list[str] = field(default_factory=list)  # why resp_types is what it is, for messages
+    ts: Optional[float] = None
+    source: str = ""  # the importer: native | qemu | guest | merged
+    also: list[Where] = field(default_factory=list)  # the same command in another source of the session
+    index: int = 0  # set by the checker: the exchange's number in the session
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The device was reset (or initialised): state and fence books start over."""
+
+    where: Where
+    known_start: bool = True  # the session's start is in the trace (init-time rules apply)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a trace says about the device it talked to. None: the trace does not say."""
+
+    where: Where
+    spec: Optional[str] = None
+    features: Optional[frozenset[str]] = None
+    num_scanouts: Optional[int] = None
+    num_capsets: Optional[int] = None
+    capsets: Optional[tuple[tuple[int, int, int], ...]] = None  # (id, max_version, max_size)
+    blob_alignment: Optional[int] = None
+    host_visible: Optional[int] = None  # 0: no host-visible region
+    from_reset: Optional[bool] = None
+    producer: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A line the importer could not use, and what it did about it."""
+
+    where: Where
+    level: str  # error | warning | info
+    code: str  # short, stable: truncated-line, binary-junk, unknown-event, bad-number, mixed-format, ...
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.level}: {self.message}"
+
+
+Event = Union[Exchange, Reset, Session, Diagnostic]
+
+
+class TraceError(Exception):
+    """A trace that cannot be read at all (missing file, unknown format); carries the place and a hint."""
+
+    def __init__(self, where: Where, message: str, hint: str = ""):
+        self.where, self.message, self.hint = where, message, hint
+        super().__init__(f"{where}: {message}" + (f" ({hint})" if hint else ""))
