@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Capture a real virtio-gpu trace: Debian's own kernel drives QEMU's virtio-gpu-pci device
+# from a busybox initramfs, under TCG. Writes into --out:
+#   qemu-trace.log         QEMU's -D file: virtio_gpu* trace events, virtqueue_pop/fill, guest_errors
+#   guest-tracepoints.log  the guest's tracefs buffer (virtio_gpu_cmd_queue/_response), verbatim
+#   serial.log             the whole serial console
+#   session.json           versions, date, the exact QEMU command line, the workload steps run
+#
+# Needs root for apt-get (packages missing on the host, never the kernel: that one is only
+# unpacked into the cache). Standalone: nothing from the repository's Python package.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: capture.sh --out DIR [options]
+
+  --out DIR              output directory (created; existing capture files are replaced)
+  --workload NAME        fbdev-modetest (default) or fbdev
+  --qemu PATH            QEMU binary (default: qemu-system-x86_64, installed from apt if missing)
+  -L DIR                 extra QEMU firmware dir, repeatable (for an unpacked QEMU)
+  --qemu-module-dir DIR  exported as QEMU_MODULE_DIR (for an unpacked QEMU)
+  --qemu-suite SUITE     use QEMU from a Debian suite (e.g. bookworm-backports), downloaded and
+                         unpacked into the cache, not installed; sets --qemu, -L, --qemu-module-dir
+  --timeout SECS         hard limit for the guest run (default 120)
+
+Cache: $VIRTGPU_CAPTURE_CACHE, default ~/.cache/virtgpu-conform/capture.
+EOF
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${VIRTGPU_CAPTURE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virtgpu-conform/capture}
+OUT=""
+WORKLOAD=fbdev-modetest
+QEMU=qemu-system-x86_64
+QEMU_L=()
+QEMU_SUITE=""
+TIMEOUT=120
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --out) OUT=$2; shift 2 ;;
+    --workload) WORKLOAD=$2; shift 2 ;;
+    --qemu) QEMU=$2; shift 2 ;;
+    -L) QEMU_L+=(-L "$2"); shift 2 ;;
+    --qemu-module-dir) export QEMU_MODULE_DIR=$2; shift 2 ;;
+    --qemu-suite) QEMU_SUITE=$2; shift 2 ;;
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "capture.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[ -n "$OUT" ] || { usage >&2; exit 2; }
+case $WORKLOAD in fbdev-modetest | fbdev) ;; *) echo "capture.sh: unknown workload $WORKLOAD" >&2; exit 2 ;; esac
+
+log() { echo "capture: $*" >&2; }
+T0=$(date +%s.%N)
+mkdir -p "$CACHE" "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# apt-get download writes into the current directory and, as root, warns that the _apt
+# sandbox user cannot reach the cache dir; running it as root is what we mean.
+APT_DL=(apt-get -q -o APT::Sandbox::User=root download)
+
+ensure_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return
+    log "installing ${missing[*]}"
+    # A stale package list is the usual reason an install fails on a fresh machine.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+        { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+}
+
+pkgs=(busybox-static cpio kmod)
+[ "$WORKLOAD" = fbdev-modetest ] && pkgs+=(libdrm-tests)
+[ "$QEMU" = qemu-system-x86_64 ] && [ -z "$QEMU_SUITE" ] && pkgs+=(qemu-system-x86)
+ensure_packages "${pkgs[@]}"
+
+# --- the kernel: Debian's real one, unpacked into the cache, never installed --------------
+# linux-image-amd64 is a metapackage; the real image package is its one dependency.
+KPKG=$(apt-cache depends linux-image-amd64 | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+KVERSION=$(apt-cache show --no-all-versions "$KPKG" | awk '$1 == "Version:" { print $2; exit }')
+KDIR=$CACHE/kernel/${KPKG}_$KVERSION
+if [ ! -e "$KDIR/.complete" ]; then
+    log "fetching $KPKG $KVERSION"
+    rm -rf "$KDIR" "$CACHE/dl"
+    mkdir -p "$CACHE/dl" "$KDIR"
+    (cd "$CACHE/dl" && "${APT_DL[@]}" "$KPKG=$KVERSION" >&2)
+    dpkg -x "$CACHE"/dl/"${KPKG}"_*.deb "$KDIR"
+    # The extracted tree is the cache; the .deb is not needed again.
+    rm -rf "$CACHE/dl"
+    KREL=$(ls "$KDIR/lib/modules")
+    depmod -b "$KDIR" "$KREL"
+    touch "$KDIR/.complete"
+fi
+KREL=$(ls "$KDIR/lib/modules")
+VMLINUZ=$KDIR/boot/vmlinuz-$KREL
+
+# --- QEMU from another suite, unpacked into the cache ------------------------------------
+QEMU_VERSION_PKG=""
+if [ -n "$QEMU_SUITE" ]; then
+    QDIR=$CACHE/qemu-$QEMU_SUITE
+    if [ ! -e "$QDIR/.complete" ]; then
+        if ! apt-cache policy | grep -q " $QEMU_SUITE/main "; then
+            # Backports are pinned below the release (NotAutomatic), so this source changes
+            # nothing that is installed; it only lets apt-get download see the suite.
+            log "adding apt source for $QEMU_SUITE"
+            echo "deb http://deb.debian.org/debian $QEMU_SUITE main" >"/etc/apt/sources.list.d/$QEMU_SUITE.list"
+            apt-get update -q >&2
+        fi
+        log "fetching QEMU from $QEMU_SUITE"
+        rm -rf "$QDIR" "$CACHE/dl"
+        mkdir -p "$CACHE/dl" "$QDIR"
+        (
+            cd "$CACHE/dl"
+            "${APT_DL[@]}" qemu-system-x86/"$QEMU_SUITE" qemu-system-common/"$QEMU_SUITE" \
+                qemu-system-data/"$QEMU_SUITE" qemu-system-gui/"$QEMU_SUITE" >&2
+            # seabios is not always in the suite; the release's one boots the same.
+            "${APT_DL[@]}" seabios/"$QEMU_SUITE" >&2 || "${APT_DL[@]}" seabios >&2
+        )
+        for deb in "$CACHE"/dl/*.deb; do dpkg -x "$deb" "$QDIR"; done
+        dpkg-deb -f "$CACHE"/dl/qemu-system-x86_*.deb Version >"$QDIR/.version"
+        rm -rf "$CACHE/dl"
+        touch "$QDIR/.complete"
+    fi
+    QEMU=$QDIR/usr/bin/qemu-system-x86_64
+    QEMU_L+=(-L "$QDIR/usr/share/qemu" -L "$QDIR/usr/share/seabios")
+    export QEMU_MODULE_DIR=$QDIR/usr/lib/x86_64-linux-gnu/qemu
+    QEMU_VERSION_PKG=$(cat "$QDIR/.version")
+    # Its shared libraries come from the host; report the missing ones by name.
+    if ldd "$QEMU" | grep -q 'not found'; then
+        log "$QEMU needs libraries this host lacks:"; ldd "$QEMU" | grep 'not found' >&2; exit 1
+    fi
+fi
+command -v "$QEMU" >/dev/null || { log "no QEMU binary: $QEMU"; exit 1; }
+QEMU_VERSION=$("$QEMU" --version | head -n 1)
+if [ -z "$QEMU_VERSION_PKG" ] && [ "$QEMU" = qemu-system-x86_64 ]; then
+    QEMU_VERSION_PKG=$(dpkg-query -W -f='${Version}' qemu-system-x86)
+fi
+
+# --- the initramfs ------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/virtgpu-capture.XXXXXX")
+QPID=""
+cleanup() {
+    # QEMU does not exit on its own when we are interrupted: never leave one behind.
+    if [ -n "$QPID" ]; then kill -TERM "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ROOT=$WORK/root
+mkdir -p "$ROOT"/{bin,dev,proc,sys,tmp,etc/capture}
+cp /bin/busybox "$ROOT/bin/busybox"
+# /init installs the other applet links itself: cheaper than hundreds of ln here.
+ln -s busybox "$ROOT/bin/sh"
+install -m 0755 "$HERE/init.sh" "$ROOT/init"
+echo "$WORKLOAD" >"$ROOT/etc/capture/workload"
+
+# Module load order from modprobe itself, as two lists: the driver with its deps, then the
+# transport (see init.sh for why the driver must come first).
+modlist() { # LISTFILE MODULE...: append insmod paths not yet listed in any list
+    local list=$1; shift
+    modprobe -a -d "$KDIR" -S "$KREL" --show-depends "$@" | awk '$1 == "insmod" { print $2 }' |
+        while read -r ko; do
+            rel=${ko#"$KDIR"}
+            grep -qxF "$rel" "$ROOT"/etc/capture/modules-* 2>/dev/null && continue
+            mkdir -p "$ROOT$(dirname "$rel")"
+            cp "$ko" "$ROOT$rel"
+            echo "$rel" >>"$list"
+        done
+}
+modlist "$ROOT/etc/capture/modules-driver" virtio_gpu
+modlist "$ROOT/etc/capture/modules-transport" virtio_pci
+
+if [ "$WORKLOAD" = fbdev-modetest ]; then
+    # modetest and the exact files its loader will ask for (ldd's paths, symlinks resolved).
+    mkdir -p "$ROOT/usr/bin"
+    cp /usr/bin/modetest "$ROOT/usr/bin/"
+    ldd /usr/bin/modetest | grep -oE '/[^ ]+' | while read -r lib; do
+        mkdir -p "$ROOT$(dirname "$lib")"
+        cp -L "$lib" "$ROOT$lib"
+    done
+fi
+
+INITRD=$WORK/initrd.cpio
+(cd "$ROOT" && find . | cpio -o -H newc --quiet >"$INITRD")
+
+# --- the run ------------------------------------------------------------------------------
+CMD=("$QEMU" "${QEMU_L[@]}"
+    -accel tcg -machine q35 -m 512 -smp 1 -nodefaults
+    -serial stdio -display none -no-reboot
+    -kernel "$VMLINUZ" -initrd "$INITRD"
+    -append 'console=ttyS0 panic=-1 quiet'
+    -device virtio-gpu-pci
+    -msg timestamp=on
+    -trace 'virtio_gpu*' -trace virtqueue_pop -trace virtqueue_fill
+    -d guest_errors -D "$OUT/qemu-trace.log")
+
+rm -f "$OUT"/{qemu-trace.log,guest-tracepoints.log,serial.log,session.json}
+log "booting ($QEMU_VERSION, kernel $KREL, workload $WORKLOAD)"
+T1=$(date +%s.%N)
+# timeout is the hard limit for a hung guest; it passes our TERM on to QEMU in cleanup.
+timeout -k 5 "$TIMEOUT" "${CMD[@]}" </dev/null >"$OUT/serial.log" 2>"$WORK/qemu.stderr" &
+QPID=$!
+QRC=0
+wait "$QPID" || QRC=$?
+QPID=""
+T2=$(date +%s.%N)
+[ -s "$WORK/qemu.stderr" ] && { log "QEMU stderr:"; cat "$WORK/qemu.stderr" >&2; }
+
+# The console turns \n into \r\n; the dump is otherwise exactly what tracefs printed.
+tr -d '\r' <"$OUT/serial.log" >"$WORK/serial" && mv "$WORK/serial" "$OUT/serial.log"
+sed -n '/^=== TRACEFS BEGIN ===$/,/^=== TRACEFS END ===$/{/^=== TRACEFS /d;p}' \
+    "$OUT/serial.log" >"$OUT/guest-tracepoints.log"
+COMPLETE=true
+grep -qx '=== TRACEFS END ===' "$OUT/serial.log" || COMPLETE=false
+
+# session.json: values go through the environment, so no quoting can break the JSON.
+S_WORKLOAD=$WORKLOAD S_COMPLETE=$COMPLETE S_QRC=$QRC S_T0=$T0 S_T1=$T1 S_T2=$T2 \
+S_QEMU_VERSION=$QEMU_VERSION S_QEMU_PKG=$QEMU_VERSION_PKG S_QEMU_SUITE=$QEMU_SUITE \
+S_KPKG=$KPKG S_KVERSION=$KVERSION S_KREL=$KREL \
+S_MODULES_DRIVER=$(cat "$ROOT/etc/capture/modules-driver") \
+S_MODULES_TRANSPORT=$(cat "$ROOT/etc/capture/modules-transport") \
+S_BUSYBOX=$(dpkg-query -W -f='${Version}' busybox-static) \
+S_LIBDRM_TESTS=$([ "$WORKLOAD" = fbdev-modetest ] && dpkg-query -W -f='${Version}' libdrm-tests) \
+python3 - "$OUT" "${CMD[@]}" <<'PY'
+import datetime, json, os, re, shlex, sys
+out, cmd = sys.argv[1], sys.argv[2:]
+e = os.environ
+serial = open(os.path.join(out, "serial.log"), errors="replace").read()
+steps = [{"name": n, "rc": int(rc)}
+         for n, rc in re.findall(r"^=== STEP (\S+) END rc=(\d+) ===$", serial, re.M)]
+stats = re.search(r"^tracefs stats: (.*)$", serial, re.M)
+t0, t1, t2 = (float(e[k]) for k in ("S_T0", "S_T1", "S_T2"))
+session = {
+    "workload": e["S_WORKLOAD"],
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "complete": e["S_COMPLETE"] == "true",
+    "qemu": {"version": e["S_QEMU_VERSION"], "package_version": e["S_QEMU_PKG"] or None,
+             "suite": e["S_QEMU_SUITE"] or None, "exit_status": int(e["S_QRC"])},
+    "kernel": {"package": e["S_KPKG"], "package_version": e["S_KVERSION"], "release": e["S_KREL"],
+               "modules_loaded": {"driver_first": e["S_MODULES_DRIVER"].split(),
+                                  "transport_after_tracepoints": e["S_MODULES_TRANSPORT"].split()}},
+    "busybox_static": e["S_BUSYBOX"],
+    "libdrm_tests": e["S_LIBDRM_TESTS"] or None,
+    "accel": "tcg",
+    "command": cmd,
+    "command_line": shlex.join(cmd),
+    "environment": {k: e[k] for k in ("QEMU_MODULE_DIR",) if e.get(k)},
+    "steps": steps,
+    "tracefs_stats": stats.group(1).strip() if stats else None,
+    "seconds": {"qemu_run": round(t2 - t1, 1), "total": round(t2 - t0, 1)},
+}
+with open(os.path.join(out, "session.json"), "w") as f:
+    json.dump(session, f, indent=2)
+    f.write("\n")
+print(f"capture: done in {t2 - t0:.1f} s (QEMU {t2 - t1:.1f} s): {out}", file=sys.stderr)
+PY
+
+$COMPLETE || { log "no complete tracefs dump in serial.log: the guest did not finish (QEMU exit $QRC)"; exit 1; }
