@@ -91,8 +91,7 @@ if [ ! -e "$KDIR/.complete" ]; then
     dpkg -x "$CACHE"/dl/"${KPKG}"_*.deb "$KDIR"
     # The extracted tree is the cache; the .deb is not needed again.
     rm -rf "$CACHE/dl"
-    KREL=$(ls "$KDIR/lib/modules")
-    depmod -b "$KDIR" "$KREL"
+    depmod -b "$KDIR" "$(ls "$KDIR/lib/modules")"
     touch "$KDIR/.complete"
 fi
 KREL=$(ls "$KDIR/lib/modules")
