@@ -45,7 +45,7 @@ def targets(paths: tuple[str, ...], fmt: Optional[str]) -> list[Target]:
                 try:
                     kind = fmt or sources.detect(full)
                 except TraceError:
-                    t.skipped.append(name)
+                    t.skipped.append(f"{name} (not a trace)")
                     continue
                 if kind in kinds:
                     t.skipped.append(f"{name} (a second {kind} trace; {kinds[kind]} is used)")
@@ -201,7 +201,7 @@ def _print(target: Target, c: Checker, r: dict, all_requirements: bool) -> None:
     if r["interrupted"]:
         out.print(f"  [yellow]{r['interrupted']}: the results below cover what was read[/]")
     for s in target.skipped:
-        out.print(f"  not a trace, skipped: {escape(s)}")
+        out.print(f"  skipped: {escape(s)}")
     if c.diagnostics:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(c.diagnostics.items()))
         out.print(f"  lines skipped or noted: {counts}")

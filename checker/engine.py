@@ -10,7 +10,6 @@ candidate was dropped for room; otherwise it is possible, with what the trace le
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -87,6 +86,7 @@ class Checker:
         self.uncertain: dict[str, str] = {}
         self.history: dict[int, list[tuple[Where, str]]] = {}  # resource id -> recent events on it
         self.when_fns: dict[int, object] = {}
+        self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
     # --- events --------------------------------------------------------------
@@ -150,6 +150,8 @@ class Checker:
         elif primary.breaches:
             alt = min(clean, key=lambda q: q.rank)
             self._report(ex, primary, definite=False, alt=alt)
+        if primary.open_:
+            self._report_open(ex, primary)
         self._tally(ex, primary, definite=not clean)
         self._remember(ex, primary)
         self._advance(ex, clean or pairs)
@@ -163,6 +165,15 @@ class Checker:
         expected_ok = outcome.expected in p.ok_types
         if ex.resp is not None and ex.answered:
             breaches = p.judge(st, req, outcome, ex.resp)
+            allowed = self._allowed(outcome)
+            if outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
+                # No completion is clean: either some unknown field breaks a check, or the device
+                # refused a valid request. The trace cannot say which side: a possible finding.
+                breaches.append(Breach(outcome.rule.command, "response-type", "device", _answer_basis(outcome, self.profile),
+                                       _answer_reqs(outcome, self.profile), False,
+                                       f"answered {_short(ex.resp.name)}; a conformant device answers {_names(allowed)} "
+                                       f"unless {_unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
+                                       " (then the driver is at fault)"))
             accepted = ex.resp.name in p.ok_types
             return [self._pair(cand, accepted, breaches, outcome, 0, None)]
         device: list[Breach] = []
@@ -175,7 +186,7 @@ class Checker:
             choices = [(expected_ok, True)]
         else:
             names = ex.resp_types if ex.resp_types is not None else self.every_response
-            allowed = outcome.acceptable(self.profile)
+            allowed = self._allowed(outcome)
             fits = [n for n in names if allowed is None or n in allowed]
             classes = {n in p.ok_types for n in fits}
             if not fits:
@@ -193,6 +204,19 @@ class Checker:
             out.append(self._pair(cand, accepted, driver + device, outcome, rank, guess))
         return out
 
+    def _allowed(self, outcome: Outcome) -> Optional[frozenset[str]]:
+        """The answers of the clean completions: unknown checks the profile enforces pass (else the
+        driver is at fault), unknown checks outside it may fail. None: anything."""
+        if not outcome.unknown:
+            return outcome.acceptable(self.profile)
+        base = Outcome(outcome.rule, outcome.failed, [], outcome.values).acceptable(self.profile)
+        for c in outcome.unknown:
+            if c.basis in self.profile or base is None:
+                continue
+            alt = Outcome(outcome.rule, outcome.failed + [c], [], outcome.values).acceptable(self.profile)
+            base = None if alt is None else base | alt
+        return base
+
     def _pair(self, cand: Candidate, accepted: bool, breaches: list[Breach], outcome: Outcome,
               rank: int, guess) -> _Pair:
         inside = [b for b in breaches if b.definite and b.basis in self.profile]
@@ -202,12 +226,20 @@ class Checker:
                      [b for b in breaches if not b.definite])
 
     def _advance(self, ex: Exchange, pairs: list[_Pair]) -> None:
+        if len(pairs) == 1:  # the common case: one reading, no copy
+            q = pairs[0]
+            if q.accepted:
+                self._apply(ex, q.cand.state)
+            else:
+                self.p.complete(q.cand.state, ex.req, None, "")
+            self.cands = [Candidate(q.cand.state, 0, q.guesses)]
+            return
         pairs = sorted(pairs, key=lambda q: q.rank)
         nxt: list[Candidate] = []
         used: dict[int, int] = {}
         for q in pairs:
             n = used[id(q.cand)] = used.get(id(q.cand), 0) + 1
-            st = q.cand.state if n == 1 and sum(1 for o in pairs if o.cand is q.cand) == 1 else copy.deepcopy(q.cand.state)
+            st = q.cand.state if n == 1 and sum(1 for o in pairs if o.cand is q.cand) == 1 else q.cand.state.clone()
             if q.accepted:
                 self._apply(ex, st)
             else:
@@ -257,6 +289,12 @@ class Checker:
         for b in primary.breaches:
             self._finding(b, definite, reason, ex.where, ex, primary, self._related(ex))
 
+    def _report_open(self, ex: Exchange, primary: _Pair) -> None:
+        for b in primary.open_:
+            if b.check == "response-type" and b.basis in self.profile:
+                self._finding(b, False, "the trace does not show the fields that decide which side is at fault",
+                              ex.where, ex, primary, self._related(ex))
+
     def _finding(self, b: Breach, definite: bool, reason: str, where: Where, ex: Optional[Exchange],
                  pair: Optional[_Pair], related: list) -> None:
         spec = []
@@ -292,55 +330,62 @@ class Checker:
 
     # --- per-requirement verdicts ---------------------------------------------------
     def _tally(self, ex: Exchange, primary: _Pair, definite: bool) -> None:
+        """One mark per requirement the exchange exercised: fail over inconclusive over pass."""
         out = primary.outcome
         rule = out.rule
         failed = {c.id for c in out.failed}
         unknown = {c.id for c in out.unknown}
         bad = {(b.check, r) for b in primary.breaches for r in b.reqs}
-        undecided = {r for b in primary.open_ for r in b.reqs}
-        for c in rule.checks:
-            if not c.reqs or c.basis not in self.profile:
-                continue
-            if c.when is not None and c.id not in failed and c.id not in unknown:
-                if not self._holds(c, out.values):
-                    continue
-            for r in c.reqs:
-                t = self._t(r)
-                if c.id in failed:
-                    if definite and (c.id, r) in bad:
-                        t.failed += 1
-                        t.first_fail = t.first_fail or ex.where
-                    else:
-                        t.inconclusive += 1
-                elif c.id in unknown:
-                    t.inconclusive += 1
-                else:
-                    t.passed += 1
-        device_reqs = {r for b in primary.breaches if b.side == "device" for r in b.reqs}
-        for r in device_reqs:
-            t = self._t(r)
-            if definite:
-                t.failed += 1
-                t.first_fail = t.first_fail or ex.where
-            else:
-                t.inconclusive += 1
-        for r in undecided - device_reqs:
-            self._t(r).inconclusive += 1
+        marks: dict[str, int] = {}  # requirement -> 0 pass, 1 inconclusive, 2 fail
+
+        def mark(r: str, level: int) -> None:
+            if marks.get(r, -1) < level:
+                marks[r] = level
+
+        cited = self.cited.get(rule.command)
+        if cited is None:
+            cited = self.cited[rule.command] = [c for c in rule.checks if c.reqs and c.basis in self.profile]
+        for c in cited:
+            if c.id in failed:
+                for r in c.reqs:
+                    mark(r, 2 if definite and (c.id, r) in bad else 1)
+            elif c.id in unknown:
+                for r in c.reqs:
+                    mark(r, 1)
+            elif c.when is None or self._holds(c, out.values):
+                for r in c.reqs:
+                    mark(r, 0)
+        for b in primary.breaches:
+            if b.side == "device":
+                for r in b.reqs:
+                    mark(r, 2 if definite else 1)
+        for b in primary.open_:
+            for r in b.reqs:
+                mark(r, 1)
         if ex.resp is not None:
             for ob in rule.obligations:
-                if ob.basis in self.profile:
+                if ob.basis in self.profile and (ob.when is None or self._holds(ob, out.values)):
                     for r in ob.reqs:
-                        if r not in device_reqs and r not in undecided and (ob.when is None or self._holds(ob, out.values)):
-                            self._t(r).passed += 1
+                        mark(r, 0)
+        for r, level in marks.items():
+            t = self._t(r)
+            if level == 2:
+                t.failed += 1
+                t.first_fail = t.first_fail or ex.where
+            elif level == 1:
+                t.inconclusive += 1
+            else:
+                t.passed += 1
 
     def _holds(self, item, values: dict) -> bool:
-        fn = self.when_fns.get(id(item))
-        if fn is None:
-            fn = self.when_fns[id(item)] = compile_py(item.when)
-        try:
-            return bool(fn(values))
-        except (KeyError, TypeError):
-            return True  # unknown: the item may apply, so it counts as exercised
+        """Whether a check's or obligation's `when` held; unknown counts as held (it may have applied)."""
+        hit = self.when_fns.get(id(item))
+        if hit is None:
+            hit = self.when_fns[id(item)] = (compile_py(item.when), tuple(item.when.vars()))
+        fn, names = hit
+        if any(values.get(n) is None for n in names):
+            return True
+        return bool(fn(values))
 
     def _t(self, rid: str) -> Tally:
         t = self.tallies.get(rid)
@@ -390,6 +435,11 @@ def _names(names) -> str:
     else:
         oks += [_short(n) for n in errs]
     return " or ".join(oks) or "nothing"
+
+
+def _unknown_fields(outcome: Outcome) -> str:
+    names = sorted({n for c in outcome.unknown for n in c.full.vars() if outcome.values.get(n) is None})
+    return ", ".join(names) or "unknown values"
 
 
 def _answer_basis(outcome: Outcome, profile: frozenset) -> str:

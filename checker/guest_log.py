@@ -21,6 +21,7 @@ _EVENT = re.compile(
     r"vdev=(?P<vdev>-?\d+) vq=(?P<vq>\d+) name=(?P<name>\S*) type=0x(?P<type>[0-9a-fA-F]+) "
     r"flags=0x(?P<flags>[0-9a-fA-F]+) fence_id=(?P<fence>\d+) ctx_id=(?P<ctx>\d+)"
     r"(?: num_free=(?P<free>\d+))?(?:,? seqno=(?P<seqno>\d+))?\s*")
+_MARKER = re.compile(r"\]\s+\S*\s*\d+\.\d+:\s+tracing_mark_write: ")
 _QUEUES = {"control": CONTROLQ, "cursor": CURSORQ}
 _VQ = {0: CONTROLQ, 1: CURSORQ}
 
@@ -44,6 +45,8 @@ class GuestLog:
             if not text.strip() or text.lstrip().startswith("#"):
                 continue
             m = _EVENT.fullmatch(text)
+            if m is None and _MARKER.search(text):
+                continue  # trace_marker lines a capture writes between its steps
             if m is None:
                 yield _unusable(where, text)
                 continue

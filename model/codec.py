@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import struct as _struct
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -64,7 +66,7 @@ class Layout:
     def size_of(self, key: str) -> int:
         return self.sizes[self.keys.index(key)]
 
-    @property
+    @functools.cached_property
     def padding(self) -> tuple[str, ...]:
         return tuple(k for k in self.keys if k.rsplit(".", 1)[-1] == "padding" or ".padding." in f".{k}.")
 
@@ -125,6 +127,7 @@ class Codec:
         self.by_name: dict[str, Union[Command, Response]] = {c.name: c for c in ir.commands}
         self.by_name.update({r.name: r for r in ir.responses})
         self.hdr = self.layouts[HDR]
+        self.structs = {s.name: s for s in ir.structs}
 
     # --- decoding --------------------------------------------------------
     def decode_request(self, data: bytes, queue: Optional[str] = None) -> Message:
@@ -150,7 +153,7 @@ class Codec:
         fields = self._read(lay, data, problems)
         msg = Message(kind, item.name, sname, fields, problems=problems, size=len(data))
         pos = lay.size
-        s = self.ir.struct(sname)
+        s = self.structs[sname]
         if s.trailing:
             pos = self._entries(msg, s, data, pos)
         if sname in PAYLOAD_LENGTH:
@@ -167,7 +170,7 @@ class Codec:
             problems.append(Problem("trailing-bytes", pos, f"{len(data) - pos} bytes after the {sname} message"))
         for key in lay.padding:
             v = fields.get(key)
-            if v and (not isinstance(v, bytes) or any(v)):
+            if v and (not isinstance(v, bytes) or v.count(0) != len(v)):
                 i = lay.keys.index(key)
                 problems.append(Problem("nonzero-padding", lay.offsets[i], f"{key} is {v!r}, not zero"))
         return msg

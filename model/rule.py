@@ -134,16 +134,32 @@ class CompiledRule:
         for c in (*rule.checks, *rule.obligations):
             names.update(n for n in c.full.vars() if n.startswith("st."))
         self.facts = [(n, FACTS[n][1], depends(n)) for n in sorted(names)]
+        # Every check at once, for the fast path where every value is known.
+        self.all_checks = eval("lambda v: (" + "".join(f"{c.full.py()}, " for c in rule.checks) + ")", {})  # noqa: S307
 
     def values(self, state: State, fields: dict) -> dict:
         v = dict(fields)
         for name, get, deps in self.facts:
-            v[name] = None if any(fields.get(d) is None for d in deps) else get(state, fields)
+            for d in deps:
+                if fields.get(d) is None:
+                    v[name] = None
+                    break
+            else:
+                v[name] = get(state, fields)
         return v
 
     def evaluate(self, state: State, msg: Message) -> Outcome:
         v = self.values(state, msg.fields)
-        partial = None in v.values()
+        if None not in v.values():
+            try:
+                verdicts = self.all_checks(v)
+            except KeyError:
+                pass  # a field the source did not carry: take the slow path
+            else:
+                if all(verdicts):
+                    return Outcome(self.rule, [], [], v)
+                return Outcome(self.rule, [c for (c, *_), ok in zip(self.checks, verdicts) if not ok], [], v)
+        partial = True
         failed, unknown = [], []
         for check, fn, full, names in self.checks:
             ok = self._verdict(check.id, fn, full, names, v, partial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -48,6 +49,11 @@ class Resource:
     contexts: set[int] = field(default_factory=set)
     mapped: Optional[tuple[int, int]] = None  # (offset, size) in the host-visible region
     transferred: bool = False  # some TRANSFER_TO_HOST_* completed on it
+
+    def clone(self) -> "Resource":
+        new = copy.copy(self)
+        new.contexts = set(self.contexts)
+        return new
 
 
 @dataclass
@@ -99,6 +105,18 @@ class State:
     def reset(self) -> None:
         """Device reset: everything but the settings goes."""
         self.__init__(self.settings, ring_idx_flag=self.ring_idx_flag)
+
+    def clone(self) -> "State":
+        """An independent copy, cheaper than deepcopy: effects replace scanouts, contexts and
+        backing lists whole, and mutate only resources, the cursor and timelines in place."""
+        new = copy.copy(self)
+        new.resources = {k: r.clone() for k, r in self.resources.items()}
+        new.scanouts = dict(self.scanouts)
+        new.contexts = dict(self.contexts)
+        new.cursor = copy.copy(self.cursor)
+        new.timelines = {k: Timeline(t.last_submitted, t.last_completed, list(t.pending))
+                         for k, t in self.timelines.items()}
+        return new
 
     def mappings(self) -> dict[int, tuple[int, int]]:
         return {r.id: r.mapped for r in self.resources.values() if r.mapped is not None}

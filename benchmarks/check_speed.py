@@ -1,0 +1,168 @@
+"""How fast `check` runs: events per second, check time against bare parsing, peak RSS against a small trace.
+
+Generates a display workload (init, then transfer + flush frames, a resource created,
+backed and unreferenced every 50 frames, cursor moves) as a native trace (answers by
+the reference device) and as a QEMU trace log, at N commands and at N/100 commands.
+Every figure is measured in this one run and printed as a ratio where it can be.
+
+    python benchmarks/check_speed.py [--commands 1000000] [--keep DIR]
+
+Peak RSS is measured in a child process per run (resource.getrusage of the child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from virtgpu_conform.model.device import ReferenceDevice
+from virtgpu_conform.spec.load import load_snapshot
+
+W, H = 1024, 768
+
+
+def workload(n: int):
+    """(command, fields, entries, queue) for n commands."""
+    yield "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None, "controlq"
+    yield "VIRTIO_GPU_CMD_GET_EDID", {"scanout": 0}, None, "controlq"
+    yield "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": W, "height": H}, None, "controlq"
+    yield "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": 1 << 20, "length": W * H * 4}], "controlq"
+    yield "VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 1, "r.width": W, "r.height": H}, None, "controlq"
+    done, frame = 5, 0
+    rect = {"resource_id": 1, "r.width": W, "r.height": 64}
+    while done < n:
+        frame += 1
+        y = (frame * 64) % H
+        yield "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", {**rect, "r.y": y, "offset": y * W * 4}, None, "controlq"
+        yield "VIRTIO_GPU_CMD_RESOURCE_FLUSH", {**rect, "r.y": y}, None, "controlq"
+        yield "VIRTIO_GPU_CMD_MOVE_CURSOR", {"pos.x": frame % W, "pos.y": frame % H}, None, "cursorq"
+        done += 3
+        if frame % 50 == 0:
+            rid = 2 + frame % 1000
+            yield "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": 1, "width": 64, "height": 64}, None, "controlq"
+            yield "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid}, [{"addr": 1 << 24, "length": 16384}], "controlq"
+            yield "VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": rid}, None, "controlq"
+            done += 3
+
+
+_QEMU = {
+    "VIRTIO_GPU_CMD_GET_DISPLAY_INFO": lambda f: "virtio_gpu_cmd_get_display_info ",
+    "VIRTIO_GPU_CMD_GET_EDID": lambda f: f"virtio_gpu_cmd_get_edid scanout {f['scanout']}",
+    "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D": lambda f: (f"virtio_gpu_cmd_res_create_2d res {f['resource_id']:#x}, "
+                                                    f"fmt {f['format']:#x}, w {f['width']}, h {f['height']}"),
+    "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING": lambda f: f"virtio_gpu_cmd_res_back_attach res {f['resource_id']:#x}",
+    "VIRTIO_GPU_CMD_RESOURCE_UNREF": lambda f: f"virtio_gpu_cmd_res_unref res {f['resource_id']:#x}",
+    "VIRTIO_GPU_CMD_SET_SCANOUT": lambda f: (f"virtio_gpu_cmd_set_scanout id {f['scanout_id']}, res {f['resource_id']:#x}, "
+                                             f"w {f['r.width']}, h {f['r.height']}, x 0, y 0"),
+    "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D": lambda f: f"virtio_gpu_cmd_res_xfer_toh_2d res {f['resource_id']:#x}",
+    "VIRTIO_GPU_CMD_RESOURCE_FLUSH": lambda f: (f"virtio_gpu_cmd_res_flush res {f['resource_id']:#x}, w {f['r.width']}, "
+                                                f"h {f['r.height']}, x 0, y {f.get('r.y', 0)}"),
+    "VIRTIO_GPU_CMD_MOVE_CURSOR": lambda f: f"virtio_gpu_update_cursor scanout 0, x {f['pos.x']}, y {f['pos.y']}, move, res 0x0",
+}
+
+
+def generate(n: int, native_path: str, qemu_path: str) -> None:
+    ir = load_snapshot()
+    dev = ReferenceDevice(ir)
+    codec = dev.codec
+    answers: dict[bytes, bytes] = {}
+    with open(native_path, "w") as nat, open(qemu_path, "w") as q:
+        s = dev.settings
+        nat.write(json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "spec": ir.version,
+                              "features": sorted(s.features), "num_scanouts": s.num_scanouts,
+                              "capsets": [[c.id, c.max_version, c.max_size] for c in s.capsets],
+                              "blob_alignment": s.blob_alignment, "host_visible": s.host_visible,
+                              "from_reset": True, "producer": "benchmarks/check_speed.py"}) + "\n")
+        q.write("1000@1700000000.000000:virtio_gpu_features virgl 0\n")
+        t = 1700000000.0
+        for i, (name, fields, entries, queue) in enumerate(workload(n), 1):
+            data = codec.encode(name, fields, entries)
+            resp = dev.handle(data, queue)
+            h = resp.hex()
+            nat.write(f'{{"kind":"request","id":{i},"queue":"{queue}","bytes":"{data.hex()}"}}\n'
+                      f'{{"kind":"response","id":{i},"bytes":"{h}"}}\n')
+            vq = "0x5600a0" if queue == "controlq" else "0x5600f8"
+            elem = f"0x7f{(i % 64) + 16:02x}00"
+            t += 0.000050
+            n_out = 0 if queue == "cursorq" else len(resp)
+            q.write(f"1000@{t:.6f}:virtqueue_pop vq {vq} elem {elem} in_num 1 out_num 1\n"
+                    f"1000@{t:.6f}:{_QEMU[name](fields)}\n"
+                    f"1000@{t:.6f}:virtqueue_fill vq {vq} elem {elem} len {n_out} idx {i % 256}\n")
+        del answers
+
+
+def _child(mode: str, path: str, fmt: str) -> dict:
+    """Run one measurement in a fresh process so its peak RSS is its own."""
+    code = f"""
+import json, resource, sys, time
+from virtgpu_conform.spec.load import load_snapshot
+from virtgpu_conform.model.protocol import Protocol
+from virtgpu_conform.checker import sources
+from virtgpu_conform.checker.engine import Checker
+from virtgpu_conform.checker.trace import Exchange
+p = Protocol(load_snapshot())
+t0 = time.perf_counter()
+events = lines = 0
+if {mode!r} == "parse":
+    for ev in sources.READERS[{fmt!r}](sources.numbered_lines({path!r}), {path!r}, p.codec):
+        events += 1
+else:
+    c = Checker(p, "strict")
+    for ev in sources.READERS[{fmt!r}](sources.numbered_lines({path!r}), {path!r}, p.codec):
+        c.feed(ev)
+    c.finish()
+    events = c.exchanges
+    findings = len(c.findings)
+dt = time.perf_counter() - t0
+with open({path!r}, "rb") as f:
+    lines = sum(1 for _ in f)
+out = dict(seconds=dt, events=events, lines=lines, rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+if {mode!r} == "check":
+    out["findings"] = findings
+print(json.dumps(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--commands", type=int, default=1_000_000)
+    ap.add_argument("--keep", help="write the generated traces here and keep them")
+    a = ap.parse_args()
+    tmp = a.keep or tempfile.mkdtemp(prefix="vgc-bench-")
+    os.makedirs(tmp, exist_ok=True)
+    small = max(1000, a.commands // 100)
+    paths = {}
+    t0 = time.perf_counter()
+    for n in (small, a.commands):
+        paths[n] = (os.path.join(tmp, f"trace-{n}.ndjson"), os.path.join(tmp, f"trace-{n}.qemu.log"))
+        generate(n, *paths[n])
+    print(f"generated {a.commands:,} and {small:,} commands in {time.perf_counter() - t0:.0f} s ({tmp})")
+    for fmt, idx in (("native", 0), ("qemu", 1)):
+        big, little = paths[a.commands][idx], paths[small][idx]
+        parse = _child("parse", big, fmt)
+        full = _child("check", big, fmt)
+        tiny = _child("check", little, fmt)
+        print(f"\n{fmt} format, {a.commands:,} commands ({full['lines']:,} lines, "
+              f"{os.path.getsize(big) / 1e6:.0f} MB): {full['findings']} findings")
+        print(f"  check: {full['seconds']:.1f} s = {full['lines'] / full['seconds']:,.0f} trace events/s "
+              f"({full['events'] / full['seconds']:,.0f} commands/s)")
+        print(f"  bare parse: {parse['seconds']:.1f} s; check / parse = {full['seconds'] / parse['seconds']:.2f}x "
+              "(target <= 3x)")
+        print(f"  peak RSS: {full['rss_kb'] / 1024:.0f} MB at {a.commands:,} commands vs {tiny['rss_kb'] / 1024:.0f} MB "
+              f"at {small:,}: ratio {full['rss_kb'] / tiny['rss_kb']:.2f} (flat = 1.0)")
+    if not a.keep:
+        for p in paths.values():
+            for f in p:
+                os.unlink(f)
+        os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
