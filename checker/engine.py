@@ -163,8 +163,15 @@ class Checker:
         driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note)
                   for c in outcome.failed]
         expected_ok = outcome.expected in p.ok_types
+        driver += self._malformed(outcome.rule.command, "driver", req)
         if ex.resp is not None and ex.answered:
-            breaches = p.judge(st, req, outcome, ex.resp)
+            breaches = p.judge(st, req, outcome, ex.resp) + self._malformed(outcome.rule.command, "device", ex.resp)
+            if driver[len(outcome.failed):]:
+                breaches += driver[len(outcome.failed):]
+            if ex.resp_types is not None and ex.resp.name and ex.resp.name not in ex.resp_types:
+                breaches.append(Breach(outcome.rule.command, "response-length", "device", "informal", (), True,
+                                       f"{_short(ex.resp.name)} with {'; '.join(ex.evidence) or 'a length that does not fit it'}"
+                                       f" (a {_short(ex.resp.name)} is {self.p.codec.layout(ex.resp.name).size} bytes)"))
             allowed = self._allowed(outcome)
             if outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
                 # No completion is clean: either some unknown field breaks a check, or the device
@@ -203,6 +210,12 @@ class Checker:
             guess = None if rank == 0 else (ex.where, ("accepted" if accepted else "rejected") + " " + _short(req.name))
             out.append(self._pair(cand, accepted, driver + device, outcome, rank, guess))
         return out
+
+    @staticmethod
+    def _malformed(command: str, side: str, msg) -> list[Breach]:
+        """What was wrong with the bytes themselves (only traces that carry bytes have problems)."""
+        return [Breach(command, "malformed-" + ("request" if side == "driver" else "response"), side, "informal",
+                       (), True, str(pr)) for pr in msg.problems]
 
     def _allowed(self, outcome: Outcome) -> Optional[frozenset[str]]:
         """The answers of the clean completions: unknown checks the profile enforces pass (else the
@@ -439,7 +452,8 @@ def _names(names) -> str:
 
 def _unknown_fields(outcome: Outcome) -> str:
     names = sorted({n for c in outcome.unknown for n in c.full.vars() if outcome.values.get(n) is None})
-    return ", ".join(names) or "unknown values"
+    fields = [n for n in names if not n.startswith("st.")]  # what the trace left out, not what follows from it
+    return "the values of " + ", ".join(fields or names) if names else "unknown values"
 
 
 def _answer_basis(outcome: Outcome, profile: frozenset) -> str:

@@ -1,0 +1,207 @@
+"""The committed real traces check clean, and hand-made faults put into them are found where they were put, and nothing else."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from virtgpu_conform.checker import sources
+from virtgpu_conform.checker.engine import Checker
+from virtgpu_conform.model.protocol import Protocol
+
+TRACES = Path(__file__).resolve().parents[2] / "traces"
+SESSIONS = sorted(p.parent for p in TRACES.glob("qemu-*/*/qemu-trace.log"))
+BASE = TRACES / "qemu-7.2" / "fbdev-modetest"
+
+ERR_UNSPEC, ERR_RESOURCE, ERR_PARAM = 0x1200, 0x1203, 0x1205
+OK_NODATA, OK_DISPLAY_INFO = 0x1100, 0x1101
+
+
+@pytest.fixture(scope="module")
+def protocol(ir):
+    return Protocol(ir)
+
+
+def check(protocol, *files: Path, profile: str = "strict") -> Checker:
+    c = Checker(protocol, profile)
+    streams = [sources.events(str(f), None, protocol.codec) for f in files]
+    evs = streams[0]
+    for extra in streams[1:]:
+        evs = sources.merged(evs, extra)
+    for ev in evs:
+        c.feed(ev)
+    c.finish()
+    return c
+
+
+def test_there_are_real_traces():
+    assert len(SESSIONS) >= 2, f"no captured sessions under {TRACES}"
+    versions = {p.parent.name for p in SESSIONS}
+    assert "qemu-7.2" in versions
+
+
+@pytest.mark.parametrize("session", SESSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_real_session_checks_clean(protocol, session):
+    qemu, guest = session / "qemu-trace.log", session / "guest-tracepoints.log"
+    merged = check(protocol, qemu, guest)
+    alone_q, alone_g = check(protocol, qemu), check(protocol, guest)
+    for c in (merged, alone_q, alone_g):
+        assert [f for f in c.findings if f.definite] == []
+        assert c.exchanges > 20 and c.unidentified == 0
+    # The two sources see the same commands, and together they leave nothing to guess on controlq.
+    assert merged.commands == alone_q.commands == alone_g.commands
+    assert merged.findings == [] and merged.max_split == 1
+    assert merged.diagnostics.get("unmatched", 0) == 0
+    verdicts = merged.verdicts()
+    assert verdicts["device-operation/guest/driver-must.2"]["verdict"] == "pass"  # backing before transfer
+    assert not any(v["verdict"] == "fail" for v in verdicts.values())
+
+
+# --- faults put into a real session --------------------------------------------------------
+
+class Session:
+    """Both logs of one real session, with commands inserted where neither source has one in flight."""
+
+    def __init__(self, src: Path, dst: Path):
+        shutil.copytree(src, dst)
+        self.dir = dst
+        self.qemu = (dst / "qemu-trace.log").read_text().splitlines()
+        self.guest = (dst / "guest-tracepoints.log").read_text().splitlines()
+        self.ctrl_vq = re.search(r"virtqueue_pop vq (\S+)", "\n".join(self.qemu)).group(1)
+
+    def quiet_points(self) -> tuple[dict[int, int], dict[int, int]]:
+        """control exchanges completed -> index of the line after which nothing is in flight, per log."""
+        q, out, done = {}, set(), 0
+        for i, line in enumerate(self.qemu):
+            m = re.search(r"virtqueue_(pop|fill) vq (\S+) elem (\S+)", line)
+            if not m:
+                continue
+            if m.group(1) == "pop":
+                out.add(m.group(3))
+            else:
+                out.discard(m.group(3))
+                done += m.group(2) == self.ctrl_vq
+                if not out:
+                    q[done] = i
+        g, pending, done = {}, 0, 0
+        for i, line in enumerate(self.guest):
+            if "vq=0 " not in line:
+                continue
+            if "virtio_gpu_cmd_queue:" in line:
+                pending += 1
+            elif "virtio_gpu_cmd_response:" in line:
+                pending -= 1
+                done += 1
+                if pending == 0:
+                    g[done] = i
+        return q, g
+
+    def insert(self, after: int, commands: list[dict]) -> list[int]:
+        """Insert commands after the `after`-th quiet control exchange; returns their QEMU event line numbers."""
+        q, g = self.quiet_points()
+        k = sorted(set(q) & set(g))[after]
+        qi, gi = q[k], g[k]
+        pid_ts = self.qemu[qi].split(":", 1)[0]
+        qlines, glines, where = [], [], []
+        for n, c in enumerate(commands):
+            elem = f"0xdead{n:04x}0"
+            qlines.append(f"{pid_ts}:virtqueue_pop vq {self.ctrl_vq} elem {elem} in_num 1 out_num 1")
+            qlines.append(f"{pid_ts}:{c['event']}")
+            where.append(qi + 1 + len(qlines))  # 1-based line number of the event
+            if c.get("complaint"):
+                qlines.append(c["complaint"])
+            if c.get("fill", True):
+                qlines.append(f"{pid_ts}:virtqueue_fill vq {self.ctrl_vq} elem {elem} len {c.get('len', 24)} idx 0")
+            hdr = "vdev=0 vq=0 name=control type={:#x} flags=0x0 fence_id=0 ctx_id=0"
+            glines.append(f"            test-1       [000] .....     9.000000: virtio_gpu_cmd_queue: {hdr.format(c['type'])}")
+            if c.get("resp") is not None:
+                glines.append(f"     kworker/0:1-17      [000] .....     9.000001: virtio_gpu_cmd_response: "
+                              f"{hdr.format(c['resp'])}")
+        self.qemu[qi + 1:qi + 1] = qlines
+        self.guest[gi + 1:gi + 1] = glines
+        (self.dir / "qemu-trace.log").write_text("\n".join(self.qemu) + "\n")
+        (self.dir / "guest-tracepoints.log").write_text("\n".join(self.guest) + "\n")
+        return where
+
+
+def create(rid: int, w: int = 64, h: int = 64) -> dict:
+    return {"event": f"virtio_gpu_cmd_res_create_2d res {rid:#x}, fmt 0x2, w {w}, h {h}", "type": 0x101,
+            "resp": OK_NODATA}
+
+
+def attach(rid: int) -> dict:
+    return {"event": f"virtio_gpu_cmd_res_back_attach res {rid:#x}", "type": 0x106, "resp": OK_NODATA}
+
+
+def rejected(c: dict, code: int, why: str) -> dict:
+    return {**c, "resp": code, "complaint": f"virtio_gpu_test: {why}"}
+
+
+FAULTS = {
+    # name: (commands inserted, index of the faulty one, side, check, requirement or None)
+    "use-after-unref": ([create(0x63), {"event": "virtio_gpu_cmd_res_unref res 0x63", "type": 0x102, "resp": OK_NODATA},
+                         rejected({"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105}, ERR_RESOURCE,
+                                  "invalid resource specified 99")],
+                        2, "driver", "resource-exists", None),
+    "transfer-without-backing": ([create(0x63), rejected({"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105},
+                                                          ERR_UNSPEC, "no backing storage 99")],
+                                 1, "driver", "backing-attached", "device-operation/guest/driver-must.2"),
+    "scanout-rect-outside-resource": ([create(0x63), attach(0x63),
+                                       rejected({"event": "virtio_gpu_cmd_set_scanout id 0, res 0x63, w 128, h 64, x 0, y 0",
+                                                 "type": 0x103}, ERR_PARAM, "illegal scanout 0 bounds")],
+                                      2, "driver", "rect-inside-resource",
+                                      "device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT/driver-must"),
+    "error-to-a-valid-request": ([{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": ERR_UNSPEC}],
+                                 0, "device", "response-type", None),
+    "wrong-response-length": ([{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": OK_DISPLAY_INFO,
+                                "len": 24}], 0, "device", "response-length", None),
+    "ok-to-a-double-create": ([create(0x63), create(0x63)], 1, "driver", "resource-id-free", None),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_fault_found_where_it_was_put(protocol, tmp_path, fault):
+    cmds, bad, side, check_id, req = FAULTS[fault]
+    s = Session(BASE, tmp_path / "s")
+    where = s.insert(10, cmds)
+    c = check(protocol, s.dir / "qemu-trace.log", s.dir / "guest-tracepoints.log")
+    got = [(f.where.line, f.side, f.check, f.definite) for f in c.findings]
+    expect = [(where[bad], side, check_id, True)]
+    if fault == "ok-to-a-double-create":  # the device accepted it too: both sides are at fault
+        expect.append((where[bad], "device", "response-type", True))
+    assert sorted(got) == sorted(expect), c.findings
+    first = next(f for f in c.findings if f.side == side)
+    assert first.where.file.endswith("qemu-trace.log") and first.index > 10
+    assert first.also and first.also[0].file.endswith("guest-tracepoints.log")
+    if req:
+        assert first.reqs == (req,) and first.spec and first.spec[0][0].endswith(".tex")
+    assert first.message and "\n" not in first.message
+    if fault == "use-after-unref":
+        assert any("UNREF" in what for _, what in first.related)
+
+
+def test_missing_response_in_qemu_log(protocol, tmp_path):
+    s = Session(BASE, tmp_path / "s")
+    where = s.insert(5, [{**create(0x63), "fill": False, "resp": None}])
+    c = check(protocol, s.dir / "qemu-trace.log")
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(where[0], "device", "no-response", True)]
+
+
+def test_qemu_log_alone_finds_what_it_can_see(protocol, tmp_path):
+    s = Session(BASE, tmp_path / "s")
+    where = s.insert(10, FAULTS["use-after-unref"][0])
+    c = check(protocol, s.dir / "qemu-trace.log")
+    assert [(f.where.line, f.check) for f in c.findings] == [(where[2], "resource-exists")]
+
+
+def test_guest_log_alone_cannot_tell_the_side(protocol, tmp_path):
+    """Without payloads, an error answer is non-conformant for some side, but the trace cannot say which."""
+    s = Session(BASE, tmp_path / "s")
+    s.insert(10, FAULTS["use-after-unref"][0])
+    c = check(protocol, s.dir / "guest-tracepoints.log")
+    assert [f for f in c.findings if f.definite] == []
+    possible = [f for f in c.findings if not f.definite]
+    assert len(possible) == 1 and possible[0].check == "response-type" and "resource_id" in possible[0].message
