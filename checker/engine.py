@@ -16,6 +16,7 @@ from typing import Optional
 
 from virtgpu_conform.model.coverage import NOT_CHECKABLE
 from virtgpu_conform.model.expr import compile_py
+from virtgpu_conform.model.facts import depends
 from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import PROFILES, Outcome
 from virtgpu_conform.model.state import Capset, Settings, State
@@ -452,7 +453,9 @@ def _names(names) -> str:
 
 def _unknown_fields(outcome: Outcome) -> str:
     names = sorted({n for c in outcome.unknown for n in c.full.vars() if outcome.values.get(n) is None})
-    fields = [n for n in names if not n.startswith("st.")]  # what the trace left out, not what follows from it
+    # what the trace left out, not the state facts that are unknown because of it
+    fields = sorted({n for n in names if not n.startswith("st.")}
+                    | {d for n in names if n.startswith("st.") for d in depends(n) if outcome.values.get(d) is None})
     return "the values of " + ", ".join(fields or names) if names else "unknown values"
 
 
