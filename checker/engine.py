@@ -112,8 +112,10 @@ class Checker:
     def _fresh_state(self, settings: Settings, known_start: bool) -> State:
         st = self.p.new_state(settings)
         if not known_start:
-            # The trace may begin after initialisation: what the driver read at start-up is not known.
+            # The trace may begin after initialisation: what the driver read at start-up is not
+            # known, and resources and contexts may exist that the trace never shows created.
             st.display_info_read = st.edid_read = None
+            st.complete = False
         return st
 
     def reset(self, ev: Reset) -> None:

@@ -56,7 +56,7 @@ QUIET = {"virtio_gpu_fence_resp", "virtio_gpu_inc_inflight_fences", "virtio_gpu_
 
 _CONV = {"%d": r"(-?\d+)", "0x%x": r"0x([0-9a-fA-F]+)", "%s": r"(.*?)"}
 _LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z][a-z0-9_]*)(?: (.*))?")
-_COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+):? (.*)")
+_COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+): (.*)")
 _POP = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) in_num (\d+) out_num (\d+)")
 _FILL = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) len (\d+) idx (\d+)")
 _STATUS = re.compile(r"vdev (0x[0-9a-f]+|\(nil\)) val (\d+)")
@@ -147,7 +147,7 @@ class QemuLog:
             self._fence(where, args)
         elif name in QUIET:
             return
-        elif (c := _COMPLAINT.fullmatch(text)) and ":" in text:
+        elif c := _COMPLAINT.fullmatch(text):
             yield from self._complaint(where, c.group(1), c.group(2))
         elif m and ("virtio" in name or "vhost" in name):
             if name not in self.unknown_events:

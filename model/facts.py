@@ -47,23 +47,40 @@ def _res(st: State, f: dict):
     return st.resources.get(f.get("resource_id"))
 
 
+def _seen(fact_fn: Getter, books: str, key: str) -> Getter:
+    """A fact about an object the state has no record of is unknown when the trace began
+    mid-session (the object may predate it), and follows from its absence otherwise."""
+    def get(st: State, f: dict):
+        if not st.complete and f.get(key) not in getattr(st, books):
+            return None
+        return fact_fn(st, f)
+    return get
+
+
 def _attr(name: str, default: Any = 0) -> Getter:
     def get(st: State, f: dict):
         r = _res(st, f)
         return default if r is None else getattr(r, name)
-    return get
+    return _seen(get, "resources", "resource_id")
 
 
-fact("st.res.exists", BOOL)(lambda st, f: _res(st, f) is not None)
-fact("st.res.kind", 8)(lambda st, f: KIND_NONE if _res(st, f) is None else _res(st, f).kind)
+def _on_res(fn: Getter) -> Getter:
+    return _seen(fn, "resources", "resource_id")
+
+
+fact("st.res.exists", BOOL)(_on_res(lambda st, f: _res(st, f) is not None))
+fact("st.res.kind", 8)(_on_res(lambda st, f: KIND_NONE if _res(st, f) is None else _res(st, f).kind))
 for _n in ("width", "height", "depth", "blob_mem", "blob_flags"):
     fact(f"st.res.{_n}", 32)(_attr(_n))
 fact("st.res.size", 64)(_attr("size"))
-fact("st.res.backed", BOOL)(lambda st, f: (r := _res(st, f)) is not None and r.backing is not None)
+fact("st.res.backed", BOOL)(_on_res(lambda st, f: (r := _res(st, f)) is not None and r.backing is not None))
 fact("st.res.transferred", BOOL)(_attr("transferred", False))
-fact("st.res.mapped", BOOL)(lambda st, f: (r := _res(st, f)) is not None and r.mapped is not None)
-fact("st.res.in_ctx", BOOL)(lambda st, f: (r := _res(st, f)) is not None and f.get("hdr.ctx_id") in r.contexts)
-fact("st.ctx.exists", BOOL)(lambda st, f: f.get("hdr.ctx_id") in st.contexts)
+fact("st.res.mapped", BOOL)(_on_res(lambda st, f: (r := _res(st, f)) is not None and r.mapped is not None))
+fact("st.res.in_ctx", BOOL)(_on_res(
+    lambda st, f: (r := _res(st, f)) is not None and f.get("hdr.ctx_id") in r.contexts))
+fact("st.ctx.exists", BOOL)(_seen(lambda st, f: f.get("hdr.ctx_id") in st.contexts, "contexts", "hdr.ctx_id"))
+
+
 def _setting(get: Getter) -> Getter:
     """A fact about what the device offers: unknown when the trace does not say."""
     return lambda st, f: get(st, f) if st.settings.known else None

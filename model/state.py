@@ -100,6 +100,7 @@ class State:
     display_info_read: Optional[bool] = False  # None: the trace may start after initialisation
     edid_read: Optional[bool] = False
     commands: int = 0  # commands seen since the last reset
+    complete: bool = True  # False: the trace began mid-session, so objects may exist the books never saw
     ring_idx_flag: int = 2  # VIRTIO_GPU_FLAG_INFO_RING_IDX, set from the SpecIR by the protocol
 
     def reset(self) -> None:

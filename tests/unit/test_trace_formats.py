@@ -1,0 +1,183 @@
+"""The importers: native NDJSON written and read back, QEMU and guest logs in their variants, and broken input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from virtgpu_conform.checker import native, sources
+from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.engine import Checker
+from virtgpu_conform.checker.trace import Diagnostic, Exchange
+from virtgpu_conform.model.device import ReferenceDevice
+from virtgpu_conform.model.protocol import Protocol
+
+REAL = Path(__file__).resolve().parents[2] / "traces" / "qemu-7.2" / "fbdev-modetest"
+
+
+@pytest.fixture(scope="module")
+def protocol(ir):
+    return Protocol(ir)
+
+
+def native_trace(ir, steps, from_reset=True) -> str:
+    """A native trace of the reference device answering `steps` (command, fields, entries)."""
+    dev = ReferenceDevice(ir)
+    out = io.StringIO()
+    s = dev.settings
+    w = native.Writer(out, spec=ir.version, features=s.features, num_scanouts=s.num_scanouts,
+                      capsets=[[c.id, c.max_version, c.max_size] for c in s.capsets],
+                      blob_alignment=s.blob_alignment, host_visible=s.host_visible, from_reset=from_reset)
+    for name, fields, entries in steps:
+        data = dev.codec.encode(name, fields, entries)
+        queue = "cursorq" if "CURSOR" in name else "controlq"
+        rid = w.request(data, queue, ts=0.5)
+        w.response(rid, dev.handle(data, queue))
+    return out.getvalue()
+
+
+FRAME = [
+    ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None),
+    ("VIRTIO_GPU_CMD_GET_EDID", {"scanout": 0}, None),
+    ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64}, None),
+    ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": 4096, "length": 16384}]),
+    ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 1, "r.width": 64, "r.height": 64}, None),
+    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", {"resource_id": 1, "r.width": 64, "r.height": 64}, None),
+    ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1, "r.width": 64, "r.height": 64}, None),
+    ("VIRTIO_GPU_CMD_MOVE_CURSOR", {"pos.x": 5, "pos.y": 5}, None),
+]
+
+
+def run_check(protocol, path: Path, fmt=None) -> Checker:
+    c = Checker(protocol)
+    for ev in sources.events(str(path), fmt, protocol.codec):
+        c.feed(ev)
+    c.finish()
+    return c
+
+
+def test_native_round_trip_of_the_reference_device_is_clean(ir, protocol, tmp_path):
+    p = tmp_path / "t.ndjson"
+    p.write_text(native_trace(ir, FRAME))
+    assert sources.detect(str(p)) == "native"
+    c = run_check(protocol, p)
+    assert c.exchanges == len(FRAME) and c.findings == [] and c.max_split == 1
+    v = c.verdicts()
+    assert v["device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT/driver-must"]["verdict"] == "pass"
+    # every exchange read its request and response bytes back into the fields that were sent
+    evs = [e for e in native.read(enumerate(p.read_text().splitlines(), 1), str(p), protocol.codec)
+           if isinstance(e, Exchange)]
+    assert [e.req.name for e in evs] == [n for n, _, _ in FRAME]
+    assert evs[2].req.fields["width"] == 64 and evs[3].req.entries == [{"addr": 4096, "length": 16384, "padding": 0}]
+    assert evs[0].resp.name == "VIRTIO_GPU_RESP_OK_DISPLAY_INFO" and evs[0].ts == 0.5
+
+
+def test_native_decoded_fields_and_no_response(ir, protocol, tmp_path):
+    lines = [json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1,
+                         "features": ["VIRTIO_GPU_F_EDID"], "num_scanouts": 1, "from_reset": False}),
+             json.dumps({"kind": "request", "id": "a", "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF",
+                         "fields": {"resource_id": 9}}),
+             json.dumps({"kind": "response", "id": "a", "type": "VIRTIO_GPU_RESP_OK_NODATA"}),
+             json.dumps({"kind": "request", "id": 2, "type": "VIRTIO_GPU_CMD_GET_DISPLAY_INFO"}),
+             json.dumps({"kind": "no-response", "id": 2, "reason": "timeout after 2 s"})]
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join(lines) + "\n")
+    c = run_check(protocol, p)
+    # The unref of a resource the trace never shows created is fine: the trace starts mid-session.
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(4, "device", "no-response", True)]
+    assert c.verdicts()["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"][
+        "verdict"] == "not-exercised"
+
+
+def test_guest_log_newer_format_pairs_by_seqno(protocol, tmp_path):
+    line = ("  insmod-95 [000] ...1.  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 "
+            "fence_id=0 ctx_id=0 num_free=254 seqno={s}")
+    text = "\n".join([line.format(d="queue", t="0x100", s=1), line.format(d="queue", t="0x10a", s=2),
+                      line.format(d="response", t="0x1104", s=2), line.format(d="response", t="0x1101", s=1)])
+    p = tmp_path / "g.log"
+    p.write_text(text + "\n")
+    assert sources.detect(str(p)) == "guest"
+    evs = [e for e in sources.events(str(p), None, protocol.codec) if isinstance(e, Exchange)]
+    assert [(e.req.name, e.resp.name) for e in evs] == [
+        ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "VIRTIO_GPU_RESP_OK_DISPLAY_INFO"),
+        ("VIRTIO_GPU_CMD_GET_EDID", "VIRTIO_GPU_RESP_OK_EDID")]
+
+
+def test_qemu_log_without_timestamps_and_with_qemu_10_events(protocol, tmp_path):
+    lines = [l.split(":", 1)[1] if l[:1].isdigit() else l
+             for l in (REAL / "qemu-trace.log").read_text().splitlines()]
+    lines.insert(12, "virtio_gpu_inc_inflight_fences in-flight+ 1")
+    lines.insert(13, "virtio_gpu_cmd_suspended cmd 0x105")
+    p = tmp_path / "q.log"
+    p.write_text("\n".join(lines) + "\n")
+    assert sources.detect(str(p)) == "qemu"
+    c = run_check(protocol, p)
+    assert c.exchanges == run_check(protocol, REAL / "qemu-trace.log").exchanges
+    assert c.diagnostics == {} and [f for f in c.findings if f.definite] == []
+
+
+BROKEN = {
+    "truncated-line": "1413@1795446671.526123:virtio_gpu_cmd_res_create_2d res 0x2, fmt 0x2, w 12",
+    "binary-junk": "\x00\x01\x02\xff\xfe\x00garbage\x00\x7f\x10\x11\x12\x13\x14\x15",
+    "unknown-event": "1413@1795446671.526123:virtio_gpu_cmd_frobnicate res 0x2",
+    "impossible-number": "1413@1795446671.526123:virtio_gpu_cmd_res_create_2d res 0x2, fmt 0x2, w 99999999999, h 8",
+    "guest-line-in-qemu-log": "  insmod-95 [000] ...1.  2.49: virtio_gpu_cmd_queue: vdev=0 vq=0 name=control type=0x",
+}
+
+
+def test_broken_lines_are_diagnosed_and_the_check_goes_on(tmp_path):
+    lines = (REAL / "qemu-trace.log").read_text().splitlines()
+    for i, (name, bad) in enumerate(sorted(BROKEN.items())):
+        lines.insert(40 + 7 * i, bad)
+    p = tmp_path / "broken.log"
+    p.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + b"\xff\xfe half a line")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["check", str(p), "--json", str(out)])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output
+    doc = json.loads(out.read_text())
+    s = doc["sessions"][0]
+    first = {d["code"]: d["at"] for d in s["diagnostics"]["first"]}
+    assert {"bad-event", "binary-junk", "unknown-event", "bad-number", "unknown-line"} <= set(first)
+    assert all(at.startswith(str(p) + ":") for at in first.values())
+    assert s["exchanges"] >= 300  # everything else was checked
+    assert r.exit_code in (0, 3)
+
+
+def test_not_a_trace_is_a_one_line_error(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("hello\nworld\n")
+    r = CliRunner().invoke(main, ["check", str(p)])
+    assert r.exit_code == 2 and "not a trace this tool knows" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "missing.log")])
+    assert r.exit_code == 2 and "missing.log" in r.output
+
+
+def test_bad_native_records_are_diagnosed(ir, tmp_path):
+    good = native_trace(ir, FRAME[:3]).splitlines()
+    good[2:2] = ['{"kind": "request", "id": 5, "type": "VIRTIO_GPU_CMD_NOPE"}', "{not json",
+                 '{"kind": "request", "id": 6, "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": -1}}',
+                 '{"kind": "response", "id": 77, "type": "VIRTIO_GPU_RESP_OK_NODATA"}', '[1, 2]']
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join(good) + "\n")
+    evs = list(native.read(enumerate(p.read_text().splitlines(), 1), str(p), Protocol(ir).codec))
+    diags = [(d.where.line, d.code) for d in evs if isinstance(d, Diagnostic)]
+    assert diags == [(3, "bad-record"), (4, "bad-json"), (5, "bad-record"), (6, "unpaired"), (7, "bad-record")]
+    assert sum(isinstance(e, Exchange) for e in evs) == 3
+
+
+def test_check_json_result_and_exit_codes(tmp_path):
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["check", str(REAL), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "virtgpu-conform/check-result" and doc["version"] == 1
+    s = doc["sessions"][0]
+    assert [x["format"] for x in s["sources"]] == ["qemu", "guest"]
+    assert doc["totals"]["definite"] == 0 and s["verdict_counts"]["pass"] > 0
+    assert "0 definite, 0 possible findings" in r.output
+    assert "\x1b[" not in r.output  # not a terminal: no colour, no progress bar
