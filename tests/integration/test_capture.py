@@ -1,0 +1,72 @@
+"""A fresh trace from a real boot (Debian's kernel driving QEMU's virtio-gpu under TCG) checks clean.
+
+Counts vary between runs (timing), so the test asserts invariants: both sources see the
+same commands, the session starts at the device's initialisation, nothing definite is found.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from virtgpu_conform.checker import sources
+from virtgpu_conform.checker.engine import Checker
+from virtgpu_conform.model.protocol import Protocol
+
+pytestmark = pytest.mark.integration
+
+CAPTURE = Path(__file__).resolve().parents[2] / "traces" / "capture" / "capture.sh"
+
+
+def _can_capture() -> str:
+    """Why this machine cannot capture, or '' when it can."""
+    if os.geteuid() != 0 and not shutil.which("qemu-system-x86_64"):
+        return "capture.sh installs QEMU with apt-get, which needs root, and QEMU is not installed"
+    if not shutil.which("apt-get"):
+        return "capture.sh fetches Debian's kernel package with apt-get, which this machine lacks"
+    return ""
+
+
+def check(p: Protocol, *files: Path) -> Checker:
+    c = Checker(p)
+    evs = sources.events(str(files[0]), None, p.codec)
+    for f in files[1:]:
+        evs = sources.merged(evs, sources.events(str(f), None, p.codec))
+    for ev in evs:
+        c.feed(ev)
+    c.finish()
+    return c
+
+
+def test_fresh_capture_checks_clean(ir, tmp_path):
+    why = _can_capture()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to capture: {why}")
+        pytest.skip(why)
+    out = tmp_path / "capture"
+    r = subprocess.run(["bash", str(CAPTURE), "--out", str(out), "--timeout", "240"],
+                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"capture failed (rc {r.returncode}):\n{r.stderr[-3000:]}"
+    qemu, guest = out / "qemu-trace.log", out / "guest-tracepoints.log"
+    assert qemu.stat().st_size > 0 and guest.stat().st_size > 0
+    p = Protocol(ir)
+    merged, alone_q, alone_g = check(p, qemu, guest), check(p, qemu), check(p, guest)
+    assert merged.commands == alone_q.commands == alone_g.commands
+    for name in ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+                 "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", "VIRTIO_GPU_CMD_SET_SCANOUT",
+                 "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"):
+        assert merged.commands.get(name, 0) >= 1, f"the workload sent no {name}: {merged.commands}"
+    for c in (merged, alone_q, alone_g):
+        assert [f for f in c.findings if f.definite] == [], c.findings
+        assert c.unidentified == 0
+    assert merged.findings == [] and merged.max_split == 1 and not merged.uncertain
+    assert merged.diagnostics.get("unmatched", 0) == 0 and merged.diagnostics.get("unpaired", 0) == 0
+    v = merged.verdicts()
+    assert v["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"][
+        "verdict"] == "pass"
+    assert v["device-operation/guest/driver-must.2"]["verdict"] == "pass"
