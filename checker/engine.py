@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from virtgpu_conform.model.coverage import NOT_CHECKABLE
-from virtgpu_conform.model.expr import compile_py
+from virtgpu_conform.model.expr import compile_py, why_false
 from virtgpu_conform.model.facts import depends
 from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import PROFILES, Outcome
@@ -319,9 +319,22 @@ class Checker:
             if r is not None:
                 spec.append((r.loc.file, r.loc.line))
         msg = _message(b, ex)
+        if definite and pair is not None and b.side == "driver":
+            msg += self._symbolic_why(b, pair.outcome)
         self.findings.append(Finding(definite, b.side, b.command, b.check, b.basis, b.reqs, where,
                                      ex.index if ex else 0, msg, reason, ex.resp_where if ex else None,
                                      list(ex.also) if ex else [], related, spec))
+
+    def _symbolic_why(self, b: Breach, outcome: Outcome) -> str:
+        """For a check decided by z3 over unknown fields: the known values that force the failure."""
+        check = next((c for c in outcome.rule.checks if c.id == b.check), None)
+        if check is None or all(outcome.values.get(n) is not None for n in check.full.vars()):
+            return ""
+        core = why_false(check.full, outcome.values)
+        if not core:
+            return ""
+        return " (whatever the trace leaves unknown, because " + ", ".join(
+            f"{n}={outcome.values[n]}" for n in core) + ")"
 
     def _divergences(self, breaches: list[Breach]) -> None:
         for b in breaches:

@@ -303,6 +303,24 @@ def evaluate(expr: E, values: Mapping[str, Any], fn=None, assume: Optional[list]
     return None
 
 
+def why_false(expr: E, values: Mapping[str, Any], timeout_ms: int = 2000) -> Optional[list[str]]:
+    """The known values that make `expr` false whatever the unknown ones are: z3's unsat core
+    over one tracked assertion per known value. None when they do not force it false."""
+    widths = expr.vars()
+    env = Z3Env()
+    s = z3.Solver()
+    s.set("timeout", timeout_ms)
+    s.add(expr.z3(env))
+    for name, w in widths.items():
+        val = values.get(name)
+        if val is not None:
+            pin = env.var(name, w) == (z3.BoolVal(bool(val)) if w == BOOL else z3.BitVecVal(int(val), w))
+            s.assert_and_track(pin, z3.Bool("known:" + name))
+    if s.check() != z3.unsat:
+        return None
+    return sorted(str(c).removeprefix("known:") for c in s.unsat_core())
+
+
 def atoms(expr: E) -> list[Cmp]:
     """The ordering comparisons of an expression: where its boundaries lie."""
     return [n for n in expr.walk() if isinstance(n, Cmp) and n.op in ("<", "<=")]

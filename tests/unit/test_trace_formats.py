@@ -181,3 +181,18 @@ def test_check_json_result_and_exit_codes(tmp_path):
     assert doc["totals"]["definite"] == 0 and s["verdict_counts"]["pass"] > 0
     assert "0 definite, 0 possible findings" in r.output
     assert "\x1b[" not in r.output  # not a terminal: no colour, no progress bar
+
+
+def test_symbolic_verdict_is_explained_by_an_unsat_core(ir, protocol, tmp_path):
+    """A rect whose x + width wraps u32 is outside the resource whatever its unknown y and height are."""
+    head = native_trace(ir, FRAME[:4]).splitlines()
+    head += [json.dumps({"kind": "request", "id": 99, "type": "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
+                         "fields": {"resource_id": 1, "r.x": 0xFFFFFFF0, "r.width": 0x20, "offset": 0}}),
+             json.dumps({"kind": "response", "id": 99, "type": "VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER"})]
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join(head) + "\n")
+    c = run_check(protocol, p)
+    assert [(f.where.line, f.check, f.definite) for f in c.findings] == [(len(head) - 1, "rect-inside-resource", True)]
+    msg = c.findings[0].message
+    assert "r.x=4294967280" in msg and "r.width=32" in msg and "st.res.width=64" in msg
+    assert "r.y" not in msg.split("because")[1]  # the unknown fields are not part of the reason
