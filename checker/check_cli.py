@@ -81,9 +81,15 @@ def run(target: Target, checker: Checker, codec, progress=None) -> Optional[str]
 
 
 def _lines(path: str, progress):
+    if progress is None:
+        yield from sources.numbered_lines(path)
+        return
+    done = 0
     for no, text in sources.numbered_lines(path):
-        if progress is not None and no % 4096 == 0:
-            progress(path, no)
+        done += len(text)  # characters: bytes for the ASCII of trace files
+        if no % 4096 == 0:
+            progress(done)
+            done = 0
         yield no, text
 
 
@@ -145,13 +151,12 @@ def _with_progress(target: Target, checker: Checker, codec) -> Optional[str]:
         return run(target, checker, codec)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    lines_est = max(1, size // 80)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console.err, transient=True) as bar:
-        task = bar.add_task(f"checking {target.label}", total=lines_est, rate="")
+        task = bar.add_task(f"checking {target.label}", total=size, rate="")
 
-        def progress(path, no):
-            bar.update(task, completed=min(no, lines_est), rate=f"{checker.exchanges:,} exchanges")
+        def progress(chars: int) -> None:
+            bar.update(task, advance=chars, rate=f"{checker.exchanges:,} exchanges")
 
         return run(target, checker, codec, progress)
 
