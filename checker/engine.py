@@ -87,6 +87,7 @@ class Checker:
         self.uncertain: dict[str, str] = {}
         self.history: dict[int, list[tuple[Where, str]]] = {}  # resource id -> recent events on it
         self.when_fns: dict[int, object] = {}
+        self.fast_tally: dict[tuple, tuple] = {}
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
@@ -166,9 +167,12 @@ class Checker:
         driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note)
                   for c in outcome.failed]
         expected_ok = outcome.expected in p.ok_types
-        driver += self._malformed(outcome.rule.command, "driver", req)
+        if req.problems:
+            driver += self._malformed(outcome.rule.command, "driver", req)
         if ex.resp is not None and ex.answered:
-            breaches = p.judge(st, req, outcome, ex.resp) + self._malformed(outcome.rule.command, "device", ex.resp)
+            breaches = p.judge(st, req, outcome, ex.resp)
+            if ex.resp.problems:
+                breaches += self._malformed(outcome.rule.command, "device", ex.resp)
             if driver[len(outcome.failed):]:
                 breaches += driver[len(outcome.failed):]
             if ex.resp_types is not None and ex.resp.name and ex.resp.name not in ex.resp_types:
@@ -362,6 +366,8 @@ class Checker:
         """One mark per requirement the exchange exercised: fail over inconclusive over pass."""
         out = primary.outcome
         rule = out.rule
+        if not (out.failed or out.unknown or primary.breaches or primary.open_) and None not in out.values.values():
+            return self._tally_clean(rule, out.values, ex.resp is not None)
         failed = {c.id for c in out.failed}
         unknown = {c.id for c in out.unknown}
         bad = {(b.check, r) for b in primary.breaches for r in b.reqs}
@@ -405,6 +411,26 @@ class Checker:
                 t.inconclusive += 1
             else:
                 t.passed += 1
+
+    def _tally_clean(self, rule, values: dict, answered: bool) -> None:
+        """The common case, every value known and nothing broken: the `when`s that held decide
+        which requirements passed; one compiled call reads them all."""
+        key = (rule.command, answered)
+        fast = self.fast_tally.get(key)
+        if fast is None:
+            items = [c for c in rule.checks if c.reqs and c.basis in self.profile]
+            if answered:
+                items += [o for o in rule.obligations if o.reqs and o.basis in self.profile]
+            fn = eval("lambda v: (" + "".join(f"{i.when.py() if i.when is not None else 'True'}, " for i in items)
+                      + ")", {})  # noqa: S307 - generated from our own expression nodes
+            fast = self.fast_tally[key] = (fn, items, {})
+        fn, items, by_holds = fast
+        holds = fn(values)
+        reqs = by_holds.get(holds)
+        if reqs is None:
+            reqs = by_holds[holds] = tuple(dict.fromkeys(r for i, h in zip(items, holds) if h for r in i.reqs))
+        for r in reqs:
+            self._t(r).passed += 1
 
     def _holds(self, item, values: dict) -> bool:
         """Whether a check's or obligation's `when` held; unknown counts as held (it may have applied)."""
