@@ -169,6 +169,8 @@ class QemuLog:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.
             queue = self.queues[vq] = CONTROLQ
         ex = Exchange(where, Message("request", None, None, {}), queue=queue, ts=ts, source="qemu")
+        if len(self.elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
+            self.elems.pop(next(iter(self.elems)))
         self.elems[(vq, elem)] = _Elem(ex, vq)
         yield from self.pairs.request((vq, elem), ex)
 

@@ -14,6 +14,7 @@ FORMATS = ("native", "qemu", "guest")
 READERS = {"native": native.read, "qemu": qemu_log.read, "guest": guest_log.read}
 _SNIFF = 64  # lines looked at to tell the format
 _LOOKAHEAD = 16  # exchanges searched ahead when two sources disagree about a command
+_BACKLOG = 1024  # the other source's exchanges held for a queue the leading source has not reached
 
 
 def numbered_lines(path: str, junk: Optional[list] = None) -> Iterator[tuple[int, str]]:
@@ -78,7 +79,10 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
             if ev is None:
                 ended = True
             elif isinstance(ev, Exchange):
-                waiting.setdefault(ev.queue or CONTROLQ, deque()).append(ev)
+                held = waiting.setdefault(ev.queue or CONTROLQ, deque())
+                held.append(ev)
+                if len(held) > _BACKLOG:  # the leading source never shows this queue: do not hoard
+                    yield held.popleft()
             elif not isinstance(ev, Session):
                 yield ev  # diagnostics pass through at once
 
