@@ -136,6 +136,8 @@ class CompiledRule:
         self.facts = [(n, FACTS[n][1], depends(n)) for n in sorted(names)]
         # Every check at once, for the fast path where every value is known.
         self.all_checks = eval("lambda v: (" + "".join(f"{c.full.py()}, " for c in rule.checks) + ")", {})  # noqa: S307
+        self.all_obligations = eval(  # noqa: S307
+            "lambda v: (" + "".join(f"{o.full.py()}, " for o in rule.obligations) + ")", {})
 
     def values(self, state: State, fields: dict) -> dict:
         v = dict(fields)
@@ -146,6 +148,23 @@ class CompiledRule:
                     break
             else:
                 v[name] = get(state, fields)
+        return v
+
+    def clean(self, state: State, req: Message, resp: Message) -> Optional[dict]:
+        """The fast path: the values read, when every value is known, every check holds, the
+        answer is the rule's first success type and every obligation holds; else None."""
+        v = self.values(state, req.fields)
+        if None in v.values() or resp.name != self.rule.ok[0]:
+            return None
+        try:
+            if not all(self.all_checks(v)):
+                return None
+            both = dict(v)
+            both.update(zip(_resp_keys(resp.fields), resp.fields.values()))
+            if None in both.values() or not all(self.all_obligations(both)):
+                return None
+        except KeyError:
+            return None
         return v
 
     def evaluate(self, state: State, msg: Message) -> Outcome:
@@ -206,6 +225,18 @@ class CompiledRule:
                 self.memo.clear()
             self.memo[memo_key] = evaluate(full, v, fn)
         return self.memo[memo_key]
+
+
+_RESP_KEYS: dict[tuple, tuple] = {}
+
+
+def _resp_keys(fields: dict) -> tuple:
+    """`resp.`-prefixed names of a response's fields, computed once per layout."""
+    names = tuple(fields)
+    hit = _RESP_KEYS.get(names)
+    if hit is None:
+        hit = _RESP_KEYS[names] = tuple("resp." + k for k in names)
+    return hit
 
 
 class Fields:
