@@ -22,7 +22,7 @@ from virtgpu_conform.model.rule import PROFILES, Outcome
 from virtgpu_conform.model.state import Capset, Settings, State
 
 from .findings import Finding, Tally
-from .trace import Diagnostic, Exchange, Reset, Session, Where
+from .trace import NO_ANSWER, RESET, Diagnostic, Exchange, Reset, Session, Where
 
 MAX_CANDIDATES = 8
 _SELECTORS = ("resource_id", "scanout_id", "pos.scanout_id")  # fields an effect finds its object by
@@ -52,14 +52,15 @@ class _Pair:
     open_: list[Breach] = field(default_factory=list)  # could not be decided (unknown fields)
 
 
-def settings_from(session: Session, ir) -> tuple[Settings, bool]:
-    """Settings for the model, and whether they are known (else settings facts stay unknown)."""
-    known = session.features is not None
+def settings_from(session: Session) -> Settings:
+    """Settings for the model. Unless the trace states all of them, they are all unknown to the
+    rules (a guessed num_scanouts or capset list would let a definite finding rest on a guess)."""
+    known = (session.features is not None and session.num_scanouts is not None
+             and (session.capsets is not None or session.num_capsets == 0))
     caps = tuple(Capset(*c) for c in (session.capsets or ()))
     hv = session.host_visible
     return Settings(features=session.features or frozenset(), num_scanouts=session.num_scanouts or 1, known=known,
-                    capsets=caps, blob_alignment=session.blob_alignment or 0,
-                    host_visible=hv if hv else None), known
+                    capsets=caps, blob_alignment=session.blob_alignment or 0, host_visible=hv if hv else None)
 
 
 class Checker:
@@ -80,7 +81,6 @@ class Checker:
         self.unidentified = 0
         self.commands: dict[str, int] = {}
         self.max_split = 1
-        self.settings_known = False
         self.session = Session(Where("", 0))
         # why definite findings resting on some state facts are downgraded, until the next reset:
         # fact prefix ("st." for all of them) -> the reason
@@ -100,13 +100,15 @@ class Checker:
         elif isinstance(ev, Session):
             self.start(ev)
         elif isinstance(ev, Diagnostic):
+            if ev.level == "error":  # an unreadable line may have been a command that changed the state
+                self.uncertain.setdefault("st.", f"{ev.where} could not be read ({ev.code})")
             self.diagnostics[ev.code] = self.diagnostics.get(ev.code, 0) + 1
             if len(self.first_diagnostics) < 200:
                 self.first_diagnostics.append(ev)
 
     def start(self, s: Session) -> None:
         self.session = s
-        settings, self.settings_known = settings_from(s, self.ir)
+        settings = settings_from(s)
         self.cands = [Candidate(self._fresh_state(settings, known_start=bool(s.from_reset)))]
         self.uncertain = {}
 
@@ -120,9 +122,9 @@ class Checker:
         return st
 
     def reset(self, ev: Reset) -> None:
-        for c in self.cands[:1]:
-            for b in self.p.reset(c.state):
-                self._finding(b, True, "", ev.where, None, None, [])
+        why = self.uncertain.get("st.", "") or ("" if len(self.cands) == 1 else "several readings of the trace")
+        for b in self.p.reset(self.cands[0].state):
+            self._finding(b, not why, why, ev.where, None, None, [])
         settings = self.cands[0].state.settings
         self.cands = [Candidate(self._fresh_state(settings, ev.known_start))]
         self.uncertain = {}
@@ -142,6 +144,7 @@ class Checker:
         rule = self.p.compiled.get(req.name) if req.name else None
         if rule is None:
             self.unidentified += 1
+            self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
             return
         self.commands[req.name] = self.commands.get(req.name, 0) + 1
         if len(self.cands) == 1 and self._clean(ex, rule):
@@ -151,14 +154,16 @@ class Checker:
             pairs.extend(self._completions(cand, ex))
         clean = [q for q in pairs if not q.breaches]
         primary = min(pairs, key=lambda q: q.rank)
+        proven: set[tuple[str, str]] = set()  # (side, check) reported definite
         if not clean:
-            self._report(ex, primary, definite=True, alt=None)
+            # Definite only what every reading breaks; a side only some readings blame stays possible.
+            every = set.intersection(*({(b.side, b.check) for b in q.breaches} for q in pairs))
+            proven = self._report(ex, primary, every, alt=None, others=pairs)
         elif primary.breaches:
-            alt = min(clean, key=lambda q: q.rank)
-            self._report(ex, primary, definite=False, alt=alt)
+            self._report(ex, primary, set(), alt=min(clean, key=lambda q: q.rank), others=pairs)
         if primary.open_:
             self._report_open(ex, primary)
-        self._tally(ex, primary, definite=not clean)
+        self._tally(ex, primary, proven)
         self._remember(ex, primary.accepted)
         self._advance(ex, clean or pairs)
 
@@ -173,7 +178,10 @@ class Checker:
         if v is None:
             return False
         self.p.submit(st, ex.req)
-        self.p.complete(st, ex.req, resp)
+        try:
+            self.p.complete(st, ex.req, resp)
+        except (TypeError, KeyError, ValueError):
+            self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
         self._tally_clean(rule.rule, v, True)
         if "resource_id" in ex.req.fields:
             self._remember(ex, True)
@@ -199,11 +207,18 @@ class Checker:
                                        f"{_short(ex.resp.name)} with {'; '.join(ex.evidence) or 'a length that does not fit it'}"
                                        f" (a {_short(ex.resp.name)} is {self.p.codec.layout(ex.resp.name).size} bytes)"))
             allowed = self._allowed(outcome)
-            if outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
+            widest = self._widest(outcome)
+            if outcome.unknown and ex.resp.name and widest is not None and ex.resp.name not in widest:
+                # What the known failures demand, more failures only widen: no completion helps.
+                breaches.append(Breach(outcome.rule.command, "response-type", "device",
+                                       *outcome.duty(self.profile), True,
+                                       f"answered {_short(ex.resp.name)} to a request that fails "
+                                       f"{', '.join(c.id for c in outcome.failed)}; a conformant device answers "
+                                       f"{_names(widest)}"))
+            elif outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
                 # No completion is clean: either some unknown field breaks a check, or the device
                 # refused a valid request. The trace cannot say which side: a possible finding.
-                breaches.append(Breach(outcome.rule.command, "response-type", "device", _answer_basis(outcome, self.profile),
-                                       _answer_reqs(outcome, self.profile), False,
+                breaches.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile), False,
                                        f"answered {_short(ex.resp.name)}; a conformant device answers {_names(allowed)} "
                                        f"unless {_unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
                                        " (then the driver is at fault)"))
@@ -211,27 +226,30 @@ class Checker:
             return [self._pair(cand, accepted, breaches, outcome, 0, None)]
         device: list[Breach] = []
         if not ex.answered:
-            device.append(Breach(outcome.rule.command, "no-response", "device", "informal", (), True,
-                                 "the device never answered this request" +
-                                 (f" ({'; '.join(ex.evidence)})" if ex.evidence else "")))
-            choices = [(expected_ok, True), (not expected_ok, True)]
+            if ex.unanswered != RESET:  # a reset may drop what is in flight; one it overtook is noted
+                device.append(Breach(outcome.rule.command, "no-response", "device", "informal", (),
+                                     ex.unanswered == NO_ANSWER, "the device never answered this request" +
+                                     (f" ({'; '.join(ex.evidence)})" if ex.evidence else "")))
+            choices = [expected_ok, not expected_ok]
         elif ex.no_body:
-            choices = [(expected_ok, True)]
+            choices = [expected_ok]
         else:
             names = ex.resp_types if ex.resp_types is not None else self.every_response
             allowed = self._allowed(outcome)
             fits = [n for n in names if allowed is None or n in allowed]
             classes = {n in p.ok_types for n in fits}
             if not fits:
-                shown = _names(names)
-                device.append(Breach(outcome.rule.command, "response-type", "device", _answer_basis(outcome, self.profile),
-                                     _answer_reqs(outcome, self.profile), True,
-                                     f"answered {shown} ({'; '.join(ex.evidence) or 'from the trace'}); "
-                                     f"a conformant device answers {_names(allowed)}"))
+                # With checks undecided, either side may be at fault: possible, not definite.
+                why = (f"; unless {_unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
+                       " (then the driver is at fault)" if outcome.unknown else "")
+                device.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile),
+                                     not outcome.unknown,
+                                     f"answered {_names(names)} ({'; '.join(ex.evidence) or 'from the trace'}); "
+                                     f"a conformant device answers {_names(allowed)}{why}"))
                 classes = {n in p.ok_types for n in names} or {expected_ok}
-            choices = [(c, True) for c in sorted(classes, key=lambda c: c != expected_ok)]
+            choices = sorted(classes, key=lambda c: c != expected_ok)
         out = []
-        for accepted, _ in dict.fromkeys(choices):
+        for accepted in dict.fromkeys(choices):
             rank = 0 if accepted == expected_ok else 1
             guess = None if rank == 0 else (ex.where, ("accepted" if accepted else "rejected") + " " + _short(req.name))
             out.append(self._pair(cand, accepted, driver + device, outcome, rank, guess))
@@ -255,6 +273,12 @@ class Checker:
             alt = Outcome(outcome.rule, outcome.failed + [c], [], outcome.values).acceptable(self.profile)
             base = None if alt is None else base | alt
         return base
+
+    def _widest(self, outcome: Outcome) -> Optional[frozenset[str]]:
+        """Every answer some completion allows, when the known failures already demand a rejection."""
+        if not outcome.demanding(self.profile):
+            return None
+        return Outcome(outcome.rule, outcome.failed + outcome.unknown, [], outcome.values).acceptable(self.profile)
 
     def _pair(self, cand: Candidate, accepted: bool, breaches: list[Breach], outcome: Outcome,
               rank: int, guess) -> _Pair:
@@ -314,8 +338,9 @@ class Checker:
             self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
 
     # --- findings ------------------------------------------------------------
-    def _report(self, ex: Exchange, primary: _Pair, definite: bool, alt: Optional[_Pair]) -> None:
-        reason = ""
+    def _report(self, ex: Exchange, primary: _Pair, every: set, alt: Optional[_Pair], others: list) -> set:
+        """Report the primary reading's breaches; returns the (side, check) pairs reported definite."""
+        reason, proven = "", set()
         if alt is not None:
             differ = [g for g in alt.guesses if g not in primary.guesses]
             reason = ("conformant if the device " + " and ".join(f"{what} at {w}" for w, what in differ)
@@ -324,15 +349,28 @@ class Checker:
         elif self.uncertain:
             why = [r for pre, r in self.uncertain.items() if any(k.startswith(pre) for k in primary.outcome.values)]
             if why:
-                definite, reason = False, why[0]
+                every, reason = set(), why[0]
         for b in primary.breaches:
-            self._finding(b, definite, reason, ex.where, ex, primary, self._related(ex))
+            key = (b.side, b.check)
+            if key in every:
+                proven.add(key)
+                self._finding(b, True, "", ex.where, ex, primary, self._related(ex))
+            else:
+                instead = sorted({f"{x.side} {x.check}" for q in others for x in q.breaches} - {f"{b.side} {b.check}"})
+                self._finding(b, False, reason or "another reading of what the trace leaves unsaid breaks "
+                              + (", ".join(instead) or "something else") + " instead", ex.where, ex, primary,
+                              self._related(ex))
+        return proven
 
     def _report_open(self, ex: Exchange, primary: _Pair) -> None:
         for b in primary.open_:
-            if b.check == "response-type" and b.basis in self.profile:
+            if b.basis not in self.profile:
+                continue
+            if b.check == "response-type":
                 self._finding(b, False, "the trace does not show the fields that decide which side is at fault",
                               ex.where, ex, primary, self._related(ex))
+            elif b.check == "no-response":
+                self._finding(b, False, ex.unanswered, ex.where, ex, primary, self._related(ex))
 
     def _finding(self, b: Breach, definite: bool, reason: str, where: Where, ex: Optional[Exchange],
                  pair: Optional[_Pair], related: list) -> None:
@@ -381,7 +419,7 @@ class Checker:
             self.history.pop(next(iter(self.history)))
 
     # --- per-requirement verdicts ---------------------------------------------------
-    def _tally(self, ex: Exchange, primary: _Pair, definite: bool) -> None:
+    def _tally(self, ex: Exchange, primary: _Pair, proven: set) -> None:
         """One mark per requirement the exchange exercised: fail over inconclusive over pass."""
         out = primary.outcome
         rule = out.rule
@@ -402,7 +440,7 @@ class Checker:
         for c in cited:
             if c.id in failed:
                 for r in c.reqs:
-                    mark(r, 2 if definite and (c.id, r) in bad else 1)
+                    mark(r, 2 if ("driver", c.id) in proven and (c.id, r) in bad else 1)
             elif c.id in unknown:
                 for r in c.reqs:
                     mark(r, 1)
@@ -412,7 +450,7 @@ class Checker:
         for b in primary.breaches:
             if b.side == "device":
                 for r in b.reqs:
-                    mark(r, 2 if definite else 1)
+                    mark(r, 2 if (b.side, b.check) in proven else 1)
         for b in primary.open_:
             for r in b.reqs:
                 mark(r, 1)
@@ -519,25 +557,13 @@ def _unknown_fields(outcome: Outcome) -> str:
     return "the values of " + ", ".join(fields or names) if names else "unknown values"
 
 
-def _answer_basis(outcome: Outcome, profile: frozenset) -> str:
-    demanding = [c for c in outcome.failed if c.reject_basis in profile]
-    if demanding:
-        return demanding[0].reject_basis
-    return outcome.rule.ok_basis
-
-
-def _answer_reqs(outcome: Outcome, profile: frozenset) -> tuple[str, ...]:
-    demanding = [c for c in outcome.failed if c.reject_basis in profile]
-    return tuple(r for c in demanding for r in c.reqs) if demanding else tuple(outcome.rule.ok_reqs)
-
-
 _PLAIN = {
     "resource-exists": "resource {resource_id} does not exist (never created, or already unreferenced)",
     "resource-id-free": "resource {resource_id} already exists; create needs an unused id",
     "resource-id-nonzero": "resource id 0 cannot be created",
     "backing-attached": "resource {resource_id} has no backing pages attached; the transfer has nothing to copy",
     "rect-inside-resource": "the rectangle {r.width}x{r.height}+{r.x}+{r.y} reaches outside resource {resource_id}",
-    "scanout-id": "scanout {scanout_id} does not exist (num_scanouts is smaller)",
+    "scanout-id": "scanout {scanout_id|scanout|pos.scanout_id} does not exist (num_scanouts is smaller)",
 }
 
 
@@ -547,10 +573,11 @@ def _message(b: Breach, ex: Optional[Exchange]) -> str:
         text = _PLAIN.get(b.check)
         if text and ex is not None:
             f = ex.req.fields
-            return f"{cmd}: " + re.sub(r"\{([\w.]+)\}", lambda m: str(_or_q(f.get(m.group(1)))), text)
+            return f"{cmd}: " + re.sub(r"\{([\w.|]+)\}", lambda m: str(_first(f, m.group(1).split("|"))), text)
         return f"{cmd}: the driver broke {b.check}" + (f": {b.detail}" if b.detail else "")
     return f"{cmd}: {b.detail}" if cmd else b.detail
 
 
-def _or_q(v) -> object:
-    return "?" if v is None else v
+def _first(fields: dict, keys: list[str]) -> object:
+    """The first of the fields a message may name that the request has and the trace gave."""
+    return next((fields[k] for k in keys if fields.get(k) is not None), "?")

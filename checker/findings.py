@@ -29,10 +29,6 @@ class Finding:
     related: list[tuple[Where, str]] = field(default_factory=list)  # earlier events that explain it
     spec: list[tuple[str, int]] = field(default_factory=list)  # (spec file, line) of each requirement
 
-    @property
-    def key(self) -> tuple:
-        return (self.side, self.command, self.check, self.definite)
-
     def to_json(self) -> dict:
         return {
             "definite": self.definite, "side": self.side, "command": self.command, "check": self.check,

@@ -9,7 +9,8 @@ queue pair with commands in order (the device answers a queue in order).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections import deque
+from typing import Iterable, Iterator, Optional
 
 from virtgpu_conform.model.codec import Codec, Message
 
@@ -18,9 +19,11 @@ from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Where
 
 _EVENT = re.compile(
     r"\s*(?P<task>.*?)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+virtio_gpu_cmd_(?P<dir>queue|response):\s+"
-    r"vdev=(?P<vdev>-?\d+) vq=(?P<vq>\d+) name=(?P<name>\S*) type=0x(?P<type>[0-9a-fA-F]+) "
-    r"flags=0x(?P<flags>[0-9a-fA-F]+) fence_id=(?P<fence>\d+) ctx_id=(?P<ctx>\d+)"
-    r"(?: num_free=(?P<free>\d+))?(?:,? seqno=(?P<seqno>\d+))?\s*")
+    r"vdev=(?P<vdev>-?\d{1,10}) vq=(?P<vq>\d{1,10}) name=(?P<name>\S*) type=0x(?P<type>[0-9a-fA-F]{1,8}) "
+    r"flags=0x(?P<flags>[0-9a-fA-F]{1,8}) fence_id=(?P<fence>\d{1,20}) ctx_id=(?P<ctx>\d{1,10})"
+    r"(?: num_free=(?P<free>\d{1,10}))?(?:,? seqno=(?P<seqno>\d{1,10}))?\s*")
+# tracefs' header: fewer entries in the buffer than were written means the oldest were lost
+_ENTRIES = re.compile(r"#\s*entries-in-buffer/entries-written:\s*(\d{1,20})/(\d{1,20})")
 _MARKER = re.compile(r"\]\s+\S*\s*\d+\.\d+:\s+tracing_mark_write: ")
 _QUEUES = {"control": CONTROLQ, "cursor": CURSORQ}
 _VQ = {0: CONTROLQ, 1: CURSORQ}
@@ -34,15 +37,22 @@ class GuestLog:
     def __init__(self, codec: Codec, path: str):
         self.codec, self.path = codec, path
         self.pairs = Pairer()
-        self.sent: dict[tuple, int] = {}  # (vdev, vq) -> commands queued, the pairing key without seqno
-        self.answered: dict[tuple, int] = {}
+        self.fifo: dict[tuple, deque] = {}  # (vdev, vq) -> open commands in order, when there is no seqno
+        self.count = 0
         self.cursor_answers = False  # some kernels trace no cursor-queue completions at all
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         for no, line in lines:
             where = Where(self.path, no)
             text = line.rstrip("\n")
-            if not text.strip() or text.lstrip().startswith("#"):
+            if not text.strip():
+                continue
+            if text.lstrip().startswith("#"):
+                lost = _ENTRIES.search(text)
+                if lost and int(lost.group(1)) < int(lost.group(2)):
+                    yield Diagnostic(where, "error", "lost-events", f"tracefs dropped the oldest "
+                                     f"{int(lost.group(2)) - int(lost.group(1))} events (its buffer was too small): "
+                                     "commands before this log began are not in it")
                 continue
             m = _EVENT.fullmatch(text)
             if m is None and _MARKER.search(text):
@@ -60,12 +70,23 @@ class GuestLog:
         flags, fence = int(m["flags"], 16), int(m["fence"])
         return {"hdr.type": int(m["type"], 16), "hdr.flags": flags, "hdr.fence_id": fence, "hdr.ctx_id": int(m["ctx"])}
 
-    def _key(self, m, count: dict) -> tuple:
+    def _request_key(self, m) -> tuple:
         dev = (m["vdev"], m["vq"])
         if m["seqno"] is not None:
             return dev + ("seqno", int(m["seqno"]))
-        count[dev] = count.get(dev, 0) + 1
-        return dev + (count[dev],)
+        self.count += 1
+        self.fifo.setdefault(dev, deque()).append(dev + (self.count,))
+        return dev + (self.count,)
+
+    def _response_key(self, m) -> Optional[tuple]:
+        """The command a response answers: by seqno, else the oldest open one on its queue."""
+        dev = (m["vdev"], m["vq"])
+        if m["seqno"] is not None:
+            return dev + ("seqno", int(m["seqno"]))
+        open_ = self.fifo.get(dev)
+        while open_ and not self.pairs.is_open(open_[0]):
+            open_.popleft()  # given up on (never answered in time): not this response's command
+        return open_.popleft() if open_ else None
 
     def _request(self, where: Where, m) -> Iterator[Event]:
         hdr = self._header(m)
@@ -80,12 +101,13 @@ class GuestLog:
             ex.evidence.append("the guest's tracepoints record no cursor-queue completions")
             yield ex
             return
-        yield from self.pairs.request(self._key(m, self.sent), ex)
+        yield from self.pairs.request(self._request_key(m), ex)
 
     def _response(self, where: Where, m) -> Iterator[Event]:
         if self._queue(m) == CURSORQ:
             self.cursor_answers = True
-        ex, drain = self.pairs.answer(self._key(m, self.answered))
+        key = self._response_key(m)
+        ex, drain = self.pairs.answer(key) if key is not None else (None, iter(()))
         if ex is None:
             yield Diagnostic(where, "warning", "unpaired", "a response with no command waiting for it "
                              "(the buffer wrapped, or the trace starts mid-session); skipped")

@@ -19,7 +19,7 @@ from typing import IO, Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec, Message
 
 from .pairing import Pairer
-from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Reset, Session, Where
+from .trace import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
 
 FORMAT, VERSION = "virtgpu-conform-trace", 1
 QUEUES = (CONTROLQ, CURSORQ)
@@ -50,6 +50,9 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
             if kind == "request":
                 ex = Exchange(where, _message(codec, rec, "request"), queue=_queue(rec), ts=_ts(rec),
                               source="native")
+                if pairs.is_open(_id(rec)):
+                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
+                                     "request under it is unanswered; that one is taken as not seen answered")
                 yield from pairs.request(_id(rec), ex)
             elif kind in ("response", "no-response"):
                 ex, drain = pairs.answer(_id(rec))
@@ -61,11 +64,11 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
                 if kind == "response":
                     ex.resp = _message(codec, rec, "response")
                 else:
-                    ex.answered = False
+                    ex.answered, ex.unanswered = False, NO_ANSWER
                     ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
                 yield from drain
             elif kind == "reset":
-                yield from pairs.flush()
+                yield from pairs.flush(RESET)
                 yield Reset(where, known_start=True)
             elif kind == "session":
                 yield _session(rec, where)
@@ -75,6 +78,8 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
             yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
         except _Bad as exc:
             yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
+        except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
+            yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
     yield from pairs.flush()
 
 
@@ -94,7 +99,12 @@ def _queue(rec: dict) -> Optional[str]:
 
 def _ts(rec: dict) -> Optional[float]:
     ts = rec.get("ts")
-    return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        return None
+    try:
+        return float(ts)
+    except OverflowError:
+        return None
 
 
 def _message(codec: Codec, rec: dict, kind: str) -> Message:
@@ -127,7 +137,21 @@ def _message(codec: Codec, rec: dict, kind: str) -> Message:
     for k, v in clean.items():
         if isinstance(v, int) and k in widths and v >> widths[k]:
             raise _Bad(f"field {k}={v} does not fit in {widths[k]} bits")
-    return codec.partial(name, clean, rec.get("entries"))
+    return codec.partial(name, clean, _entries(codec, name, rec.get("entries")))
+
+
+def _entries(codec: Codec, name: str, entries) -> Optional[list]:
+    if entries is None:
+        return None
+    s = codec.structs[codec.layout(name).name]
+    if not s.trailing:
+        raise _Bad(f"{name} has no trailing entries")
+    keys = codec.layouts[s.trailing.element].keys
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k, 0), int) and not isinstance(e.get(k, 0), bool)
+                                        and e.get(k, 0) >= 0 for k in keys) for e in entries):
+        raise _Bad(f"'entries' is a list of objects with integer {', '.join(keys)}")
+    return [{k: e.get(k, 0) for k in keys} for e in entries]
 
 
 def _session(rec: dict, where: Where) -> Session:
@@ -143,6 +167,11 @@ def _session(rec: dict, where: Where) -> Session:
         vals[k] = v
     feats = rec.get("features")
     caps = rec.get("capsets")
+    if feats is not None and (not isinstance(feats, list) or not all(isinstance(f, str) for f in feats)):
+        raise _Bad("session 'features' is a list of feature names")
+    if caps is not None and (not isinstance(caps, list) or not all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and x >= 0 for x in c) for c in caps)):
+        raise _Bad("session 'capsets' is a list of [id, max_version, max_size]")
     return Session(where, spec=rec.get("spec"), features=None if feats is None else frozenset(feats),
                    capsets=None if caps is None else tuple(tuple(c) for c in caps),
                    from_reset=rec.get("from_reset"), producer=rec.get("producer"), **vals)

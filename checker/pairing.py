@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Hashable, Iterator, Optional
 
-from .trace import Exchange
+from .trace import LOST, OVERTAKEN, OVERTAKEN_BY, TRACE_ENDED, Exchange
 
 # A request still unanswered after this many later requests were is taken as never answered:
 # the bound is what keeps memory flat on a trace where a device stopped answering.
@@ -23,6 +23,7 @@ class Pairer:
         self.waiting: OrderedDict[int, Exchange] = OrderedDict()  # slot -> exchange, in request order
         self.settled: set[int] = set()  # slots whose fate is known (answered, or given up)
         self.open: dict[Hashable, int] = {}  # key -> slot of its unanswered request
+        self.overtaken: set[int] = set()  # unanswered slots a later request was answered before
         self.window = window
         self._n = 0
 
@@ -30,17 +31,15 @@ class Pairer:
         """Book a request. A key still open means the earlier request under it was never answered."""
         old = self.open.pop(key, None)
         if old is not None:
-            self.waiting[old].answered = False
+            _unanswered(self.waiting[old], LOST)
             self.settled.add(old)
         self._n += 1
         self.waiting[self._n] = ex
         self.open[key] = self._n
         return self._drain()
 
-    def find(self, key: Hashable) -> Optional[Exchange]:
-        """The unanswered exchange under this key."""
-        slot = self.open.get(key)
-        return None if slot is None else self.waiting[slot]
+    def is_open(self, key: Hashable) -> bool:
+        return key in self.open
 
     def answer(self, key: Hashable) -> tuple[Optional[Exchange], Iterator[Exchange]]:
         """Settle the request under this key as answered; the caller fills in the answer before draining."""
@@ -48,6 +47,11 @@ class Pairer:
         if slot is None:
             return None, iter(())
         self.settled.add(slot)
+        for older in self.waiting:
+            if older == slot:
+                break
+            if older not in self.settled:
+                self.overtaken.add(older)
         return self.waiting[slot], self._drain()
 
     def _drain(self) -> Iterator[Exchange]:
@@ -58,20 +62,29 @@ class Pairer:
                     return
                 self._give_up(slot)
             self.settled.discard(slot)
+            self.overtaken.discard(slot)
             yield self.waiting.pop(slot)
 
     def _give_up(self, slot: int) -> None:
-        ex = self.waiting[slot]
-        ex.answered = False
+        _unanswered(self.waiting[slot], OVERTAKEN)
         for k, s in list(self.open.items()):
             if s == slot:
                 del self.open[k]
 
-    def flush(self) -> Iterator[Exchange]:
-        """End of trace: whatever is still waiting was never answered."""
+    def flush(self, why: str = TRACE_ENDED) -> Iterator[Exchange]:
+        """End of trace (or a reset): whatever is still waiting has no answer in the trace."""
+        self.open.clear()
         while self.waiting:
             slot, ex = self.waiting.popitem(last=False)
-            if slot not in self.settled:
-                ex.answered = False
+            if slot in self.overtaken:
+                _unanswered(ex, f"{OVERTAKEN_BY} while it waited, and {why}")
+            elif slot not in self.settled:
+                _unanswered(ex, why)
             self.settled.discard(slot)
             yield ex
+        self.overtaken.clear()
+
+
+def _unanswered(ex: Exchange, why: str) -> None:
+    ex.answered = False
+    ex.unanswered = why

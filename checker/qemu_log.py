@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec, Message
 
 from .pairing import Pairer
-from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Reset, Session, Where
+from .trace import CONTROLQ, CURSORQ, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
 
 # event -> (command, format string as QEMU 7.2 / 10.0 print it, the request fields its conversions fill)
 EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -50,18 +50,20 @@ EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                  ("pos.scanout_id", "pos.x", "pos.y", "@kind", "resource_id")),
 }
 # Events that say nothing the checker uses; known so that they are not reported as unknown.
-QUIET = {"virtio_gpu_fence_resp", "virtio_gpu_inc_inflight_fences", "virtio_gpu_dec_inflight_fences",
+QUIET = {"virtio_gpu_fence_resp", "virtio_gpu_fence_ctrl", "virtio_gpu_inc_inflight_fences", "virtio_gpu_dec_inflight_fences",
          "virtqueue_flush", "virtio_notify", "virtio_queue_notify", "virtio_notify_irqfd",
          "virtio_gpu_cmd_suspended", "virtqueue_alloc_element"}
 
-_CONV = {"%d": r"(-?\d+)", "0x%x": r"0x([0-9a-fA-F]+)", "%s": r"(.*?)"}
+# Digit counts are capped: a number longer than any field is junk, not a reason to stall on int().
+_CONV = {"%d": r"(-?\d{1,20})", "0x%x": r"0x([0-9a-fA-F]{1,16})", "%s": r"(.*?)"}
 _LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z][a-z0-9_]*)(?: (.*))?")
 _COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+): (.*)")
-_POP = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) in_num (\d+) out_num (\d+)")
-_FILL = re.compile(r"vq (0x[0-9a-f]+|\(nil\)) elem (0x[0-9a-f]+|\(nil\)) len (\d+) idx (\d+)")
-_STATUS = re.compile(r"vdev (0x[0-9a-f]+|\(nil\)) val (\d+)")
-_FENCE = re.compile(r"fence 0x([0-9a-f]+), type 0x([0-9a-f]+)")
-_FEATURES = re.compile(r"virgl (\d+)")
+_POP = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}")
+_FILL = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10}")
+_STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
+# Complaints that do not mean the command was refused: a short response buffer (the answer
+# was written, cut to the driver's buffer) and the cursor queue, which answers nothing.
+_NOT_REFUSALS = ("virtio_gpu_ctrl_response", "virtio_gpu_handle_cursor", "update_cursor")
 
 
 def _compile(fmt: str) -> re.Pattern:
@@ -117,9 +119,10 @@ class QemuLog:
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         yield Session(Where(self.path, 1), producer="qemu trace log")
         for no, line in lines:
-            yield from self._line(no, line.rstrip("\n"))
-        for el in self.elems.values():
-            el.ex.evidence.append("the trace ends before QEMU filled this element")
+            try:
+                yield from self._line(no, line.rstrip("\n"))
+            except ValueError as exc:
+                yield Diagnostic(Where(self.path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
         yield from self.pairs.flush()
 
     def _line(self, no: int, line: str) -> Iterator[Event]:
@@ -137,14 +140,12 @@ class QemuLog:
             yield from self._fill(where, args)
         elif name in EVENTS:
             yield from self._command(where, name, args, ts)
-        elif name == "virtio_gpu_features":
-            yield from self._reset(where, "virtio_gpu_features (feature negotiation)")
+        elif name == "virtio_gpu_features":  # feature negotiation: the device was just reset
+            yield from self._reset(where)
         elif name == "virtio_set_status":
             s = _STATUS.fullmatch(args)
             if s and s.group(2) == "0":
-                yield from self._reset(where, "virtio_set_status 0")
-        elif name == "virtio_gpu_fence_ctrl":
-            self._fence(where, args)
+                yield from self._reset(where)
         elif name in QUIET:
             return
         elif c := _COMPLAINT.fullmatch(text):
@@ -171,6 +172,7 @@ class QemuLog:
         ex = Exchange(where, Message("request", None, None, {}), queue=queue, ts=ts, source="qemu")
         if len(self.elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
             self.elems.pop(next(iter(self.elems)))
+        self.elems.pop((vq, elem), None)  # a reused pointer goes to the back: oldest-first stays true
         self.elems[(vq, elem)] = _Elem(ex, vq)
         yield from self.pairs.request((vq, elem), ex)
 
@@ -195,9 +197,9 @@ class QemuLog:
             ex.evidence.append(f"the device wrote {n} bytes")
         yield from drain
 
-    def _oldest_undescribed(self, queue: Optional[str]) -> Optional[_Elem]:
+    def _oldest_undescribed_control(self) -> Optional[_Elem]:
         for el in self.elems.values():
-            if not el.described and (queue is None or self.queues.get(el.vq, CONTROLQ) == queue):
+            if not el.described and self.queues.get(el.vq, CONTROLQ) == CONTROLQ:
                 return el
         return None
 
@@ -226,11 +228,16 @@ class QemuLog:
         cursor = cmd in ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
         if cursor:
             el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
-            if el is not None and not el.described and self.queues.get(el.vq) != CURSORQ:
+            if el is not None and el.described:
+                el = None  # that pop's line was lost: do not overwrite another command
+            if el is not None and self.queues.get(el.vq) != CURSORQ:
                 self.queues[el.vq] = CURSORQ
                 el.ex.queue = CURSORQ
         else:
-            el = self._oldest_undescribed(CONTROLQ)
+            el = self._oldest_undescribed_control()
+            if el is not None and el.vq not in self.queues:
+                self.queues[el.vq] = CONTROLQ
+                el.ex.queue = CONTROLQ
         if el is None:
             yield Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
                              "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
@@ -250,14 +257,12 @@ class QemuLog:
                 return f"{k}={v} does not fit the field's {widths.get(k, 64)} bits"
         return ""
 
-    def _fence(self, where: Where, args: str) -> None:
-        f = _FENCE.fullmatch(args)
-        if f and self.last is not None and self.last.ex.req.name:
-            self.last.ex.req.fields["hdr.fence_id"] = int(f.group(1), 16)
-
     def _complaint(self, where: Where, func: str, text: str) -> Iterator[Event]:
+        if func.startswith(_NOT_REFUSALS) or "cursor" in func:
+            yield Diagnostic(where, "info", "complaint", f"device complaint that refuses no command: {func}: {text}")
+            return
         el = self.last if self.last is not None and self.last in self.elems.values() else None
-        el = el or self._oldest_undescribed(CONTROLQ)
+        el = el or self._oldest_undescribed_control()
         if el is None:
             yield Diagnostic(where, "info", "complaint", f"device complaint outside any command: {func}: {text}")
             return
@@ -265,8 +270,8 @@ class QemuLog:
         if el.ex.queue != CURSORQ:
             el.ex.resp_types = self.errors if el.ex.resp_types is None else el.ex.resp_types & self.errors
 
-    def _reset(self, where: Where, why: str) -> Iterator[Event]:
-        yield from self.pairs.flush()
+    def _reset(self, where: Where) -> Iterator[Event]:
+        yield from self.pairs.flush(RESET)
         self.elems.clear()
         self.last = None
         yield Reset(where, known_start=True)

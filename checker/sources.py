@@ -102,13 +102,13 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
         yield from pull(q, _LOOKAHEAD)
         skip = next((i for i, g in enumerate(buf) if _agree(ev, g)), None)
         if skip is None:
-            yield Diagnostic(ev.where, "warning", "unmatched", f"{ev.req.name or 'this command'} has no counterpart in "
+            yield Diagnostic(ev.where, "error", "unmatched", f"{ev.req.name or 'this command'} has no counterpart in "
                              "the other source of the session; checked from this source alone")
             yield ev
             continue
         for _ in range(skip):
             g = buf.popleft()
-            yield Diagnostic(g.where, "warning", "unmatched", f"{g.req.name or 'a command'} has no counterpart in the "
+            yield Diagnostic(g.where, "error", "unmatched", f"{g.req.name or 'a command'} has no counterpart in the "
                              "other source of the session; checked from this source alone")
             yield g
         yield _combine(ev, buf.popleft())

@@ -8,6 +8,13 @@ from typing import Optional, Union
 from virtgpu_conform.model.codec import Message
 
 CONTROLQ, CURSORQ = "controlq", "cursorq"
+# why a request has no answer in the trace
+NO_ANSWER = "the trace records that no answer came"
+TRACE_ENDED = "the trace ends before its answer"
+RESET = "a device reset came before its answer"
+OVERTAKEN = "4096 later requests were answered first"
+OVERTAKEN_BY = "later requests were answered"
+LOST = "its completion was not readable in the trace (a lost or broken line)"
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,9 @@ class Exchange:
     `resp` is the decoded response when the trace has it (bytes or type). Otherwise
     `resp_types` narrows the answer from indirect evidence (a written length, the
     device's own complaint); None there means the trace says nothing about it.
-    `answered` is False when the trace shows the request but never its completion.
+    `answered` is False when the trace shows the request but never its completion;
+    `unanswered` then says why. Only the trace's own statement that no answer came
+    (NO_ANSWER) proves the device silent: a trace that ends, a reset, a lost line do not.
     """
 
     where: Where
@@ -38,6 +47,7 @@ class Exchange:
     resp_types: Optional[frozenset[str]] = None
     resp_where: Optional[Where] = None
     answered: bool = True
+    unanswered: str = ""  # NO_ANSWER, TRACE_ENDED, RESET, OVERTAKEN, LOST
     no_body: bool = False  # completed with nothing written (QEMU's cursorq): processed, no answer to judge
     evidence: list[str] = field(default_factory=list)  # why resp_types is what it is, for messages
     ts: Optional[float] = None

@@ -122,8 +122,8 @@ class Protocol:
             profile = frozenset(LADDER[: step + 1])
             allowed = outcome.acceptable(profile)
             if allowed is not None and name not in allowed:
-                demanding = [c for c in outcome.failed if c.reject_basis in profile]
-                reqs = tuple(rule.ok_reqs) if not demanding else tuple(r for c in demanding for r in c.reqs)
+                demanding = outcome.demanding(profile)
+                _, reqs = outcome.duty(profile)
                 why = (f"{name} to a request that fails {', '.join(c.id for c in demanding)}" if demanding
                        else f"{name} to a valid request; expected {' or '.join(sorted(allowed))}")
                 out.append(Breach(rule.command, "response-type", "device", LADDER[step], reqs, True, why))

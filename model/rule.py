@@ -100,10 +100,22 @@ class Outcome:
             if self.rule.ok_basis not in profile:
                 return None
             return frozenset(self.rule.ok) | frozenset(self.rule.tolerated)
-        demanding = [c for c in self.failed if c.reject_basis in profile]
+        demanding = self.demanding(profile)
         if not demanding:
             return None
         return frozenset(e for c in demanding for e in c.errors)
+
+    def demanding(self, profile: frozenset[str]) -> list[Check]:
+        """The failed checks whose demand to reject the profile enforces."""
+        return [c for c in self.failed if c.reject_basis in profile]
+
+    def duty(self, profile: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+        """Basis and requirement IDs of what the device's answer must meet: the demanding
+        checks' rejection, or else the rule's success."""
+        demanding = self.demanding(profile)
+        if demanding:
+            return demanding[0].reject_basis, tuple(r for c in demanding for r in c.reqs)
+        return self.rule.ok_basis, tuple(self.rule.ok_reqs)
 
     @property
     def expected(self) -> str:

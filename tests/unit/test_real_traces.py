@@ -187,7 +187,10 @@ def test_missing_response_in_qemu_log(protocol, tmp_path):
     s = Session(BASE, tmp_path / "s")
     where = s.insert(5, [{**create(0x63), "fill": False, "resp": None}])
     c = check(protocol, s.dir / "qemu-trace.log")
-    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(where[0], "device", "no-response", True)]
+    # Later commands were answered while it waited, yet the trace never shows its answer: a device
+    # may complete out of order, so this is possible, not definite.
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(where[0], "device", "no-response", False)]
+    assert "later requests were answered" in c.findings[0].reason
 
 
 def test_qemu_log_alone_finds_what_it_can_see(protocol, tmp_path):

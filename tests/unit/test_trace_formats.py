@@ -196,3 +196,74 @@ def test_symbolic_verdict_is_explained_by_an_unsat_core(ir, protocol, tmp_path):
     msg = c.findings[0].message
     assert "r.x=4294967280" in msg and "r.width=32" in msg and "st.res.width=64" in msg
     assert "r.y" not in msg.split("because")[1]  # the unknown fields are not part of the reason
+
+
+SESSION = json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "features": [],
+                      "num_scanouts": 1, "capsets": [], "from_reset": True})
+
+
+def req(i, name, **fields):
+    return json.dumps({"kind": "request", "id": i, "type": name, "fields": fields})
+
+
+def resp(i, name):
+    return json.dumps({"kind": "response", "id": i, "type": name})
+
+
+HDR = {"hdr.flags": 0, "hdr.fence_id": 0, "hdr.ctx_id": 0, "hdr.ring_idx": 0}
+UNREF, OK = "VIRTIO_GPU_CMD_RESOURCE_UNREF", "VIRTIO_GPU_RESP_OK_NODATA"
+
+# name: (records after the session header, expected (line, side, check, definite) findings)
+GUESSES = {
+    # a trace that ends, or a reset, while a request is in flight proves no silence
+    "trace-ends-in-flight": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR)],
+                             [(2, "device", "no-response", False)]),
+    "reset-in-flight": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR), json.dumps({"kind": "reset"})], []),
+    "stated-no-response": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR),
+                            json.dumps({"kind": "no-response", "id": 1, "reason": "timeout"})],
+                           [(2, "device", "no-response", True)]),
+    # a line that could not be read may have created the resource
+    "unreadable-line-before": (["{broken", req(1, UNREF, resource_id=7, **HDR), resp(1, "VIRTIO_GPU_RESP_ERR_UNSPEC")],
+                               [(3, "driver", "resource-exists", False)]),
+    # the header unknown cannot rescue an OK to an unref of a resource that never existed
+    "ok-despite-unknown-header": ([req(1, UNREF, resource_id=7), resp(1, OK)],
+                                  [(2, "driver", "resource-exists", True), (2, "device", "response-type", True)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUESSES))
+def test_definite_only_when_no_reading_is_conformant(protocol, tmp_path, case):
+    records, expect = GUESSES[case]
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join([SESSION, *records]) + "\n")
+    c = run_check(protocol, p)
+    assert sorted((f.where.line, f.side, f.check, f.definite) for f in c.findings) == sorted(expect)
+
+
+UNUSABLE = [
+    '{"kind": "request", "id": ' + "9" * 5000 + ', "type": "VIRTIO_GPU_CMD_GET_DISPLAY_INFO"}',
+    "[" * 100000,
+    '{"kind": "request", "id": 1, "type": "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "ts": ' + "9" * 400 + "}",
+    '{"kind": "request", "id": 2, "type": "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", "fields": {"resource_id": 1},'
+    ' "entries": [{"addr": "x"}]}',
+    '{"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "features": 5, "capsets": [[1]]}',
+]
+
+
+def test_unusable_records_are_diagnosed_not_raised(tmp_path):
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join([SESSION, *UNUSABLE]) + "\n")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["check", str(p), "--json", str(out)])
+    assert "Traceback" not in r.output and r.exit_code in (0, 3), r.output
+    at = [int(d["at"].rsplit(":", 1)[1]) for d in json.loads(out.read_text())["sessions"][0]["diagnostics"]["first"]]
+    assert at == [2, 3, 5, 6]  # a time stamp past float's range is only dropped: the record is read
+
+
+def test_guest_orphan_response_does_not_shift_the_pairing(protocol, tmp_path):
+    line = "  k-1 [000] .....  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 fence_id=0 ctx_id=0"
+    p = tmp_path / "g.log"
+    p.write_text("\n".join([line.format(d="response", t="0x1100"), line.format(d="queue", t="0x100"),
+                            line.format(d="response", t="0x1101")]) + "\n")
+    c = run_check(protocol, p)
+    assert c.findings == [] and c.diagnostics == {"unpaired": 1}
