@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import Iterable, Iterator, Optional
 
 from virtgpu_conform.model.codec import Codec
@@ -130,7 +131,7 @@ def _combine(a: Exchange, b: Exchange) -> Exchange:
     for k, v in other.req.fields.items():
         if fields.get(k) is None and (k in fields or not base.req.fields):
             fields[k] = v
-    base.req.fields.update(fields)
+    base.req = replace(base.req, fields=fields)  # messages are shared (decoded once), never changed
     if base.resp is None:
         base.resp = other.resp
     if base.resp_types is None:
