@@ -89,7 +89,9 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
                                      f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
                     continue
                 ex.resp_where = where
-                if kind == "response":
+                if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
+                    ex.no_body = True  # completed with nothing written: how cursor commands are answered
+                elif kind == "response":
                     ex.resp = decode(rec, "response")
                 else:
                     ex.answered, ex.unanswered = False, NO_ANSWER

@@ -1,0 +1,142 @@
+"""QEMU under qtest: the process (always killed, even when this one dies) and the qtest text protocol."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import time
+import weakref
+from typing import Optional, Sequence
+
+_LIVE: "weakref.WeakSet[QemuProcess]" = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1
+
+
+class QemuGone(Exception):
+    """QEMU exited or stopped answering; `log` holds the tail of what it printed."""
+
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.log = log
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # The kernel sends QEMU SIGKILL when the process that started it dies, however it dies
+    # (a crash, SIGKILL): no QEMU outlives the tool.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgrp()  # Ctrl-C in a terminal reaches us, not QEMU: we decide when it goes
+
+
+class QemuProcess:
+    """One QEMU with the qtest protocol on stdio. Use as a context manager."""
+
+    def __init__(self, argv: Sequence[str], timeout: float = 5.0, env: Optional[dict] = None):
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.irqs: list[str] = []
+        self._buf = b""
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent, env=env)
+        _LIVE.add(self)
+
+    def __enter__(self) -> "QemuProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            pass
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+        _LIVE.discard(self)
+
+    def stderr_tail(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        try:
+            return self.proc.stderr.read().decode("utf-8", "replace")[-2000:]
+        except (OSError, ValueError):
+            return ""
+
+    # --- the qtest protocol --------------------------------------------------
+    def cmd(self, line: str) -> Optional[str]:
+        """Send one qtest command and return the value after OK (None when there is none)."""
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            raise QemuGone(f"QEMU exited (status {self.proc.poll()}) before {line.split()[0]}",
+                           self.stderr_tail()) from None
+        while True:
+            reply = self._readline()
+            if reply.startswith("IRQ"):
+                self.irqs.append(reply)
+                continue
+            if reply.startswith("OK"):
+                parts = reply.split(None, 1)
+                return parts[1] if len(parts) > 1 else None
+            raise QemuGone(f"qtest answered {reply!r} to {line[:60]!r}")
+
+    def _readline(self) -> str:
+        deadline = time.monotonic() + self.timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QemuGone(f"QEMU did not answer within {self.timeout:g} s (hung?)")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise QemuGone(f"QEMU exited (status {self.proc.wait()})", self.stderr_tail())
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode("utf-8", "replace").strip()
+
+    def outl(self, addr: int, val: int) -> None:
+        self.cmd(f"outl {addr:#x} {val:#x}")
+
+    def inl(self, addr: int) -> int:
+        return int(self.cmd(f"inl {addr:#x}"), 16)
+
+    def read_int(self, size: int, addr: int) -> int:
+        return int(self.cmd(f"read{'bwlq'[size.bit_length() - 1]} {addr:#x}"), 16)
+
+    def write_int(self, size: int, addr: int, val: int) -> None:
+        self.cmd(f"write{'bwlq'[size.bit_length() - 1]} {addr:#x} {val:#x}")
+
+    def memread(self, addr: int, n: int) -> bytes:
+        if n == 0:
+            return b""
+        return bytes.fromhex(self.cmd(f"read {addr:#x} {n:#x}")[2:])
+
+    def memwrite(self, addr: int, data: bytes) -> None:
+        if data:
+            self.cmd(f"write {addr:#x} {len(data):#x} 0x{data.hex()}")
+
+
+@atexit.register
+def _kill_all() -> None:
+    for q in list(_LIVE):
+        q.kill()

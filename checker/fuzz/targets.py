@@ -1,0 +1,124 @@
+"""Device targets behind one interface: the reference device (embedded) and QEMU's virtio-gpu-pci over qtest."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from virtgpu_conform.model.device import ReferenceDevice, default_settings
+from virtgpu_conform.model.state import Capset, Settings
+from virtgpu_conform.spec.ir import SpecIR
+
+from .qtest import QemuGone, QemuProcess
+from .virtio_pci import DeviceError, Stalled, VirtioPci
+
+QUEUES = {"controlq": 0, "cursorq": 1}
+HDR_SIZE = 24
+
+
+@dataclass
+class Reply:
+    """A device's answer to one chain: what it wrote, or why there is nothing."""
+
+    status: str  # answered | no-answer (the chain was never completed) | died (the device process is gone)
+    data: bytes = b""  # the bytes the device reported writing (used length), at most the buffers' size
+    detail: str = ""
+
+
+class TargetError(Exception):
+    """A target that cannot be started here (missing binary, device refused to initialise)."""
+
+
+@dataclass
+class Target:
+    name: str
+    settings: Settings = field(default_factory=Settings)
+
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ReferenceTarget(Target):
+    """The model's own device: the embedded default, needs nothing installed."""
+
+    def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None):
+        settings = default_settings(ir, features)
+        super().__init__("reference", settings)
+        self.device = ReferenceDevice(ir, settings)
+
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        answer = self.device.handle(b"".join(outs), queue)
+        if queue == "cursorq":
+            return Reply("answered", b"")  # cursor commands get no answer written, as QEMU does
+        return Reply("answered", answer[: sum(in_sizes)])
+
+
+def feature_bits(ir: SpecIR, names) -> int:
+    bits = {f.name: f.bit for f in ir.features}
+    return sum(1 << bits[n] for n in names if n in bits)
+
+
+class QemuTarget(Target):
+    """QEMU's built-in virtio-gpu-pci, driven over qtest with its trace and guest_errors in `log_path`."""
+
+    def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
+                 device: str = "virtio-gpu-pci", extra: Sequence[str] = (), log_path: Optional[str] = None,
+                 timeout: float = 2.0):
+        super().__init__("qemu")
+        binary = shutil.which(qemu)
+        if binary is None:
+            raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
+        self.ir, self.timeout = ir, timeout
+        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-qemu-"), "qemu-trace.log")
+        self.argv = [binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
+                     "-qtest", "stdio", "-qtest-log", "/dev/null", "-trace", "virtio_gpu*",
+                     "-trace", "virtqueue_pop", "-trace", "virtqueue_fill", "-d", "guest_errors",
+                     "-D", self.log_path, "-device", f"{device},addr=04.0", *extra]
+        want = features if features is not None else frozenset(f.name for f in ir.features)
+        self.q = QemuProcess(self.argv, timeout=max(5.0, timeout))
+        try:
+            self.pci = VirtioPci(self.q)
+            self.pci.find()
+            self.pci.map_bars()
+            agreed = self.pci.negotiate(feature_bits(ir, want))
+            cfg = self.pci.config(ir.config.size)
+            self.pci.setup_queues()
+            self.pci.driver_ok()
+        except (QemuGone, DeviceError) as exc:
+            self.q.kill()
+            raise TargetError(f"{qemu} {device}: {exc}" + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
+        names = frozenset(f.name for f in ir.features if agreed >> f.bit & 1)
+        num_scanouts = int.from_bytes(cfg[8:12], "little")
+        num_capsets = int.from_bytes(cfg[12:16], "little")
+        self.settings = Settings(features=names, num_scanouts=num_scanouts,
+                                 capsets=tuple(Capset(0, 0, 0) for _ in range(num_capsets)) if num_capsets else (),
+                                 blob_alignment=int.from_bytes(cfg[16:20], "little") if len(cfg) >= 20 else 0,
+                                 host_visible=None, known=num_capsets == 0)
+        self.describe = " ".join(shlex.quote(a) for a in self.argv)
+
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        if not self.q.alive:
+            return Reply("died", detail=f"QEMU exited (status {self.q.proc.poll()})")
+        try:
+            used = self.pci.send(QUEUES[queue], outs, in_sizes, self.timeout)
+        except Stalled as exc:
+            return Reply("no-answer", detail=str(exc))
+        except QemuGone as exc:
+            return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+        return Reply("answered", used.data[: used.length])
+
+    def close(self) -> None:
+        self.q.kill()

@@ -1,0 +1,221 @@
+"""A virtio-pci (modern) driver over qtest: find the device, negotiate, set up split virtqueues, send descriptor chains."""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from .qtest import QemuProcess
+
+VENDOR_VIRTIO, DEVICE_GPU = 0x1AF4, 0x1050
+VERSION_1 = 32  # the feature bit every modern device offers
+CAP_VENDOR = 0x09
+CAP_COMMON, CAP_NOTIFY, CAP_ISR, CAP_DEVICE = 1, 2, 3, 4
+# virtio_pci_common_cfg offsets
+DFSEL, DF, GFSEL, GF, NUMQ, STATUS = 0x00, 0x04, 0x08, 0x0C, 0x12, 0x14
+QSEL, QSIZE, QMSIX, QENABLE, QNOFF, QDESC, QDRIVER, QDEVICE = 0x16, 0x18, 0x1A, 0x1C, 0x1E, 0x20, 0x28, 0x30
+ACK, DRIVER, DRIVER_OK, FEATURES_OK = 1, 2, 4, 8
+DESC_NEXT, DESC_WRITE = 1, 2
+NO_VECTOR = 0xFFFF
+
+BAR_BASE = 0xE0000000  # inside q35's 32-bit PCI hole
+RING_BASE = 0x00100000  # guest RAM for the rings
+DATA_BASE = 0x00400000  # guest RAM for request and response buffers, reused per chain
+DATA_SIZE = 0x00400000
+
+
+class DeviceError(Exception):
+    """The device did not behave like a virtio-pci device (not found, refused the features, ...)."""
+
+
+class Stalled(Exception):
+    """A chain the device never completed: the queue cannot be trusted any more."""
+
+
+@dataclass
+class Used:
+    """What the device wrote back for one chain."""
+
+    length: int  # the used element's len: bytes written into the device-writable buffers
+    data: bytes  # the device-writable buffers, concatenated
+    seconds: float
+
+
+@dataclass
+class _Queue:
+    index: int
+    size: int
+    desc: int
+    avail: int
+    used: int
+    notify: int
+    avail_idx: int = 0
+    used_idx: int = 0
+    stalled: bool = False
+
+
+class VirtioPci:
+    def __init__(self, q: QemuProcess):
+        self.q = q
+        self.devfn: Optional[int] = None
+        self.caps: dict[int, tuple[int, int, int, Optional[int]]] = {}
+        self.queues: dict[int, _Queue] = {}
+        self.offered = 0
+        self.negotiated = 0
+
+    # --- PCI configuration mechanism #1 on bus 0 ---------------------------
+    def _cfg_addr(self, off: int) -> int:
+        return 0x80000000 | (self.devfn << 8) | (off & 0xFC)
+
+    def cfg_read(self, off: int, size: int = 4) -> int:
+        self.q.outl(0xCF8, self._cfg_addr(off))
+        v = self.q.inl(0xCFC) >> (8 * (off & 3))
+        return v & ((1 << (8 * size)) - 1)
+
+    def cfg_write(self, off: int, val: int) -> None:
+        self.q.outl(0xCF8, self._cfg_addr(off))
+        self.q.outl(0xCFC, val)
+
+    def find(self) -> None:
+        for dev in range(32):
+            self.devfn = dev << 3
+            if self.cfg_read(0) == (DEVICE_GPU << 16) | VENDOR_VIRTIO:
+                return
+        self.devfn = None
+        raise DeviceError("no virtio-gpu (1af4:1050) on PCI bus 0")
+
+    def map_bars(self) -> None:
+        if not self.cfg_read(0x06, 2) & 0x10:
+            raise DeviceError("the device has no PCI capability list")
+        ptr = self.cfg_read(0x34, 1) & 0xFC
+        seen = 0
+        while ptr and seen < 48:
+            seen += 1
+            if self.cfg_read(ptr, 1) == CAP_VENDOR:
+                kind, bar = self.cfg_read(ptr + 3, 1), self.cfg_read(ptr + 4, 1)
+                off, length = self.cfg_read(ptr + 8), self.cfg_read(ptr + 12)
+                extra = self.cfg_read(ptr + 16) if kind == CAP_NOTIFY else None
+                self.caps.setdefault(kind, (bar, off, length, extra))
+            ptr = self.cfg_read(ptr + 1, 1) & 0xFC
+        missing = {CAP_COMMON, CAP_NOTIFY, CAP_DEVICE} - set(self.caps)
+        if missing:
+            raise DeviceError(f"virtio capabilities missing: types {sorted(missing)}")
+        bars = {self.caps[k][0] for k in (CAP_COMMON, CAP_NOTIFY, CAP_DEVICE)}
+        self.bar_addr = {}
+        base = BAR_BASE
+        for bar in sorted(bars):
+            reg = 0x10 + 4 * bar
+            self.cfg_write(reg, 0xFFFFFFFF)
+            size = (~(self.cfg_read(reg) & ~0xF) & 0xFFFFFFFF) + 1
+            base = (base + size - 1) & ~(size - 1)
+            self.cfg_write(reg, base)
+            self.cfg_write(reg + 4, 0)  # 64-bit BAR: high half
+            self.bar_addr[bar] = base
+            base += size
+        self.cfg_write(0x04, self.cfg_read(0x04, 2) | 0x6)  # memory space + bus master
+        self.common = self._at(CAP_COMMON)
+        self.notify_base, self.notify_mult = self._at(CAP_NOTIFY), self.caps[CAP_NOTIFY][3]
+        self.devcfg = self._at(CAP_DEVICE)
+
+    def _at(self, kind: int) -> int:
+        bar, off, _, _ = self.caps[kind]
+        return self.bar_addr[bar] + off
+
+    # --- device status and features -----------------------------------------
+    def status(self) -> int:
+        return self.q.read_int(1, self.common + STATUS)
+
+    def set_status(self, val: int) -> None:
+        self.q.write_int(1, self.common + STATUS, val)
+
+    def negotiate(self, want: int) -> int:
+        """Reset, ACK, DRIVER, features (VERSION_1 always), FEATURES_OK; returns what was agreed."""
+        c = self.common
+        self.set_status(0)
+        self.set_status(ACK)
+        self.set_status(ACK | DRIVER)
+        self.offered = 0
+        for sel in (0, 1):
+            self.q.write_int(4, c + DFSEL, sel)
+            self.offered |= self.q.read_int(4, c + DF) << (32 * sel)
+        if not self.offered >> VERSION_1 & 1:
+            raise DeviceError("the device does not offer VIRTIO_F_VERSION_1 (a legacy-only device)")
+        self.negotiated = self.offered & (want | 1 << VERSION_1)
+        for sel in (0, 1):
+            self.q.write_int(4, c + GFSEL, sel)
+            self.q.write_int(4, c + GF, (self.negotiated >> (32 * sel)) & 0xFFFFFFFF)
+        self.set_status(ACK | DRIVER | FEATURES_OK)
+        if not self.status() & FEATURES_OK:
+            raise DeviceError(f"the device refused features {self.negotiated:#x}")
+        return self.negotiated
+
+    def config(self, size: int) -> bytes:
+        return self.q.memread(self.devcfg, size)
+
+    def setup_queues(self, count: int = 2, size: int = 64) -> None:
+        c = self.common
+        have = self.q.read_int(2, c + NUMQ)
+        if have < count:
+            raise DeviceError(f"the device has {have} queues; virtio-gpu has controlq and cursorq")
+        ram = RING_BASE
+        for i in range(count):
+            self.q.write_int(2, c + QSEL, i)
+            n = min(size, self.q.read_int(2, c + QSIZE))
+            self.q.write_int(2, c + QSIZE, n)
+            desc, avail = ram, ram + 16 * n
+            used = (avail + 6 + 2 * n + 3) & ~3
+            ram = (used + 6 + 8 * n + 4095) & ~4095
+            self.q.memwrite(desc, bytes(ram - desc))
+            self.q.write_int(8, c + QDESC, desc)
+            self.q.write_int(8, c + QDRIVER, avail)
+            self.q.write_int(8, c + QDEVICE, used)
+            self.q.write_int(2, c + QMSIX, NO_VECTOR)  # polled: no interrupts needed
+            noff = self.q.read_int(2, c + QNOFF)
+            self.q.write_int(2, c + QENABLE, 1)
+            self.queues[i] = _Queue(i, n, desc, avail, used, self.notify_base + noff * self.notify_mult)
+
+    def driver_ok(self) -> None:
+        self.set_status(ACK | DRIVER | FEATURES_OK | DRIVER_OK)
+
+    # --- one descriptor chain ---------------------------------------------------
+    def send(self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int], timeout: float = 2.0) -> Used:
+        """Place driver-readable buffers `outs` then device-writable buffers of `in_sizes`, kick, poll.
+
+        Raises Stalled when the device does not complete the chain within `timeout`.
+        """
+        qd = self.queues[queue]
+        if qd.stalled:
+            raise Stalled(f"queue {queue} is stalled by an earlier chain")
+        n = len(outs) + len(in_sizes)
+        if not 0 < n <= qd.size:
+            raise ValueError(f"a chain of {n} descriptors does not fit queue {queue} of size {qd.size}")
+        addr, descs, ins = DATA_BASE, [], []
+        for i, buf in enumerate(list(outs) + [None] * len(in_sizes)):
+            length = len(buf) if buf is not None else in_sizes[i - len(outs)]
+            if buf is not None:
+                self.q.memwrite(addr, buf)
+            else:
+                self.q.memwrite(addr, bytes(length))  # what the device does not write stays zero
+                ins.append((addr, length))
+            flags = (DESC_NEXT if i + 1 < n else 0) | (DESC_WRITE if buf is None else 0)
+            descs.append(struct.pack("<QIHH", addr, length, flags, i + 1 if i + 1 < n else 0))
+            addr = (addr + length + 15) & ~15
+            if addr > DATA_BASE + DATA_SIZE:
+                raise ValueError("the chain's buffers exceed the scratch area")
+        self.q.memwrite(qd.desc, b"".join(descs))
+        self.q.write_int(2, qd.avail + 4 + 2 * (qd.avail_idx % qd.size), 0)
+        qd.avail_idx = (qd.avail_idx + 1) & 0xFFFF
+        self.q.write_int(2, qd.avail + 2, qd.avail_idx)
+        t0 = time.monotonic()
+        self.q.write_int(2, qd.notify, queue)
+        while self.q.read_int(2, qd.used + 2) == qd.used_idx:
+            if time.monotonic() - t0 > timeout:
+                qd.stalled = True
+                raise Stalled(f"no completion on queue {queue} within {timeout:g} s")
+        elem = qd.used + 4 + 8 * (qd.used_idx % qd.size)
+        _, length = struct.unpack("<II", self.q.memread(elem, 8))
+        qd.used_idx = (qd.used_idx + 1) & 0xFFFF
+        data = b"".join(self.q.memread(a, ln) for a, ln in ins)
+        return Used(length, data, time.monotonic() - t0)
