@@ -70,7 +70,6 @@ def generate(n: int, native_path: str, qemu_path: str) -> None:
     ir = load_snapshot()
     dev = ReferenceDevice(ir)
     codec = dev.codec
-    answers: dict[bytes, bytes] = {}
     with open(native_path, "w") as nat, open(qemu_path, "w") as q:
         s = dev.settings
         nat.write(json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "spec": ir.version,
@@ -93,7 +92,6 @@ def generate(n: int, native_path: str, qemu_path: str) -> None:
             q.write(f"1000@{t:.6f}:virtqueue_pop vq {vq} elem {elem} in_num 1 out_num 1\n"
                     f"1000@{t:.6f}:{_QEMU[name](fields)}\n"
                     f"1000@{t:.6f}:virtqueue_fill vq {vq} elem {elem} len {n_out} idx {i % 256}\n")
-        del answers
 
 
 def _child(mode: str, path: str, fmt: str) -> dict:

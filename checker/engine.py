@@ -30,8 +30,9 @@ _CTX_SELECTOR = "hdr.ctx_id"  # ... and, for the CTX_* commands, the context in 
 _RELATED = 4  # earlier events remembered per resource for explanations
 _GUESSES = 3  # assumed answers remembered per candidate for explanations
 # the state facts an effect with an unknown selector may have made wrong
+# (no fact reads scanouts or the cursor, so an unnamed scanout leaves every fact as it was)
 _TOUCHES = {"resource_id": ("st.res.", "st.map."), "hdr.ctx_id": ("st.ctx.", "st.res.in_ctx"),
-            "scanout_id": ("st.scanout",), "pos.scanout_id": ("st.scanout",)}
+            "scanout_id": (), "pos.scanout_id": ()}
 
 
 @dataclass

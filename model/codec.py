@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import struct as _struct
 from dataclasses import dataclass, field
 from typing import Optional, Union
