@@ -41,6 +41,10 @@ class Target:
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Bring the device back to its state right after initialisation (between fuzz cases)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -57,7 +61,11 @@ class ReferenceTarget(Target):
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None):
         settings = default_settings(ir, features)
         super().__init__("reference", settings)
+        self.ir = ir
         self.device = ReferenceDevice(ir, settings)
+
+    def reset(self) -> None:
+        self.device = ReferenceDevice(self.ir, self.settings)
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         answer = self.device.handle(b"".join(outs), queue)
@@ -72,34 +80,59 @@ def feature_bits(ir: SpecIR, names) -> int:
 
 
 class QemuTarget(Target):
-    """QEMU's built-in virtio-gpu-pci, driven over qtest with its trace and guest_errors in `log_path`."""
+    """QEMU's built-in virtio-gpu-pci, driven over qtest with its trace and guest_errors in `log_path`.
+
+    Subclasses (vhost-user-gpu) change how QEMU is started through `_argv` and `_spawn`;
+    finding, negotiating and sending stay here.
+    """
 
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
                  device: str = "virtio-gpu-pci", extra: Sequence[str] = (), log_path: Optional[str] = None,
-                 timeout: float = 2.0):
-        super().__init__("qemu")
+                 timeout: float = 2.0, qtest_log: Optional[str] = None, name: str = "qemu"):
+        super().__init__(name)
         binary = shutil.which(qemu)
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
-        self.ir, self.timeout = ir, timeout
+        self.ir, self.timeout, self.binary, self.device, self.extra = ir, timeout, binary, device, list(extra)
         self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-qemu-"), "qemu-trace.log")
-        self.argv = [binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
-                     "-qtest", "stdio", "-qtest-log", "/dev/null", "-trace", "virtio_gpu*",
-                     "-trace", "virtqueue_pop", "-trace", "virtqueue_fill", "-d", "guest_errors",
-                     "-D", self.log_path, "-device", f"{device},addr=04.0", *extra]
-        want = features if features is not None else frozenset(f.name for f in ir.features)
-        self.q = QemuProcess(self.argv, timeout=max(5.0, timeout))
+        self.qtest_log = qtest_log or "/dev/null"
+        self.want = features if features is not None else frozenset(f.name for f in ir.features)
+        self.starts = 0
+        self.q: Optional[QemuProcess] = None
+        self._start()
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
+                "-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*",
+                "-trace", "virtqueue_pop", "-trace", "virtqueue_fill", "-d", "guest_errors",
+                "-D", self.log_path, "-device", f"{self.device},addr=04.0", *self.extra]
+
+    def _spawn(self) -> QemuProcess:
+        return QemuProcess(self.argv, timeout=max(5.0, self.timeout))
+
+    def _start(self) -> None:
+        """Start QEMU and bring the device to DRIVER_OK."""
+        self.argv = self._argv()
+        self.describe = " ".join(shlex.quote(a) for a in self.argv)
+        self.q = self._spawn()
+        self.starts += 1
         try:
             self.pci = VirtioPci(self.q)
             self.pci.find()
             self.pci.map_bars()
-            agreed = self.pci.negotiate(feature_bits(ir, want))
-            cfg = self.pci.config(ir.config.size)
-            self.pci.setup_queues()
-            self.pci.driver_ok()
+            self._initialise()
         except (QemuGone, DeviceError) as exc:
-            self.q.kill()
-            raise TargetError(f"{qemu} {device}: {exc}" + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
+            self.close()
+            raise TargetError(f"{self.binary} {self.device}: {exc}"
+                              + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
+
+    def _initialise(self) -> None:
+        """Virtio reset, features, config, queues, DRIVER_OK: a device as fresh as after boot."""
+        ir = self.ir
+        agreed = self.pci.negotiate(feature_bits(ir, self.want))
+        cfg = self.pci.config(ir.config.size)
+        self.pci.setup_queues()
+        self.pci.driver_ok()
         names = frozenset(f.name for f in ir.features if agreed >> f.bit & 1)
         num_scanouts = int.from_bytes(cfg[8:12], "little")
         num_capsets = int.from_bytes(cfg[12:16], "little")
@@ -107,7 +140,24 @@ class QemuTarget(Target):
                                  capsets=tuple(Capset(0, 0, 0) for _ in range(num_capsets)) if num_capsets else (),
                                  blob_alignment=int.from_bytes(cfg[16:20], "little") if len(cfg) >= 20 else 0,
                                  host_visible=None, known=num_capsets == 0)
-        self.describe = " ".join(shlex.quote(a) for a in self.argv)
+
+    def reset(self) -> None:
+        """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled."""
+        if self.q is not None and self.q.alive and not any(qd.stalled for qd in self.pci.queues.values()):
+            try:
+                self._initialise()
+                return
+            except (QemuGone, DeviceError):
+                pass
+        self.close()
+        self._start()
+
+    def log_size(self) -> int:
+        """Where QEMU's trace log ends now, so a case can take its own slice."""
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if not self.q.alive:
@@ -121,4 +171,5 @@ class QemuTarget(Target):
         return Reply("answered", used.data[: used.length])
 
     def close(self) -> None:
-        self.q.kill()
+        if self.q is not None:
+            self.q.kill()
