@@ -75,6 +75,7 @@ class Checker:
         self.every_response = frozenset(r.name for r in self.ir.responses)
         self.findings: list[Finding] = []
         self.divergences: dict[tuple, dict] = {}
+        self.divergence_log: Optional[list[Breach]] = None
         self.tallies: dict[str, Tally] = {}
         self.diagnostics: dict[str, int] = {}
         self.first_diagnostics: list[Diagnostic] = []
@@ -145,7 +146,9 @@ class Checker:
         rule = self.p.compiled.get(req.name) if req.name else None
         if rule is None:
             self.unidentified += 1
-            self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
+            refused = ex.resp is not None and ex.answered and ex.resp.name is not None and ex.resp.name not in self.p.ok_types
+            if not refused:  # a command the device refused changed nothing; any other may have
+                self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
             return
         self.commands[req.name] = self.commands.get(req.name, 0) + 1
         if len(self.cands) == 1 and self._clean(ex, rule):
@@ -197,9 +200,26 @@ class Checker:
         expected_ok = outcome.expected in p.ok_types
         if req.problems:
             driver += self._malformed(outcome.rule.command, "driver", req)
+        cramped = ex.resp is not None and ex.resp_room is not None and ex.resp.problems and ex.resp.size >= ex.resp_room
+        if cramped:
+            # The device filled all the room the driver gave it: the short answer is the driver's doing.
+            driver.append(Breach(outcome.rule.command, "response-buffer-size", "driver", "informal", (), True,
+                                 f"the driver gave {ex.resp_room} bytes for the answer; "
+                                 f"{_short(outcome.expected)} needs {p.codec.layout(outcome.expected).size}"))
+        if ex.resp is not None and ex.answered and p.unusable(req):
+            # Nothing sound to act on: any refusal is right, and which one is open.
+            malformed = driver[len(outcome.failed):]
+            accepted = ex.resp.name in p.ok_types
+            if accepted:
+                malformed.append(Breach(outcome.rule.command, "malformed-accepted", "device", "informal", (), True,
+                                        f"answered {_short(ex.resp.name)} to a request it cannot have read whole "
+                                        f"({'; '.join(str(pr) for pr in req.problems)})"))
+            return [self._pair(cand, accepted, malformed, outcome, 0, None)]
+        if ex.resp is not None and ex.answered and cramped and ex.resp.name is None:
+            return [self._pair(cand, expected_ok, driver, outcome, 0, None)]  # not even a header fitted
         if ex.resp is not None and ex.answered:
             breaches = p.judge(st, req, outcome, ex.resp)
-            if ex.resp.problems:
+            if ex.resp.problems and not cramped:
                 breaches += self._malformed(outcome.rule.command, "device", ex.resp)
             if driver[len(outcome.failed):]:
                 breaches += driver[len(outcome.failed):]
@@ -334,7 +354,9 @@ class Checker:
             self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
             return
         try:
-            self.p.complete(st, ex.req, ex.resp, next(iter(rule.ok)))
+            # An answer too short to name its type was accepted all the same (the pair says so).
+            resp = ex.resp if ex.resp is not None and ex.resp.name is not None else None
+            self.p.complete(st, ex.req, resp, next(iter(rule.ok)))
         except (TypeError, KeyError, ValueError):
             self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
 
@@ -403,6 +425,8 @@ class Checker:
             if b.basis == "implementation" and b.definite:
                 d = self.divergences.setdefault((b.command, b.check), {"count": 0, "detail": b.detail})
                 d["count"] += 1
+                if self.divergence_log is not None:  # set by who watches exchange by exchange (the fuzzer)
+                    self.divergence_log.append(b)
 
     def _related(self, ex: Exchange) -> list[tuple[Where, str]]:
         rid = ex.req.fields.get("resource_id")

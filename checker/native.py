@@ -77,7 +77,7 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
             kind = rec.get("kind")
             if kind == "request":
                 ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
-                              source="native")
+                              source="native", resp_room=_room(rec))
                 if pairs.is_open(_id(rec)):
                     yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
                                      "request under it is unanswered; that one is taken as not seen answered")
@@ -125,6 +125,16 @@ def _queue(rec: dict) -> Optional[str]:
     if q is not None and q not in QUEUES:
         raise _Bad(f"queue {q!r} is not one of {', '.join(QUEUES)}")
     return q
+
+
+def _room(rec: dict) -> Optional[int]:
+    framing = rec.get("framing")
+    if framing is None:
+        return None
+    ins = framing.get("ins") if isinstance(framing, dict) else None
+    if not isinstance(ins, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in ins):
+        raise _Bad("'framing' is {\"outs\": [lengths], \"ins\": [sizes]} of non-negative integers")
+    return sum(ins)
 
 
 def _ts(rec: dict) -> Optional[float]:
@@ -242,9 +252,14 @@ class Writer:
     def _write(self, rec: dict) -> None:
         self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
-    def request(self, data: bytes, queue: str = CONTROLQ, ts: Optional[float] = None) -> int:
+    def request(self, data: bytes, queue: str = CONTROLQ, ts: Optional[float] = None,
+                framing: Optional[tuple[list[int], list[int]]] = None) -> int:
+        """`framing`: how the bytes were split over driver-readable descriptors, and the sizes of
+        the device-writable ones, when that is part of what is being tested."""
         self._id += 1
         rec = {"kind": "request", "id": self._id, "queue": queue, "bytes": data.hex()}
+        if framing is not None:
+            rec["framing"] = {"outs": list(framing[0]), "ins": list(framing[1])}
         if ts is not None:
             rec["ts"] = ts
         self._write(rec)

@@ -54,6 +54,7 @@ class Exchange:
     source: str = ""  # the importer: native | qemu | guest | merged
     also: list[Where] = field(default_factory=list)  # the same command in another source of the session
     index: int = 0  # set by the checker: the exchange's number in the session
+    resp_room: Optional[int] = None  # bytes of device-writable buffer the driver gave, when the trace says
 
 
 @dataclass(frozen=True)

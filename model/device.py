@@ -65,8 +65,7 @@ class ReferenceDevice:
     def handle(self, data: bytes, queue: str = "controlq") -> bytes:
         """Answer one request."""
         req = self.codec.decode_request(data, queue)
-        unusable = req.name is None or any(p.code in ("short-buffer", "entries-truncated", "payload-truncated",
-                                                      "wrong-queue") for p in req.problems)
+        unusable = self.protocol.unusable(req)
         # Judge in the state the request found, before it is booked on its timeline.
         name = "VIRTIO_GPU_RESP_ERR_UNSPEC" if unusable else self.protocol.expect(self.state, req).expected
         self.protocol.submit(self.state, req)

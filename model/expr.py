@@ -327,7 +327,7 @@ def atoms(expr: E) -> list[Cmp]:
 
 
 def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None,
-             report: Optional[dict[str, int]] = None) -> dict[str, Optional[dict]]:
+             report: Optional[dict[str, int]] = None, timeout_ms: int = 2000) -> dict[str, Optional[dict]]:
     """Two z3 models at the edge of `expr`: one that satisfies it exactly at a
 
     boundary (a comparison holding with no slack) and one that violates it by the
@@ -347,16 +347,16 @@ def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None
         else:
             tight, beyond = a + one == b, z3.And(a == b, True)
         if result["satisfy"] is None:
-            r, m = solve(base + [body, tight])
+            r, m = solve(base + [body, tight], timeout_ms)
             if r == "sat":
                 result["satisfy"] = env.model_values(m, widths)
         if result["violate"] is None:
-            r, m = solve(base + [z3.Not(body), beyond])
+            r, m = solve(base + [z3.Not(body), beyond], timeout_ms)
             if r == "sat":
                 result["violate"] = env.model_values(m, widths)
     for key, goal in (("satisfy", body), ("violate", z3.Not(body))):
         if result[key] is None:
-            r, m = solve(base + [goal])
+            r, m = solve(base + [goal], timeout_ms)
             if r == "sat":
                 result[key] = env.model_values(m, widths)
     return result

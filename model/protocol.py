@@ -14,7 +14,9 @@ from .rules_common import RING_COMPLETE
 from .state import Settings, State, timeline_key
 
 FAMILIES = (rules_2d, rules_query, rules_blob, rules_3d, rules_cursor)
-LADDER = ("normative", "spec-text", "informal")  # each step adds one basis to the profile
+LADDER = ("normative", "spec-text", "informal")
+# Request problems that leave a device nothing sound to act on: it refuses, with any error.
+UNUSABLE = frozenset({"short-buffer", "entries-truncated", "payload-truncated", "wrong-queue"})  # each step adds one basis to the profile
 
 
 class ModelError(Exception):
@@ -57,6 +59,10 @@ class Protocol:
         return State(settings or Settings(), ring_idx_flag=self.ring_flag)
 
     # --- one request ----------------------------------------------------------
+    @staticmethod
+    def unusable(req: Message) -> bool:
+        return req.name is None or any(pr.code in UNUSABLE for pr in req.problems)
+
     def expect(self, state: State, req: Message) -> Optional[Outcome]:
         """What the device may answer; None for a request of unknown type."""
         rule = self.compiled.get(req.name) if req.name else None

@@ -65,7 +65,7 @@ class ReferenceTarget(Target):
         self.device = ReferenceDevice(ir, settings)
 
     def reset(self) -> None:
-        self.device = ReferenceDevice(self.ir, self.settings)
+        self.device.state = self.device.protocol.new_state(self.settings)  # a new device, without rebuilding the rules
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         answer = self.device.handle(b"".join(outs), queue)

@@ -1,0 +1,185 @@
+"""A fuzz campaign: hypothesis runs the machine against a target in rounds; each new finding is
+shrunk to a minimal case, replayed on a fresh device, and saved as a reproducer.
+
+One round hunts one new finding: the first unseen signature a case shows becomes the one
+hypothesis shrinks towards (others seen meanwhile are left for later rounds). When the
+round ends with it shrunk, the next round starts with a new seed and that signature known,
+so the same finding is counted, never shrunk twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
+from hypothesis.errors import Flaky
+from hypothesis.stateful import get_state_machine_test
+
+from virtgpu_conform.model.adversary import Edges
+from virtgpu_conform.model.protocol import Protocol
+
+from .machine import Failure, Step, machine_for
+from .oracle import Observation, Signature
+from .replay import replay
+from .targets import Target
+
+RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
+RESULT_VERSION = 1
+
+
+class Stop(BaseException):
+    """Time is up. A BaseException, so hypothesis does not take it for a failing case and shrink it."""
+
+
+@dataclass
+class Found:
+    signature: Signature
+    message: str
+    requirements: tuple[str, ...]
+    first_seen: int  # commands sent when it was first seen
+    hits: int = 1
+    steps: list[Step] = field(default_factory=list)  # the smallest case known so far
+    shrunk: bool = False
+    reproduced: Optional[bool] = None  # the saved case, replayed on a fresh device, showed it again
+    path: Optional[str] = None  # the case's directory
+
+    def to_json(self) -> dict:
+        s = self.signature
+        return {"kind": s.kind, "command": s.command, "check": s.check, "basis": s.basis or None,
+                "requirements": list(self.requirements), "message": self.message, "hits": self.hits,
+                "first_seen_at_command": self.first_seen, "steps": len(self.steps), "shrunk": self.shrunk,
+                "reproduced": self.reproduced, "reproducer": self.path and os.path.join(self.path, "repro.ndjson")}
+
+
+class Campaign:
+    def __init__(self, protocol: Protocol, make_target: Callable[[Optional[str]], Target], profile: str = "strict",
+                 out: Optional[str] = None, seed: int = 0, steps: int = 40,
+                 progress: Optional[Callable[["Campaign"], None]] = None):
+        self.protocol, self.make_target, self.profile = protocol, make_target, profile
+        self.out, self.seed, self.max_steps, self.progress = out, seed, steps, progress
+        self.edges = Edges(protocol)
+        self.target = make_target(None)
+        self.found: dict[Signature, Found] = {}
+        self.hunting: Optional[Signature] = None
+        self.commands = self.cases = self.rounds = 0
+        self.started = time.monotonic()
+        self.deadline: Optional[float] = None
+        self.case_budget: Optional[int] = None
+        self.stopped = ""  # why the campaign ended early: time, interrupted, ...
+        self.flaky: list[str] = []
+        self._last_progress = 0.0
+        if out:
+            os.makedirs(out, exist_ok=True)
+
+    # --- called by the machine --------------------------------------------------------
+    def begin_case(self) -> None:
+        self._stop_if_due()
+        self.cases += 1
+        self.target.reset()
+
+    def observe(self, machine, obs: list[Observation]) -> None:
+        self.commands += 1
+        now = time.monotonic()
+        if self.progress and now - self._last_progress > 0.25:
+            self._last_progress = now
+            self.progress(self)
+        for o in obs:
+            f = self.found.get(o.signature)
+            if f is None:
+                f = self.found[o.signature] = Found(o.signature, o.message, o.requirements, self.commands,
+                                                    steps=list(machine.steps))
+                self._save(f)  # written as found: an interrupted shrink still leaves a reproducer
+            elif o.signature != self.hunting:
+                f.hits += 1
+            if self.hunting is None and not f.shrunk:
+                self.hunting = o.signature
+            if o.signature == self.hunting:
+                if len(machine.steps) <= len(f.steps):
+                    f.steps = list(machine.steps)
+                raise Failure(str(o.signature))
+        self._stop_if_due()
+
+    def _stop_if_due(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Stop("time")
+        if self.case_budget is not None and self.cases >= self.case_budget and self.hunting is None:
+            raise Stop("examples")
+
+    # --- the campaign ---------------------------------------------------------------------
+    def run(self, seconds: Optional[float] = None, examples: Optional[int] = None) -> None:
+        if seconds is not None:
+            self.deadline = time.monotonic() + seconds
+        self.case_budget = examples
+        factory = machine_for(self)
+        try:
+            while True:
+                self.rounds += 1
+                self.hunting = None
+                left = 10_000 if examples is None else max(1, examples - self.cases)
+                config = settings(max_examples=left, stateful_step_count=self.max_steps, database=None,
+                                  deadline=None, derandomize=False, verbosity=Verbosity.quiet, print_blob=False,
+                                  report_multiple_bugs=False, phases=(Phase.generate, Phase.shrink),
+                                  suppress_health_check=list(HealthCheck))
+                test = seed(self.seed * 1_000_003 + self.rounds)(get_state_machine_test(factory, settings=config))
+                try:
+                    test()
+                except Failure:
+                    f = self.found[self.hunting]
+                    f.shrunk = True
+                    self._save(f, replay_it=True)
+                    if self.progress:
+                        self.progress(self)
+                    continue
+                except Flaky as exc:
+                    self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                    continue
+                break  # a round that found nothing new used the whole budget
+        except Stop as exc:
+            self.stopped = str(exc)
+        except KeyboardInterrupt:
+            self.stopped = "interrupted"
+        finally:
+            self.target.close()
+            self.write_result()
+
+    # --- results ------------------------------------------------------------------------
+    def _save(self, f: Found, replay_it: bool = False) -> None:
+        if not self.out:
+            return
+        if f.path is None:
+            f.path = os.path.join(self.out, f"{len(self.found):03d}-{f.signature.key()}")
+            os.makedirs(f.path, exist_ok=True)
+        if replay_it:
+            # A fresh device with its logs in the case's directory; the saved trace is what it answered.
+            target = self.make_target(f.path)
+            try:
+                obs = replay(self.protocol, target, f.steps, os.path.join(f.path, "repro.ndjson"), self.profile)
+            finally:
+                target.close()
+            f.reproduced = any(o.signature == f.signature for o in obs)
+        else:
+            with open(os.path.join(f.path, "steps.json"), "w") as fh:
+                json.dump([s.to_json() for s in f.steps], fh)
+        with open(os.path.join(f.path, "finding.json"), "w") as fh:
+            json.dump(f.to_json(), fh, indent=1)
+        self.write_result()
+
+    def result(self) -> dict:
+        t = self.target
+        return {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "target": t.name,
+                "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
+                "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
+                "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
+                "z3_questions": self.edges.solved, "flaky": self.flaky,
+                "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)]}
+
+    def write_result(self) -> None:
+        if self.out:
+            tmp = os.path.join(self.out, "fuzz-result.json.tmp")
+            with open(tmp, "w") as fh:
+                json.dump(self.result(), fh, indent=1)
+            os.replace(tmp, os.path.join(self.out, "fuzz-result.json"))

@@ -1,0 +1,293 @@
+"""Adversarial command sequences: a hypothesis RuleBasedStateMachine built from the model.
+
+Every command of the model is reachable from four rules: `valid` (a request the model
+accepts in the current state, to reach deep states), `edge` (z3's values exactly at a
+check's limit or one past it, in the state the request meets), `wild` (any bytes the
+layout allows) and `framing` (the same messages cut, padded, split across descriptors,
+answered into a too-small buffer, or with a garbage type). `scene` builds a whole
+display in one go: a backed resource on a scanout, transferred and flushed.
+
+Ids come from what the machine itself named (live, freed, never-created, 0, u32 max),
+never from the device's answers, so generation does not depend on the device and
+hypothesis can shrink a failing case reproducibly. Which commands are enabled, and
+which ids are live, reads the oracle's model state, which follows the device's answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+from virtgpu_conform.model.codec import PAYLOAD_LENGTH
+from virtgpu_conform.model.strategies import leaves
+
+from .oracle import Observation, Oracle
+from .record import session_header
+
+if TYPE_CHECKING:
+    from .campaign import Campaign
+
+HDR = 24
+U32, U64 = (1 << 32) - 1, (1 << 64) - 1
+RAM_BACKING = 0x01000000  # guest RAM past the rings and the chain scratch area: backing pages live here
+FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
+SIZES = (1, 2, 16, 64, 256)
+
+
+@dataclass
+class Step:
+    queue: str
+    outs: list[bytes]
+    ins: list[int]
+    how: str  # valid | edge CHECK EDGE | wild | framing KIND | scene
+    framed: bool = False  # framing is part of the case and must be replayed as it was
+
+    def to_json(self) -> dict:
+        out = {"queue": self.queue, "outs": [b.hex() for b in self.outs], "ins": self.ins, "how": self.how}
+        if self.framed:
+            out["framed"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Step":
+        return cls(d["queue"], [bytes.fromhex(h) for h in d["outs"]], list(d["ins"]), d.get("how", ""),
+                   bool(d.get("framed")))
+
+
+class Failure(AssertionError):
+    """The case shows the finding the campaign is hunting: hypothesis shrinks it."""
+
+
+def _number(width_bits: int) -> st.SearchStrategy[int]:
+    top = (1 << width_bits) - 1
+    edges = sorted({0, 1, 2, 63, 64, 65, 4096, top, top - 1, top >> 1, (top >> 1) + 1, top - 63} & set(range(top + 1)))
+    return st.one_of(st.integers(0, min(top, 256)), st.sampled_from(edges), st.integers(0, top))
+
+
+def machine_for(camp: "Campaign") -> type:
+    p, codec, ir = camp.protocol, camp.protocol.codec, camp.protocol.ir
+    commands = sorted(p.rules)
+    queue_of = {c.name: c.queue for c in ir.commands}
+    formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
+    fence = ir.constant("VIRTIO_GPU_FLAG_FENCE")
+    answer_size = {}
+    for name, r in p.rules.items():
+        size = max([HDR] + [codec.layout(ok).size for ok in r.ok])
+        answer_size[name] = size + (4096 if name == "VIRTIO_GPU_CMD_GET_CAPSET" else 0)
+    # Commands that create what they name, and whose id must be free to succeed.
+    creates = {"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+               "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"}
+    # The display path weighs more among valid commands: it is where devices keep state.
+    common = ["VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+              "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"]
+    weighted = commands + [c for c in common if c in p.rules] * 2
+    # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
+    counts = {s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())
+
+    class DeviceMachine(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            camp.begin_case()
+            self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile)
+            self.steps: list[Step] = []
+            self.named: list[int] = []  # every resource id a create named, live or not
+            self.contexts: list[int] = []
+            self.gone = False  # the device died or a queue stalled: later steps cannot be judged
+
+        # --- ids ------------------------------------------------------------------
+        def _next_id(self) -> int:
+            return max((r for r in self.named if r < U32), default=0) + 1
+
+        def _resource_id(self, data, fresh: bool) -> int:
+            live = sorted(self.oracle.state.resources)
+            nxt = self._next_id()
+            if fresh:
+                return data.draw(st.one_of(st.just(nxt), st.just(nxt), st.sampled_from([0, U32] + live)))
+            choices = [st.sampled_from(live)] * 3 if live else []
+            freed = [r for r in self.named if r not in self.oracle.state.resources]
+            if freed:
+                choices.append(st.sampled_from(freed))
+            choices += [st.just(0), st.just(nxt), st.just(U32)]
+            return data.draw(st.one_of(choices))
+
+        def _ids(self, data, cmd: str, fresh: bool) -> dict:
+            keys = codec.layout(cmd).keys
+            out = {}
+            if "resource_id" in keys:
+                out["resource_id"] = self._resource_id(data, fresh and cmd in creates)
+            n = max(self.oracle.state.settings.num_scanouts, 1)
+            for k in ("scanout_id", "scanout", "pos.scanout_id"):
+                if k in keys:
+                    out[k] = data.draw(st.one_of(st.integers(0, n - 1), st.sampled_from([n, 16, U32])) if not fresh
+                                       else st.integers(0, n - 1))
+            ctx = data.draw(st.sampled_from([0] + self.contexts + [max(self.contexts, default=0) + 1]))
+            out["hdr.ctx_id"] = ctx
+            return out
+
+        def _header(self, data) -> dict:
+            if not data.draw(st.integers(0, 7)) == 0:
+                return {"hdr.flags": 0}
+            last = max((t.last_submitted or 0 for t in self.oracle.state.timelines.values()), default=0)
+            return {"hdr.flags": fence, "hdr.fence_id": data.draw(st.sampled_from([(last + 1) & U64, last, 0, U64]))}
+
+        # --- building one request ------------------------------------------------------
+        def _natural(self, data, cmd: str, fixed: dict) -> dict:
+            lay = codec.layout(cmd)
+            out = {}
+            for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
+                if key.startswith("hdr.") or key in lay.padding or key in fixed or is_bytes or key in counts:
+                    continue
+                if key in ("width", "height"):
+                    out[key] = data.draw(st.sampled_from(SIZES))
+                elif key == "format":
+                    out[key] = data.draw(st.sampled_from(formats))
+                else:
+                    out[key] = data.draw(st.integers(0, 64))
+            return out
+
+        def _rect_for(self, cmd: str, fields: dict) -> None:
+            """A valid request's rectangle covers its resource: the common case real drivers send."""
+            r = self.oracle.state.resources.get(fields.get("resource_id"))
+            if r is not None and "r.width" in codec.layout(cmd).keys:
+                fields.update({"r.x": 0, "r.y": 0, "r.width": r.width, "r.height": r.height, "offset": 0})
+
+        def _entries(self, data, cmd: str, fields: dict, valid: bool) -> Optional[list]:
+            s = ir.struct(codec.layout(cmd).name)
+            if not s.trailing:
+                return None
+            r = self.oracle.state.resources.get(fields.get("resource_id"))
+            need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
+            if valid:
+                return [{"addr": RAM_BACKING, "length": need}]
+            return data.draw(st.lists(st.fixed_dictionaries({
+                "addr": st.one_of(st.just(RAM_BACKING), st.sampled_from([0, U64 - 4095, 1 << 40])),
+                "length": st.one_of(st.just(need), st.sampled_from([0, need - 1, need + 1, U32]))}), max_size=3))
+
+        def _payload(self, data, cmd: str) -> bytes:
+            lay = codec.layout(cmd)
+            if lay.name in PAYLOAD_LENGTH or lay.flexible:
+                return data.draw(st.binary(max_size=64))
+            return b""
+
+        def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
+            fixed = self._ids(data, cmd, fresh=how == "valid")
+            fields = {**self._header(data), **self._natural(data, cmd, fixed), **fixed}
+            state = self.oracle.state
+            label = how
+            if how == "valid":
+                self._rect_for(cmd, fields)
+                fix = camp.edges.valid(state, cmd, fixed)
+                msg = codec.partial(cmd, fields, [])
+                outcome = p.expect(state, msg)
+                if fix and outcome is not None and any(c.errors is not None for c in outcome.failed):
+                    fields.update({k: v for k, v in fix.items() if k not in fixed})
+            elif how == "edge":
+                targets = camp.edges.targets(cmd)
+                if targets:
+                    check, edge = data.draw(st.sampled_from(targets))
+                    got = camp.edges.edge(state, cmd, fixed, check, edge)
+                    if got:
+                        fields.update({k: v for k, v in got.items() if k not in counts})
+                        label = f"edge {check} {edge}"
+            elif how == "wild":
+                fields = {**data.draw(leaves(codec.layout(cmd))), **fixed}
+            entries = self._entries(data, cmd, fields, how == "valid")
+            fields.pop("hdr.type", None)
+            if entries is not None and how == "wild":
+                fields.pop(ir.struct(codec.layout(cmd).name).trailing.count_field, None)
+            return codec.encode(cmd, fields, entries, self._payload(data, cmd)), label
+
+        # --- sending -------------------------------------------------------------------------
+        def _send(self, step: Step) -> None:
+            if self.gone:
+                return  # after a death or a stall nothing more can be judged in this case
+            reply = camp.target.send(step.queue, step.outs, step.ins)
+            self.steps.append(step)
+            obs = self.oracle.step(step.queue, step.outs, step.ins, reply)
+            if reply.status != "answered":
+                self.gone = True
+            self._after(step, obs)
+            camp.observe(self, obs)
+
+        def _after(self, step: Step, obs: list[Observation]) -> None:
+            req = codec.decode_request(b"".join(step.outs), step.queue)
+            if req.name in creates and req.fields.get("resource_id") is not None:
+                self.named.append(req.fields["resource_id"])
+            if req.name == "VIRTIO_GPU_CMD_CTX_CREATE":
+                self.contexts.append(req.fields.get("hdr.ctx_id") or 0)
+
+        def _one(self, data, how: str, pool=None) -> None:
+            cmd = data.draw(st.sampled_from(pool or commands))
+            raw, label = self._message(data, cmd, how)
+            q = queue_of.get(cmd) or "controlq"
+            self._send(Step(q, [raw], [answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+
+        # --- the rules ------------------------------------------------------------------------
+        @rule(data=st.data())
+        def valid(self, data):
+            self._one(data, "valid", weighted)
+
+        @rule(data=st.data())
+        def edge(self, data):
+            self._one(data, "edge")
+
+        @rule(data=st.data())
+        def wild(self, data):
+            self._one(data, "wild")
+
+        @rule(data=st.data())
+        def scene(self, data):
+            """A backed resource on scanout 0, transferred and flushed: the state a display is in."""
+            rid = self._next_id()
+            w, h = data.draw(st.sampled_from(SIZES)), data.draw(st.sampled_from(SIZES))
+            rect = {"resource_id": rid, "r.width": w, "r.height": h}
+            if not self.oracle.state.display_info_read:
+                self._send(Step("controlq", [codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
+                                [answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
+            for cmd, fields, entries in (
+                    ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": formats[0], "width": w,
+                                                           "height": h}, None),
+                    ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
+                     [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}]),
+                    ("VIRTIO_GPU_CMD_SET_SCANOUT", {**rect, "scanout_id": 0}, None),
+                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", rect, None),
+                    ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
+                self._send(Step("controlq", [codec.encode(cmd, fields, entries)], [answer_size[cmd]],
+                                f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+
+        @rule(data=st.data())
+        def framing(self, data):
+            cmd = data.draw(st.sampled_from(commands))
+            raw, _ = self._message(data, cmd, "valid")
+            q = queue_of.get(cmd) or "controlq"
+            kind = data.draw(st.sampled_from(FRAMINGS))
+            outs, ins = [raw], [answer_size[cmd]]
+            if kind == "truncate":
+                outs = [raw[:data.draw(st.integers(0, len(raw) - 1))]] if len(raw) > 1 else [b""]
+            elif kind == "oversize":
+                outs = [raw + data.draw(st.binary(min_size=1, max_size=64))]
+            elif kind == "split":
+                cut = data.draw(st.integers(1, max(1, len(raw) - 1)))
+                outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
+            elif kind == "small-answer":
+                ins = [data.draw(st.integers(0, answer_size[cmd] - 1))]
+            elif kind == "garbage-type":
+                outs = [data.draw(st.integers(0, U32)).to_bytes(4, "little") + raw[4:]]
+            elif kind == "no-answer-buffer":
+                ins = []
+            outs = [o for o in outs if o] or [bytes(1)]
+            self._send(Step(q, outs, ins, f"framing {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}", framed=True))
+
+    DeviceMachine.__name__ = f"DeviceMachine_{camp.target.name}"
+    return DeviceMachine
+
+
+@dataclass
+class Case:
+    """A finished case worth keeping: its steps and what it showed."""
+
+    steps: list[Step]
+    observations: list[Observation] = field(default_factory=list)

@@ -1,0 +1,110 @@
+"""The fuzz oracle is `check` itself: each exchange is written as a native record and read back by
+the same importer and Checker that a saved reproducer meets, so what the fuzzer reports is what
+`virtgpu-conform check` says about the reproducer."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from virtgpu_conform.model.protocol import Protocol
+
+from .. import native
+from ..engine import Checker
+from ..findings import Finding
+from .targets import Reply
+
+CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What makes two failing cases the same finding."""
+
+    kind: str  # crash | liveness | violation | divergence
+    command: str
+    check: str
+    basis: str = ""
+
+    def __str__(self) -> str:
+        cmd = self.command.removeprefix("VIRTIO_GPU_CMD_") or "(unknown command)"
+        return f"{self.kind}: {cmd} {self.check}" + (f" [{self.basis}]" if self.basis else "")
+
+    def key(self) -> str:
+        return f"{self.kind}-{self.command.removeprefix('VIRTIO_GPU_CMD_').lower() or 'unknown'}-{self.check}"
+
+
+@dataclass
+class Observation:
+    """One device-side finding on one exchange."""
+
+    signature: Signature
+    message: str
+    line: int  # of the request record in the case's trace
+    requirements: tuple[str, ...] = ()
+
+
+class Oracle:
+    def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson"):
+        self.p, self.name = protocol, name
+        self.out = io.StringIO()
+        self.writer = native.Writer(self.out, **session)
+        self.checker = Checker(protocol, profile)
+        self.checker.divergence_log = []
+        self._lines = self._pos = 0
+        self._feed()
+
+    def _feed(self) -> None:
+        """Read what the writer added since last time, exactly as `check` reads a file."""
+        text = self.out.getvalue()
+        new, self._pos = text[self._pos:], len(text)
+        numbered = []
+        for line in new.splitlines():
+            self._lines += 1
+            numbered.append((self._lines, line))
+        for ev in native.read(numbered, self.name, self.p.codec):
+            self.checker.feed(ev)
+
+    @property
+    def state(self):
+        return self.checker.cands[0].state
+
+    def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply) -> list[Observation]:
+        data = b"".join(outs)
+        # The framing is always written: a replay then sends exactly the same chain.
+        rid = self.writer.request(data, queue, framing=(list(map(len, outs)), list(ins)))
+        line = self._lines + 1
+        if reply.status == "answered":
+            self.writer.response(rid, reply.data)
+        else:
+            self.writer.no_response(rid, f"{reply.status}: {reply.detail}")
+        before = len(self.checker.findings)
+        self._feed()
+        out = []
+        for f in self.checker.findings[before:]:
+            obs = self._observe(f, reply)
+            if obs is not None:
+                out.append(obs)
+        for b in self.checker.divergence_log:
+            if b.side == "device":  # a driver breaking an implementation-defined rule is the fuzzer's doing
+                out.append(Observation(Signature(DIVERGENCE, b.command, b.check), b.detail, line))
+        self.checker.divergence_log.clear()
+        if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
+            cmd = self.p.codec.decode_request(data, queue).name or ""
+            out.append(Observation(Signature(CRASH, cmd, "device-died"), reply.detail, line))
+        return out
+
+    @staticmethod
+    def _observe(f: Finding, reply: Reply) -> Optional[Observation]:
+        """The device's definite findings; the driver's are the fuzzer's own doing."""
+        if f.side != "device" or not f.definite:
+            return None
+        if f.check == "no-response":
+            kind = CRASH if reply.status == "died" else LIVENESS
+            check = "device-died" if kind == CRASH else "no-response"
+            return Observation(Signature(kind, f.command, check), f"{f.message} ({reply.detail})", f.where.line)
+        return Observation(Signature(VIOLATION, f.command, f.check, f.basis), f.message, f.where.line, f.reqs)
+
+    def text(self) -> str:
+        return self.out.getvalue()
