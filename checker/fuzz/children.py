@@ -1,0 +1,81 @@
+"""Helper processes (a vhost-user backend, an adapter device program) that never outlive the tool.
+
+The same protection as QEMU's in qtest.py: PR_SET_PDEATHSIG (the kernel kills the child when
+the process that started it dies, even by SIGKILL), a process group of its own (a terminal's
+Ctrl-C reaches the tool, which decides), SIGKILL of that group on close and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import weakref
+from typing import Optional, Sequence
+
+from .qtest import _die_with_parent
+
+_LIVE: "weakref.WeakSet[Child]" = weakref.WeakSet()
+
+
+class Child:
+    def __init__(self, argv: Sequence[str], **popen_kw):
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(self.argv, preexec_fn=_die_with_parent, **popen_kw)
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the child exited within `timeout` seconds."""
+        try:
+            self.proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            pass
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except (OSError, ValueError):
+                    pass
+        _LIVE.discard(self)
+
+
+def tail(path: str, limit: int = 2000) -> str:
+    """The end of a log file, for error messages ('' when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@atexit.register
+def _kill_all() -> None:
+    for c in list(_LIVE):
+        c.kill()
