@@ -10,6 +10,7 @@ import click
 from . import console
 from .check_cli import check
 from .console import EXIT_USAGE
+from .fuzz_cli import fuzz
 from .model_cli import model
 from .spec_cli import spec
 
@@ -51,3 +52,4 @@ def main() -> None:
 main.add_command(spec)
 main.add_command(check)
 main.add_command(model)
+main.add_command(fuzz)

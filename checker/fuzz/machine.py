@@ -273,7 +273,8 @@ def machine_for(camp: "Campaign") -> type:
                 cut = data.draw(st.integers(1, max(1, len(raw) - 1)))
                 outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
             elif kind == "small-answer":
-                ins = [data.draw(st.integers(0, answer_size[cmd] - 1))]
+                # at least one byte: a zero-sized buffer is a virtio error that breaks the whole device
+                ins = [data.draw(st.integers(1, answer_size[cmd] - 1))]
             elif kind == "garbage-type":
                 outs = [data.draw(st.integers(0, U32)).to_bytes(4, "little") + raw[4:]]
             elif kind == "no-answer-buffer":

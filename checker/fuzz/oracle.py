@@ -28,11 +28,11 @@ class Signature:
     basis: str = ""
 
     def __str__(self) -> str:
-        cmd = self.command.removeprefix("VIRTIO_GPU_CMD_") or "(unknown command)"
+        cmd = self.command.removeprefix("VIRTIO_GPU_CMD_") or "any command"
         return f"{self.kind}: {cmd} {self.check}" + (f" [{self.basis}]" if self.basis else "")
 
     def key(self) -> str:
-        return f"{self.kind}-{self.command.removeprefix('VIRTIO_GPU_CMD_').lower() or 'unknown'}-{self.check}"
+        return f"{self.kind}-{self.command.removeprefix('VIRTIO_GPU_CMD_').lower() or 'any'}-{self.check}"
 
 
 @dataclass
@@ -45,9 +45,16 @@ class Observation:
     requirements: tuple[str, ...] = ()
 
 
+def shared_checks(protocol: Protocol) -> frozenset[str]:
+    """Checks and obligations every command has (the header's): one finding whichever command shows it."""
+    ids = [{c.id for c in (*r.checks, *r.obligations)} for r in protocol.rules.values()]
+    return frozenset(set.intersection(*ids)) if ids else frozenset()
+
+
 class Oracle:
     def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson"):
         self.p, self.name = protocol, name
+        self.shared = shared_checks(protocol)
         self.out = io.StringIO()
         self.writer = native.Writer(self.out, **session)
         self.checker = Checker(protocol, profile)
@@ -82,13 +89,15 @@ class Oracle:
         before = len(self.checker.findings)
         self._feed()
         out = []
+        req = self.p.codec.decode_request(data, queue)
         for f in self.checker.findings[before:]:
-            obs = self._observe(f, reply)
+            obs = self._observe(f, reply, self.shared, req)
             if obs is not None:
                 out.append(obs)
         for b in self.checker.divergence_log:
             if b.side == "device":  # a driver breaking an implementation-defined rule is the fuzzer's doing
-                out.append(Observation(Signature(DIVERGENCE, b.command, b.check), b.detail, line))
+                cmd = "" if b.check in self.shared else b.command
+                out.append(Observation(Signature(DIVERGENCE, cmd, b.check), b.detail, line))
         self.checker.divergence_log.clear()
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
             cmd = self.p.codec.decode_request(data, queue).name or ""
@@ -96,15 +105,21 @@ class Oracle:
         return out
 
     @staticmethod
-    def _observe(f: Finding, reply: Reply) -> Optional[Observation]:
+    def _observe(f: Finding, reply: Reply, shared: frozenset[str], req) -> Optional[Observation]:
         """The device's definite findings; the driver's are the fuzzer's own doing."""
         if f.side != "device" or not f.definite:
             return None
         if f.check == "no-response":
             kind = CRASH if reply.status == "died" else LIVENESS
             check = "device-died" if kind == CRASH else "no-response"
-            return Observation(Signature(kind, f.command, check), f"{f.message} ({reply.detail})", f.where.line)
-        return Observation(Signature(VIOLATION, f.command, f.check, f.basis), f.message, f.where.line, f.reqs)
+            cmd = f.command
+            if req.problems:  # the malformation, not the command, is what the device chokes on
+                cmd, check = "", f"{check}-to-{req.problems[0].code}"
+            return Observation(Signature(kind, cmd, check), f"{f.message} ({reply.detail})", f.where.line)
+        # A response-type finding is about the check the request failed, when the message names one shared by all.
+        blamed = next((c for c in shared if f.check == "response-type" and f"fails {c}" in f.message), None)
+        cmd = "" if f.check in shared or blamed else f.command
+        return Observation(Signature(VIOLATION, cmd, blamed or f.check, f.basis), f.message, f.where.line, f.reqs)
 
     def text(self) -> str:
         return self.out.getvalue()

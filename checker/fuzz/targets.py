@@ -17,6 +17,7 @@ from .qtest import QemuGone, QemuProcess
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 QUEUES = {"controlq": 0, "cursorq": 1}
+NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
 HDR_SIZE = 24
 
 
@@ -165,9 +166,18 @@ class QemuTarget(Target):
         try:
             used = self.pci.send(QUEUES[queue], outs, in_sizes, self.timeout)
         except Stalled as exc:
-            return Reply("no-answer", detail=str(exc))
+            detail = str(exc)
+            try:
+                if self.pci.status() & NEEDS_RESET:
+                    detail += "; the device set DEVICE_NEEDS_RESET (it took the chain for a broken one)"
+            except QemuGone:
+                pass
+            return Reply("no-answer", detail=detail)
         except QemuGone as exc:
             return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+        if used.length > sum(in_sizes):
+            return Reply("answered", used.data, detail=f"used length {used.length} exceeds the {sum(in_sizes)} "
+                                                       "bytes of device-writable buffers")
         return Reply("answered", used.data[: used.length])
 
     def close(self) -> None:

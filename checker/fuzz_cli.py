@@ -1,0 +1,175 @@
+"""The `fuzz` command: a campaign against one device target, or the replay of a saved case."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from typing import Optional
+
+import click
+from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
+
+from . import console
+from .console import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from .trace import TraceError
+
+TARGETS = ("reference", "qemu", "vhost-user-gpu", "adapter")
+FAILING = ("violation", "crash", "liveness")  # kinds that make the exit code 1; divergences are reported only
+
+
+def _seconds(text: Optional[str]) -> Optional[float]:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration (30s, 5m, 1h, or seconds)", param_hint="--time")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: Optional[str],
+                        adapter_socket: Optional[str], timeout: float):
+    """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
+    from .fuzz.targets import QemuTarget, ReferenceTarget
+
+    def make(log_dir: Optional[str]):
+        def at(name: str) -> Optional[str]:
+            return os.path.join(log_dir, name) if log_dir else None
+        if target == "reference":
+            return ReferenceTarget(ir)
+        if target == "qemu":
+            device = "virtio-gpu-pci" + (f",{device_opts}" if device_opts else "")
+            return QemuTarget(ir, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
+                              qtest_log=at("qtest.log"), timeout=timeout)
+        if target == "vhost-user-gpu":
+            from .fuzz.vhost_user import VhostUserGpuTarget
+            return VhostUserGpuTarget(ir, qemu=qemu, log_path=at("qemu-trace.log"), qtest_log=at("qtest.log"),
+                                      backend_log=at("backend.log"), timeout=timeout)
+        from .fuzz.adapter import AdapterTarget
+        if not (adapter or adapter_socket):
+            raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
+        return AdapterTarget(ir, command=adapter, socket_path=adapter_socket, log_path=at("device-stderr.log"),
+                             timeout=timeout)
+    return make
+
+
+@click.command()
+@click.option("--target", "target", type=click.Choice(TARGETS), default="reference", show_default=True,
+              help="The device under test.")
+@click.option("--qemu", default="qemu-system-x86_64", show_default=True, help="QEMU binary (qemu, vhost-user-gpu).")
+@click.option("--device-opts", default="", help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'.")
+@click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
+@click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
+@click.option("--time", "duration", help="Stop after this long (30s, 5m, 1h). Default 1m unless --examples.")
+@click.option("--examples", type=click.IntRange(1), help="Stop after this many generated cases.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Campaign seed (repeatable on the reference target).")
+@click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="Commands per case, at most.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Write findings and reproducers here (default: ./fuzz-out).")
+@click.option("--profile", type=click.Choice(["strict", "spec"]), default="strict", show_default=True,
+              help="Which rules count: spec (normative and spec text) or strict (also informal).")
+@click.option("--timeout", type=float, default=0.5, show_default=True,
+              help="Seconds to wait for one answer (QEMU answers within milliseconds; a wait past this is a finding).")
+@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
+def fuzz(target: str, qemu: str, device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
+         duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
+         timeout: float, replay_path: Optional[str]) -> None:
+    """Fuzz a virtio-gpu device with model-guided command sequences.
+
+    Each new finding (a spec violation, a divergence from the reference device, an answer
+    that never comes, a device that dies) is shrunk to a minimal case and saved under
+    --out as a native trace that `check` reads and `fuzz --replay` re-runs. Ctrl-C stops
+    the campaign and keeps what was found.
+    """
+    from virtgpu_conform.model.protocol import Protocol
+    from virtgpu_conform.spec.load import load_snapshot
+
+    from .fuzz.targets import TargetError
+
+    protocol = Protocol(load_snapshot())
+    make = make_target_factory(protocol.ir, target, qemu, device_opts, adapter, adapter_socket, timeout)
+    try:
+        if replay_path:
+            sys.exit(_replay(protocol, make, replay_path, out, profile))
+        seconds = _seconds(duration)
+        if seconds is None and examples is None:
+            seconds = 60.0
+        sys.exit(_campaign(protocol, make, seconds, examples, seed, steps, out or "fuzz-out", profile))
+    except TargetError as exc:
+        console.err.print(f"fuzz: the {target} target cannot run here: {exc}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    except TraceError as exc:
+        console.err.print(f"fuzz: {exc}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> int:
+    from .fuzz.campaign import Campaign
+
+    live: Optional[Live] = None
+    reported: set = set()
+
+    def line(c) -> Text:
+        rate = c.commands / max(1e-9, time.monotonic() - c.started)
+        hunting = f", shrinking {c.hunting}" if c.hunting else ""
+        return Text(f"fuzz {c.target.name}: {c.commands} commands ({rate:,.0f}/s), {c.cases} cases, "
+                    f"{len(c.found)} findings{hunting}")
+
+    def progress(c) -> None:
+        for f in c.found.values():
+            if f.signature not in reported:
+                reported.add(f.signature)
+                console.err.print(f"  new: {escape(str(f.signature))}: {escape(f.message)}", soft_wrap=True)
+        if live is not None:
+            live.update(line(c))
+
+    camp = Campaign(protocol, make, profile=profile, out=out, seed=seed, steps=steps, progress=progress)
+    if console.err.is_terminal:
+        live = Live(line(camp), console=console.err, refresh_per_second=4, transient=True)
+        live.start()
+    try:
+        camp.run(seconds=seconds, examples=examples)
+    finally:
+        if live is not None:
+            live.stop()
+    progress(camp)
+    r = camp.result()
+    why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
+    console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
+                      f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s), seed {r['seed']}; "
+                      f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}", soft_wrap=True)
+    for f in r["findings"]:
+        state = "shrunk" if f["shrunk"] else "not shrunk"
+        rep = {True: "reproduced on a fresh device", False: "NOT reproduced on a fresh device", None: ""}[f["reproduced"]]
+        reqs = f" [{', '.join(f['requirements'])}]" if f["requirements"] else ""
+        console.out.print(f"  {f['kind']}: {escape(f['command'].removeprefix('VIRTIO_GPU_CMD_') or 'any command')} {f['check']}"
+                          f"{escape(reqs)} x{f['hits']}: {escape(f['message'])}\n    {f['steps']} steps, {state}"
+                          f"{', ' + rep if rep else ''}: {escape(f['reproducer'] or '')}", soft_wrap=True)
+    for note in r["flaky"]:
+        console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
+    console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
+    if r["stopped"] == "interrupted":
+        return 130
+    return EXIT_FINDINGS if any(f["kind"] in FAILING for f in r["findings"]) else EXIT_OK
+
+
+def _replay(protocol, make, path: str, out: Optional[str], profile: str) -> int:
+    from .fuzz.replay import replay, steps_from_trace
+
+    steps = steps_from_trace(path)
+    dest = out or os.path.dirname(os.path.abspath(path))
+    os.makedirs(dest, exist_ok=True)
+    target = make(dest)
+    try:
+        trace = os.path.join(dest, "replay.ndjson")
+        obs = replay(protocol, target, steps, trace, profile)
+    finally:
+        target.close()
+    console.out.print(f"replayed {len(steps)} requests of {escape(path)} on {target.name}: {escape(trace)}", soft_wrap=True)
+    for o in obs:
+        console.out.print(f"  line {o.line}: {escape(str(o.signature))}: {escape(o.message)}", soft_wrap=True)
+    if not obs:
+        console.out.print("  no device findings", soft_wrap=True)
+    return EXIT_FINDINGS if any(o.signature.kind in FAILING for o in obs) else EXIT_OK
