@@ -17,13 +17,17 @@ from .protocol import Protocol
 from .state import State
 
 EDGES = ("satisfy", "violate")
+# z3's models depend on what the process asked it before, so the same question can get a different
+# (equally valid) answer later. One cache per process and SpecIR keeps every answer the first one:
+# a campaign's seed then decides what it sends, and hypothesis replays a case exactly.
+_ANSWERS: dict[str, dict[tuple, Optional[dict]]] = {}
 
 
 class Edges:
     def __init__(self, protocol: Protocol, timeout_ms: int = 200):
         self.p = protocol
         self.timeout_ms = timeout_ms
-        self.cache: dict[tuple, Optional[dict]] = {}
+        self.cache = _ANSWERS.setdefault(protocol.ir.version, {})
         self.solved = 0  # z3 questions actually asked (the rest came from the cache)
 
     def targets(self, command: str) -> list[tuple[str, str]]:
