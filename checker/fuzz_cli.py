@@ -31,7 +31,8 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 
 
 def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: Optional[str],
-                        adapter_socket: Optional[str], timeout: float):
+                        adapter_socket: Optional[str], timeout: float, qemu_args: tuple[str, ...] = (),
+                        features: Optional[frozenset[str]] = None):
     """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
     from .fuzz.targets import QemuTarget, ReferenceTarget
 
@@ -39,27 +40,32 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
         def at(name: str) -> Optional[str]:
             return os.path.join(log_dir, name) if log_dir else None
         if target == "reference":
-            return ReferenceTarget(ir)
+            return ReferenceTarget(ir, features)
         if target == "qemu":
             device = "virtio-gpu-pci" + (f",{device_opts}" if device_opts else "")
-            return QemuTarget(ir, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
-                              qtest_log=at("qtest.log"), timeout=timeout)
+            return QemuTarget(ir, features, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
+                              qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args)
         if target == "vhost-user-gpu":
             from .fuzz.vhost_user import VhostUserGpuTarget
-            return VhostUserGpuTarget(ir, qemu=qemu, log_path=at("qemu-trace.log"), qtest_log=at("qtest.log"),
+            return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
+                                      qtest_log=at("qtest.log"),
                                       backend_log=at("backend.log"), timeout=timeout)
         from .fuzz.adapter import AdapterTarget
         if not (adapter or adapter_socket):
             raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
-        return AdapterTarget(ir, command=adapter, socket_path=adapter_socket, log_path=at("device-stderr.log"),
+        return AdapterTarget(ir, command=adapter, features=features, socket_path=adapter_socket, log_path=at("device-stderr.log"),
                              timeout=timeout)
     return make
 
 
 @click.command()
-@click.option("--target", "target", type=click.Choice(TARGETS), default="reference", show_default=True,
-              help="The device under test.")
+@click.option("--target", "targets", type=click.Choice(TARGETS), multiple=True,
+              help="The device under test (default: reference). Give it more than once for a differential run: "
+                   "the same chains go to every target, the first one leads.")
 @click.option("--qemu", default="qemu-system-x86_64", show_default=True, help="QEMU binary (qemu, vhost-user-gpu).")
+@click.option("--qemu-arg", "qemu_args", multiple=True,
+              help="Extra QEMU argument, repeatable (e.g. --qemu-arg=-L --qemu-arg=DIR for an unpacked QEMU; "
+                   "its modules come from QEMU_MODULE_DIR).")
 @click.option("--device-opts", default="", help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'.")
 @click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
 @click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
@@ -70,10 +76,10 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Write findings and reproducers here (default: ./fuzz-out).")
 @click.option("--profile", type=click.Choice(["strict", "spec"]), default="strict", show_default=True,
               help="Which rules count: spec (normative and spec text) or strict (also informal).")
-@click.option("--timeout", type=float, default=0.5, show_default=True,
+@click.option("--timeout", type=float, default=0.2, show_default=True,
               help="Seconds to wait for one answer (QEMU answers within milliseconds; a wait past this is a finding).")
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
-def fuzz(target: str, qemu: str, device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
+def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
          duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
          timeout: float, replay_path: Optional[str]) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
@@ -89,8 +95,33 @@ def fuzz(target: str, qemu: str, device_opts: str, adapter: Optional[str], adapt
     from .fuzz.targets import TargetError
 
     protocol = Protocol(load_snapshot())
-    make = make_target_factory(protocol.ir, target, qemu, device_opts, adapter, adapter_socket, timeout)
+    targets = tuple(dict.fromkeys(targets)) or ("reference",)
+    target = "+".join(targets)
+    def maker(t: str, features: Optional[frozenset[str]] = None):
+        return make_target_factory(protocol.ir, t, qemu, device_opts, adapter, adapter_socket, timeout, qemu_args,
+                                   features)
+    if len(targets) == 1:
+        make = maker(targets[0])
+    else:
+        from .fuzz.differential import MirrorTarget
+
+        def make(log_dir: Optional[str]):
+            built = []
+            try:
+                for t in targets:
+                    sub = os.path.join(log_dir, t) if log_dir else None
+                    if sub:
+                        os.makedirs(sub, exist_ok=True)
+                    # the others are offered what the lead agreed, so every target sees the same device
+                    built.append(maker(t, built[0].settings.features if built else None)(sub))
+            except BaseException:
+                for b in built:
+                    b.close()
+                raise
+            return MirrorTarget(built)
     try:
+        if replay_path and len(targets) > 1:
+            raise click.UsageError("--replay re-runs a case on one --target")
         if replay_path:
             sys.exit(_replay(protocol, make, replay_path, out, profile))
         seconds = _seconds(duration)
@@ -147,12 +178,36 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
         console.out.print(f"  {f['kind']}: {escape(f['command'].removeprefix('VIRTIO_GPU_CMD_') or 'any command')} {f['check']}"
                           f"{escape(reqs)} x{f['hits']}: {escape(f['message'])}\n    {f['steps']} steps, {state}"
                           f"{', ' + rep if rep else ''}: {escape(f['reproducer'] or '')}", soft_wrap=True)
+    if r["differential"] is not None:
+        _print_differential(r)
     for note in r["flaky"]:
         console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
     console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
     if r["stopped"] == "interrupted":
         return 130
     return EXIT_FINDINGS if any(f["kind"] in FAILING for f in r["findings"]) else EXIT_OK
+
+
+def _print_differential(r: dict) -> None:
+    from rich.table import Table
+
+    rows = r["differential"]
+    if not rows:
+        console.out.print("differential: every target answered every chain alike")
+        return
+    names = list(rows[0]["answers"])
+    t = Table(title="where the targets' answers differ", title_justify="left")
+    t.add_column("command")
+    for n in names:
+        t.add_column(n)
+    t.add_column("count", justify="right")
+    t.add_column("verdict")
+    t.add_column("requirements / basis")
+    for row in rows:
+        verdict = row["verdict"] + ": " + row["why"]
+        t.add_row(escape(row["command"]), *[escape(row["answers"][n]) for n in names], str(row["count"]),
+                  escape(verdict), escape(", ".join(row["requirements"]) or (row["basis"] or "")))
+    console.out.print(t)
 
 
 def _replay(protocol, make, path: str, out: Optional[str], profile: str) -> int:

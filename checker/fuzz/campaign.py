@@ -22,6 +22,7 @@ from hypothesis.stateful import get_state_machine_test
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
+from .differential import Differ, MirrorTarget
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
 from .replay import replay
@@ -58,11 +59,15 @@ class Found:
 class Campaign:
     def __init__(self, protocol: Protocol, make_target: Callable[[Optional[str]], Target], profile: str = "strict",
                  out: Optional[str] = None, seed: int = 0, steps: int = 40,
-                 progress: Optional[Callable[["Campaign"], None]] = None):
+                 progress: Optional[Callable[["Campaign"], None]] = None, hunt: bool = True):
         self.protocol, self.make_target, self.profile = protocol, make_target, profile
         self.out, self.seed, self.max_steps, self.progress = out, seed, steps, progress
         self.edges = Edges(protocol)
+        self.hunt = hunt  # False: note findings, shrink none (a survey, and what the speed benchmark runs)
         self.target = make_target(None)
+        self.differ = None  # set for a differential run (the target is then a MirrorTarget)
+        if isinstance(self.target, MirrorTarget):
+            self.differ = Differ(protocol, [t.name for t in self.target.targets], profile, out)
         self.found: dict[Signature, Found] = {}
         self.hunting: Optional[Signature] = None
         self.commands = self.cases = self.rounds = 0
@@ -95,7 +100,7 @@ class Campaign:
                 self._save(f)  # written as found: an interrupted shrink still leaves a reproducer
             elif o.signature != self.hunting:
                 f.hits += 1
-            if self.hunting is None and not f.shrunk:
+            if self.hunting is None and not f.shrunk and self.hunt:
                 self.hunting = o.signature
             if o.signature == self.hunting:
                 if len(machine.steps) <= len(f.steps):
@@ -175,7 +180,8 @@ class Campaign:
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
                 "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
                 "z3_questions": self.edges.solved, "flaky": self.flaky,
-                "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)]}
+                "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
+                "differential": self.differ.table() if self.differ else None}
 
     def write_result(self) -> None:
         if self.out:

@@ -204,9 +204,14 @@ def machine_for(camp: "Campaign") -> type:
         def _send(self, step: Step) -> None:
             if self.gone:
                 return  # after a death or a stall nothing more can be judged in this case
+            differ = camp.differ
+            before = self.oracle.state.clone() if differ is not None else None
             reply = camp.target.send(step.queue, step.outs, step.ins)
             self.steps.append(step)
             obs = self.oracle.step(step.queue, step.outs, step.ins, reply)
+            if differ is not None:
+                req = codec.decode_request(b"".join(step.outs), step.queue)
+                differ.compare(before, req, step.queue, camp.target.last, self.oracle.text())
             if reply.status != "answered":
                 self.gone = True
             self._after(step, obs)

@@ -16,6 +16,7 @@ from ..findings import Finding
 from .targets import Reply
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
+GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,11 @@ class Oracle:
             obs = self._observe(f, reply, self.shared, req)
             if obs is not None:
                 out.append(obs)
+        judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
         for b in self.checker.divergence_log:
-            if b.side == "device":  # a driver breaking an implementation-defined rule is the fuzzer's doing
+            # A driver breaking an implementation-defined rule is the fuzzer's doing; an answer already
+            # reported as a violation is not also a divergence.
+            if b.side == "device" and not (b.check == "preferred-answer" and b.command in judged):
                 cmd = "" if b.check in self.shared else b.command
                 out.append(Observation(Signature(DIVERGENCE, cmd, b.check), b.detail, line))
         self.checker.divergence_log.clear()
@@ -118,7 +122,8 @@ class Oracle:
             return Observation(Signature(kind, cmd, check), f"{f.message} ({reply.detail})", f.where.line)
         # A response-type finding is about the check the request failed, when the message names one shared by all.
         blamed = next((c for c in shared if f.check == "response-type" and f"fails {c}" in f.message), None)
-        cmd = "" if f.check in shared or blamed else f.command
+        # The same device habit whatever the command: one finding.
+        cmd = "" if f.check in shared or blamed or f.check in GROUPED else f.command
         return Observation(Signature(VIOLATION, cmd, blamed or f.check, f.basis), f.message, f.where.line, f.reqs)
 
     def text(self) -> str:

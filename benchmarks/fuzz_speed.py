@@ -1,0 +1,77 @@
+"""How fast `fuzz` drives a device: commands per second against QEMU, against a bare qtest loop, and
+against the embedded reference device, all measured in this one run.
+
+    python benchmarks/fuzz_speed.py [--seconds 20] [--qemu qemu-system-x86_64]
+
+The bare loop sends a fixed display workload (create, attach backing, set scanout, transfer,
+flush, unref) through the same virtio-pci driver over qtest, with nothing generated and
+nothing checked: what the device and the qtest round trips cost alone. The fuzz figures are
+campaigns that generate, send and check but shrink nothing (a survey), so they measure the
+steady state rather than whichever findings a seed happens to hit first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from virtgpu_conform.checker.fuzz.campaign import Campaign
+from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget
+from virtgpu_conform.model.protocol import Protocol
+from virtgpu_conform.spec.load import load_snapshot
+
+
+def workload(codec):
+    e = codec.encode
+    rect = {"resource_id": 1, "r.width": 64, "r.height": 64}
+    return [
+        ("controlq", e("VIRTIO_GPU_CMD_GET_DISPLAY_INFO"), 408),
+        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64}), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1},
+                       [{"addr": 0x1000000, "length": 64 * 64 * 4}]), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **rect}), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", rect), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0}), 24),
+        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": 1}), 24),
+    ]
+
+
+def bare(ir, codec, seconds: float, qemu: str) -> float:
+    steps = workload(codec)
+    with QemuTarget(ir, qemu=qemu) as t:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for queue, data, size in steps:
+                r = t.send(queue, [data], [size])
+                assert r.status == "answered", r
+            n += len(steps)
+        return n / (time.perf_counter() - t0)
+
+
+def survey(protocol, make, seconds: float) -> tuple[float, Campaign]:
+    c = Campaign(protocol, make, seed=1, hunt=False)
+    t0 = time.perf_counter()
+    c.run(seconds=seconds)
+    return c.commands / (time.perf_counter() - t0), c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--qemu", default="qemu-system-x86_64")
+    a = ap.parse_args()
+    ir = load_snapshot()
+    p = Protocol(ir)
+    rate_bare = bare(ir, p.codec, a.seconds, a.qemu)
+    rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
+    rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+    print(f"{'':34} {'commands/s':>11}")
+    print(f"{'bare qtest loop (QEMU)':34} {rate_bare:>11,.0f}")
+    print(f"{'fuzz survey against QEMU':34} {rate_qemu:>11,.0f}   ({cq.cases} cases, {len(cq.found)} findings)")
+    print(f"{'fuzz survey against reference':34} {rate_ref:>11,.0f}   ({cr.cases} cases)")
+    print(f"fuzz against QEMU / bare loop: {rate_qemu / rate_bare:.2f} (target: at least 0.80)")
+
+
+if __name__ == "__main__":
+    main()
