@@ -43,8 +43,9 @@ class ReferenceDevice:
     and fences complete in submission order on every timeline.
     """
 
-    def __init__(self, ir: SpecIR, settings: Optional[Settings] = None, mode: tuple[int, int] = DEFAULT_MODE):
-        self.protocol = Protocol(ir)
+    def __init__(self, ir: SpecIR, settings: Optional[Settings] = None, mode: tuple[int, int] = DEFAULT_MODE,
+                 protocol: Optional[Protocol] = None):
+        self.protocol = protocol or Protocol(ir)
         self.codec = self.protocol.codec
         self.settings = settings or default_settings(ir)
         self.state = self.protocol.new_state(self.settings)

@@ -9,8 +9,8 @@ display in one go: a backed resource on a scanout, transferred and flushed.
 
 Ids come from what the machine itself named (live, freed, never-created, 0, u32 max),
 never from the device's answers, so generation does not depend on the device and
-hypothesis can shrink a failing case reproducibly. Which commands are enabled, and
-which ids are live, reads the oracle's model state, which follows the device's answers.
+hypothesis can shrink a failing case reproducibly. Which ids are live, and which
+fields make a request valid or put it on an edge, reads the model's predicted state.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH
+from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.strategies import leaves
 
 from .oracle import Observation, Oracle
@@ -92,6 +93,9 @@ def machine_for(camp: "Campaign") -> type:
             super().__init__()
             camp.begin_case()
             self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile)
+            # What the model predicts, not what the device answered, steers generation: a case then
+            # draws the same way however the device behaves, so hypothesis can replay and shrink it.
+            self.model = ReferenceDevice(p.ir, camp.target.settings, protocol=p)
             self.steps: list[Step] = []
             self.named: list[int] = []  # every resource id a create named, live or not
             self.contexts: list[int] = []
@@ -102,12 +106,12 @@ def machine_for(camp: "Campaign") -> type:
             return max((r for r in self.named if r < U32), default=0) + 1
 
         def _resource_id(self, data, fresh: bool) -> int:
-            live = sorted(self.oracle.state.resources)
+            live = sorted(self.model.state.resources)
             nxt = self._next_id()
             if fresh:
                 return data.draw(st.one_of(st.just(nxt), st.just(nxt), st.sampled_from([0, U32] + live)))
             choices = [st.sampled_from(live)] * 3 if live else []
-            freed = [r for r in self.named if r not in self.oracle.state.resources]
+            freed = [r for r in self.named if r not in self.model.state.resources]
             if freed:
                 choices.append(st.sampled_from(freed))
             choices += [st.just(0), st.just(nxt), st.just(U32)]
@@ -118,7 +122,7 @@ def machine_for(camp: "Campaign") -> type:
             out = {}
             if "resource_id" in keys:
                 out["resource_id"] = self._resource_id(data, fresh and cmd in creates)
-            n = max(self.oracle.state.settings.num_scanouts, 1)
+            n = max(self.model.state.settings.num_scanouts, 1)
             for k in ("scanout_id", "scanout", "pos.scanout_id"):
                 if k in keys:
                     out[k] = data.draw(st.one_of(st.integers(0, n - 1), st.sampled_from([n, 16, U32])) if not fresh
@@ -130,7 +134,7 @@ def machine_for(camp: "Campaign") -> type:
         def _header(self, data) -> dict:
             if not data.draw(st.integers(0, 7)) == 0:
                 return {"hdr.flags": 0}
-            last = max((t.last_submitted or 0 for t in self.oracle.state.timelines.values()), default=0)
+            last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
             return {"hdr.flags": fence, "hdr.fence_id": data.draw(st.sampled_from([(last + 1) & U64, last, 0, U64]))}
 
         # --- building one request ------------------------------------------------------
@@ -150,7 +154,7 @@ def machine_for(camp: "Campaign") -> type:
 
         def _rect_for(self, cmd: str, fields: dict) -> None:
             """A valid request's rectangle covers its resource: the common case real drivers send."""
-            r = self.oracle.state.resources.get(fields.get("resource_id"))
+            r = self.model.state.resources.get(fields.get("resource_id"))
             if r is not None and "r.width" in codec.layout(cmd).keys:
                 fields.update({"r.x": 0, "r.y": 0, "r.width": r.width, "r.height": r.height, "offset": 0})
 
@@ -158,7 +162,7 @@ def machine_for(camp: "Campaign") -> type:
             s = ir.struct(codec.layout(cmd).name)
             if not s.trailing:
                 return None
-            r = self.oracle.state.resources.get(fields.get("resource_id"))
+            r = self.model.state.resources.get(fields.get("resource_id"))
             need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
             if valid:
                 return [{"addr": RAM_BACKING, "length": need}]
@@ -175,7 +179,7 @@ def machine_for(camp: "Campaign") -> type:
         def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
             fixed = self._ids(data, cmd, fresh=how == "valid")
             fields = {**self._header(data), **self._natural(data, cmd, fixed), **fixed}
-            state = self.oracle.state
+            state = self.model.state
             label = how
             if how == "valid":
                 self._rect_for(cmd, fields)
@@ -207,6 +211,7 @@ def machine_for(camp: "Campaign") -> type:
             differ = camp.differ
             before = self.oracle.state.clone() if differ is not None else None
             reply = camp.target.send(step.queue, step.outs, step.ins)
+            self.model.handle(b"".join(step.outs), step.queue)
             self.steps.append(step)
             obs = self.oracle.step(step.queue, step.outs, step.ins, reply)
             if differ is not None:
@@ -249,7 +254,7 @@ def machine_for(camp: "Campaign") -> type:
             rid = self._next_id()
             w, h = data.draw(st.sampled_from(SIZES)), data.draw(st.sampled_from(SIZES))
             rect = {"resource_id": rid, "r.width": w, "r.height": h}
-            if not self.oracle.state.display_info_read:
+            if not self.model.state.display_info_read:
                 self._send(Step("controlq", [codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
                                 [answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
             for cmd, fields, entries in (
