@@ -95,6 +95,7 @@ class Checker:
         # (command, values the checks read, what the trace says of the answer) -> how an exchange that
         # broke nothing came out; see _settled
         self.settled: dict[tuple, tuple] = {}
+        self.selectors: dict[str, tuple[str, ...]] = {}  # command -> the fields its effect finds objects by
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
     # --- events --------------------------------------------------------------
@@ -375,8 +376,11 @@ class Checker:
 
     def _apply(self, ex: Exchange, st: State) -> None:
         rule = self.p.rules[ex.req.name]
-        keys = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
-        unnamed = [k for k in keys if k in ex.req.fields and ex.req.fields[k] is None]
+        keys = self.selectors.get(ex.req.name)
+        if keys is None:
+            keys = self.selectors[ex.req.name] = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
+        fields = ex.req.fields
+        unnamed = [k for k in keys if k in fields and fields[k] is None]
         if rule.effect and unnamed:
             for k in unnamed:
                 for prefix in _TOUCHES[k]:

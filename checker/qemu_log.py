@@ -60,6 +60,7 @@ _LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z][a-z0-9_]*)(?: (.*))?")
 _COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+): (.*)")
 _POP = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}")
 _FILL = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10}")
+_NO_MATCH = (None, None, None, None)  # _LINE's groups for a line it does not match
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
 # was written, cut to the driver's buffer) and the cursor queue, which answers nothing.
@@ -129,15 +130,13 @@ class QemuLog:
             try:
                 # The three events nearly every line is are dispatched here; _line does the rest.
                 m = match(line.strip())
-                name = m.group(3) if m else None
+                _, ts, name, args = m.groups() if m else _NO_MATCH
                 if name == "virtqueue_pop":
-                    ts = m.group(2)
-                    yield from self._pop(Where(path, no), m.group(4) or "", float(ts) if ts else None)
+                    yield from self._pop(Where(path, no), args or "", float(ts) if ts else None)
                 elif name == "virtqueue_fill":
-                    yield from self._fill(Where(path, no), m.group(4) or "")
+                    yield from self._fill(Where(path, no), args or "")
                 elif name in EVENTS:
-                    ts = m.group(2)
-                    ev = self._command(Where(path, no), name, m.group(4) or "", float(ts) if ts else None)
+                    ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
                     if ev is not None:
                         yield ev
                 else:

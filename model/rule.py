@@ -168,9 +168,11 @@ class CompiledRule:
         try:
             if not all(self.all_checks(v)):
                 return None
+            if None in resp.fields.values():  # v has none (tested above)
+                return None
             both = dict(v)
             both.update(zip(_resp_keys(resp.fields), resp.fields.values()))
-            if None in both.values() or not all(self.all_obligations(both)):
+            if not all(self.all_obligations(both)):
                 return None
         except KeyError:
             return None
