@@ -93,7 +93,7 @@ class Checker:
         self.fast_tally: dict[tuple, tuple] = {}
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         # (command, values the checks read, what the trace says of the answer) -> how an exchange that
-        # broke nothing came out; see _settled
+        # broke nothing came out; see _settled_key
         self.settled: dict[tuple, tuple] = {}
         self.selectors: dict[str, tuple[str, ...]] = {}  # command -> the fields its effect finds objects by
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]

@@ -128,7 +128,7 @@ class QemuLog:
         path, match = self.path, _LINE.fullmatch
         for no, line in lines:
             try:
-                # The three events nearly every line is are dispatched here; _line does the rest.
+                # The three events nearly every line carries are dispatched here; _line does the rest.
                 m = match(line.strip())
                 _, ts, name, args = m.groups() if m else _NO_MATCH
                 if name == "virtqueue_pop":
