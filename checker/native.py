@@ -78,10 +78,11 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
             if kind == "request":
                 ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
                               source="native", resp_room=_room(rec))
-                if pairs.is_open(_id(rec)):
+                rid = _id(rec)
+                if pairs.is_open(rid):
                     yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
                                      "request under it is unanswered; that one is taken as not seen answered")
-                yield from pairs.request(_id(rec), ex)
+                yield from pairs.request(rid, ex)
             elif kind in ("response", "no-response"):
                 ex, drain = pairs.answer(_id(rec))
                 if ex is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Iterator, Optional
+from typing import Hashable, Iterable, Iterator, Optional
 
 from .trace import LOST, OVERTAKEN, OVERTAKEN_BY, TRACE_ENDED, Exchange
 
@@ -27,7 +27,7 @@ class Pairer:
         self.window = window
         self._n = 0
 
-    def request(self, key: Hashable, ex: Exchange) -> Iterator[Exchange]:
+    def request(self, key: Hashable, ex: Exchange) -> Iterable[Exchange]:
         """Book a request. A key still open means the earlier request under it was never answered."""
         old = self.open.pop(key, None)
         if old is not None:
@@ -41,7 +41,7 @@ class Pairer:
     def is_open(self, key: Hashable) -> bool:
         return key in self.open
 
-    def answer(self, key: Hashable) -> tuple[Optional[Exchange], Iterator[Exchange]]:
+    def answer(self, key: Hashable) -> tuple[Optional[Exchange], Iterable[Exchange]]:
         """Settle the request under this key as answered; the caller fills in the answer before draining."""
         slot = self.open.pop(key, None)
         if slot is None:
@@ -54,16 +54,21 @@ class Pairer:
                 self.overtaken.add(older)
         return self.waiting[slot], self._drain()
 
-    def _drain(self) -> Iterator[Exchange]:
-        while self.waiting:
-            slot = next(iter(self.waiting))
+    def _drain(self) -> list[Exchange]:
+        # A list, not a generator: most calls release nothing, and a list costs less to make.
+        # What is released is the same objects the caller still fills in, so order of work holds.
+        out = []
+        waiting = self.waiting
+        while waiting:
+            slot = next(iter(waiting))
             if slot not in self.settled:
-                if len(self.waiting) <= self.window:
-                    return
+                if len(waiting) <= self.window:
+                    break
                 self._give_up(slot)
             self.settled.discard(slot)
             self.overtaken.discard(slot)
-            yield self.waiting.pop(slot)
+            out.append(waiting.pop(slot))
+        return out
 
     def _give_up(self, slot: int) -> None:
         _unanswered(self.waiting[slot], OVERTAKEN)

@@ -60,6 +60,7 @@ _LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z][a-z0-9_]*)(?: (.*))?")
 _COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|virtio_\w+): (.*)")
 _POP = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}")
 _FILL = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10}")
+_NO_MATCH = (None, None, None, None)  # _LINE's groups for a line it does not match
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
 # was written, cut to the driver's buffer) and the cursor queue, which answers nothing.
@@ -76,6 +77,11 @@ def _compile(fmt: str) -> re.Pattern:
 
 PATTERNS = {name: _compile(fmt) for name, (_, fmt, _) in EVENTS.items()}
 CONVERSIONS = {name: re.findall(r"0x%x|%d|%s", fmt) for name, (_, fmt, _) in EVENTS.items()}
+# Per event, how each argument becomes a field: (key, base), base 16 or 10, or None for the
+# two that are not integers (the cursor's kind, a context's name). Built once: every line uses it.
+_ARGS = {name: tuple((k, None if k in ("@kind", "debug_name") else 16 if c == "0x%x" else 10)
+                     for k, c in zip(keys, CONVERSIONS[name]))
+         for name, (_, _, keys) in EVENTS.items()}
 
 
 def looks_qemu(line: str) -> bool:
@@ -103,6 +109,7 @@ class QemuLog:
         self.errors = frozenset(r.name for r in codec.ir.responses if "_RESP_ERR_" in r.name)
         self.by_size: dict[int, frozenset[str]] = {}
         self.unknown_events: set[str] = set()
+        self.widths: dict[str, dict[str, int]] = {}  # command -> bits of its fields
 
     # --- the answer a written length allows -------------------------------
     def types_for_length(self, n: int) -> frozenset[str]:
@@ -118,29 +125,35 @@ class QemuLog:
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         yield Session(Where(self.path, 1), producer="qemu trace log")
+        path, match = self.path, _LINE.fullmatch
         for no, line in lines:
             try:
-                yield from self._line(no, line.rstrip("\n"))
+                # The three events nearly every line carries are dispatched here; _line does the rest.
+                m = match(line.strip())
+                _, ts, name, args = m.groups() if m else _NO_MATCH
+                if name == "virtqueue_pop":
+                    yield from self._pop(Where(path, no), args or "", float(ts) if ts else None)
+                elif name == "virtqueue_fill":
+                    yield from self._fill(Where(path, no), args or "")
+                elif name in EVENTS:
+                    ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
+                    if ev is not None:
+                        yield ev
+                else:
+                    yield from self._line(no, line.rstrip("\n"), m)
             except ValueError as exc:
                 yield Diagnostic(Where(self.path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
         yield from self.pairs.flush()
 
-    def _line(self, no: int, line: str) -> Iterator[Event]:
+    def _line(self, no: int, line: str, m: Optional[re.Match]) -> Iterator[Event]:
+        """Every line but the hot events `read` dispatches itself."""
         where = Where(self.path, no)
         text = line.strip()
         if not text:
             return
-        m = _LINE.fullmatch(text)
         name = m.group(3) if m else None
         args = (m.group(4) or "") if m else ""
-        ts = float(m.group(2)) if m and m.group(2) else None
-        if name == "virtqueue_pop":
-            yield from self._pop(where, args, ts)
-        elif name == "virtqueue_fill":
-            yield from self._fill(where, args)
-        elif name in EVENTS:
-            yield from self._command(where, name, args, ts)
-        elif name == "virtio_gpu_features":  # feature negotiation: the device was just reset
+        if name == "virtio_gpu_features":  # feature negotiation: the device was just reset
             yield from self._reset(where)
         elif name == "virtio_set_status":
             s = _STATUS.fullmatch(args)
@@ -169,7 +182,7 @@ class QemuLog:
         if queue is None and not self.queues:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.
             queue = self.queues[vq] = CONTROLQ
-        ex = Exchange(where, Message("request", None, None, {}), queue=queue, ts=ts, source="qemu")
+        ex = Exchange(where, _UNDESCRIBED, queue=queue, ts=ts, source="qemu")
         if len(self.elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
             self.elems.pop(next(iter(self.elems)))
         self.elems.pop((vq, elem), None)  # a reused pointer goes to the back: oldest-first stays true
@@ -203,28 +216,26 @@ class QemuLog:
                 return el
         return None
 
-    def _command(self, where: Where, name: str, args: str, ts: Optional[float]) -> Iterator[Event]:
-        cmd, _, keys = EVENTS[name]
+    def _command(self, where: Where, name: str, args: str, ts: Optional[float]) -> Optional[Event]:
+        """Describes the element the event belongs to; returns a diagnostic when it cannot."""
+        cmd = EVENTS[name][0]
         m = PATTERNS[name].fullmatch(args)
         if not m:
-            yield _bad(where, name, args)
-            return
+            return _bad(where, name, args)
         fields: dict = {}
-        for key, conv, raw in zip(keys, CONVERSIONS[name], m.groups()):
-            if key == "@kind":
+        for (key, base), raw in zip(_ARGS[name], m.groups()):
+            if base is not None:
+                fields[key] = int(raw, base)
+            elif key == "@kind":
                 if raw == "move":
                     cmd = "VIRTIO_GPU_CMD_MOVE_CURSOR"
                 elif raw not in ("define", "update"):
-                    yield _bad(where, name, args)
-                    return
-            elif key == "debug_name":
-                fields[key] = raw.encode("utf-8", "replace")
+                    return _bad(where, name, args)
             else:
-                fields[key] = int(raw, 16) if conv == "0x%x" else int(raw)
+                fields[key] = raw.encode("utf-8", "replace")
         bad = self._out_of_range(cmd, fields)
         if bad:
-            yield Diagnostic(where, "error", "bad-number", f"{name}: {bad}; the event is skipped")
-            return
+            return Diagnostic(where, "error", "bad-number", f"{name}: {bad}; the event is skipped")
         cursor = cmd in ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
         if cursor:
             el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
@@ -239,19 +250,21 @@ class QemuLog:
                 self.queues[el.vq] = CONTROLQ
                 el.ex.queue = CONTROLQ
         if el is None:
-            yield Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
-                             "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
-            return
+            return Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
+                              "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
         el.described = True
         el.ex.req = self.codec.partial(cmd, fields)
         el.ex.where, el.ex.ts = where, ts or el.ex.ts
         self.last = el
+        return None
 
     def _newest_unfilled(self) -> Optional[_Elem]:
         return next(reversed(self.elems.values()), None) if self.elems else None
 
     def _out_of_range(self, cmd: str, fields: dict) -> str:
-        widths = self.codec.layout(cmd).widths
+        widths = self.widths.get(cmd)
+        if widths is None:
+            widths = self.widths[cmd] = self.codec.layout(cmd).widths
         for k, v in fields.items():
             if isinstance(v, int) and (v < 0 or v >> widths.get(k, 64)):
                 return f"{k}={v} does not fit the field's {widths.get(k, 64)} bits"
@@ -275,6 +288,10 @@ class QemuLog:
         self.elems.clear()
         self.last = None
         yield Reset(where, known_start=True)
+
+
+# The request of a popped element no event described yet: shared, as messages are never changed.
+_UNDESCRIBED = Message("request", None, None, {})
 
 
 def _bad(where: Where, event: str, args: str) -> Diagnostic:

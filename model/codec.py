@@ -127,6 +127,7 @@ class Codec:
         self.by_name.update({r.name: r for r in ir.responses})
         self.hdr = self.layouts[HDR]
         self.structs = {s.name: s for s in ir.structs}
+        self._partials: dict[str, tuple] = {}  # name -> (kind, struct, every leaf unknown, type code)
 
     # --- decoding --------------------------------------------------------
     def decode_request(self, data: bytes, queue: Optional[str] = None) -> Message:
@@ -199,12 +200,21 @@ class Codec:
 
     def partial(self, name: str, fields: dict[str, Value], entries: Optional[list] = None) -> Message:
         """A message from what a trace names of it: the leaves it does not name stay unknown (None)."""
-        item = self.by_name[name]
-        kind = "request" if isinstance(item, Command) else "response"
-        sname = item.request if kind == "request" else item.struct
-        lay = self.layouts[sname]
-        vals = {k: fields.get(k) for k in lay.keys}
-        vals["hdr.type"] = item.code
+        hit = self._partials.get(name)
+        if hit is None:
+            item = self.by_name[name]
+            kind = "request" if isinstance(item, Command) else "response"
+            sname = item.request if kind == "request" else item.struct
+            unknown = dict.fromkeys(self.layouts[sname].keys)
+            unknown["hdr.type"] = item.code
+            hit = self._partials[name] = (kind, sname, unknown, item.code)
+        kind, sname, unknown, code = hit
+        # Importers call this once per command: copying a template beats rebuilding it key by key.
+        vals = unknown.copy()
+        for k, v in fields.items():
+            if k in vals:
+                vals[k] = v
+        vals["hdr.type"] = code
         return Message(kind, name, sname, vals, entries=list(entries or []))
 
     # --- encoding --------------------------------------------------------
