@@ -105,19 +105,30 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     else:
         from .fuzz.differential import MirrorTarget
 
-        def make(log_dir: Optional[str]):
+        def build(log_dir: Optional[str], features: Optional[frozenset[str]]) -> list:
             built = []
             try:
                 for t in targets:
                     sub = os.path.join(log_dir, t) if log_dir else None
                     if sub:
                         os.makedirs(sub, exist_ok=True)
-                    # the others are offered what the lead agreed, so every target sees the same device
-                    built.append(maker(t, built[0].settings.features if built else None)(sub))
+                    built.append(maker(t, features if features is not None else
+                                       (built[0].settings.features if built else None))(sub))
             except BaseException:
                 for b in built:
                     b.close()
                 raise
+            return built
+
+        def make(log_dir: Optional[str]):
+            built = build(log_dir, None)
+            # Every target must see the same device: what they all agreed to, or a request one of
+            # them may refuse for a feature it lacks would show up as a divergence.
+            common = frozenset.intersection(*(b.settings.features for b in built))
+            if any(b.settings.features != common for b in built):
+                for b in built:
+                    b.close()
+                built = build(log_dir, common)
             return MirrorTarget(built)
     try:
         if replay_path and len(targets) > 1:

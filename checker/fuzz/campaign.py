@@ -121,7 +121,7 @@ class Campaign:
         self.case_budget = examples
         factory = machine_for(self)
         try:
-            while True:
+            while examples is None or self.cases < examples:
                 self.rounds += 1
                 self.hunting = None
                 left = 10_000 if examples is None else max(1, examples - self.cases)
