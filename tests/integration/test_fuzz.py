@@ -126,3 +126,23 @@ def _children_named(parent: int, name: str) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == parent and name.encode() in cmd:
                 out.append(int(d))
     return out
+
+
+def test_differential_run_tables_where_answers_differ(tmp_path):
+    _need_qemu()
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--target", "reference", "--examples", "20",
+                                  "--seed", "2", "--steps", "20", "--out", str(out)])
+    assert r.exit_code in (0, 1), r.output
+    result = json.loads((out / "fuzz-result.json").read_text())
+    rows = result["differential"]
+    assert rows, "QEMU and the reference device pick different error codes; a short run meets some"
+    for row in rows:
+        assert set(row["answers"]) == {"qemu", "reference"}
+        assert row["answers"]["qemu"] != row["answers"]["reference"]
+        assert row["verdict"] in ("open", "violation") and row["count"] >= 1
+        assert row["verdict"] == "open" or row["basis"], row
+        assert Path(row["first_case"]).read_text().startswith('{"kind":"session"')
+    # the spec lets a device pick any error for a bad request: such a difference is open, not a violation
+    assert any(row["verdict"] == "open" and "any error" in row["why"] for row in rows), rows
+    assert "where the targets' answers differ" in r.output
