@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -75,6 +77,7 @@ class Campaign:
         self.deadline: Optional[float] = None
         self.case_budget: Optional[int] = None
         self.stopped = ""  # why the campaign ended early: time, interrupted, ...
+        self.interrupted = False
         self.flaky: list[str] = []
         self._last_progress = 0.0
         if out:
@@ -109,6 +112,8 @@ class Campaign:
         self._stop_if_due()
 
     def _stop_if_due(self) -> None:
+        if self.interrupted:
+            raise Stop("interrupted")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise Stop("time")
         if self.case_budget is not None and self.cases >= self.case_budget and self.hunting is None:
@@ -120,6 +125,12 @@ class Campaign:
             self.deadline = time.monotonic() + seconds
         self.case_budget = examples
         factory = machine_for(self)
+
+        def on_sigint(signum, frame):
+            # hypothesis' shrinker can swallow a KeyboardInterrupt; a flag checked at every command cannot be
+            self.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
         try:
             while examples is None or self.cases < examples:
                 self.rounds += 1
@@ -143,11 +154,15 @@ class Campaign:
                     self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                     continue
                 break  # a round that found nothing new used the whole budget
+            if examples is not None and self.cases >= examples:
+                self.stopped = "examples"
         except Stop as exc:
             self.stopped = str(exc)
         except KeyboardInterrupt:
             self.stopped = "interrupted"
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.target.close()
             self.write_result()
 
