@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import subprocess
 import weakref
 from typing import Optional, Sequence
 
-from .qtest import _die_with_parent
+from .qtest import _die_with_parent, kill_group
 
 _LIVE: "weakref.WeakSet[Child]" = weakref.WeakSet()
 
@@ -46,21 +45,7 @@ class Child:
             return False
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-            pass
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                try:
-                    f.close()
-                except (OSError, ValueError):
-                    pass
+        kill_group(self.proc)
         _LIVE.discard(self)
 
 

@@ -24,6 +24,25 @@ class QemuGone(Exception):
         self.log = log
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a child started with `_die_with_parent` (its own process group), reap it, close its pipes."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+        pass
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     # The kernel sends QEMU SIGKILL when the process that started it dies, however it dies
     # (a crash, SIGKILL): no QEMU outlives the tool.
@@ -55,20 +74,7 @@ class QemuProcess:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-            pass
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except (OSError, ValueError):
-                pass
+        kill_group(self.proc)
         _LIVE.discard(self)
 
     def stderr_tail(self) -> str:
