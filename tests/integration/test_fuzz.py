@@ -102,7 +102,10 @@ def test_ctrl_c_keeps_findings_and_leaves_no_qemu(tmp_path):
     while not (out / "fuzz-result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    qemus = _children_named(p.pid, "qemu-system")
+    # QEMU is restarted after a stall, so catch a moment when one is running
+    deadline = time.monotonic() + 20
+    while not (qemus := _children_named(p.pid, "qemu-system")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert qemus, "the campaign should be running QEMU by now"
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
