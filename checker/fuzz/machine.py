@@ -15,7 +15,7 @@ fields make a request valid or put it on an edge, reads the model's predicted st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from hypothesis import strategies as st
@@ -295,10 +295,3 @@ def machine_for(camp: "Campaign") -> type:
     DeviceMachine.__name__ = f"DeviceMachine_{camp.target.name}"
     return DeviceMachine
 
-
-@dataclass
-class Case:
-    """A finished case worth keeping: its steps and what it showed."""
-
-    steps: list[Step]
-    observations: list[Observation] = field(default_factory=list)

@@ -153,13 +153,6 @@ class QemuTarget(Target):
         self.close()
         self._start()
 
-    def log_size(self) -> int:
-        """Where QEMU's trace log ends now, so a case can take its own slice."""
-        try:
-            return os.path.getsize(self.log_path)
-        except OSError:
-            return 0
-
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if not self.q.alive:
             return Reply("died", detail=f"QEMU exited (status {self.q.proc.poll()})")

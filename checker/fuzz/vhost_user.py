@@ -155,13 +155,6 @@ class VhostUserGpuTarget(QemuTarget):
         self._stop()
         self._start()
 
-    def backend_log_size(self) -> int:
-        """Where the backend's log ends now, so a case can take its own slice."""
-        try:
-            return os.path.getsize(self.backend_log)
-        except OSError:
-            return 0
-
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if self.backend is None or not self.backend.alive:
             return Reply("died", detail=self._backend_gone())

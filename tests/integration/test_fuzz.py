@@ -18,7 +18,8 @@ from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.targets import ReferenceTarget
 from virtgpu_conform.model.protocol import Protocol
 
-from test_qemu_target import _alive, _need_qemu
+from processes import alive as _alive
+from test_qemu_target import _need_qemu
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).parent.parent / "data" / "fuzz"

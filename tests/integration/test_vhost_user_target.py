@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 
-from test_qemu_target import _alive, _need_qemu, check_native, script
+from processes import alive as _alive, assert_children_die_with_tool
+from test_qemu_target import _need_qemu, check_native, script
 from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.checker.fuzz.vhost_user import BACKEND, KvmUnusable, VhostUserGpuTarget, kvm_problem
 from virtgpu_conform.model.protocol import Protocol
@@ -119,16 +117,7 @@ def test_no_qemu_or_backend_survives_a_killed_tool(ir, tmp_path):
         print(t.q.proc.pid, t.backend.pid, flush=True)
         time.sleep(60)
     """)
-    for how in (signal.SIGKILL, signal.SIGINT):
-        p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-        pids = [int(x) for x in p.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
-        p.send_signal(how)
-        p.wait(timeout=20)
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(_alive(pid) for pid in pids), f"QEMU or the backend ({pids}) outlived its tool after {how}"
+    assert_children_die_with_tool(child, 2, "QEMU or the backend")
 
 
 def test_kvm_problem_names_kvm(tmp_path):

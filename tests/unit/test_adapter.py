@@ -4,15 +4,14 @@ devices that hang, die or send garbage; no device program outlives its target or
 from __future__ import annotations
 
 import io
-import signal
 import struct
-import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from processes import assert_children_die_with_tool, gone as _gone
 
 from virtgpu_conform.checker.fuzz import adapter as ap
 from virtgpu_conform.checker.fuzz.adapter import AdapterTarget
@@ -26,21 +25,6 @@ from test_qemu_target import check_native, script  # noqa: E402  (the same scrip
 
 SERVE = [sys.executable, "-m", "virtgpu_conform.checker.fuzz.adapter_serve"]
 OK_NODATA, ERR_INVALID_RESOURCE_ID = 0x1100, 0x1203
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not _alive(pid)
 
 
 def _program(tmp_path, body: str) -> list[str]:
@@ -280,13 +264,7 @@ def test_no_device_program_survives_a_killed_tool(tmp_path):
         print(t.child.pid, flush=True)
         time.sleep(60)
     """)
-    for how in (signal.SIGKILL, signal.SIGINT):
-        p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-        pid = int(p.stdout.readline())
-        assert _alive(pid)
-        p.send_signal(how)
-        p.wait(timeout=20)
-        assert _gone(pid), f"the device program {pid} outlived its tool after signal {how}"
+    assert_children_die_with_tool(child, 1, "the device program")
 
 
 def test_a_program_that_ignores_end_of_input_is_killed(ir, tmp_path):
