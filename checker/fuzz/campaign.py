@@ -24,6 +24,8 @@ from hypothesis.stateful import get_state_machine_test
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
+from ..engine import Checker
+from ..findings import Tally
 from .differential import Differ, MirrorTarget
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
@@ -49,13 +51,15 @@ class Found:
     shrunk: bool = False
     reproduced: Optional[bool] = None  # the saved case, replayed on a fresh device, showed it again
     path: Optional[str] = None  # the case's directory
+    line: int = 0  # of the request showing it, in the reproducer
 
     def to_json(self) -> dict:
         s = self.signature
         return {"kind": s.kind, "command": s.command, "check": s.check, "basis": s.basis or None,
                 "requirements": list(self.requirements), "message": self.message, "hits": self.hits,
                 "first_seen_at_command": self.first_seen, "steps": len(self.steps), "shrunk": self.shrunk,
-                "reproduced": self.reproduced, "reproducer": self.path and os.path.join(self.path, "repro.ndjson")}
+                "reproduced": self.reproduced, "reproducer": self.path and os.path.join(self.path, "repro.ndjson"),
+                "reproducer_line": self.line or None}
 
 
 class Campaign:
@@ -79,6 +83,7 @@ class Campaign:
         self.stopped = ""  # why the campaign ended early: time, interrupted, ...
         self.interrupted = False
         self.flaky: list[str] = []
+        self.tallies: dict[str, Tally] = {}  # per requirement, over every case sent
         self._last_progress = 0.0
         if out:
             os.makedirs(out, exist_ok=True)
@@ -88,6 +93,13 @@ class Campaign:
         self._stop_if_due()
         self.cases += 1
         self.target.reset()
+
+    def end_case(self, oracle) -> None:
+        for rid, t in oracle.checker.tallies.items():
+            into = self.tallies.setdefault(rid, Tally())
+            into.passed += t.passed
+            into.failed += t.failed
+            into.inconclusive += t.inconclusive
 
     def observe(self, machine, obs: list[Observation]) -> None:
         self.commands += 1
@@ -99,15 +111,15 @@ class Campaign:
             f = self.found.get(o.signature)
             if f is None:
                 f = self.found[o.signature] = Found(o.signature, o.message, o.requirements, self.commands,
-                                                    steps=list(machine.steps))
-                self._save(f)  # written as found: an interrupted shrink still leaves a reproducer
+                                                    steps=list(machine.steps), line=o.line)
+                self._save(f, case=machine.oracle.text())  # as found: an interrupted shrink still leaves one
             elif o.signature != self.hunting:
                 f.hits += 1
             if self.hunting is None and not f.shrunk and self.hunt:
                 self.hunting = o.signature
             if o.signature == self.hunting:
                 if len(machine.steps) <= len(f.steps):
-                    f.steps = list(machine.steps)
+                    f.steps = list(machine.steps)  # saved by the replay when the round ends
                 raise Failure(str(o.signature))
         self._stop_if_due()
 
@@ -167,7 +179,7 @@ class Campaign:
             self.write_result()
 
     # --- results ------------------------------------------------------------------------
-    def _save(self, f: Found, replay_it: bool = False) -> None:
+    def _save(self, f: Found, replay_it: bool = False, case: Optional[str] = None) -> None:
         if not self.out:
             return
         if f.path is None:
@@ -180,10 +192,14 @@ class Campaign:
                 obs = replay(self.protocol, target, f.steps, os.path.join(f.path, "repro.ndjson"), self.profile)
             finally:
                 target.close()
-            f.reproduced = any(o.signature == f.signature for o in obs)
-        else:
-            with open(os.path.join(f.path, "steps.json"), "w") as fh:
-                json.dump([s.to_json() for s in f.steps], fh)
+            shown = [o for o in obs if o.signature == f.signature]
+            f.reproduced = bool(shown)
+            if shown:
+                f.line = shown[0].line
+        elif case is not None:
+            # The case as it ran so far: a native trace that `check` reads and `fuzz --replay` re-sends.
+            with open(os.path.join(f.path, "repro.ndjson"), "w") as fh:
+                fh.write(case)
         with open(os.path.join(f.path, "finding.json"), "w") as fh:
             json.dump(f.to_json(), fh, indent=1)
         self.write_result()
@@ -196,7 +212,24 @@ class Campaign:
                 "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
                 "z3_questions": self.edges.solved, "flaky": self.flaky,
                 "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
+                "requirements": self.verdicts(),
                 "differential": self.differ.table() if self.differ else None}
+
+    def verdicts(self) -> dict[str, dict]:
+        """Per requirement, over the campaign. The fuzzer plays the driver, so a requirement the
+        rules read as the driver's duty (a check on the request) is not-applicable here; what the
+        device owes (obligations on the answer, what an OK needs) is judged."""
+        device_duty = {r for rule in self.protocol.rules.values()
+                       for r in (*(r for o in rule.obligations for r in o.reqs), *rule.ok_reqs)}
+        driver_duty = {r for rule in self.protocol.rules.values() for c in rule.checks for r in c.reqs}
+        judge = Checker(self.protocol, self.profile)
+        judge.tallies = self.tallies
+        out = judge.verdicts()
+        for rid in driver_duty - device_duty:
+            out[rid] = {**out[rid], "verdict": "not-applicable", "passed": 0, "failed": 0, "inconclusive": 0,
+                        "events": 0, "first_failure": None,
+                        "reason": "the rules hold the driver to it, and the fuzzer plays the driver"}
+        return out
 
     def write_result(self) -> None:
         if self.out:

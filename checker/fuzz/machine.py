@@ -101,6 +101,9 @@ def machine_for(camp: "Campaign") -> type:
             self.contexts: list[int] = []
             self.gone = False  # the device died or a queue stalled: later steps cannot be judged
 
+        def teardown(self):
+            camp.end_case(self.oracle)
+
         # --- ids ------------------------------------------------------------------
         def _next_id(self) -> int:
             return max((r for r in self.named if r < U32), default=0) + 1
