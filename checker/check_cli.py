@@ -18,7 +18,8 @@ from . import console, sources
 from .console import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
 from .engine import MAX_CANDIDATES, Checker
 from .findings import RESULT_SCHEMA, RESULT_VERSION, VERDICTS
-from .trace import TraceError, Where
+from .timeline import Timeline
+from .trace import Exchange, Reset, TraceError, Where
 
 _PROGRESS_BYTES = 8 << 20  # files smaller than this finish before a progress bar is worth drawing
 
@@ -65,15 +66,23 @@ def targets(paths: tuple[str, ...], fmt: Optional[str]) -> list[Target]:
     return out
 
 
-def run(target: Target, checker: Checker, codec, progress=None) -> Optional[str]:
+def run(target: Target, checker: Checker, codec, progress=None, timeline: Optional[Timeline] = None) -> Optional[str]:
     """Feed one session to the checker; returns where it stopped when interrupted."""
     streams = [sources.READERS[kind](_lines(path, progress), path, codec) for path, kind in target.files]
     evs = streams[0]
     for extra in streams[1:]:
         evs = sources.merged(evs, extra)
     try:
-        for ev in evs:
-            checker.feed(ev)
+        if timeline is None:
+            for ev in evs:
+                checker.feed(ev)
+        else:
+            for ev in evs:
+                checker.feed(ev)
+                if type(ev) is Exchange:
+                    timeline.after(ev, checker.cands[0].state)
+                elif type(ev) is Reset:
+                    timeline.reset(checker.exchanges)
     except KeyboardInterrupt:
         return f"interrupted after {checker.exchanges} exchanges"
     checker.finish()
@@ -103,8 +112,12 @@ def _lines(path: str, progress):
               help="Readings of what the trace leaves unsaid kept at once; beyond it, definite findings become "
                    "possible.")
 @click.option("--all-requirements", is_flag=True, help="List every requirement, also those not exercised.")
+@click.option("--report", "report_fmt", type=click.Choice(("json", "md", "html", "junit", "sarif", "text")),
+              help="Also write a spec-compliance report (as `virtgpu-conform report` renders it) to -o FILE.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where --report writes.")
+@click.option("--spec-dir", type=click.Path(), help="With --report: a virtio-spec checkout to quote requirements from.")
 def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: Optional[str], candidates: int,
-          all_requirements: bool) -> None:
+          all_requirements: bool, report_fmt: Optional[str], output: Optional[str], spec_dir: Optional[str]) -> None:
     """Check captured traces against the protocol model.
 
     TRACE is a QEMU trace log, a guest tracepoint log, a native NDJSON trace, or a
@@ -116,6 +129,10 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
     """
     from virtgpu_conform.model.protocol import Protocol
 
+    if report_fmt and not output:
+        raise click.UsageError("--report needs -o FILE (stdout carries the check's own summary)")
+    if output and not report_fmt:
+        raise click.UsageError("-o is where --report writes; add --report FORMAT")
     try:
         plan = targets(traces, fmt)
     except TraceError as exc:
@@ -125,8 +142,11 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
     results = []
     for target in plan:
         checker = Checker(protocol, profile, candidates)
-        stopped = _with_progress(target, checker, protocol.codec)
+        timeline = Timeline() if json_path or report_fmt else None
+        stopped = _with_progress(target, checker, protocol.codec, timeline)
         results.append(_result(target, checker, stopped))
+        if timeline is not None:
+            results[-1]["timeline"] = timeline.to_json(checker.exchanges)
         _print(target, checker, results[-1], all_requirements)
         if stopped:
             break
@@ -139,16 +159,30 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
         except OSError as exc:
             console.err.print(f"{json_path}: cannot write the result: {exc.strerror}", markup=False)
             sys.exit(EXIT_USAGE)
+    if report_fmt:
+        _write_report(doc, json_path or "<check>", report_fmt, output, spec_dir)
     t = doc["totals"]
     if any(r["interrupted"] for r in results):
         sys.exit(130)
     sys.exit(EXIT_FINDINGS if t["definite"] else EXIT_INCONCLUSIVE if t["possible"] else EXIT_OK)
 
 
-def _with_progress(target: Target, checker: Checker, codec) -> Optional[str]:
+def _write_report(doc: dict, name: str, fmt: str, output: str, spec_dir: Optional[str]) -> None:
+    from .report.results import columns_of
+    from .report_cli import make_report, write
+
+    report = make_report(columns_of(name, doc), [s["target"] for s in doc["sessions"]], spec_dir)
+    try:
+        write(report, fmt, output)
+    except OSError as exc:
+        console.err.print(f"{output}: cannot write the report: {exc.strerror}", markup=False)
+        sys.exit(EXIT_USAGE)
+
+
+def _with_progress(target: Target, checker: Checker, codec, timeline=None) -> Optional[str]:
     size = sum(os.path.getsize(p) for p, _ in target.files)
     if not console.err.is_terminal or size < _PROGRESS_BYTES:
-        return run(target, checker, codec)
+        return run(target, checker, codec, timeline=timeline)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
@@ -158,7 +192,7 @@ def _with_progress(target: Target, checker: Checker, codec) -> Optional[str]:
         def progress(chars: int) -> None:
             bar.update(task, advance=chars, rate=f"{checker.exchanges:,} exchanges")
 
-        return run(target, checker, codec, progress)
+        return run(target, checker, codec, progress, timeline)
 
 
 def _tool_version() -> str:

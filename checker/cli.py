@@ -12,6 +12,7 @@ from .check_cli import check
 from .console import EXIT_USAGE
 from .fuzz_cli import fuzz
 from .model_cli import model
+from .report_cli import report
 from .spec_cli import spec
 
 
@@ -53,3 +54,4 @@ main.add_command(spec)
 main.add_command(check)
 main.add_command(model)
 main.add_command(fuzz)
+main.add_command(report)

@@ -208,6 +208,7 @@ class Campaign:
         t = self.target
         return {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "target": t.name,
                 "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
+                "spec_version": self.protocol.ir.version,
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
                 "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
                 "z3_questions": self.edges.solved, "flaky": self.flaky,

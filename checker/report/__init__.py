@@ -1,0 +1,1 @@
+"""Spec-compliance reports: saved results -> one report document (JSON) -> text, Markdown, HTML, JUnit, SARIF."""

@@ -1,0 +1,44 @@
+"""What every rendering of the report shares: row order, short names, locations, escaping."""
+
+from __future__ import annotations
+
+import re
+
+MARK = {"pass": "✔", "fail": "✘", "inconclusive": "?", "not-applicable": "–", "not-exercised": "·"}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def rows(doc: dict):
+    """(section, requirement) in spec order."""
+    for sec in doc["sections"]:
+        for r in sec["requirements"]:
+            yield sec, r
+
+
+def findings_of(item: dict) -> list[dict]:
+    """Definite before possible, then in trace order."""
+    return sorted(item["findings"], key=lambda f: (f["severity"] != "definite", f["column"], f["file"], f["line"]))
+
+
+def short_req(rid: str) -> str:
+    return rid.replace("VIRTIO_GPU_CMD_", "").replace("VIRTIO_GPU_", "")
+
+
+def where(f: dict) -> str:
+    return f"{f['file']}:{f['line']}" if f.get("line") else (f.get("file") or "")
+
+
+def columns_line(c: dict) -> str:
+    s = c["stats"]
+    if c["kind"] == "trace":
+        what = f"{s.get('exchanges', 0)} exchanges"
+    else:
+        what = f"{s.get('commands', 0)} commands in {s.get('cases', 0)} cases, {s.get('seconds', 0)} s, seed {s.get('seed')}"
+    notes = "".join(f"; {n}" for n in c["notes"])
+    return f"- **{c['id']}** {escape_md(c['label'])} ({c['kind']}, profile {c['profile']}): {escape_md(what + notes)}"
+
+
+def escape_md(text) -> str:
+    """Inert in Markdown: no markup, no HTML, no table breaks, one line."""
+    text = str(text if text is not None else "").replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(r"\\\1", text)
