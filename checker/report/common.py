@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 MARK = {"pass": "✔", "fail": "✘", "inconclusive": "?", "not-applicable": "–", "not-exercised": "·"}
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a terminal showing the file would obey them
 
 
 def rows(doc: dict):
@@ -38,7 +39,17 @@ def columns_line(c: dict) -> str:
     return f"- **{c['id']}** {escape_md(c['label'])} ({c['kind']}, profile {c['profile']}): {escape_md(what + notes)}"
 
 
+def code_md(text) -> str:
+    """A code span: backslashes are literal inside one, so only what could end it (or a table row) goes."""
+    text = str(text or "").replace("`", "'").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    return f"`{_spelled(text)}`"
+
+
+def _spelled(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def escape_md(text) -> str:
     """Inert in Markdown: no markup, no HTML, no table breaks, one line."""
     text = str(text if text is not None else "").replace("\r", " ").replace("\n", " ")
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(r"\\\1", _spelled(text))

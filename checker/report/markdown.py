@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import MARK, columns_line, escape_md, findings_of, rows, short_req, where
+from .common import MARK, code_md, columns_line, escape_md, findings_of, rows, short_req, where
 
 
 def render(doc: dict) -> str:
@@ -14,8 +14,9 @@ def render(doc: dict) -> str:
     for v in ("fail", "inconclusive", "pass", "not-applicable", "not-exercised"):
         out.append(f"| {v} | " + " | ".join(str(c["verdict_counts"].get(v, 0)) for c in cols) + " |")
     f = doc["totals"]["findings"]
-    for k in ("definite", "possible", "divergences"):
-        out.append(f"| {k} findings | " + " | ".join(str(f[c["id"]][k]) for c in cols) + " |")
+    for k, name in (("definite", "definite findings"), ("possible", "possible findings"),
+                    ("divergences", "open answers (divergences)")):
+        out.append(f"| {name} | " + " | ".join(str(f[c["id"]][k]) for c in cols) + " |")
     out += ["", "## Matrix", "", "| requirement | level | basis | " + " | ".join(c["id"] for c in cols) + " |",
             "|---|---|---|" + "---|" * len(cols)]
     for sec, r in rows(doc):
@@ -25,7 +26,7 @@ def render(doc: dict) -> str:
             cells.append(f"{MARK[v['verdict']]} {v['verdict']}" + (f" ({v['events']})" if v["events"] else "")
                          if v else "")
         flag = " ⚠ differs" if r.get("divergent") else ""
-        out.append(f"| [`{escape_md(short_req(r['id']))}`]({r['url']}){flag} | {r['level']} | {r['basis']} | "
+        out.append(f"| [{code_md(short_req(r['id']))}]({r['url']}){flag} | {r['level']} | {r['basis']} | "
                    + " | ".join(cells) + " |")
     out += ["", "## By section", ""]
     for sec in doc["sections"]:
@@ -33,7 +34,7 @@ def render(doc: dict) -> str:
         out.append(f"### [{title}]({sec['url']})" if sec["url"] else f"### {title}")
         out.append("")
         for r in sec["requirements"]:
-            out.append(f"- **`{escape_md(r['id'])}`** ({r['level']}, {r['basis']}, binds the {r['binds']}): "
+            out.append(f"- **{code_md(r['id'])}** ({r['level']}, {r['basis']}, binds the {r['binds']}): "
                        f"{escape_md(r['summary'])} [{r['loc']['file']}:{r['loc']['line']}]({r['url']})")
             if r.get("quote"):
                 out.append(f"  > {escape_md(r['quote'])}")
@@ -46,7 +47,7 @@ def render(doc: dict) -> str:
                     out.append(f"  - {c['id']}: {v['verdict']} ({v['events']} events){why}")
             out += _findings(findings_of(r))
         for rule in sec["rules"]:
-            out.append(f"- rule **`{escape_md(rule['id'])}`** (implied, {rule['basis'] or 'no basis'}): "
+            out.append(f"- rule **{code_md(rule['id'])}** (implied, {rule['basis'] or 'no basis'}): "
                        f"{escape_md(rule['summary'])}")
             out += _findings(findings_of(rule))
         out.append("")
@@ -78,7 +79,7 @@ def _findings(fs: list[dict], limit: int = 10) -> list[str]:
     for f in fs[:limit]:
         extra = f" (possible: {escape_md(f['reason'])})" if f.get("reason") else ""
         out.append(f"  - {f['column']} **{f['severity']}** {f['kind']} by the {f['side']} at "
-                   f"`{escape_md(where(f))}`: {escape_md(f['message'])}{extra}")
+                   f"{code_md(where(f))}: {escape_md(f['message'])}{extra}")
     if len(fs) > limit:
         out.append(f"  - ... and {len(fs) - limit} more (see the JSON report)")
     return out

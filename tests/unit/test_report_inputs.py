@@ -4,6 +4,7 @@ strings from traces rendered inert in Markdown and JUnit."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,10 @@ def test_markdown_renders_trace_strings_inert(hostile_result, tmp_path):
     r = _report(hostile_result, "--format", "md", "-o", out)
     assert r.exit_code == 0, r.output
     md = out.read_text()
-    assert "<script>" not in md and "\\<script\\>" in md
+    # Raw markup only inside code spans, where Markdown shows it as text; escaped everywhere else.
+    outside = re.sub(r"`[^`\n]*`", "", md)
+    assert "<script>" not in outside and "\\<script\\>" in outside
+    assert "\x1b" not in md and "\\x1b" in md
     # A table row stays one row: the pipe in the label is escaped.
     assert "\\|" in md
 
