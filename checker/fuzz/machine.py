@@ -25,7 +25,7 @@ from virtgpu_conform.model.codec import PAYLOAD_LENGTH
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.strategies import leaves
 
-from .oracle import Observation, Oracle
+from .oracle import Oracle
 from .record import session_header
 
 if TYPE_CHECKING:
@@ -209,12 +209,15 @@ def machine_for(camp: "Campaign") -> type:
 
         # --- sending -------------------------------------------------------------------------
         def _send(self, step: Step) -> None:
+            # The prediction and the names steer generation, so they advance whatever the device did:
+            # a case whose device stalled on one run and not on its replay still draws the same.
+            self.model.handle(b"".join(step.outs), step.queue)
+            self._named(step)
             if self.gone:
                 return  # after a death or a stall nothing more can be judged in this case
             differ = camp.differ
             before = self.oracle.state.clone() if differ is not None else None
             reply = camp.target.send(step.queue, step.outs, step.ins)
-            self.model.handle(b"".join(step.outs), step.queue)
             self.steps.append(step)
             obs = self.oracle.step(step.queue, step.outs, step.ins, reply)
             if differ is not None:
@@ -222,10 +225,9 @@ def machine_for(camp: "Campaign") -> type:
                 differ.compare(before, req, step.queue, camp.target.last, self.oracle.text())
             if reply.status != "answered":
                 self.gone = True
-            self._after(step, obs)
             camp.observe(self, obs)
 
-        def _after(self, step: Step, obs: list[Observation]) -> None:
+        def _named(self, step: Step) -> None:
             req = codec.decode_request(b"".join(step.outs), step.queue)
             if req.name in creates and req.fields.get("resource_id") is not None:
                 self.named.append(req.fields["resource_id"])
