@@ -230,6 +230,22 @@ class Campaign:
             out[rid] = {**out[rid], "verdict": "not-applicable", "passed": 0, "failed": 0, "inconclusive": 0,
                         "events": 0, "first_failure": None,
                         "reason": "the rules hold the driver to it, and the fuzzer plays the driver"}
+        # A device finding citing a requirement fails it, whoever the rule's check is written against
+        # (a device executing a request that breaks a driver's rule, say).
+        hits: dict[str, int] = {}
+        first: dict[str, str] = {}
+        for f in self.found.values():
+            if f.signature.kind != "divergence":
+                for rid in f.requirements:
+                    hits[rid] = hits.get(rid, 0) + f.hits
+                    if f.path:
+                        first.setdefault(rid, os.path.join(f.path, "repro.ndjson"))
+        for rid, n in hits.items():
+            if rid in out:
+                v = out[rid]
+                failed = max(v["failed"], n)
+                out[rid] = {**v, "verdict": "fail", "failed": failed, "events": max(v["events"], failed),
+                            "first_failure": v["first_failure"] or first.get(rid), "reason": None}
         return out
 
     def write_result(self) -> None:
