@@ -176,3 +176,19 @@ def test_check_report_option_renders_the_same_report(results, tmp_path):
     direct = json.loads(out.read_text())
     assert direct["runs"][0]["properties"]["label"] == TRACES[0]
     assert len(direct["runs"][0]["tool"]["driver"]["rules"]) >= len(load_snapshot().requirements)
+
+
+def test_html_report_from_the_same_results(results):
+    import html as htmllib
+
+    page = _report(results, "html")
+    doc = json.loads(_report(results, "json"))
+    assert page.startswith("<!DOCTYPE html>") and page.count("<script") == 1
+    for s in doc["sections"]:
+        for r in s["requirements"]:
+            assert htmllib.escape(r["id"]) in page
+    fuzz = doc["columns"][-1]
+    assert htmllib.escape(fuzz["label"]) in page
+    reproducers = {f["reproducer"] for s in doc["sections"] for i in (*s["requirements"], *s["rules"])
+                   for f in i["findings"] if f["column"] == fuzz["id"]}
+    assert reproducers and all(htmllib.escape(p) in page for p in reproducers)
