@@ -266,6 +266,8 @@ class Checker:
                 malformed.append(Breach(outcome.rule.command, "malformed-accepted", "device", "informal", (), True,
                                         f"answered {_short(ex.resp.name)} to a request it cannot have read whole "
                                         f"({'; '.join(str(pr) for pr in req.problems)})"))
+                # What the device did with what it read is unknown: later findings must not rest on a guess.
+                self.uncertain.setdefault("st.", f"the device accepted a request it cannot have read whole at {ex.where}")
             return [self._pair(cand, accepted, malformed, outcome, 0, None)]
         if ex.resp is not None and ex.answered and cramped and ex.resp.name is None:
             return [self._pair(cand, expected_ok, driver, outcome, 0, None)]  # not even a header fitted

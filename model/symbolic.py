@@ -79,6 +79,11 @@ def _demand(c: Check, reading: str) -> Optional[tuple[str, ...]]:
     return c.errors
 
 
+# A proof runs once, not on the hot path: a loaded machine must not turn a question z3 settles
+# in milliseconds into 'unknown'.
+PROOF_TIMEOUT_MS = 60_000
+
+
 def prove(p: Protocol, reading: str = "conformant") -> Proof:
     """For every command and every state shape, some response meets every demand of the rule.
 
@@ -92,7 +97,7 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
         env = Z3Env()
         base = [assumptions(p).z3(env)]
         holds = {c.id: c.full.z3(env) for c in rule.checks}
-        r, _ = solve(base + list(holds.values()))
+        r, _ = solve(base + list(holds.values()), PROOF_TIMEOUT_MS)
         valid[name] = r
         demands = [(holds[c.id], set(d)) for c in rule.checks if (d := _demand(c, reading)) is not None]
         ok = set(rule.ok) | set(rule.tolerated)
@@ -104,7 +109,7 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
                 parts.append(z3.Implies(all_pass, z3.BoolVal(code in ok)))
             return z3.And(*parts) if parts else z3.BoolVal(True)
 
-        r, m = solve(base + [z3.Not(meets(code)) for code in codes])
+        r, m = solve(base + [z3.Not(meets(code)) for code in codes], PROOF_TIMEOUT_MS)
         if r == "sat":
             contra[name] = env.model_values(m, {n: w for c in rule.checks for n, w in c.full.vars().items()})
         elif r == "unknown":
@@ -112,7 +117,7 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
         for a, b in combinations([c for c in rule.checks if _demand(c, reading) is not None], 2):
             if set(_demand(a, reading)) & set(_demand(b, reading)):
                 continue
-            r, m = solve(base + [z3.Not(holds[a.id]), z3.Not(holds[b.id])])
+            r, m = solve(base + [z3.Not(holds[a.id]), z3.Not(holds[b.id])], PROOF_TIMEOUT_MS)
             if r == "sat":
                 conflicts.append(Conflict(name, a, b, env.model_values(
                     m, {**a.full.vars(), **b.full.vars()})))

@@ -163,7 +163,7 @@ class Campaign:
                         self.progress(self)
                     continue
                 except Flaky as exc:
-                    self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                    self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: " + " ".join(str(exc).split())[:600])
                     continue
                 break  # a round that found nothing new used the whole budget
             if examples is not None and self.cases >= examples:
