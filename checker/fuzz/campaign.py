@@ -163,7 +163,13 @@ class Campaign:
                         self.progress(self)
                     continue
                 except Flaky as exc:
-                    self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: " + " ".join(str(exc).split())[:600])
+                    detail = " ".join(str(exc).split())
+                    if "stopped drawing earlier" in detail or "continued to draw" in detail:
+                        # Generation reads only the model, so a case that ends elsewhere on a rerun means
+                        # the device answered it differently: timing (a stall), or state a reset leaves.
+                        detail = "the device answered a rerun of the same case differently, so hypothesis " \
+                                 "stopped shrinking it; " + detail
+                    self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {detail[:700]}")
                     continue
                 break  # a round that found nothing new used the whole budget
             if examples is not None and self.cases >= examples:
