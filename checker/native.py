@@ -14,6 +14,7 @@ Version 1 (documented in README.md, "Native trace format"):
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Iterable, Iterator, Optional
 
 from virtgpu_conform.model.codec import Codec, Message
@@ -35,32 +36,50 @@ class _Bad(ValueError):
 
 
 _BATCH = 256  # records parsed by one json.loads call: a third of the cost of one call per line
+# The request and response records most traces are made of, as Writer writes them (or with
+# json.dumps' default spacing): read without the JSON parser. What the pattern accepts means
+# the same as what json.loads would make of it (a string without escapes or control
+# characters is its own text; an id without leading zeros is an integer); anything else,
+# other keys or key orders included, goes to the parser.
+_PLAIN = re.compile(r'\{"kind": ?"(request|response)", ?"id": ?(0|[1-9][0-9]{0,17})'
+                    r'(?:, ?"queue": ?"(controlq|cursorq)")?, ?"bytes": ?"([^"\\\x00-\x1f]*)"\}')
 
 
 def _records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
-    """(line number, text, parsed record or None). Lines are parsed in batches as one JSON array;
+    """(line number, text, record): a dict, a (kind, id, queue, bytes) tuple for a plain record,
+    or None for a line to parse alone. Other lines are parsed in batches as one JSON array;
     a batch that does not come out as one object per line is parsed line by line instead, so
     a broken line is still reported at its own number."""
     batch: list[tuple[int, str]] = []
-    it = iter(lines)
-    while True:
-        batch.clear()
-        for no, line in it:
-            text = line.strip()
-            if text:
-                batch.append((no, text))
-                if len(batch) == _BATCH:
-                    break
-        if not batch:
-            return
-        try:
-            recs = json.loads("[" + ",".join(t for _, t in batch) + "]")
-        except (ValueError, RecursionError):
-            recs = None
-        if recs is None or len(recs) != len(batch) or not all(type(r) is dict for r in recs):
-            recs = [None] * len(batch)
-        for (no, text), rec in zip(batch, recs):
-            yield no, text, rec
+    plain = _PLAIN.fullmatch
+    for no, line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        m = plain(text)
+        if m is None:
+            batch.append((no, text))
+            if len(batch) < _BATCH:
+                continue
+        if batch:  # what came before this line goes first
+            yield from _parsed(batch)
+            batch = []
+        if m is not None:
+            kind, rid, queue, raw = m.groups()
+            yield no, text, (kind, int(rid), queue, raw)
+    if batch:
+        yield from _parsed(batch)
+
+
+def _parsed(batch: list[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
+    try:
+        recs = json.loads("[" + ",".join(t for _, t in batch) + "]")
+    except (ValueError, RecursionError):
+        recs = None
+    if recs is None or len(recs) != len(batch) or not all(type(r) is dict for r in recs):
+        recs = [None] * len(batch)
+    for (no, text), rec in zip(batch, recs):
+        yield no, text, rec
 
 
 def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[Event]:
@@ -70,6 +89,27 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
     for no, text, rec in _records(lines):
         where = Where(path, no)
         try:
+            if type(rec) is tuple:  # a plain request or response: what the general branches below do with it
+                kind, rid, queue, raw = rec
+                if kind == "request":
+                    ex = Exchange(where, decode.plain("request", raw, queue), queue=queue, source="native")
+                    if pairs.is_open(rid):
+                        yield Diagnostic(where, "warning", "duplicate-id", f"id {rid!r} is reused while the "
+                                         "request under it is unanswered; that one is taken as not seen answered")
+                    yield from pairs.request(rid, ex)
+                    continue
+                ex, drain = pairs.answer(rid)
+                if ex is None:
+                    yield Diagnostic(where, "warning", "unpaired",
+                                     f"response for id {rid!r} with no request waiting for it; skipped")
+                    continue
+                ex.resp_where = where
+                if raw == "" and ex.queue == CURSORQ:
+                    ex.no_body = True
+                else:
+                    ex.resp = decode.plain("response", raw, queue)
+                yield from drain
+                continue
             if rec is None:
                 rec = json.loads(text)
             if not isinstance(rec, dict):
@@ -160,11 +200,17 @@ class _Decoder:
         raw = rec.get("bytes")
         if raw is None:
             return _message(self.codec, rec, kind)
-        key = (kind, raw, rec.get("queue"))
+        return self.plain(kind, raw, rec.get("queue"), rec)
+
+    def plain(self, kind: str, raw: str, queue: Optional[str], rec: Optional[dict] = None) -> Message:
+        """The message of a record's "bytes" (and "queue"), which is all that decides it."""
+        key = (kind, raw, queue)
         msg = self.seen.get(key)
         if msg is None:
             if len(self.seen) >= 4096:
                 self.seen.clear()
+            if rec is None:
+                rec = {"bytes": raw, "queue": queue}
             msg = self.seen[key] = _message(self.codec, rec, kind)
         return msg
 

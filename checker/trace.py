@@ -17,7 +17,7 @@ OVERTAKEN_BY = "later requests were answered"
 LOST = "its completion was not readable in the trace (a lost or broken line)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Where:
     """A place in a trace file: what every finding points back to."""
 
@@ -28,7 +28,7 @@ class Where:
         return f"{self.file}:{self.line}"
 
 
-@dataclass
+@dataclass(slots=True)  # one per command: slots make it cheaper to build and to read
 class Exchange:
     """One request and everything the trace says about its answer.
 
