@@ -11,6 +11,7 @@ candidate was dropped for room; otherwise it is possible, with what the trace le
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -90,7 +91,8 @@ class Checker:
         # why definite findings resting on some state facts are downgraded, until the next reset:
         # fact prefix ("st." for all of them) -> the reason
         self.uncertain: dict[str, str] = {}
-        self.history: dict[int, list[tuple[Where, str]]] = {}  # resource id -> recent events on it
+        # resource id -> recent events on it: (where, command, accepted), put in words when a finding cites them
+        self.history: dict[int, deque] = {}
         self.when_fns: dict[int, object] = {}
         self.fast_tally: dict[tuple, tuple] = {}
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
@@ -105,7 +107,7 @@ class Checker:
 
     # --- events --------------------------------------------------------------
     def feed(self, ev) -> None:
-        if isinstance(ev, Exchange):
+        if ev.__class__ is Exchange or isinstance(ev, Exchange):
             self.exchange(ev)
         elif isinstance(ev, Reset):
             self.reset(ev)
@@ -225,7 +227,8 @@ class Checker:
             self._apply(ex, st)
         else:
             self.p.complete(st, ex.req, None, "")
-        self.cands = [Candidate(st, 0, guesses)]
+        if guesses is not cand.guesses or cand.rank:
+            self.cands = [Candidate(st, 0, guesses)]
 
     def _clean(self, ex: Exchange, rule) -> bool:
         """Full-fidelity traces spend most exchanges here: one reading, every value known, nothing
@@ -418,7 +421,7 @@ class Checker:
         if keys is None:
             keys = self.selectors[ex.req.name] = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
         fields = ex.req.fields
-        unnamed = [k for k in keys if k in fields and fields[k] is None]
+        unnamed = [k for k in keys if fields.get(k, 0) is None]  # in the request, and unknown
         if rule.effect and unnamed:
             for k in unnamed:
                 for prefix in _TOUCHES[k]:
@@ -503,16 +506,19 @@ class Checker:
 
     def _related(self, ex: Exchange) -> list[tuple[Where, str]]:
         rid = ex.req.fields.get("resource_id")
-        return list(self.history.get(rid, [])) if rid is not None else []
+        if rid is None:
+            return []
+        return [(w, f"{_short(name)} of resource {rid}{'' if accepted else ' (rejected)'}")
+                for w, name, accepted in self.history.get(rid, ())]
 
     def _remember(self, ex: Exchange, accepted: bool) -> None:
         rid = ex.req.fields.get("resource_id")
         if rid is None or ex.req.name in ("VIRTIO_GPU_CMD_MOVE_CURSOR",):
             return
-        h = self.history.setdefault(rid, [])
-        verb = "" if accepted else " (rejected)"
-        h.append((ex.where, f"{_short(ex.req.name)} of resource {rid}{verb}"))
-        del h[:-_RELATED]
+        h = self.history.get(rid)
+        if h is None:
+            h = self.history[rid] = deque(maxlen=_RELATED)
+        h.append((ex.where, ex.req.name, accepted))
         if len(self.history) > 4096:  # bounded: keeps memory flat on traces that cycle through ids
             self.history.pop(next(iter(self.history)))
 

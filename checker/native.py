@@ -45,33 +45,10 @@ _PLAIN = re.compile(r'\{"kind": ?"(request|response)", ?"id": ?(0|[1-9][0-9]{0,1
                     r'(?:, ?"queue": ?"(controlq|cursorq)")?, ?"bytes": ?"([^"\\\x00-\x1f]*)"\}')
 
 
-def _records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
-    """(line number, text, record): a dict, a (kind, id, queue, bytes) tuple for a plain record,
-    or None for a line to parse alone. Other lines are parsed in batches as one JSON array;
-    a batch that does not come out as one object per line is parsed line by line instead, so
-    a broken line is still reported at its own number."""
-    batch: list[tuple[int, str]] = []
-    plain = _PLAIN.fullmatch
-    for no, line in lines:
-        text = line.strip()
-        if not text:
-            continue
-        m = plain(text)
-        if m is None:
-            batch.append((no, text))
-            if len(batch) < _BATCH:
-                continue
-        if batch:  # what came before this line goes first
-            yield from _parsed(batch)
-            batch = []
-        if m is not None:
-            kind, rid, queue, raw = m.groups()
-            yield no, text, (kind, int(rid), queue, raw)
-    if batch:
-        yield from _parsed(batch)
-
-
 def _parsed(batch: list[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
+    """(line number, text, record or None) for lines parsed as one JSON array; a batch that does
+    not come out as one object per line gives None for each (parsed alone later), so a broken
+    line is still reported at its own number."""
     try:
         recs = json.loads("[" + ",".join(t for _, t in batch) + "]")
     except (ValueError, RecursionError):
@@ -82,76 +59,138 @@ def _parsed(batch: list[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
         yield no, text, rec
 
 
+_ID = re.compile(r"0|[1-9][0-9]{0,17}").fullmatch  # the ids _PLAIN accepts
+
+
+class _Plain:
+    """(id, [kind, queue, bytes, message or None]) of a plain record, or None. Records differ
+    mostly in their id: what surrounds it is remembered (bounded) once _PLAIN has accepted it
+    with some id, and then any id _PLAIN accepts in its place makes a record _PLAIN accepts
+    just the same. The message is filled in by the reader when it first decodes the bytes."""
+
+    def __init__(self):
+        self.seen: dict[tuple[str, str], list] = {}
+
+    def __call__(self, text: str) -> Optional[tuple[int, list]]:
+        head, _, tail = text.partition('"id":')
+        rid, _, rest = tail.partition(",")
+        hit = self.seen.get((head, rest))
+        if hit is not None and _ID(rid):
+            return int(rid), hit
+        m = _PLAIN.fullmatch(text)
+        if m is None:
+            return None
+        kind, got, queue, raw = m.groups()
+        hit = [kind, queue, raw, None]
+        if got == rid and len(rest) <= 1024:  # compact spacing, and bounded memory
+            if len(self.seen) >= 4096:
+                self.seen.clear()
+            self.seen[(head, rest)] = hit
+        return int(got), hit
+
+
 def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[Event]:
-    """Events from numbered lines; a record it cannot use becomes a diagnostic and reading goes on."""
+    """Events from numbered lines; a record it cannot use becomes a diagnostic and reading goes on.
+
+    Plain records (nearly every line) are handled here as they come; other lines wait in a
+    batch for one json.loads call, and go first when a plain record follows them."""
     pairs = Pairer()
     decode = _Decoder(codec)
-    for no, text, rec in _records(lines):
-        where = Where(path, no)
-        try:
-            if type(rec) is tuple:  # a plain request or response: what the general branches below do with it
-                kind, rid, queue, raw = rec
-                if kind == "request":
-                    ex = Exchange(where, decode.plain("request", raw, queue), queue=queue, source="native")
-                    if pairs.is_open(rid):
-                        yield Diagnostic(where, "warning", "duplicate-id", f"id {rid!r} is reused while the "
-                                         "request under it is unanswered; that one is taken as not seen answered")
-                    yield from pairs.request(rid, ex)
-                    continue
-                ex, drain = pairs.answer(rid)
-                if ex is None:
-                    yield Diagnostic(where, "warning", "unpaired",
-                                     f"response for id {rid!r} with no request waiting for it; skipped")
-                    continue
-                ex.resp_where = where
-                if raw == "" and ex.queue == CURSORQ:
-                    ex.no_body = True
-                else:
-                    ex.resp = decode.plain("response", raw, queue)
-                yield from drain
+    plain = _Plain()
+    batch: list[tuple[int, str]] = []
+    for no, line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        rec = plain(text)
+        if rec is None:
+            batch.append((no, text))
+            if len(batch) < _BATCH:
                 continue
-            if rec is None:
-                rec = json.loads(text)
-            if not isinstance(rec, dict):
-                raise _Bad("a record is a JSON object")
-            kind = rec.get("kind")
+        if batch:
+            for bno, btext, brec in _parsed(batch):
+                yield from _record(bno, btext, brec, Where(path, bno), pairs, decode)
+            batch = []
+        if rec is None:
+            continue
+        # What _record does with the same record, without building its dict.
+        where = Where(path, no)
+        rid, hit = rec
+        kind, queue, raw, msg = hit
+        try:
             if kind == "request":
-                ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
-                              source="native", resp_room=_room(rec))
-                rid = _id(rec)
-                if pairs.is_open(rid):
-                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
+                if msg is None:
+                    msg = hit[3] = decode.plain("request", raw, queue)
+                ex = Exchange(where, msg, queue=queue, source="native")
+                if rid in pairs.open:
+                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rid!r} is reused while the "
                                      "request under it is unanswered; that one is taken as not seen answered")
                 yield from pairs.request(rid, ex)
-            elif kind in ("response", "no-response"):
-                ex, drain = pairs.answer(_id(rec))
-                if ex is None:
-                    yield Diagnostic(where, "warning", "unpaired",
-                                     f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
-                    continue
-                ex.resp_where = where
-                if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
-                    ex.no_body = True  # completed with nothing written: how cursor commands are answered
-                elif kind == "response":
-                    ex.resp = decode(rec, "response")
-                else:
-                    ex.answered, ex.unanswered = False, NO_ANSWER
-                    ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
-                yield from drain
-            elif kind == "reset":
-                yield from pairs.flush(RESET)
-                yield Reset(where, known_start=True)
-            elif kind == "session":
-                yield _session(rec, where)
+                continue
+            ex, drain = pairs.answer(rid)
+            if ex is None:
+                yield Diagnostic(where, "warning", "unpaired",
+                                 f"response for id {rid!r} with no request waiting for it; skipped")
+                continue
+            ex.resp_where = where
+            if raw == "" and ex.queue == CURSORQ:
+                ex.no_body = True
             else:
-                raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
-        except json.JSONDecodeError as exc:
-            yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
-        except _Bad as exc:
+                if msg is None:
+                    msg = hit[3] = decode.plain("response", raw, queue)
+                ex.resp = msg
+            yield from drain
+        except _Bad as exc:  # bytes that are not hex
             yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
-        except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
-            yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
+    for bno, btext, brec in _parsed(batch) if batch else ():
+        yield from _record(bno, btext, brec, Where(path, bno), pairs, decode)
     yield from pairs.flush()
+
+
+def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: "_Decoder") -> Iterator[Event]:
+    """Events from one record (None: the line is still to be parsed)."""
+    try:
+        if rec is None:
+            rec = json.loads(text)
+        if not isinstance(rec, dict):
+            raise _Bad("a record is a JSON object")
+        kind = rec.get("kind")
+        if kind == "request":
+            ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
+                          source="native", resp_room=_room(rec))
+            rid = _id(rec)
+            if pairs.is_open(rid):
+                yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
+                                 "request under it is unanswered; that one is taken as not seen answered")
+            yield from pairs.request(rid, ex)
+        elif kind in ("response", "no-response"):
+            ex, drain = pairs.answer(_id(rec))
+            if ex is None:
+                yield Diagnostic(where, "warning", "unpaired",
+                                 f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
+                return
+            ex.resp_where = where
+            if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
+                ex.no_body = True  # completed with nothing written: how cursor commands are answered
+            elif kind == "response":
+                ex.resp = decode(rec, "response")
+            else:
+                ex.answered, ex.unanswered = False, NO_ANSWER
+                ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
+            yield from drain
+        elif kind == "reset":
+            yield from pairs.flush(RESET)
+            yield Reset(where, known_start=True)
+        elif kind == "session":
+            yield _session(rec, where)
+        else:
+            raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
+    except json.JSONDecodeError as exc:
+        yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
+    except _Bad as exc:
+        yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
+    except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
+        yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
 
 
 def _id(rec: dict):
