@@ -164,7 +164,7 @@ class Checker:
             return
         self.commands[req.name] = self.commands.get(req.name, 0) + 1
         if len(self.cands) == 1:
-            if self._clean(ex, rule):
+            if ex.resp is not None and self._clean(ex, rule):
                 return
             key = self._settled_key(ex, rule)
             if key is not None:

@@ -61,11 +61,13 @@ _COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|vir
 _POP = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}")
 _FILL = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10}")
 _NO_MATCH = (None, None, None, None)  # _LINE's groups for a line it does not match
-# A whole pop or fill line in one match: what _LINE and then _POP or _FILL accept of it. A line
-# this does not match takes that longer way (and fails there the same way it always did).
-_HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?virtqueue_(?:"
+# The lines nearly every command is made of, in one match: a whole pop or fill line (what _LINE
+# and then _POP or _FILL accept of it), or a virtio_gpu_* event split as _LINE splits it. A
+# line this does not match takes that longer way (and fails there the same way it always did).
+_HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
                   r"pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}"
-                  r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})")
+                  r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})"
+                  r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)")
 _COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
@@ -140,12 +142,18 @@ class QemuLog:
                 text = line.strip()
                 h = hot(text)
                 if h is not None:
-                    ts, pvq, pelem, fvq, felem, n = h.groups()
+                    ts, pvq, pelem, fvq, felem, n, name, args = h.groups()
                     if pvq is not None:
                         yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
-                    else:
+                        continue
+                    if fvq is not None:
                         yield from self._filled(Where(path, no), fvq, felem, int(n))
-                    continue
+                        continue
+                    if name in EVENTS:
+                        ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
+                        if ev is not None:
+                            yield ev
+                        continue
                 m = match(text)
                 _, ts, name, args = m.groups() if m else _NO_MATCH
                 if name == "virtqueue_pop":
@@ -202,11 +210,12 @@ class QemuLog:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.
             queue = self.queues[vq] = CONTROLQ
         ex = Exchange(where, _UNDESCRIBED, queue=queue, ts=ts, source="qemu")
-        if len(self.elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
-            self.elems.pop(next(iter(self.elems)))
-        self.elems.pop((vq, elem), None)  # a reused pointer goes to the back: oldest-first stays true
-        self.elems[(vq, elem)] = _Elem(ex, vq)
-        return self.pairs.request((vq, elem), ex)
+        elems, key = self.elems, (vq, elem)
+        if len(elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
+            elems.pop(next(iter(elems)))
+        elems.pop(key, None)  # a reused pointer goes to the back: oldest-first stays true
+        elems[key] = _Elem(ex, vq)
+        return self.pairs.request(key, ex)
 
     def _fill(self, where: Where, args: str) -> Iterator[Event]:
         f = _FILL.fullmatch(args)
