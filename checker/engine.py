@@ -11,6 +11,7 @@ candidate was dropped for room; otherwise it is possible, with what the trace le
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +31,7 @@ _CTX_SELECTOR = "hdr.ctx_id"  # ... and, for the CTX_* commands, the context in 
 _RELATED = 4  # earlier events remembered per resource for explanations
 _GUESSES = 3  # assumed answers remembered per candidate for explanations
 _SETTLED = 4096  # remembered verdicts of exchanges that broke nothing (bounded: flat memory)
+_CLEAN_MEMO = 8192  # remembered outcomes of the clean path (bounded: flat memory)
 # the state facts an effect with an unknown selector may have made wrong
 # (no fact reads scanouts or the cursor, so an unnamed scanout leaves every fact as it was)
 _TOUCHES = {"resource_id": ("st.res.", "st.map."), "hdr.ctx_id": ("st.ctx.", "st.res.in_ctx"),
@@ -89,19 +91,23 @@ class Checker:
         # why definite findings resting on some state facts are downgraded, until the next reset:
         # fact prefix ("st." for all of them) -> the reason
         self.uncertain: dict[str, str] = {}
-        self.history: dict[int, list[tuple[Where, str]]] = {}  # resource id -> recent events on it
+        # resource id -> recent events on it: (where, command, accepted), put in words when a finding cites them
+        self.history: dict[int, deque] = {}
         self.when_fns: dict[int, object] = {}
         self.fast_tally: dict[tuple, tuple] = {}
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         # (command, values the checks read, what the trace says of the answer) -> how an exchange that
         # broke nothing came out; see _settled_key
         self.settled: dict[tuple, tuple] = {}
+        # (request, response, state facts) -> the tallies a clean exchange passes, or None when it is
+        # not clean; see _clean. The messages are decoded once per distinct bytes and never changed.
+        self.clean_memo: dict[tuple, tuple] = {}
         self.selectors: dict[str, tuple[str, ...]] = {}  # command -> the fields its effect finds objects by
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
     # --- events --------------------------------------------------------------
     def feed(self, ev) -> None:
-        if isinstance(ev, Exchange):
+        if ev.__class__ is Exchange or isinstance(ev, Exchange):
             self.exchange(ev)
         elif isinstance(ev, Reset):
             self.reset(ev)
@@ -158,7 +164,7 @@ class Checker:
             return
         self.commands[req.name] = self.commands.get(req.name, 0) + 1
         if len(self.cands) == 1:
-            if self._clean(ex, rule):
+            if ex.resp is not None and self._clean(ex, rule):
                 return
             key = self._settled_key(ex, rule)
             if key is not None:
@@ -184,7 +190,8 @@ class Checker:
         marks = self._tally(ex, primary, proven)
         self._remember(ex, primary.accepted)
         self._advance(ex, clean or pairs)
-        if key is not None and len(pairs) == 1 and primary.quiet and key[1] == primary.outcome.values:
+        if (key is not None and len(pairs) == 1 and primary.quiet
+                and key[1] == tuple(map(primary.outcome.values.get, rule.check_vars))):
             if len(self.settled) >= _SETTLED:
                 self.settled.clear()
             self.settled[key[0]] = (primary.accepted, primary.rank != 0,
@@ -198,9 +205,8 @@ class Checker:
         breach. The verdict of one that broke nothing is replayed for the next like it."""
         if ex.resp is not None or ex.req.problems:
             return None
-        v = rule.values(self.cands[0].state, ex.req.fields)
-        vals = tuple(map(v.get, rule.check_vars))
-        return (rule.rule.command, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), v
+        vals = rule.check_values(self.cands[0].state, ex.req.fields)
+        return (rule.rule.command, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals
 
     def _replay(self, ex: Exchange, hit: tuple) -> None:
         """What the general path does for an exchange that broke nothing, from its remembered verdict."""
@@ -221,25 +227,40 @@ class Checker:
             self._apply(ex, st)
         else:
             self.p.complete(st, ex.req, None, "")
-        self.cands = [Candidate(st, 0, guesses)]
+        if guesses is not cand.guesses or cand.rank:
+            self.cands = [Candidate(st, 0, guesses)]
 
     def _clean(self, ex: Exchange, rule) -> bool:
         """Full-fidelity traces spend most exchanges here: one reading, every value known, nothing
         broken on either side. Anything else takes the general path below."""
-        resp = ex.resp
-        if resp is None or not ex.answered or ex.resp_types is not None or ex.req.problems or resp.problems:
+        resp, req = ex.resp, ex.req
+        if resp is None or not ex.answered or ex.resp_types is not None or req.problems or resp.problems:
             return False
         st = self.cands[0].state
-        v = rule.clean(st, ex.req, resp)
-        if v is None:
+        # Whether it is clean, and which requirements it passes, follows from the request's fields,
+        # the facts and the response alone: a display workload repeats the same few of those.
+        facts = rule.fact_values(st, req.fields)
+        key = (id(req), id(resp), facts)
+        hit = self.clean_memo.get(key)
+        if hit is None:
+            v = dict(req.fields)
+            v.update(zip(rule.fact_names, facts))
+            v = rule.clean_values(v, resp)
+            passed = None if v is None else tuple(self._t(r) for r in self._clean_reqs(rule.rule, v, True))
+            if len(self.clean_memo) >= _CLEAN_MEMO:
+                self.clean_memo.clear()
+            hit = self.clean_memo[key] = (req, resp, passed)  # holding the messages keeps their ids theirs
+        passed = hit[2]
+        if passed is None:
             return False
-        self.p.submit(st, ex.req)
+        self.p.submit(st, req)
         try:
-            self.p.complete(st, ex.req, resp)
+            self.p.complete(st, req, resp)
         except (TypeError, KeyError, ValueError):
-            self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
-        self._tally_clean(rule.rule, v, True)
-        if "resource_id" in ex.req.fields:
+            self.uncertain.setdefault("st.", f"{_short(req.name)} at {ex.where} has fields the model needs unknown")
+        for t in passed:
+            t.passed += 1
+        if "resource_id" in req.fields:
             self._remember(ex, True)
         return True
 
@@ -402,7 +423,7 @@ class Checker:
         if keys is None:
             keys = self.selectors[ex.req.name] = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
         fields = ex.req.fields
-        unnamed = [k for k in keys if k in fields and fields[k] is None]
+        unnamed = [k for k in keys if fields.get(k, 0) is None]  # in the request, and unknown
         if rule.effect and unnamed:
             for k in unnamed:
                 for prefix in _TOUCHES[k]:
@@ -487,16 +508,19 @@ class Checker:
 
     def _related(self, ex: Exchange) -> list[tuple[Where, str]]:
         rid = ex.req.fields.get("resource_id")
-        return list(self.history.get(rid, [])) if rid is not None else []
+        if rid is None:
+            return []
+        return [(w, f"{_short(name)} of resource {rid}{'' if accepted else ' (rejected)'}")
+                for w, name, accepted in self.history.get(rid, ())]
 
     def _remember(self, ex: Exchange, accepted: bool) -> None:
         rid = ex.req.fields.get("resource_id")
         if rid is None or ex.req.name in ("VIRTIO_GPU_CMD_MOVE_CURSOR",):
             return
-        h = self.history.setdefault(rid, [])
-        verb = "" if accepted else " (rejected)"
-        h.append((ex.where, f"{_short(ex.req.name)} of resource {rid}{verb}"))
-        del h[:-_RELATED]
+        h = self.history.get(rid)
+        if h is None:
+            h = self.history[rid] = deque(maxlen=_RELATED)
+        h.append((ex.where, ex.req.name, accepted))
         if len(self.history) > 4096:  # bounded: keeps memory flat on traces that cycle through ids
             self.history.pop(next(iter(self.history)))
 
@@ -555,7 +579,14 @@ class Checker:
 
     def _tally_clean(self, rule, values: dict, answered: bool) -> tuple[str, ...]:
         """The common case, every value known and nothing broken: the `when`s that held decide
-        which requirements passed; one compiled call reads them all."""
+        which requirements passed."""
+        reqs = self._clean_reqs(rule, values, answered)
+        for r in reqs:
+            self._t(r).passed += 1
+        return reqs
+
+    def _clean_reqs(self, rule, values: dict, answered: bool) -> tuple[str, ...]:
+        """The requirements a clean exchange passes; one compiled call reads every `when`."""
         key = (rule.command, answered)
         fast = self.fast_tally.get(key)
         if fast is None:
@@ -570,8 +601,6 @@ class Checker:
         reqs = by_holds.get(holds)
         if reqs is None:
             reqs = by_holds[holds] = tuple(dict.fromkeys(r for i, h in zip(items, holds) if h for r in i.reqs))
-        for r in reqs:
-            self._t(r).passed += 1
         return reqs
 
     def _holds(self, item, values: dict) -> bool:

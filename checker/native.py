@@ -14,6 +14,7 @@ Version 1 (documented in README.md, "Native trace format"):
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Iterable, Iterator, Optional
 
 from virtgpu_conform.model.codec import Codec, Message
@@ -35,83 +36,161 @@ class _Bad(ValueError):
 
 
 _BATCH = 256  # records parsed by one json.loads call: a third of the cost of one call per line
+# The request and response records most traces are made of, as Writer writes them (or with
+# json.dumps' default spacing): read without the JSON parser. What the pattern accepts means
+# the same as what json.loads would make of it (a string without escapes or control
+# characters is its own text; an id without leading zeros is an integer); anything else,
+# other keys or key orders included, goes to the parser.
+_PLAIN = re.compile(r'\{"kind": ?"(request|response)", ?"id": ?(0|[1-9][0-9]{0,17})'
+                    r'(?:, ?"queue": ?"(controlq|cursorq)")?, ?"bytes": ?"([^"\\\x00-\x1f]*)"\}')
 
 
-def _records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
-    """(line number, text, parsed record or None). Lines are parsed in batches as one JSON array;
-    a batch that does not come out as one object per line is parsed line by line instead, so
-    a broken line is still reported at its own number."""
-    batch: list[tuple[int, str]] = []
-    it = iter(lines)
-    while True:
-        batch.clear()
-        for no, line in it:
-            text = line.strip()
-            if text:
-                batch.append((no, text))
-                if len(batch) == _BATCH:
-                    break
-        if not batch:
-            return
-        try:
-            recs = json.loads("[" + ",".join(t for _, t in batch) + "]")
-        except (ValueError, RecursionError):
-            recs = None
-        if recs is None or len(recs) != len(batch) or not all(type(r) is dict for r in recs):
-            recs = [None] * len(batch)
-        for (no, text), rec in zip(batch, recs):
-            yield no, text, rec
+def _parsed(batch: list[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
+    """(line number, text, record or None) for lines parsed as one JSON array; a batch that does
+    not come out as one object per line gives None for each (parsed alone later), so a broken
+    line is still reported at its own number."""
+    try:
+        recs = json.loads("[" + ",".join(t for _, t in batch) + "]")
+    except (ValueError, RecursionError):
+        recs = None
+    if recs is None or len(recs) != len(batch) or not all(type(r) is dict for r in recs):
+        recs = [None] * len(batch)
+    for (no, text), rec in zip(batch, recs):
+        yield no, text, rec
+
+
+_ID = re.compile(r"0|[1-9][0-9]{0,17}").fullmatch  # the ids _PLAIN accepts
+
+
+class _Plain:
+    """(id, [kind, queue, bytes, message or None]) of a plain record, or None. Records differ
+    mostly in their id: what surrounds it is remembered (bounded) once _PLAIN has accepted it
+    with some id, and then any id _PLAIN accepts in its place makes a record _PLAIN accepts
+    just the same. The message is filled in by the reader when it first decodes the bytes."""
+
+    def __init__(self):
+        self.seen: dict[tuple[str, str], list] = {}
+
+    def __call__(self, text: str) -> Optional[tuple[int, list]]:
+        head, _, tail = text.partition('"id":')
+        rid, _, rest = tail.partition(",")
+        hit = self.seen.get((head, rest))
+        if hit is not None and _ID(rid):
+            return int(rid), hit
+        m = _PLAIN.fullmatch(text)
+        if m is None:
+            return None
+        kind, got, queue, raw = m.groups()
+        hit = [kind, queue, raw, None]
+        if got == rid and len(rest) <= 1024:  # compact spacing, and bounded memory
+            if len(self.seen) >= 4096:
+                self.seen.clear()
+            self.seen[(head, rest)] = hit
+        return int(got), hit
 
 
 def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[Event]:
-    """Events from numbered lines; a record it cannot use becomes a diagnostic and reading goes on."""
+    """Events from numbered lines; a record it cannot use becomes a diagnostic and reading goes on.
+
+    Plain records (nearly every line) are handled here as they come; other lines wait in a
+    batch for one json.loads call, and go first when a plain record follows them."""
     pairs = Pairer()
     decode = _Decoder(codec)
-    for no, text, rec in _records(lines):
+    plain = _Plain()
+    batch: list[tuple[int, str]] = []
+    for no, line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        rec = plain(text)
+        if rec is None:
+            batch.append((no, text))
+            if len(batch) < _BATCH:
+                continue
+        if batch:
+            for bno, btext, brec in _parsed(batch):
+                yield from _record(bno, btext, brec, Where(path, bno), pairs, decode)
+            batch = []
+        if rec is None:
+            continue
+        # What _record does with the same record, without building its dict.
         where = Where(path, no)
+        rid, hit = rec
+        kind, queue, raw, msg = hit
         try:
-            if rec is None:
-                rec = json.loads(text)
-            if not isinstance(rec, dict):
-                raise _Bad("a record is a JSON object")
-            kind = rec.get("kind")
             if kind == "request":
-                ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
-                              source="native", resp_room=_room(rec))
-                rid = _id(rec)
-                if pairs.is_open(rid):
-                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
+                if msg is None:
+                    msg = hit[3] = decode.plain("request", raw, queue)
+                ex = Exchange(where, msg, queue=queue, source="native")
+                if rid in pairs.open:
+                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rid!r} is reused while the "
                                      "request under it is unanswered; that one is taken as not seen answered")
                 yield from pairs.request(rid, ex)
-            elif kind in ("response", "no-response"):
-                ex, drain = pairs.answer(_id(rec))
-                if ex is None:
-                    yield Diagnostic(where, "warning", "unpaired",
-                                     f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
-                    continue
-                ex.resp_where = where
-                if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
-                    ex.no_body = True  # completed with nothing written: how cursor commands are answered
-                elif kind == "response":
-                    ex.resp = decode(rec, "response")
-                else:
-                    ex.answered, ex.unanswered = False, NO_ANSWER
-                    ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
-                yield from drain
-            elif kind == "reset":
-                yield from pairs.flush(RESET)
-                yield Reset(where, known_start=True)
-            elif kind == "session":
-                yield _session(rec, where)
+                continue
+            ex, drain = pairs.answer(rid)
+            if ex is None:
+                yield Diagnostic(where, "warning", "unpaired",
+                                 f"response for id {rid!r} with no request waiting for it; skipped")
+                continue
+            ex.resp_where = where
+            if raw == "" and ex.queue == CURSORQ:
+                ex.no_body = True
             else:
-                raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
-        except json.JSONDecodeError as exc:
-            yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
-        except _Bad as exc:
+                if msg is None:
+                    msg = hit[3] = decode.plain("response", raw, queue)
+                ex.resp = msg
+            yield from drain
+        except _Bad as exc:  # bytes that are not hex
             yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
-        except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
-            yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
+    for bno, btext, brec in _parsed(batch) if batch else ():
+        yield from _record(bno, btext, brec, Where(path, bno), pairs, decode)
     yield from pairs.flush()
+
+
+def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: "_Decoder") -> Iterator[Event]:
+    """Events from one record (None: the line is still to be parsed)."""
+    try:
+        if rec is None:
+            rec = json.loads(text)
+        if not isinstance(rec, dict):
+            raise _Bad("a record is a JSON object")
+        kind = rec.get("kind")
+        if kind == "request":
+            ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
+                          source="native", resp_room=_room(rec))
+            rid = _id(rec)
+            if pairs.is_open(rid):
+                yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
+                                 "request under it is unanswered; that one is taken as not seen answered")
+            yield from pairs.request(rid, ex)
+        elif kind in ("response", "no-response"):
+            ex, drain = pairs.answer(_id(rec))
+            if ex is None:
+                yield Diagnostic(where, "warning", "unpaired",
+                                 f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
+                return
+            ex.resp_where = where
+            if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
+                ex.no_body = True  # completed with nothing written: how cursor commands are answered
+            elif kind == "response":
+                ex.resp = decode(rec, "response")
+            else:
+                ex.answered, ex.unanswered = False, NO_ANSWER
+                ex.evidence.append(f"no response: {rec.get('reason', 'not given')}")
+            yield from drain
+        elif kind == "reset":
+            yield from pairs.flush(RESET)
+            yield Reset(where, known_start=True)
+        elif kind == "session":
+            yield _session(rec, where)
+        else:
+            raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
+    except json.JSONDecodeError as exc:
+        yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
+    except _Bad as exc:
+        yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
+    except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
+        yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
 
 
 def _id(rec: dict):
@@ -160,11 +239,17 @@ class _Decoder:
         raw = rec.get("bytes")
         if raw is None:
             return _message(self.codec, rec, kind)
-        key = (kind, raw, rec.get("queue"))
+        return self.plain(kind, raw, rec.get("queue"), rec)
+
+    def plain(self, kind: str, raw: str, queue: Optional[str], rec: Optional[dict] = None) -> Message:
+        """The message of a record's "bytes" (and "queue"), which is all that decides it."""
+        key = (kind, raw, queue)
         msg = self.seen.get(key)
         if msg is None:
             if len(self.seen) >= 4096:
                 self.seen.clear()
+            if rec is None:
+                rec = {"bytes": raw, "queue": queue}
             msg = self.seen[key] = _message(self.codec, rec, kind)
         return msg
 

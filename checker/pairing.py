@@ -34,8 +34,11 @@ class Pairer:
             _unanswered(self.waiting[old], LOST)
             self.settled.add(old)
         self._n += 1
-        self.waiting[self._n] = ex
+        waiting = self.waiting
+        waiting[self._n] = ex
         self.open[key] = self._n
+        if len(waiting) <= self.window and next(iter(waiting)) not in self.settled:
+            return ()  # the oldest still waits: what _drain would find, without the call
         return self._drain()
 
     def is_open(self, key: Hashable) -> bool:
@@ -46,6 +49,12 @@ class Pairer:
         slot = self.open.pop(key, None)
         if slot is None:
             return None, iter(())
+        waiting = self.waiting
+        if next(iter(waiting)) == slot:
+            # The oldest, answered in order (nearly always): it leaves at once, overtaking nothing.
+            ex = waiting.pop(slot)
+            self.overtaken.discard(slot)
+            return ex, [ex, *self._drain()] if waiting else [ex]
         self.settled.add(slot)
         for older in self.waiting:
             if older == slot:

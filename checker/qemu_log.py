@@ -61,6 +61,14 @@ _COMPLAINT = re.compile(r"(?:\d+@\d+\.\d+:)?(virtio_gpu\w*|vhost_user_gpu\w*|vir
 _POP = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}")
 _FILL = re.compile(r"vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10}")
 _NO_MATCH = (None, None, None, None)  # _LINE's groups for a line it does not match
+# The lines nearly every command is made of, in one match: a whole pop or fill line (what _LINE
+# and then _POP or _FILL accept of it), or a virtio_gpu_* event split as _LINE splits it. A
+# line this does not match takes that longer way (and fails there the same way it always did).
+_HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
+                  r"pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}"
+                  r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})"
+                  r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)")
+_COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
 # was written, cut to the driver's buffer) and the cursor queue, which answers nothing.
@@ -110,6 +118,8 @@ class QemuLog:
         self.by_size: dict[int, frozenset[str]] = {}
         self.unknown_events: set[str] = set()
         self.widths: dict[str, dict[str, int]] = {}  # command -> bits of its fields
+        self.messages: dict[tuple[str, str], Message] = {}  # (event, arguments) -> the message they describe
+        self.wrote: dict[int, str] = {}  # written length -> its line of evidence
 
     # --- the answer a written length allows -------------------------------
     def types_for_length(self, n: int) -> frozenset[str]:
@@ -125,11 +135,26 @@ class QemuLog:
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         yield Session(Where(self.path, 1), producer="qemu trace log")
-        path, match = self.path, _LINE.fullmatch
+        path, match, hot = self.path, _LINE.fullmatch, _HOT.fullmatch
         for no, line in lines:
             try:
                 # The three events nearly every line carries are dispatched here; _line does the rest.
-                m = match(line.strip())
+                text = line.strip()
+                h = hot(text)
+                if h is not None:
+                    ts, pvq, pelem, fvq, felem, n, name, args = h.groups()
+                    if pvq is not None:
+                        yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
+                        continue
+                    if fvq is not None:
+                        yield from self._filled(Where(path, no), fvq, felem, int(n))
+                        continue
+                    if name in EVENTS:
+                        ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
+                        if ev is not None:
+                            yield ev
+                        continue
+                m = match(text)
                 _, ts, name, args = m.groups() if m else _NO_MATCH
                 if name == "virtqueue_pop":
                     yield from self._pop(Where(path, no), args or "", float(ts) if ts else None)
@@ -177,38 +202,49 @@ class QemuLog:
         if not p:
             yield _bad(where, "virtqueue_pop", args)
             return
-        vq, elem = p.group(1), p.group(2)
+        yield from self._popped(where, p.group(1), p.group(2), ts)
+
+    def _popped(self, where: Where, vq: str, elem: str, ts: Optional[float]) -> list[Exchange]:
         queue = self.queues.get(vq)
         if queue is None and not self.queues:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.
             queue = self.queues[vq] = CONTROLQ
         ex = Exchange(where, _UNDESCRIBED, queue=queue, ts=ts, source="qemu")
-        if len(self.elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
-            self.elems.pop(next(iter(self.elems)))
-        self.elems.pop((vq, elem), None)  # a reused pointer goes to the back: oldest-first stays true
-        self.elems[(vq, elem)] = _Elem(ex, vq)
-        yield from self.pairs.request((vq, elem), ex)
+        elems, key = self.elems, (vq, elem)
+        if len(elems) > 2 * self.pairs.window:  # fills that never come: forget the oldest
+            elems.pop(next(iter(elems)))
+        elems.pop(key, None)  # a reused pointer goes to the back: oldest-first stays true
+        elems[key] = _Elem(ex, vq)
+        return self.pairs.request(key, ex)
 
     def _fill(self, where: Where, args: str) -> Iterator[Event]:
         f = _FILL.fullmatch(args)
         if not f:
             yield _bad(where, "virtqueue_fill", args)
             return
-        key, n = (f.group(1), f.group(2)), int(f.group(3))
+        yield from self._filled(where, f.group(1), f.group(2), int(f.group(3)))
+
+    def _filled(self, where: Where, vq: str, elem: str, n: int) -> Iterable[Event]:
+        key = (vq, elem)
         el = self.elems.pop(key, None)
         ex, drain = self.pairs.answer(key)
         if ex is None or el is None:
-            yield Diagnostic(where, "warning", "unpaired", f"virtqueue_fill of element {key[1]} that was never popped "
-                             "in this trace (it starts mid-session?); skipped")
-            return
+            return [Diagnostic(where, "warning", "unpaired", f"virtqueue_fill of element {key[1]} that was never "
+                               "popped in this trace (it starts mid-session?); skipped")]
         ex.resp_where = where
         if ex.queue == CURSORQ and n == 0:
             ex.no_body = True
         else:
             allowed = self.types_for_length(n)
             ex.resp_types = allowed if ex.resp_types is None else ex.resp_types & allowed
-            ex.evidence.append(f"the device wrote {n} bytes")
-        yield from drain
+            said = self.wrote.get(n)
+            if said is None:
+                said = self.wrote[n] = f"the device wrote {n} bytes"
+                if len(self.wrote) > 256:  # lengths are few; a broken log may show many
+                    self.wrote.clear()
+                    self.wrote[n] = said
+            ex.evidence.append(said)
+        return drain
 
     def _oldest_undescribed_control(self) -> Optional[_Elem]:
         for el in self.elems.values():
@@ -218,24 +254,16 @@ class QemuLog:
 
     def _command(self, where: Where, name: str, args: str, ts: Optional[float]) -> Optional[Event]:
         """Describes the element the event belongs to; returns a diagnostic when it cannot."""
-        cmd = EVENTS[name][0]
-        m = PATTERNS[name].fullmatch(args)
-        if not m:
-            return _bad(where, name, args)
-        fields: dict = {}
-        for (key, base), raw in zip(_ARGS[name], m.groups()):
-            if base is not None:
-                fields[key] = int(raw, base)
-            elif key == "@kind":
-                if raw == "move":
-                    cmd = "VIRTIO_GPU_CMD_MOVE_CURSOR"
-                elif raw not in ("define", "update"):
-                    return _bad(where, name, args)
-            else:
-                fields[key] = raw.encode("utf-8", "replace")
-        bad = self._out_of_range(cmd, fields)
-        if bad:
-            return Diagnostic(where, "error", "bad-number", f"{name}: {bad}; the event is skipped")
+        msg = self.messages.get((name, args))
+        if msg is None:
+            msg = self._describe(name, args)
+            if type(msg) is not Message:
+                return Diagnostic(where, *msg)
+            if len(args) <= 256:  # bounded memory (a context's name may be long)
+                if len(self.messages) >= _COMMANDS:
+                    self.messages.clear()
+                self.messages[(name, args)] = msg
+        cmd = msg.name
         cursor = cmd in ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
         if cursor:
             el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
@@ -253,10 +281,32 @@ class QemuLog:
             return Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
                               "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
         el.described = True
-        el.ex.req = self.codec.partial(cmd, fields)
+        el.ex.req = msg  # shared by every event with these arguments: messages are never changed
         el.ex.where, el.ex.ts = where, ts or el.ex.ts
         self.last = el
         return None
+
+    def _describe(self, name: str, args: str):
+        """The message an event's arguments describe, or (level, code, text) of why they do not."""
+        cmd = EVENTS[name][0]
+        m = PATTERNS[name].fullmatch(args)
+        if not m:
+            return _bad_text(name, args)
+        fields: dict = {}
+        for (key, base), raw in zip(_ARGS[name], m.groups()):
+            if base is not None:
+                fields[key] = int(raw, base)
+            elif key == "@kind":
+                if raw == "move":
+                    cmd = "VIRTIO_GPU_CMD_MOVE_CURSOR"
+                elif raw not in ("define", "update"):
+                    return _bad_text(name, args)
+            else:
+                fields[key] = raw.encode("utf-8", "replace")
+        bad = self._out_of_range(cmd, fields)
+        if bad:
+            return "error", "bad-number", f"{name}: {bad}; the event is skipped"
+        return self.codec.partial(cmd, fields)
 
     def _newest_unfilled(self) -> Optional[_Elem]:
         return next(reversed(self.elems.values()), None) if self.elems else None
@@ -295,8 +345,12 @@ _UNDESCRIBED = Message("request", None, None, {})
 
 
 def _bad(where: Where, event: str, args: str) -> Diagnostic:
-    return Diagnostic(where, "error", "bad-event", f"{event} with arguments {args[:80]!r} that do not match its "
-                      "format (a truncated line, or another QEMU version's format); skipped")
+    return Diagnostic(where, *_bad_text(event, args))
+
+
+def _bad_text(event: str, args: str) -> tuple[str, str, str]:
+    return "error", "bad-event", (f"{event} with arguments {args[:80]!r} that do not match its format "
+                                  "(a truncated line, or another QEMU version's format); skipped")
 
 
 def _junk(where: Where, line: str) -> Diagnostic:

@@ -13,6 +13,11 @@ from .state import KIND_BLOB, KIND_NONE, State, overlaps, timeline_key
 
 Getter = Callable[[State, dict], Any]
 FACTS: dict[str, tuple[int, Getter]] = {}
+# Facts read through a shared lookup (the resource a request names, its fence timeline, the
+# settings): fact -> (lookup, fn(object, state, fields)). A rule's generated `values` does each
+# lookup once for all its facts; FACTS holds the same composition for everyone else.
+VIA: dict[str, tuple[Getter, Callable[[Any, State, dict], Any]]] = {}
+UNSEEN = object()  # a lookup's answer when every fact read through it is unknown
 
 
 # The request fields each family of facts is read through. When one of them is
@@ -43,54 +48,63 @@ def fact(name: str, width: int):
     return register
 
 
+def via(name: str, width: int, lookup: Getter, fn: Callable[[Any, State, dict], Any]) -> None:
+    """A fact that is fn of what lookup finds (unknown when it finds UNSEEN)."""
+    def get(st: State, f: dict):
+        o = lookup(st, f)
+        return None if o is UNSEEN else fn(o, st, f)
+    FACTS[name] = (width, get)
+    VIA[name] = (lookup, fn)
+
+
 def _res(st: State, f: dict):
     return st.resources.get(f.get("resource_id"))
 
 
-def _seen(fact_fn: Getter, books: str, key: str) -> Getter:
-    """A fact about an object the state has no record of is unknown when the trace began
-    mid-session (the object may predate it), and follows from its absence otherwise."""
-    def get(st: State, f: dict):
-        if not st.complete and f.get(key) not in getattr(st, books):
-            return None
-        return fact_fn(st, f)
-    return get
+def _seen_res(st: State, f: dict):
+    """The resource the request names, or None. A fact about one the state has no record of is
+    unknown when the trace began mid-session (it may predate it), and follows from its absence otherwise."""
+    rid = f.get("resource_id")
+    if not st.complete and rid not in st.resources:
+        return UNSEEN
+    return st.resources.get(rid)
 
 
-def _attr(name: str, default: Any = 0) -> Getter:
-    def get(st: State, f: dict):
-        r = _res(st, f)
-        return default if r is None else getattr(r, name)
-    return _seen(get, "resources", "resource_id")
+def _on_res(name: str, width: int, fn: Callable) -> None:
+    via(name, width, _seen_res, fn)
 
 
-def _on_res(fn: Getter) -> Getter:
-    return _seen(fn, "resources", "resource_id")
+_on_res("st.res.exists", BOOL, lambda r, st, f: r is not None)
+_on_res("st.res.kind", 8, lambda r, st, f: KIND_NONE if r is None else r.kind)
+for _n in ("width", "height", "depth", "blob_mem", "blob_flags", "size"):
+    _on_res(f"st.res.{_n}", 64 if _n == "size" else 32, lambda r, st, f, _n=_n: 0 if r is None else getattr(r, _n))
+_on_res("st.res.backed", BOOL, lambda r, st, f: r is not None and r.backing is not None)
+_on_res("st.res.transferred", BOOL, lambda r, st, f: False if r is None else r.transferred)
+_on_res("st.res.mapped", BOOL, lambda r, st, f: r is not None and r.mapped is not None)
+_on_res("st.res.in_ctx", BOOL, lambda r, st, f: r is not None and f.get("hdr.ctx_id") in r.contexts)
 
 
-fact("st.res.exists", BOOL)(_on_res(lambda st, f: _res(st, f) is not None))
-fact("st.res.kind", 8)(_on_res(lambda st, f: KIND_NONE if _res(st, f) is None else _res(st, f).kind))
-for _n in ("width", "height", "depth", "blob_mem", "blob_flags"):
-    fact(f"st.res.{_n}", 32)(_attr(_n))
-fact("st.res.size", 64)(_attr("size"))
-fact("st.res.backed", BOOL)(_on_res(lambda st, f: (r := _res(st, f)) is not None and r.backing is not None))
-fact("st.res.transferred", BOOL)(_attr("transferred", False))
-fact("st.res.mapped", BOOL)(_on_res(lambda st, f: (r := _res(st, f)) is not None and r.mapped is not None))
-fact("st.res.in_ctx", BOOL)(_on_res(
-    lambda st, f: (r := _res(st, f)) is not None and f.get("hdr.ctx_id") in r.contexts))
-fact("st.ctx.exists", BOOL)(_seen(lambda st, f: f.get("hdr.ctx_id") in st.contexts, "contexts", "hdr.ctx_id"))
+@fact("st.ctx.exists", BOOL)
+def _ctx_exists(st: State, f: dict):
+    if not st.complete and f.get("hdr.ctx_id") not in st.contexts:
+        return None  # as for resources: a context the trace never showed created may exist
+    return f.get("hdr.ctx_id") in st.contexts
 
 
-def _setting(get: Getter) -> Getter:
-    """A fact about what the device offers: unknown when the trace does not say."""
-    return lambda st, f: get(st, f) if st.settings.known else None
+def _settings(st: State, f: dict):
+    """What the device offers: every fact about it unknown when the trace does not say."""
+    return st.settings if st.settings.known else UNSEEN
 
 
-fact("st.num_scanouts", 32)(_setting(lambda st, f: st.settings.num_scanouts))
-fact("st.num_capsets", 32)(_setting(lambda st, f: st.settings.num_capsets))
-fact("st.blob_alignment", 32)(_setting(lambda st, f: st.settings.blob_alignment))
-fact("st.shm.present", BOOL)(_setting(lambda st, f: st.settings.host_visible is not None))
-fact("st.shm.size", 64)(_setting(lambda st, f: st.settings.host_visible or 0))
+def _setting(name: str, width: int, fn: Callable) -> None:
+    via(name, width, _settings, fn)
+
+
+_setting("st.num_scanouts", 32, lambda s, st, f: s.num_scanouts)
+_setting("st.num_capsets", 32, lambda s, st, f: s.num_capsets)
+_setting("st.blob_alignment", 32, lambda s, st, f: s.blob_alignment)
+_setting("st.shm.present", BOOL, lambda s, st, f: s.host_visible is not None)
+_setting("st.shm.size", 64, lambda s, st, f: s.host_visible or 0)
 fact("st.display_info_read", BOOL)(lambda st, f: st.display_info_read)
 fact("st.edid_read", BOOL)(lambda st, f: st.edid_read)
 
@@ -108,28 +122,28 @@ def _timeline(st: State, f: dict):
     return st.timelines.get(timeline_key(f, st.ring_idx_flag))
 
 
-fact("st.tl.any", BOOL)(lambda st, f: (t := _timeline(st, f)) is not None and t.last_submitted is not None)
-fact("st.tl.last", 64)(lambda st, f: ((t := _timeline(st, f)) and t.last_submitted) or 0)
+via("st.tl.any", BOOL, _timeline, lambda t, st, f: t is not None and t.last_submitted is not None)
+via("st.tl.last", 64, _timeline, lambda t, st, f: (t and t.last_submitted) or 0)
 
 
-def _capset(st: State, f: dict):
-    for c in st.settings.capsets:
+def _capset(s, f: dict):
+    for c in s.capsets:
         if c.id == f.get("capset_id"):
             return c
     return None
 
 
-fact("st.capset.known", BOOL)(_setting(lambda st, f: _capset(st, f) is not None))
+_setting("st.capset.known", BOOL, lambda s, st, f: _capset(s, f) is not None)
 # CTX_CREATE names its capset in the low byte of context_init.
-fact("st.init_capset.known", BOOL)(_setting(
-    lambda st, f: any(c.id == (f.get("context_init") or 0) & 0xFF for c in st.settings.capsets)))
-fact("st.capset.max_version", 32)(_setting(lambda st, f: (c := _capset(st, f)) and c.max_version or 0))
+_setting("st.init_capset.known", BOOL, lambda s, st, f: any(c.id == (f.get("context_init") or 0) & 0xFF
+                                                            for c in s.capsets))
+_setting("st.capset.max_version", 32, lambda s, st, f: (c := _capset(s, f)) and c.max_version or 0)
 
 
 def feature_fact(name: str) -> str:
     key = f"st.f.{name}"
     if key not in FACTS:
-        FACTS[key] = (BOOL, _setting(lambda st, f, _n=name: _n in st.settings.features))
+        _setting(key, BOOL, lambda s, st, f, _n=name: _n in s.features)
     return key
 
 

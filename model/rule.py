@@ -9,7 +9,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from .codec import Codec, Message
 from .expr import E, Var, compile_py, evaluate
-from .facts import FACTS, depends
+from .facts import FACTS, UNSEEN, VIA, depends
 from .state import State
 
 BASES = ("normative", "spec-text", "informal", "implementation")
@@ -149,6 +149,11 @@ class CompiledRule:
         # Every value a check reads: with the same values, the checks reach the same verdicts.
         self.check_vars = tuple(sorted({n for c in rule.checks for n in c.full.vars()}))
         self._values = _values_fn(self.facts)
+        self.fact_names = tuple(n for n, _, _ in self.facts)
+        # The facts alone (with the request's own fields they make `values`) and the values the
+        # checks read, as tuples: what the checker's memos are keyed on.
+        self.fact_values = _tuple_fn(self.facts, self.fact_names)
+        self.check_values = _tuple_fn(self.facts, self.check_vars)
         # Every check at once, for the fast path where every value is known.
         self.all_checks = eval("lambda v: (" + "".join(f"{c.full.py()}, " for c in rule.checks) + ")", {})  # noqa: S307
         self.all_obligations = eval(  # noqa: S307
@@ -162,7 +167,10 @@ class CompiledRule:
     def clean(self, state: State, req: Message, resp: Message) -> Optional[dict]:
         """The fast path: the values read, when every value is known, every check holds, the
         answer is the rule's first success type and every obligation holds; else None."""
-        v = self.values(state, req.fields)
+        return self.clean_values(self.values(state, req.fields), resp)
+
+    def clean_values(self, v: dict, resp: Message) -> Optional[dict]:
+        """`clean` from the values already read."""
         if None in v.values() or resp.name != self.rule.ok[0]:
             return None
         try:
@@ -241,19 +249,56 @@ class CompiledRule:
 def _values_fn(facts: list) -> Callable[[State, dict], dict]:
     """`values` as one generated function: each set of fields facts are read through is tested
     once, not once per fact (every exchange pays for this)."""
-    env: dict = {}
+    env, lines = _fact_lines(facts)
+    lines.append("    v = dict(fields)")
+    for i, (name, _, _) in enumerate(facts):  # in the order the loop this replaces used
+        lines.append(f"    v[{name!r}] = f{i}")
+    lines.append("    return v")
+    return _define("values", env, lines)
+
+
+def _tuple_fn(facts: list, names: tuple) -> Callable[[State, dict], tuple]:
+    """The values of `names` (fields and facts) as a tuple: what `values` would hold for them,
+    without building the dict. Memo keys are made of these."""
+    env, lines = _fact_lines([f for f in facts if f[0] in names])
+    at = {name: i for i, (name, _, _) in enumerate(f for f in facts if f[0] in names)}
+    items = [f"f{at[n]}" if n in at else f"get({n!r})" for n in names]
+    lines.append("    return (" + "".join(i + ", " for i in items) + ")")
+    return _define("values", env, lines)
+
+
+def _fact_lines(facts: list) -> tuple[dict, list[str]]:
+    """Source computing each fact into f0, f1, ...: None when a field it is read through is unknown.
+    Facts read through one lookup (facts.VIA) share one call of it."""
+    env: dict = {"UNSEEN": UNSEEN}
     flags: dict[tuple, str] = {}
     lines = ["def values(state, fields):", "    get = fields.get"]
     for deps in dict.fromkeys(deps for _, _, deps in facts):
         flags[deps] = f"u{len(flags)}"
         lines.append(f"    {flags[deps]} = " + (" or ".join(f"get({d!r}) is None" for d in deps) or "False"))
-    lines.append("    v = dict(fields)")
-    for i, (name, get, deps) in enumerate(facts):  # in the order the loop this replaces used
-        env[f"g{i}"] = get
-        lines.append(f"    v[{name!r}] = None if {flags[deps]} else g{i}(state, fields)")
-    lines.append("    return v")
+    users: dict = {}  # lookup -> the flags of the facts read through it
+    for name, _, deps in facts:
+        if name in VIA:
+            users.setdefault(VIA[name][0], []).append(flags[deps])
+    found: dict = {}
+    for lookup, their in users.items():
+        o = found[lookup] = f"o{len(found)}"
+        env["L" + o] = lookup
+        lines.append(f"    {o} = UNSEEN if {' and '.join(dict.fromkeys(their))} else L{o}(state, fields)")
+    for i, (name, get, deps) in enumerate(facts):
+        if name in VIA:
+            lookup, env[f"g{i}"] = VIA[name]
+            o = found[lookup]
+            lines.append(f"    f{i} = None if {flags[deps]} or {o} is UNSEEN else g{i}({o}, state, fields)")
+        else:
+            env[f"g{i}"] = get
+            lines.append(f"    f{i} = None if {flags[deps]} else g{i}(state, fields)")
+    return env, lines
+
+
+def _define(name: str, env: dict, lines: list[str]):
     exec("\n".join(lines), env)  # noqa: S102 - generated from the rule's own fact names
-    return env["values"]
+    return env[name]
 
 
 _RESP_KEYS: dict[tuple, tuple] = {}
