@@ -176,8 +176,8 @@ def _divergences(cols: dict[str, Column]) -> list[dict]:
         for d in col.divergences:
             key = (d["command"], d["check"])
             row = rows.setdefault(key, {"command": d["command"], "check": d["check"], "counts": {}, "examples": {}})
-            row["counts"][cid] = row["counts"].get(cid, 0) + (d.get("count") or d.get("hits") or 1)
-            row["examples"].setdefault(cid, {"message": d.get("message") or d.get("example") or "",
+            row["counts"][cid] = row["counts"].get(cid, 0) + d["count"]
+            row["examples"].setdefault(cid, {"message": d["message"],
                                              "reproducer": d.get("reproducer")})
     return [rows[k] for k in sorted(rows)]
 
@@ -195,7 +195,7 @@ def _totals(reqs: dict[str, dict], rules: dict[str, dict], cols: dict[str, Colum
     for cid, col in cols.items():
         findings[cid] = {"definite": sum(f["severity"] == "definite" for f in col.findings),
                          "possible": sum(f["severity"] == "possible" for f in col.findings),
-                         "divergences": sum(d.get("count") or d.get("hits") or 1 for d in col.divergences)}
+                         "divergences": sum(d["count"] for d in col.divergences)}
     return {"requirements": len(reqs), "implied_rules_with_findings": len(rules),
             "by_basis": {b: by_basis[b] for b in sorted(by_basis, key=_basis_order)}, "findings": findings}
 

@@ -19,7 +19,7 @@ import re
 from typing import Optional
 from urllib.parse import urlsplit
 
-from .common import MARK, findings_of, short_req, where
+from .common import MARK, findings_of, short_req, spelled, where
 from .html_assets import CSS, JS, PALETTE
 
 VERDICTS = ("fail", "inconclusive", "pass", "not-applicable", "not-exercised")
@@ -49,14 +49,8 @@ def render(doc: dict) -> str:
 
 # --- safety ---------------------------------------------------------------------------------------
 
-# Control characters spelled out (as the Markdown report does): a terminal `cat`ing the file would
-# obey them, and NUL is a parse error in HTML.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _e(x) -> str:
-    text = html.escape("" if x is None else str(x), quote=True)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return spelled(html.escape("" if x is None else str(x), quote=True))
 
 
 def _safe_url(url) -> bool:

@@ -102,7 +102,7 @@ def _trace_column(file: str, doc: dict, s: dict) -> Column:
                  timeline=s.get("timeline"))
     col.findings = [_trace_finding(f) for f in _need(file, s, "findings", list)]
     col.divergences = [{"command": d.get("command", ""), "check": d.get("check", ""), "count": d.get("count", 0),
-                        "message": d.get("example") or d.get("detail") or ""} for d in s.get("divergences", [])]
+                        "message": d.get("detail") or ""} for d in s.get("divergences", [])]
     col.stats = {"exchanges": s.get("exchanges", 0), "commands": s.get("commands", {}),
                  "definite": sum(f["severity"] == "definite" for f in col.findings),
                  "possible": sum(f["severity"] == "possible" for f in col.findings),
@@ -151,5 +151,4 @@ def _fuzz_finding(f: dict) -> dict:
             "message": f.get("message", ""), "reason": None, "file": f.get("reproducer") or "",
             "line": f.get("reproducer_line") or 0, "event": 0, "reproducer": f.get("reproducer"),
             "hits": f.get("hits", 1), "related": [], "spec": [],
-            "shrunk": f.get("shrunk"), "reproduced": f.get("reproduced"), "count": f.get("hits", 1),
-            "example": f.get("message", "")}
+            "shrunk": f.get("shrunk"), "reproduced": f.get("reproduced"), "count": f.get("hits", 1)}

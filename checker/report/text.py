@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .common import MARK, findings_of, rows, short_req, where
+from .common import MARK, column_size, findings_of, rows, short_req, where
 
 STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "not-applicable": "dim", "not-exercised": "dim"}
 
@@ -16,9 +16,7 @@ def render(doc: dict, out: Console) -> None:
     out.print(f"[bold]virtio-gpu conformance report[/] (spec {escape(doc['spec']['version'])}, "
               f"{doc['totals']['requirements']} requirements)")
     for c in cols:
-        s = c["stats"]
-        what = (f"{s.get('exchanges', 0)} exchanges" if c["kind"] == "trace" else
-                f"{s.get('commands', 0)} commands, {s.get('cases', 0)} cases")
+        what = column_size(c)
         counts = ", ".join(f"{v} {n}" for v, n in c["verdict_counts"].items() if n)
         out.print(f"  [bold]{c['id']}[/] {escape(c['label'])} ({c['kind']}): {what}; {counts}")
         for n in c["notes"]:
