@@ -8,12 +8,21 @@ flush, unref) through the same virtio-pci driver over qtest, with nothing genera
 nothing checked: what the device and the qtest round trips cost alone. The fuzz figures are
 campaigns that generate, send and check but shrink nothing (a survey), so they measure the
 steady state rather than whichever findings a seed happens to hit first.
+
+The last figure is what hypothesis itself costs: a RuleBasedStateMachine under the
+campaign's settings whose one rule draws one number and does nothing else. With the
+campaign's commands per rule, it bounds the ratio any hypothesis-driven fuzzer of this
+shape can reach against the bare loop, before it generates, sends or checks anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget
@@ -56,6 +65,24 @@ def survey(protocol, make, seconds: float) -> tuple[float, Campaign]:
     return c.commands / (time.perf_counter() - t0), c
 
 
+def hypothesis_floor(seconds: float, steps: int) -> float:
+    """Rule steps per second of a state machine that only draws."""
+    count = [0]
+
+    class Idle(RuleBasedStateMachine):
+        @rule(data=st.data())
+        def one(self, data):
+            data.draw(st.integers(0, 1 << 32))
+            count[0] += 1
+
+    config = settings(max_examples=20, stateful_step_count=steps, database=None, deadline=None,
+                      verbosity=Verbosity.quiet, phases=(Phase.generate,), suppress_health_check=list(HealthCheck))
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        run_state_machine_as_test(Idle, settings=config)
+    return count[0] / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -66,11 +93,17 @@ def main() -> None:
     rate_bare = bare(ir, p.codec, a.seconds, a.qemu)
     rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
     rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+    floor = hypothesis_floor(a.seconds, cq.max_steps)
+    per_step = cq.commands / max(cq.steps, 1)
+    bound = 1 / (1 + rate_bare / (floor * per_step))
     print(f"{'':34} {'commands/s':>11}")
     print(f"{'bare qtest loop (QEMU)':34} {rate_bare:>11,.0f}")
     print(f"{'fuzz survey against QEMU':34} {rate_qemu:>11,.0f}   ({cq.cases} cases, {len(cq.found)} findings)")
     print(f"{'fuzz survey against reference':34} {rate_ref:>11,.0f}   ({cr.cases} cases)")
+    print(f"{'hypothesis alone (rule steps/s)':34} {floor:>11,.0f}   (a rule that only draws; "
+          f"the campaign sends {per_step:.2f} commands a rule)")
     print(f"fuzz against QEMU / bare loop: {rate_qemu / rate_bare:.2f} (target: at least 0.80)")
+    print(f"hypothesis' own cost alone caps that ratio at {bound:.2f}: bare / (bare + hypothesis per command)")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class Campaign:
         self.found: dict[Signature, Found] = {}
         self.hunting: Optional[Signature] = None
         self.commands = self.cases = self.rounds = 0
+        self.steps = 0  # rules hypothesis ran (a scene sends several commands in one)
         self.started = time.monotonic()
         self.deadline: Optional[float] = None
         self.case_budget: Optional[int] = None

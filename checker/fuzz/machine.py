@@ -15,6 +15,7 @@ fields make a request valid or put it on an edge, reads the model's predicted st
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -62,10 +63,38 @@ class Failure(AssertionError):
     """The case shows the finding the campaign is hunting: hypothesis shrinks it."""
 
 
-def _number(width_bits: int) -> st.SearchStrategy[int]:
-    top = (1 << width_bits) - 1
-    edges = sorted({0, 1, 2, 63, 64, 65, 4096, top, top - 1, top >> 1, (top >> 1) + 1, top - 63} & set(range(top + 1)))
-    return st.one_of(st.integers(0, min(top, 256)), st.sampled_from(edges), st.integers(0, top))
+# hypothesis validates a strategy the first time it draws from it, which costs more than the draw:
+# strategies are built once per distinct argument and reused, never per command.
+@functools.lru_cache(maxsize=4096)
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+@functools.lru_cache(maxsize=4096)
+def _among(values: tuple) -> st.SearchStrategy:
+    return st.sampled_from(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _scanout(n: int) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(0, n - 1), st.sampled_from([n, 16, U32]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _bad_entries(need: int) -> st.SearchStrategy[list]:
+    return st.lists(st.fixed_dictionaries({
+        "addr": st.one_of(st.just(RAM_BACKING), st.sampled_from([0, U64 - 4095, 1 << 40])),
+        "length": st.one_of(st.just(need), st.sampled_from([0, need - 1, need + 1, U32]))}), max_size=3)
+
+
+def _choose(data, branches: list):
+    """One of `branches` (values, or tuples to pick among), shrinking towards the first, as st.one_of does."""
+    b = branches[data.draw(_ints(0, len(branches) - 1))]
+    return data.draw(_among(b)) if isinstance(b, tuple) else b
+
+
+PAYLOAD = st.binary(max_size=64)
+EXTRA = st.binary(min_size=1, max_size=64)
 
 
 def machine_for(camp: "Campaign") -> type:
@@ -84,7 +113,10 @@ def machine_for(camp: "Campaign") -> type:
     # The display path weighs more among valid commands: it is where devices keep state.
     common = ["VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
               "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"]
-    weighted = commands + [c for c in common if c in p.rules] * 2
+    weighted = tuple(commands + [c for c in common if c in p.rules] * 2)
+    any_command = _among(tuple(commands))
+    sizes, format_of = _among(SIZES), _among(formats)
+    wild_fields = {c: leaves(codec.layout(c)) for c in commands}
     # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
     counts = {s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())
 
@@ -112,13 +144,12 @@ def machine_for(camp: "Campaign") -> type:
             live = sorted(self.model.state.resources)
             nxt = self._next_id()
             if fresh:
-                return data.draw(st.one_of(st.just(nxt), st.just(nxt), st.sampled_from([0, U32] + live)))
-            choices = [st.sampled_from(live)] * 3 if live else []
-            freed = [r for r in self.named if r not in self.model.state.resources]
+                return _choose(data, [nxt, nxt, (0, U32, *live)])
+            choices: list = [tuple(live)] * 3 if live else []
+            freed = tuple(r for r in self.named if r not in self.model.state.resources)
             if freed:
-                choices.append(st.sampled_from(freed))
-            choices += [st.just(0), st.just(nxt), st.just(U32)]
-            return data.draw(st.one_of(choices))
+                choices.append(freed)
+            return _choose(data, choices + [0, nxt, U32])
 
         def _ids(self, data, cmd: str, fresh: bool) -> dict:
             keys = codec.layout(cmd).keys
@@ -128,17 +159,16 @@ def machine_for(camp: "Campaign") -> type:
             n = max(self.model.state.settings.num_scanouts, 1)
             for k in ("scanout_id", "scanout", "pos.scanout_id"):
                 if k in keys:
-                    out[k] = data.draw(st.one_of(st.integers(0, n - 1), st.sampled_from([n, 16, U32])) if not fresh
-                                       else st.integers(0, n - 1))
-            ctx = data.draw(st.sampled_from([0] + self.contexts + [max(self.contexts, default=0) + 1]))
+                    out[k] = data.draw(_scanout(n) if not fresh else _ints(0, n - 1))
+            ctx = data.draw(_among((0, *self.contexts, max(self.contexts, default=0) + 1)))
             out["hdr.ctx_id"] = ctx
             return out
 
         def _header(self, data) -> dict:
-            if not data.draw(st.integers(0, 7)) == 0:
+            if not data.draw(_ints(0, 7)) == 0:
                 return {"hdr.flags": 0}
             last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
-            return {"hdr.flags": fence, "hdr.fence_id": data.draw(st.sampled_from([(last + 1) & U64, last, 0, U64]))}
+            return {"hdr.flags": fence, "hdr.fence_id": data.draw(_among(((last + 1) & U64, last, 0, U64)))}
 
         # --- building one request ------------------------------------------------------
         def _natural(self, data, cmd: str, fixed: dict) -> dict:
@@ -148,11 +178,11 @@ def machine_for(camp: "Campaign") -> type:
                 if key.startswith("hdr.") or key in lay.padding or key in fixed or is_bytes or key in counts:
                     continue
                 if key in ("width", "height"):
-                    out[key] = data.draw(st.sampled_from(SIZES))
+                    out[key] = data.draw(sizes)
                 elif key == "format":
-                    out[key] = data.draw(st.sampled_from(formats))
+                    out[key] = data.draw(format_of)
                 else:
-                    out[key] = data.draw(st.integers(0, 64))
+                    out[key] = data.draw(_ints(0, 64))
             return out
 
         def _rect_for(self, cmd: str, fields: dict) -> None:
@@ -169,14 +199,12 @@ def machine_for(camp: "Campaign") -> type:
             need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
             if valid:
                 return [{"addr": RAM_BACKING, "length": need}]
-            return data.draw(st.lists(st.fixed_dictionaries({
-                "addr": st.one_of(st.just(RAM_BACKING), st.sampled_from([0, U64 - 4095, 1 << 40])),
-                "length": st.one_of(st.just(need), st.sampled_from([0, need - 1, need + 1, U32]))}), max_size=3))
+            return data.draw(_bad_entries(need))
 
         def _payload(self, data, cmd: str) -> bytes:
             lay = codec.layout(cmd)
             if lay.name in PAYLOAD_LENGTH or lay.flexible:
-                return data.draw(st.binary(max_size=64))
+                return data.draw(PAYLOAD)
             return b""
 
         def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
@@ -186,21 +214,22 @@ def machine_for(camp: "Campaign") -> type:
             label = how
             if how == "valid":
                 self._rect_for(cmd, fields)
-                fix = camp.edges.valid(state, cmd, fixed)
-                msg = codec.partial(cmd, fields, [])
-                outcome = p.expect(state, msg)
-                if fix and outcome is not None and any(c.errors is not None for c in outcome.failed):
-                    fields.update({k: v for k, v in fix.items() if k not in fixed})
+                outcome = p.expect(state, codec.partial(cmd, fields, []))
+                # z3 only when the drawn fields fail a check the device must enforce
+                if outcome is not None and any(c.errors is not None for c in outcome.failed):
+                    fix = camp.edges.valid(state, cmd, fixed)
+                    if fix:
+                        fields.update({k: v for k, v in fix.items() if k not in fixed})
             elif how == "edge":
                 targets = camp.edges.targets(cmd)
                 if targets:
-                    check, edge = data.draw(st.sampled_from(targets))
+                    check, edge = data.draw(_among(tuple(targets)))
                     got = camp.edges.edge(state, cmd, fixed, check, edge)
                     if got:
                         fields.update({k: v for k, v in got.items() if k not in counts})
                         label = f"edge {check} {edge}"
             elif how == "wild":
-                fields = {**data.draw(leaves(codec.layout(cmd))), **fixed}
+                fields = {**data.draw(wild_fields[cmd]), **fixed}
             entries = self._entries(data, cmd, fields, how == "valid")
             fields.pop("hdr.type", None)
             if entries is not None and how == "wild":
@@ -235,7 +264,7 @@ def machine_for(camp: "Campaign") -> type:
                 self.contexts.append(req.fields.get("hdr.ctx_id") or 0)
 
         def _one(self, data, how: str, pool=None) -> None:
-            cmd = data.draw(st.sampled_from(pool or commands))
+            cmd = data.draw(_among(pool) if pool else any_command)
             raw, label = self._message(data, cmd, how)
             q = queue_of.get(cmd) or "controlq"
             self._send(Step(q, [raw], [answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
@@ -243,21 +272,25 @@ def machine_for(camp: "Campaign") -> type:
         # --- the rules ------------------------------------------------------------------------
         @rule(data=st.data())
         def valid(self, data):
+            camp.steps += 1
             self._one(data, "valid", weighted)
 
         @rule(data=st.data())
         def edge(self, data):
+            camp.steps += 1
             self._one(data, "edge")
 
         @rule(data=st.data())
         def wild(self, data):
+            camp.steps += 1
             self._one(data, "wild")
 
         @rule(data=st.data())
         def scene(self, data):
             """A backed resource on scanout 0, transferred and flushed: the state a display is in."""
+            camp.steps += 1
             rid = self._next_id()
-            w, h = data.draw(st.sampled_from(SIZES)), data.draw(st.sampled_from(SIZES))
+            w, h = data.draw(sizes), data.draw(sizes)
             rect = {"resource_id": rid, "r.width": w, "r.height": h}
             if not self.model.state.display_info_read:
                 self._send(Step("controlq", [codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
@@ -275,23 +308,24 @@ def machine_for(camp: "Campaign") -> type:
 
         @rule(data=st.data())
         def framing(self, data):
-            cmd = data.draw(st.sampled_from(commands))
+            camp.steps += 1
+            cmd = data.draw(any_command)
             raw, _ = self._message(data, cmd, "valid")
             q = queue_of.get(cmd) or "controlq"
-            kind = data.draw(st.sampled_from(FRAMINGS))
+            kind = data.draw(_among(FRAMINGS))
             outs, ins = [raw], [answer_size[cmd]]
             if kind == "truncate":
-                outs = [raw[:data.draw(st.integers(0, len(raw) - 1))]] if len(raw) > 1 else [b""]
+                outs = [raw[:data.draw(_ints(0, len(raw) - 1))]] if len(raw) > 1 else [b""]
             elif kind == "oversize":
-                outs = [raw + data.draw(st.binary(min_size=1, max_size=64))]
+                outs = [raw + data.draw(EXTRA)]
             elif kind == "split":
-                cut = data.draw(st.integers(1, max(1, len(raw) - 1)))
+                cut = data.draw(_ints(1, max(1, len(raw) - 1)))
                 outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
             elif kind == "small-answer":
                 # at least one byte: a zero-sized buffer is a virtio error that breaks the whole device
-                ins = [data.draw(st.integers(1, answer_size[cmd] - 1))]
+                ins = [data.draw(_ints(1, answer_size[cmd] - 1))]
             elif kind == "garbage-type":
-                outs = [data.draw(st.integers(0, U32)).to_bytes(4, "little") + raw[4:]]
+                outs = [data.draw(_ints(0, U32)).to_bytes(4, "little") + raw[4:]]
             elif kind == "no-answer-buffer":
                 ins = []
             outs = [o for o in outs if o] or [bytes(1)]
