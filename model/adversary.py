@@ -27,10 +27,12 @@ _ANSWERS: dict[str, dict[tuple, Optional[dict]]] = {}
 
 
 class Edges:
-    def __init__(self, protocol: Protocol, timeout_ms: int = 200):
+    def __init__(self, protocol: Protocol, timeout_ms: int = 200, cache: Optional[dict] = None):
         self.p = protocol
         self.timeout_ms = timeout_ms
-        self.cache = _ANSWERS.setdefault(protocol.ir.version, {})
+        # `cache` is for a caller that must see z3 asked (a test): the process's cache may already
+        # hold its answers from whatever ran before.
+        self.cache = _ANSWERS.setdefault(protocol.ir.version, {}) if cache is None else cache
         self.solved = 0  # z3 questions actually asked (the rest came from the cache)
         self._shapes: dict[tuple, tuple] = {}
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -64,10 +65,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     wheel = _build_wheel(src, dist)
 
     venv = base / "venv"
-    # system site-packages supply the dependencies (no network); the wheel itself goes
-    # into the venv's own site-packages, which comes first on sys.path
-    mk = _run([sys.executable, "-m", "venv", "--system-site-packages", venv], base)
+    # The running environment's site-packages supply the dependencies (no network), through a
+    # .pth path line: it puts them on sys.path after the venv's own site-packages, where the wheel
+    # goes, and runs none of their .pth hooks, so the editable install of this checkout stays out.
+    # (--system-site-packages would reach the base interpreter's, which need not hold them.)
+    mk = _run([sys.executable, "-m", "venv", venv], base)
     assert mk.returncode == 0, mk.stdout + mk.stderr
+    own = _run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base)
+    deps = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    Path(own.stdout.strip(), "outer-dependencies.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
     pip = _run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
                 "--force-reinstall", wheel], base)
     assert pip.returncode == 0, pip.stdout + pip.stderr
