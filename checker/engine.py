@@ -91,10 +91,11 @@ class Checker:
         # why definite findings resting on some state facts are downgraded, until the next reset:
         # fact prefix ("st." for all of them) -> the reason
         self.uncertain: dict[str, str] = {}
+        self.later_uncertain: list[tuple[str, str]] = []  # what this exchange makes uncertain for the ones after it
         # resource id -> recent events on it: (where, command, accepted), put in words when a finding cites them
         self.history: dict[int, deque] = {}
-        self.when_fns: dict[int, object] = {}
-        self.fast_tally: dict[tuple, tuple] = {}
+        self.when_fns: dict[int, object] = protocol.memo.setdefault("engine/when", {})
+        self.fast_tally: dict[tuple, tuple] = protocol.memo.setdefault(f"engine/tally/{profile}", {})
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         # (command, values the checks read, what the trace says of the answer) -> how an exchange that
         # broke nothing came out; see _settled_key
@@ -187,6 +188,9 @@ class Checker:
             self._report(ex, primary, set(), alt=min(clean, key=lambda q: q.rank), others=pairs)
         if primary.open_:
             self._report_open(ex, primary)
+        for prefix, why in self.later_uncertain:
+            self.uncertain.setdefault(prefix, why)
+        self.later_uncertain.clear()
         marks = self._tally(ex, primary, proven)
         self._remember(ex, primary.accepted)
         self._advance(ex, clean or pairs)
@@ -287,8 +291,9 @@ class Checker:
                 malformed.append(Breach(outcome.rule.command, "malformed-accepted", "device", "informal", (), True,
                                         f"answered {_short(ex.resp.name)} to a request it cannot have read whole "
                                         f"({'; '.join(str(pr) for pr in req.problems)})"))
-                # What the device did with what it read is unknown: later findings must not rest on a guess.
-                self.uncertain.setdefault("st.", f"the device accepted a request it cannot have read whole at {ex.where}")
+                # What the device did with what it read is unknown: later findings must not rest on a guess
+                # (this one's does not: it rests on the answer alone).
+                self.later_uncertain.append(("st.", f"the device accepted a request it cannot have read whole at {ex.where}"))
             return [self._pair(cand, accepted, malformed, outcome, 0, None)]
         if ex.resp is not None and ex.answered and cramped and ex.resp.name is None:
             return [self._pair(cand, expected_ok, driver, outcome, 0, None)]  # not even a header fitted

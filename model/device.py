@@ -51,6 +51,8 @@ class ReferenceDevice:
         self.state = self.protocol.new_state(self.settings)
         self.mode = mode
         self.k = ir.constant
+        # read on every answer: looked up once (ir.constant scans the list)
+        self._fence, self._ring = ir.constant("VIRTIO_GPU_FLAG_FENCE"), ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
 
     def config(self) -> bytes:
         """The device configuration space."""
@@ -63,9 +65,10 @@ class ReferenceDevice:
     def reset(self) -> list[Breach]:
         return self.protocol.reset(self.state)
 
-    def handle(self, data: bytes, queue: str = "controlq") -> bytes:
-        """Answer one request."""
-        req = self.codec.decode_request(data, queue)
+    def handle(self, data: bytes, queue: str = "controlq", req: Optional[Message] = None) -> bytes:
+        """Answer one request (`req`: the same bytes decoded already, by a caller that needed them too)."""
+        if req is None:
+            req = self.codec.decode_request(data, queue)
         unusable = self.protocol.unusable(req)
         # Judge in the state the request found, before it is booked on its timeline.
         name = "VIRTIO_GPU_RESP_ERR_UNSPEC" if unusable else self.protocol.expect(self.state, req).expected
@@ -79,7 +82,7 @@ class ReferenceDevice:
     def _header(self, req: Message) -> dict:
         f = req.fields
         flags = f.get("hdr.flags") or 0
-        fence, ring = self.k("VIRTIO_GPU_FLAG_FENCE"), self.k("VIRTIO_GPU_FLAG_INFO_RING_IDX")
+        fence, ring = self._fence, self._ring
         out = {"hdr.flags": flags & (fence | ring), "hdr.ctx_id": f.get("hdr.ctx_id") or 0}
         if flags & fence:
             out["hdr.fence_id"] = f.get("hdr.fence_id") or 0

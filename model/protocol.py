@@ -54,6 +54,9 @@ class Protocol:
         self.fence_flag = ir.constant("VIRTIO_GPU_FLAG_FENCE")
         self.ring_flag = ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
         self.ok_types = frozenset(r.name for r in ir.responses if "_RESP_OK_" in r.name)
+        # Functions compiled from the rules by their readers, kept here so that every reader of this
+        # protocol shares them (the fuzzer starts a checker for every case).
+        self.memo: dict[str, dict] = {}
 
     def new_state(self, settings: Optional[Settings] = None) -> State:
         return State(settings or Settings(), ring_idx_flag=self.ring_flag)

@@ -85,6 +85,12 @@ class Campaign:
         self.interrupted = False
         self.flaky: list[str] = []
         self.tallies: dict[str, Tally] = {}  # per requirement, over every case sent
+        # Kinds of malformed chain (machine.choke_key) the device stalled or died on ([status, times]),
+        # and the ones not sent: in a hunt, those known when the round began, so its cases replay alike.
+        self.chokes: dict[tuple, list] = {}
+        self.skip: frozenset = frozenset()
+        self.skipped: dict[tuple, int] = {}
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         self._last_progress = 0.0
         if out:
             os.makedirs(out, exist_ok=True)
@@ -101,6 +107,17 @@ class Campaign:
             into.passed += t.passed
             into.failed += t.failed
             into.inconclusive += t.inconclusive
+
+    def choked(self, choke: tuple, status: str) -> None:
+        """The device did not answer a malformed chain (`status`: no-answer or died). Twice for the same
+        kind, and that kind is not sent again: once may have been a slow moment."""
+        seen = self.chokes.setdefault(choke, [status, 0])
+        seen[1] += 1
+        if not self.hunt and seen[1] == 2:  # nothing is shrunk, so no case has to replay alike: from now on
+            self.skip = self._skippable()
+
+    def _skippable(self) -> frozenset:
+        return frozenset(k for k, (_, n) in self.chokes.items() if n >= 2)
 
     def observe(self, machine, obs: list[Observation]) -> None:
         self.commands += 1
@@ -148,6 +165,7 @@ class Campaign:
             while examples is None or self.cases < examples:
                 self.rounds += 1
                 self.hunting = None
+                self.skip = self._skippable()
                 left = 10_000 if examples is None else max(1, examples - self.cases)
                 config = settings(max_examples=left, stateful_step_count=self.max_steps, database=None,
                                   deadline=None, derandomize=False, verbosity=Verbosity.quiet, print_blob=False,
@@ -218,7 +236,10 @@ class Campaign:
                 "spec_version": self.protocol.ir.version,
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
                 "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
-                "z3_questions": self.edges.solved, "flaky": self.flaky,
+                "z3_questions": self.edges.solved, "flaky": self.flaky, "cpus": self.cpus,
+                "not_sent": [{"device": self.chokes[k][0], "queue": k[0], "problems": list(k[1]),
+                              "whole_header": k[2], "answer_room": k[3], "command": k[4], "count": n}
+                             for k, n in sorted(self.skipped.items(), key=lambda kv: -kv[1])],
                 "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
                 "requirements": self.verdicts(),
                 "differential": self.differ.table() if self.differ else None}

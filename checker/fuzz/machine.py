@@ -26,6 +26,7 @@ from virtgpu_conform.model.codec import PAYLOAD_LENGTH
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.strategies import leaves
 
+from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
 from .oracle import Oracle
 from .record import session_header
 
@@ -63,28 +64,47 @@ class Failure(AssertionError):
     """The case shows the finding the campaign is hunting: hypothesis shrinks it."""
 
 
-# hypothesis validates a strategy the first time it draws from it, which costs more than the draw:
-# strategies are built once per distinct argument and reused, never per command.
+# Choices are built once per distinct argument and reused, never per command.
 @functools.lru_cache(maxsize=4096)
-def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.integers(lo, hi)
+def _ints(lo: int, hi: int) -> Ints:
+    return Ints(lo, hi)
 
 
 @functools.lru_cache(maxsize=4096)
-def _among(values: tuple) -> st.SearchStrategy:
-    return st.sampled_from(values)
+def _among(values: tuple) -> Among:
+    return Among(values)
 
 
 @functools.lru_cache(maxsize=64)
-def _scanout(n: int) -> st.SearchStrategy[int]:
-    return st.one_of(st.integers(0, n - 1), st.sampled_from([n, 16, U32]))
+def _scanout(n: int) -> OneOf:
+    return OneOf(Ints(0, n - 1), Among([n, 16, U32]))
 
 
 @functools.lru_cache(maxsize=1024)
-def _bad_entries(need: int) -> st.SearchStrategy[list]:
-    return st.lists(st.fixed_dictionaries({
-        "addr": st.one_of(st.just(RAM_BACKING), st.sampled_from([0, U64 - 4095, 1 << 40])),
-        "length": st.one_of(st.just(need), st.sampled_from([0, need - 1, need + 1, U32]))}), max_size=3)
+def _bad_entries(need: int) -> Lists:
+    return Lists(Fields(addr=OneOf(RAM_BACKING, Among([0, U64 - 4095, 1 << 40])),
+                        length=OneOf(need, Among([0, need - 1, need + 1, U32]))), 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _wide(size: int) -> OneOf:
+    """Any value of a `size`-byte field, often one at an edge: a wild value read from the rule's bytes."""
+    top = (1 << (8 * size)) - 1
+    return OneOf(Ints(0, top), top, Ints(1, 64), Among([1 << i for i in range(8 * size)]), Ints(max(0, top - 64), top))
+
+
+def _leaf_choices(lay) -> Fields:
+    """Every leaf of a layout from the rule's bytes, as strategies.leaves gives them from hypothesis."""
+    parts = {}
+    for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
+        if key in lay.padding:
+            parts[key] = bytes(size) if is_bytes else 0
+        else:
+            parts[key] = Bytes(size, size) if is_bytes else _wide(size)
+    return Fields(**parts)
+
+
+WILD_FROM = Ints(0, 3)  # 3: hypothesis' own strategies give the values, else the rule's bytes
 
 
 def _choose(data, branches: list):
@@ -93,8 +113,26 @@ def _choose(data, branches: list):
     return data.draw(_among(b)) if isinstance(b, tuple) else b
 
 
-PAYLOAD = st.binary(max_size=64)
-EXTRA = st.binary(min_size=1, max_size=64)
+PAYLOAD = Bytes(0, 64)
+EXTRA = Bytes(1, 64)
+CUT = Ints(0, 0xFFFF)  # where a framing cuts, reduced modulo what there is to cut
+BURST = Ints(0, 3)  # more valid commands after the first, while the rule's bytes last
+PER_COMMAND = 16  # bytes a command reads, about (more with a payload): a burst stops when fewer are left
+# One draw a rule (see choices.py), sized so that what a rule reads is mostly drawn bytes, not the
+# zeros past their end (those are every choice's first option).
+ENTROPY = st.binary(min_size=24, max_size=160)
+FEW = st.binary(min_size=8, max_size=48)
+
+
+def choke_key(step: Step, req) -> Optional[tuple]:
+    """What a malformed chain is, as far as a device choking on it goes: its queue, what is wrong
+    with it, whether the header is whole, whether there is room for an answer, and its command.
+    None for a well-formed request: whether a device stalls on one depends on its state."""
+    if not req.problems:
+        return None
+    whole = sum(map(len, step.outs)) >= HDR
+    return (step.queue, tuple(sorted({p.code for p in req.problems})), whole, bool(step.ins),
+            req.name if whole else None)  # a cut header's type is a guess at best
 
 
 def machine_for(camp: "Campaign") -> type:
@@ -115,8 +153,10 @@ def machine_for(camp: "Campaign") -> type:
               "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"]
     weighted = tuple(commands + [c for c in common if c in p.rules] * 2)
     any_command = _among(tuple(commands))
+    pool = _among(weighted)
     sizes, format_of = _among(SIZES), _among(formats)
     wild_fields = {c: leaves(codec.layout(c)) for c in commands}
+    wild_choices = {c: _leaf_choices(codec.layout(c)) for c in commands}
     # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
     counts = {s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())
 
@@ -229,7 +269,8 @@ def machine_for(camp: "Campaign") -> type:
                         fields.update({k: v for k, v in got.items() if k not in counts})
                         label = f"edge {check} {edge}"
             elif how == "wild":
-                fields = {**data.draw(wild_fields[cmd]), **fixed}
+                source = wild_fields if data.data is not None and data.draw(WILD_FROM) == 3 else wild_choices
+                fields = {**data.draw(source[cmd]), **fixed}
             entries = self._entries(data, cmd, fields, how == "valid")
             fields.pop("hdr.type", None)
             if entries is not None and how == "wild":
@@ -240,54 +281,71 @@ def machine_for(camp: "Campaign") -> type:
         def _send(self, step: Step) -> None:
             # The prediction and the names steer generation, so they advance whatever the device did:
             # a case whose device stalled on one run and not on its replay still draws the same.
-            self.model.handle(b"".join(step.outs), step.queue)
-            self._named(step)
+            data = b"".join(step.outs)
+            req = codec.decode_request(data, step.queue)
+            self.model.handle(data, step.queue, req)
+            self._named(req)
             if self.gone:
                 return  # after a death or a stall nothing more can be judged in this case
+            choke = choke_key(step, req)
+            if choke is not None and choke in camp.skip:
+                # The device is known to stall or die on this kind of malformed chain: sending it again
+                # would cost a timeout and a restart and show nothing new.
+                camp.skipped[choke] = camp.skipped.get(choke, 0) + 1
+                return
             differ = camp.differ
             before = self.oracle.state.clone() if differ is not None else None
             reply = camp.target.send(step.queue, step.outs, step.ins)
             self.steps.append(step)
-            obs = self.oracle.step(step.queue, step.outs, step.ins, reply)
+            obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
             if differ is not None:
-                req = codec.decode_request(b"".join(step.outs), step.queue)
                 differ.compare(before, req, step.queue, camp.target.last, self.oracle.text())
             if reply.status != "answered":
                 self.gone = True
+                if choke is not None:
+                    camp.choked(choke, reply.status)
             camp.observe(self, obs)
 
-        def _named(self, step: Step) -> None:
-            req = codec.decode_request(b"".join(step.outs), step.queue)
+        def _named(self, req) -> None:
             if req.name in creates and req.fields.get("resource_id") is not None:
                 self.named.append(req.fields["resource_id"])
             if req.name == "VIRTIO_GPU_CMD_CTX_CREATE":
                 self.contexts.append(req.fields.get("hdr.ctx_id") or 0)
 
-        def _one(self, data, how: str, pool=None) -> None:
-            cmd = data.draw(_among(pool) if pool else any_command)
+        def _one(self, data, how: str, pool: Among = any_command) -> None:
+            cmd = data.draw(pool)
             raw, label = self._message(data, cmd, how)
             q = queue_of.get(cmd) or "controlq"
             self._send(Step(q, [raw], [answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
         # --- the rules ------------------------------------------------------------------------
-        @rule(data=st.data())
-        def valid(self, data):
+        @rule(raw=ENTROPY)
+        def valid(self, raw):
+            """Up to four valid commands, as many as the rule's bytes stretch to."""
+            data = Choices(raw)
             camp.steps += 1
-            self._one(data, "valid", weighted)
+            more = data.draw(BURST)
+            self._one(data, "valid", pool)
+            while more and data.left() >= PER_COMMAND:
+                more -= 1
+                self._one(data, "valid", pool)
 
-        @rule(data=st.data())
-        def edge(self, data):
+        @rule(raw=FEW)
+        def edge(self, raw):
             camp.steps += 1
-            self._one(data, "edge")
+            self._one(Choices(raw), "edge")
 
-        @rule(data=st.data())
-        def wild(self, data):
+        @rule(raw=ENTROPY, data=st.data())
+        def wild(self, raw, data):
+            """Any field values: from the rule's bytes, or (one time in four) from hypothesis' own
+            strategies for the layout's leaves, which cost ten times as much."""
             camp.steps += 1
-            self._one(data, "wild")
+            self._one(Choices(raw, conjecture_draw(data)), "wild")
 
-        @rule(data=st.data())
-        def scene(self, data):
+        @rule(raw=FEW)
+        def scene(self, raw):
             """A backed resource on scanout 0, transferred and flushed: the state a display is in."""
+            data = Choices(raw)
             camp.steps += 1
             rid = self._next_id()
             w, h = data.draw(sizes), data.draw(sizes)
@@ -306,24 +364,27 @@ def machine_for(camp: "Campaign") -> type:
                 self._send(Step("controlq", [codec.encode(cmd, fields, entries)], [answer_size[cmd]],
                                 f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
-        @rule(data=st.data())
-        def framing(self, data):
+        @rule(raw=ENTROPY)
+        def framing(self, raw):
+            data = Choices(raw)
             camp.steps += 1
+            # The framing's own choices first, so that they come from drawn bytes, not the zeros past them.
+            kind = data.draw(_among(FRAMINGS))
+            cut = data.draw(CUT)
             cmd = data.draw(any_command)
             raw, _ = self._message(data, cmd, "valid")
             q = queue_of.get(cmd) or "controlq"
-            kind = data.draw(_among(FRAMINGS))
             outs, ins = [raw], [answer_size[cmd]]
             if kind == "truncate":
-                outs = [raw[:data.draw(_ints(0, len(raw) - 1))]] if len(raw) > 1 else [b""]
+                outs = [raw[:cut % len(raw)]] if len(raw) > 1 else [b""]
             elif kind == "oversize":
                 outs = [raw + data.draw(EXTRA)]
             elif kind == "split":
-                cut = data.draw(_ints(1, max(1, len(raw) - 1)))
+                cut = 1 + cut % max(1, len(raw) - 1)
                 outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
             elif kind == "small-answer":
                 # at least one byte: a zero-sized buffer is a virtio error that breaks the whole device
-                ins = [data.draw(_ints(1, answer_size[cmd] - 1))]
+                ins = [1 + cut % max(1, answer_size[cmd] - 1)]
             elif kind == "garbage-type":
                 outs = [data.draw(_ints(0, U32)).to_bytes(4, "little") + raw[4:]]
             elif kind == "no-answer-buffer":

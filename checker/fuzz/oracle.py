@@ -4,7 +4,6 @@ the same importer and Checker that a saved reproducer meets, so what the fuzzer 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -52,25 +51,41 @@ def shared_checks(protocol: Protocol) -> frozenset[str]:
     return frozenset(set.intersection(*ids)) if ids else frozenset()
 
 
+class _Sink:
+    """What the writer wrote, kept as the strings it wrote: the new ones are at hand without
+    re-reading the whole case (a StringIO's getvalue() at every step made a case quadratic)."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+        self.read = 0  # parts already fed to the checker
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def unread(self) -> list[str]:
+        new, self.read = self.parts[self.read:], len(self.parts)
+        return new
+
+
 class Oracle:
     def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson"):
         self.p, self.name = protocol, name
         self.shared = shared_checks(protocol)
-        self.out = io.StringIO()
+        self.out = _Sink()
         self.writer = native.Writer(self.out, **session)
         self.checker = Checker(protocol, profile)
         self.checker.divergence_log = []
-        self._lines = self._pos = 0
+        self._lines = 0
         self._feed()
 
     def _feed(self) -> None:
         """Read what the writer added since last time, exactly as `check` reads a file."""
-        text = self.out.getvalue()
-        new, self._pos = text[self._pos:], len(text)
         numbered = []
-        for line in new.splitlines():
-            self._lines += 1
-            numbered.append((self._lines, line))
+        for part in self.out.unread():
+            for line in part.splitlines():
+                self._lines += 1
+                numbered.append((self._lines, line))
         for ev in native.read(numbered, self.name, self.p.codec):
             self.checker.feed(ev)
 
@@ -78,7 +93,9 @@ class Oracle:
     def state(self):
         return self.checker.cands[0].state
 
-    def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply) -> list[Observation]:
+    def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply,
+             req=None) -> list[Observation]:
+        """`req`: the request decoded already, when the caller has it."""
         data = b"".join(outs)
         # The framing is always written: a replay then sends exactly the same chain.
         rid = self.writer.request(data, queue, framing=(list(map(len, outs)), list(ins)))
@@ -90,7 +107,8 @@ class Oracle:
         before = len(self.checker.findings)
         self._feed()
         out = []
-        req = self.p.codec.decode_request(data, queue)
+        if req is None:
+            req = self.p.codec.decode_request(data, queue)
         for f in self.checker.findings[before:]:
             obs = self._observe(f, reply, self.shared, req)
             if obs is not None:
@@ -104,7 +122,7 @@ class Oracle:
                 out.append(Observation(Signature(DIVERGENCE, cmd, b.check), b.detail, line))
         self.checker.divergence_log.clear()
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
-            cmd = self.p.codec.decode_request(data, queue).name or ""
+            cmd = req.name or ""
             out.append(Observation(Signature(CRASH, cmd, "device-died"), reply.detail, line))
         return out
 
@@ -127,4 +145,4 @@ class Oracle:
         return Observation(Signature(VIOLATION, cmd, blamed or f.check, f.basis), f.message, f.where.line, f.reqs)
 
     def text(self) -> str:
-        return self.out.getvalue()
+        return "".join(self.out.parts)

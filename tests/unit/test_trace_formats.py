@@ -267,3 +267,30 @@ def test_guest_orphan_response_does_not_shift_the_pairing(protocol, tmp_path):
                             line.format(d="response", t="0x1101")]) + "\n")
     c = run_check(protocol, p)
     assert c.findings == [] and c.diagnostics == {"unpaired": 1}
+
+
+def test_ok_to_a_truncated_request_is_definite_and_only_later_findings_are_downgraded(ir, protocol, tmp_path):
+    # QEMU and vhost-user-gpu answer OK_NODATA to a RESOURCE_CREATE_2D cut to 30 of its 40 bytes. The OK
+    # itself is the finding, whatever the device did with the part it read; what comes after rests on
+    # that unknown (did it create resource 1?), so refusing to unref resource 1 is only possibly wrong.
+    dev = ReferenceDevice(ir)
+    c = dev.codec
+    text = native_trace(ir, [("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None)])
+    cut = c.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64})[:30]
+    ok = c.encode("VIRTIO_GPU_RESP_OK_NODATA")
+    unref = c.encode("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": 1})
+    lines = [json.dumps({"kind": "request", "id": 10, "queue": "controlq", "bytes": cut.hex()}),
+             json.dumps({"kind": "response", "id": 10, "bytes": ok.hex()}),
+             json.dumps({"kind": "request", "id": 11, "queue": "controlq", "bytes": unref.hex()}),
+             json.dumps({"kind": "response", "id": 11, "bytes": ok.hex()})]
+    lines[-1] = json.dumps({"kind": "response", "id": 11,
+                            "bytes": c.encode("VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID").hex()})
+    path = tmp_path / "cut.ndjson"
+    path.write_text(text + "\n".join(lines) + "\n")
+    checker = run_check(protocol, path)
+    accepted = [f for f in checker.findings if f.check == "malformed-accepted"]
+    assert len(accepted) == 1 and accepted[0].definite and accepted[0].side == "device", checker.findings
+    assert accepted[0].where.line == 4
+    later = [f for f in checker.findings if f.where.line > 5]
+    assert later and not any(f.definite for f in later), later
+    assert all("cannot have read whole at" in f.reason for f in later)

@@ -1,0 +1,51 @@
+"""One CPU for the fuzzer and the device processes it drives (QEMU, a vhost-user backend).
+
+A qtest exchange is a ping-pong between two processes that each wait for the other. On
+two otherwise idle CPUs every hop wakes a sleeping CPU, and the exchange costs several
+times what it costs when both processes share one CPU (benchmarks/fuzz_speed.py prints
+both). Pinning this process before it starts its devices puts them on the same CPU:
+children inherit the affinity at fork.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+
+def choose(spec: str) -> Optional[int]:
+    """The CPU `--cpu` names: a number, `auto` (the last CPU this process may run on, which
+    takes fewer interrupts than CPU 0 on most machines) or `any` (no pinning: None)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec == "any" or len(allowed) < 2:
+        return None
+    if spec == "auto":
+        return allowed[-1]
+    try:
+        cpu = int(spec)
+    except ValueError:
+        raise ValueError(f"--cpu takes a CPU number, 'auto' or 'any', not {spec!r}") from None
+    if cpu not in allowed:
+        raise ValueError(f"CPU {cpu} is not one this process may use (allowed: {format_cpus(allowed)})")
+    return cpu
+
+
+def format_cpus(cpus) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+@contextmanager
+def pinned(cpu: Optional[int]) -> Iterator[Optional[int]]:
+    """Run the block, and whatever it starts, on `cpu` (None: as before); the old affinity comes back after."""
+    if cpu is None:
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
