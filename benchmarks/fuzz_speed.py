@@ -1,13 +1,16 @@
 """How fast `fuzz` drives a device: commands per second against QEMU, against a bare qtest loop, and
 against the embedded reference device, all measured in this one run.
 
-    python benchmarks/fuzz_speed.py [--seconds 20] [--qemu qemu-system-x86_64]
+    python benchmarks/fuzz_speed.py [--seconds 20] [--qemu qemu-system-x86_64] [--cpu auto]
 
 The bare loop sends a fixed display workload (create, attach backing, set scanout, transfer,
 flush, unref) through the same virtio-pci driver over qtest, with nothing generated and
-nothing checked: what the device and the qtest round trips cost alone. The fuzz figures are
+nothing checked: what the device and the qtest round trips cost alone. It runs twice: with
+this process and QEMU on one CPU, as `fuzz` runs them by default (--cpu), and wherever the
+kernel puts them. The ratio is taken against the faster of the two. The fuzz figures are
 campaigns that generate, send and check but shrink nothing (a survey), so they measure the
-steady state rather than whichever findings a seed happens to hit first.
+steady state rather than whichever findings a seed happens to hit first; they run as
+`fuzz` does, on the one CPU.
 
 The last figure is what hypothesis itself costs: a RuleBasedStateMachine under the
 campaign's settings whose one rule draws one number and does nothing else. With the
@@ -24,6 +27,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from virtgpu_conform.checker.fuzz import affinity
 from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget
 from virtgpu_conform.model.protocol import Protocol
@@ -87,17 +91,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--cpu", default="auto", help="as fuzz --cpu")
     a = ap.parse_args()
     ir = load_snapshot()
     p = Protocol(ir)
-    rate_bare = bare(ir, p.codec, a.seconds, a.qemu)
-    rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
-    rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
-    floor = hypothesis_floor(a.seconds, cq.max_steps)
+    cpu = affinity.choose(a.cpu)
+    rate_free = bare(ir, p.codec, a.seconds, a.qemu)
+    with affinity.pinned(cpu):
+        rate_pinned = bare(ir, p.codec, a.seconds, a.qemu)
+        rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
+        rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+        floor = hypothesis_floor(a.seconds, cq.max_steps)
+    rate_bare = max(rate_free, rate_pinned)
     per_step = cq.commands / max(cq.steps, 1)
     bound = 1 / (1 + rate_bare / (floor * per_step))
+    where = "no pinning" if cpu is None else f"CPU {cpu}"
     print(f"{'':34} {'commands/s':>11}")
-    print(f"{'bare qtest loop (QEMU)':34} {rate_bare:>11,.0f}")
+    print(f"{'bare qtest loop, one CPU':34} {rate_pinned:>11,.0f}   ({where})")
+    print(f"{'bare qtest loop, any CPU':34} {rate_free:>11,.0f}")
     print(f"{'fuzz survey against QEMU':34} {rate_qemu:>11,.0f}   ({cq.cases} cases, {len(cq.found)} findings)")
     print(f"{'fuzz survey against reference':34} {rate_ref:>11,.0f}   ({cr.cases} cases)")
     print(f"{'hypothesis alone (rule steps/s)':34} {floor:>11,.0f}   (a rule that only draws; "

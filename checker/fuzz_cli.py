@@ -72,7 +72,7 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
 @click.option("--time", "duration", help="Stop after this long (30s, 5m, 1h). Default 1m unless --examples.")
 @click.option("--examples", type=click.IntRange(1), help="Stop after this many generated cases.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Campaign seed (repeatable on the reference target).")
-@click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="Commands per case, at most.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rule steps per case, at most (a step sends one command, a few, or a whole display scene).")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Write findings and reproducers here (default: ./fuzz-out).")
 @click.option("--profile", type=click.Choice(["strict", "spec"]), default="strict", show_default=True,
               help="Which rules count: spec (normative and spec text) or strict (also informal).")

@@ -319,28 +319,29 @@ def machine_for(camp: "Campaign") -> type:
             self._send(Step(q, [raw], [answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
         # --- the rules ------------------------------------------------------------------------
-        @rule(raw=ENTROPY)
-        def valid(self, raw):
-            """Up to four valid commands, as many as the rule's bytes stretch to."""
-            data = Choices(raw)
+        def _burst(self, data: Choices, one) -> None:
+            """Up to four commands, as many as the rule's bytes stretch to: a hypothesis step costs
+            more than building, predicting and checking a command."""
             camp.steps += 1
             more = data.draw(BURST)
-            self._one(data, "valid", pool)
+            one(data)
             while more and data.left() >= PER_COMMAND:
                 more -= 1
-                self._one(data, "valid", pool)
+                one(data)
 
-        @rule(raw=FEW)
+        @rule(raw=ENTROPY)
+        def valid(self, raw):
+            self._burst(Choices(raw), lambda d: self._one(d, "valid", pool))
+
+        @rule(raw=ENTROPY)
         def edge(self, raw):
-            camp.steps += 1
-            self._one(Choices(raw), "edge")
+            self._burst(Choices(raw), lambda d: self._one(d, "edge"))
 
         @rule(raw=ENTROPY, data=st.data())
         def wild(self, raw, data):
             """Any field values: from the rule's bytes, or (one time in four) from hypothesis' own
             strategies for the layout's leaves, which cost ten times as much."""
-            camp.steps += 1
-            self._one(Choices(raw, conjecture_draw(data)), "wild")
+            self._burst(Choices(raw, conjecture_draw(data)), lambda d: self._one(d, "wild"))
 
         @rule(raw=FEW)
         def scene(self, raw):
@@ -366,8 +367,9 @@ def machine_for(camp: "Campaign") -> type:
 
         @rule(raw=ENTROPY)
         def framing(self, raw):
-            data = Choices(raw)
-            camp.steps += 1
+            self._burst(Choices(raw), self._framed)
+
+        def _framed(self, data: Choices) -> None:
             # The framing's own choices first, so that they come from drawn bytes, not the zeros past them.
             kind = data.draw(_among(FRAMINGS))
             cut = data.draw(CUT)

@@ -52,20 +52,15 @@ def shared_checks(protocol: Protocol) -> frozenset[str]:
 
 
 class _Sink:
-    """What the writer wrote, kept as the strings it wrote: the new ones are at hand without
-    re-reading the whole case (a StringIO's getvalue() at every step made a case quadratic)."""
+    """What the writer wrote, kept as the strings it wrote (a StringIO's getvalue() at every step
+    made a case quadratic)."""
 
     def __init__(self):
         self.parts: list[str] = []
-        self.read = 0  # parts already fed to the checker
 
     def write(self, text: str) -> int:
         self.parts.append(text)
         return len(text)
-
-    def unread(self) -> list[str]:
-        new, self.read = self.parts[self.read:], len(self.parts)
-        return new
 
 
 class Oracle:
@@ -73,20 +68,16 @@ class Oracle:
         self.p, self.name = protocol, name
         self.shared = shared_checks(protocol)
         self.out = _Sink()
-        self.writer = native.Writer(self.out, **session)
         self.checker = Checker(protocol, profile)
         self.checker.divergence_log = []
         self._lines = 0
-        self._feed()
+        # Every record the writer writes is read as `check` reads that line of the saved case.
+        self.reader = native.Records(name, protocol.codec)
+        self.writer = native.Writer(self.out, on_record=self._feed, **session)
 
-    def _feed(self) -> None:
-        """Read what the writer added since last time, exactly as `check` reads a file."""
-        numbered = []
-        for part in self.out.unread():
-            for line in part.splitlines():
-                self._lines += 1
-                numbered.append((self._lines, line))
-        for ev in native.read(numbered, self.name, self.p.codec):
+    def _feed(self, rec: dict) -> None:
+        self._lines += 1
+        for ev in self.reader.feed(self._lines, rec):
             self.checker.feed(ev)
 
     @property
@@ -97,15 +88,14 @@ class Oracle:
              req=None) -> list[Observation]:
         """`req`: the request decoded already, when the caller has it."""
         data = b"".join(outs)
+        before = len(self.checker.findings)
+        line = self._lines + 1  # of the request record
         # The framing is always written: a replay then sends exactly the same chain.
         rid = self.writer.request(data, queue, framing=(list(map(len, outs)), list(ins)))
-        line = self._lines + 1
         if reply.status == "answered":
             self.writer.response(rid, reply.data)
         else:
             self.writer.no_response(rid, f"{reply.status}: {reply.detail}")
-        before = len(self.checker.findings)
-        self._feed()
         out = []
         if req is None:
             req = self.p.codec.decode_request(data, queue)
