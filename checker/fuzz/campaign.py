@@ -86,7 +86,7 @@ class Campaign:
         self.flaky: list[str] = []
         self.tallies: dict[str, Tally] = {}  # per requirement, over every case sent
         # Kinds of malformed chain (machine.choke_key) the device stalled or died on ([status, times]),
-        # and the ones not sent: in a hunt, those known when the round began, so its cases replay alike.
+        # and the ones not sent (see begin_case).
         self.chokes: dict[tuple, list] = {}
         self.skip: frozenset = frozenset()
         self.skipped: dict[tuple, int] = {}
@@ -99,6 +99,10 @@ class Campaign:
     def begin_case(self) -> None:
         self._stop_if_due()
         self.cases += 1
+        if self.hunting is None:
+            # Between cases, and never while a finding is shrunk: each case, and every replay of it,
+            # runs with one list, so the same choices send the same chains.
+            self.skip = self._skippable()
         self.target.reset()
 
     def end_case(self, oracle) -> None:
@@ -131,6 +135,8 @@ class Campaign:
                 f = self.found[o.signature] = Found(o.signature, o.message, o.requirements, self.commands,
                                                     steps=list(machine.steps), line=o.line)
                 self._save(f, case=machine.oracle.text())  # as found: an interrupted shrink still leaves one
+                if self.hunt and self.out:
+                    self._alone(f, machine.steps[-1], machine.oracle.text())
             elif o.signature != self.hunting:
                 f.hits += 1
             if self.hunting is None and not f.shrunk and self.hunt:
@@ -140,6 +146,19 @@ class Campaign:
                     f.steps = list(machine.steps)  # saved by the replay when the round ends
                 raise Failure(str(o.signature))
         self._stop_if_due()
+
+    def _alone(self, f: Found, step: Step, case: str) -> None:
+        """Most findings show on the one step that showed them, sent to a fresh device: tried first,
+        that spares hypothesis' shrinking (hundreds of cases; on a device that stalls, a timeout
+        and a restart each). Otherwise the round shrinks the whole case as before."""
+        full = f.steps
+        f.steps = [step]
+        self._save(f, replay_it=True)
+        if f.reproduced:
+            f.shrunk = True
+            return
+        f.steps, f.reproduced = full, None
+        self._save(f, case=case)
 
     def _stop_if_due(self) -> None:
         if self.interrupted:
@@ -165,7 +184,6 @@ class Campaign:
             while examples is None or self.cases < examples:
                 self.rounds += 1
                 self.hunting = None
-                self.skip = self._skippable()
                 left = 10_000 if examples is None else max(1, examples - self.cases)
                 config = settings(max_examples=left, stateful_step_count=self.max_steps, database=None,
                                   deadline=None, derandomize=False, verbosity=Verbosity.quiet, print_blob=False,

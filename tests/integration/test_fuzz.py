@@ -86,6 +86,25 @@ def test_saved_reproducer_replays_on_qemu(tmp_path):
     assert chk.exit_code == 1 and "no-response" in chk.output
 
 
+def test_empty_backing_accepted_then_missing_replays_on_qemu(tmp_path):
+    """Found by a campaign against QEMU 7.2 (and shown by vhost-user-gpu too): RESOURCE_ATTACH_BACKING
+    with no entries is answered OK_NODATA, and then the resource acts as if it had no backing:
+    TRANSFER_TO_HOST_2D and RESOURCE_DETACH_BACKING are refused with ERR_UNSPEC."""
+    _need_qemu()
+    repro = DATA / "qemu-7.2-empty-backing-accepted-then-missing.ndjson"
+    r = CliRunner().invoke(main, ["fuzz", "--replay", str(repro), "--target", "qemu", "--out", str(tmp_path)])
+    assert r.exit_code == 1, r.output
+    assert "line 6: violation: TRANSFER_TO_HOST_2D response-type" in r.output, r.output
+    assert "line 8: violation: RESOURCE_DETACH_BACKING response-type" in r.output, r.output
+    answers = [json.loads(x) for x in (tmp_path / "replay.ndjson").read_text().splitlines()]
+    assert [a["bytes"][:8] for a in answers if a["kind"] == "response"] == ["00110000", "00110000", "00120000", "00120000"]
+    chk = CliRunner().invoke(main, ["check", str(repro), "--json", str(tmp_path / "check.json")])
+    assert chk.exit_code == 1, chk.output
+    found = json.loads((tmp_path / "check.json").read_text())["sessions"][0]["findings"]
+    device = {(f["line"], f["check"]) for f in found if f["side"] == "device" and f["definite"]}
+    assert device == {(6, "response-type"), (8, "response-type")}, found
+
+
 def test_replay_of_a_broken_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"kind":"session"}\n{"kind":"request","id":1,"queue":"controlq","bytes":"zz"}\n')
@@ -150,3 +169,45 @@ def test_differential_run_tables_where_answers_differ(tmp_path):
     # the spec lets a device pick any error for a bad request: such a difference is open, not a violation
     assert any(row["verdict"] == "open" and "any error" in row["why"] for row in rows), rows
     assert "where the targets' answers differ" in r.output
+
+
+class _Stalls(ReferenceTarget):
+    """The reference device, but a controlq chain shorter than the header is never completed (as QEMU
+    7.2 and 10.0 do): the fuzzer must learn not to spend a timeout and a restart on each such chain."""
+
+    def __init__(self, ir):
+        super().__init__(ir)
+        self.stalls: dict[bool, int] = {}
+
+    def send(self, queue, outs, in_sizes):
+        from virtgpu_conform.checker.fuzz.targets import Reply
+
+        if queue == "controlq" and sum(map(len, outs)) < 24:
+            self.stalls[bool(in_sizes)] = self.stalls.get(bool(in_sizes), 0) + 1
+            return Reply("no-answer", detail="never completed (test)")
+        return super().send(queue, outs, in_sizes)
+
+
+@pytest.mark.parametrize("hunt", [False, True])
+def test_a_malformation_the_device_stalls_on_twice_is_not_sent_again(ir, tmp_path, hunt):
+    targets = []
+
+    def make(log_dir):
+        targets.append(_Stalls(ir))
+        return targets[-1]
+
+    c = Campaign(Protocol(ir), make, seed=5, steps=20, hunt=hunt, out=str(tmp_path / "out"))
+    c.run(examples=150)
+    main_target = targets[0]  # the others are fresh devices for the replays of shrunk findings
+    assert main_target.stalls, "the campaign never sent a chain shorter than the header"
+    result = json.loads((tmp_path / "out" / "fuzz-result.json").read_text())
+    assert result["not_sent"] and all(n["problems"] == ["short-buffer"] and not n["whole_header"] and n["device"] == "no-answer"
+                           for n in result["not_sent"]), result["not_sent"]
+    # Twice to learn it, then never again. (In a hunt, the finding's own step alone, replayed on a fresh
+    # device, is its minimal case: hypothesis did not have to shrink it through a stall a case.)
+    assert all(sent == 2 for sent in main_target.stalls.values()), main_target.stalls
+    liveness = [f for f in result["findings"] if f["kind"] == "liveness"]
+    assert liveness and liveness[0]["check"] == "no-response-to-short-buffer"
+    if hunt:
+        assert liveness[0]["shrunk"] and liveness[0]["reproduced"], liveness
+        assert liveness[0]["steps"] == 1

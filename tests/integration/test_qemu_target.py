@@ -112,3 +112,23 @@ def test_a_device_that_dies_is_reported(ir, tmp_path):
         t.q.proc.wait(timeout=10)
         r = t.send("controlq", [p.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")], [408])
         assert r.status == "died" and "exited" in r.detail
+
+
+def test_qemu_started_while_pinned_runs_every_thread_on_that_cpu(ir):
+    # fuzz --cpu pins itself before it starts a device: QEMU inherits the CPU at fork, so the qtest
+    # ping-pong stays on one CPU (several times faster than between two idle ones).
+    _need_qemu()
+    from virtgpu_conform.checker.fuzz import affinity
+    from virtgpu_conform.model.codec import codec_for
+
+    cpu = affinity.choose("auto")
+    if cpu is None:
+        pytest.skip("one CPU: nothing is pinned")
+    with affinity.pinned(cpu), QemuTarget(ir) as t:
+        tasks = os.listdir(f"/proc/{t.q.proc.pid}/task")
+        cpus = {open(f"/proc/{t.q.proc.pid}/task/{k}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+                for k in tasks}
+        assert len(tasks) > 1 and cpus == {str(cpu)}, (tasks, cpus)
+        info = codec_for(ir).encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
+        assert t.send("controlq", [info], [408]).status == "answered"
+    assert sorted(os.sched_getaffinity(0)) != [cpu]  # this process's own affinity came back
