@@ -47,9 +47,11 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
                               qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args)
         if target == "vhost-user-gpu":
             from .fuzz.vhost_user import VhostUserGpuTarget
+            from .fuzz.vhost_user import SPARES
+            # the campaign's own target is reset for every case; one for a saved case's replay is used once
             return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
-                                      qtest_log=at("qtest.log"),
-                                      backend_log=at("backend.log"), timeout=timeout)
+                                      qtest_log=at("qtest.log"), backend_log=at("backend.log"), timeout=timeout,
+                                      spares=0 if log_dir else SPARES)
         from .fuzz.adapter import AdapterTarget
         if not (adapter or adapter_socket):
             raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")

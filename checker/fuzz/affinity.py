@@ -37,6 +37,9 @@ def format_cpus(cpus) -> str:
     return ",".join(map(str, sorted(cpus)))
 
 
+_BEFORE: list[set] = []  # the affinity each open `pinned` block replaced
+
+
 @contextmanager
 def pinned(cpu: Optional[int]) -> Iterator[Optional[int]]:
     """Run the block, and whatever it starts, on `cpu` (None: as before); the old affinity comes back after."""
@@ -45,7 +48,31 @@ def pinned(cpu: Optional[int]) -> Iterator[Optional[int]]:
         return
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
+    _BEFORE.append(before)
     try:
         yield cpu
     finally:
+        _BEFORE.pop()
         os.sched_setaffinity(0, before)
+
+
+def elsewhere() -> Optional[set]:
+    """CPUs a process started ahead of use (a spare QEMU) may start on so that it does not take
+    time from this pinned process: the ones pinning left out. None when not pinned."""
+    if not _BEFORE:
+        return None
+    rest = _BEFORE[-1] - os.sched_getaffinity(0)
+    return rest or None
+
+
+def move(pid: int, cpus: set) -> None:
+    """Every thread of process `pid` onto `cpus` (threads it makes later inherit it)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return  # gone: whoever uses it will find out
+    for tid in tasks:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass  # a thread that has just exited

@@ -13,15 +13,15 @@ import subprocess
 import weakref
 from typing import Optional, Sequence
 
-from .qtest import _die_with_parent, kill_group
+from .qtest import kill_group, starter
 
 _LIVE: "weakref.WeakSet[Child]" = weakref.WeakSet()
 
 
 class Child:
-    def __init__(self, argv: Sequence[str], **popen_kw):
+    def __init__(self, argv: Sequence[str], cpus=None, **popen_kw):
         self.argv = list(argv)
-        self.proc = subprocess.Popen(self.argv, preexec_fn=_die_with_parent, **popen_kw)
+        self.proc = subprocess.Popen(self.argv, preexec_fn=starter(cpus), **popen_kw)
         _LIVE.add(self)
 
     @property

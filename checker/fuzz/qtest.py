@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import os
 import select
 import signal
@@ -43,24 +44,32 @@ def kill_group(proc: subprocess.Popen) -> None:
                 pass
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent(cpus=None) -> None:  # runs in the child between fork and exec
     # The kernel sends QEMU SIGKILL when the process that started it dies, however it dies
     # (a crash, SIGKILL): no QEMU outlives the tool.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setpgrp()  # Ctrl-C in a terminal reaches us, not QEMU: we decide when it goes
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def starter(cpus=None):
+    """The preexec function for a child: `cpus`, when given, are where it starts (a spare QEMU
+    starts away from the CPU the tool works on, and is moved there when it is used)."""
+    return functools.partial(_die_with_parent, cpus) if cpus else _die_with_parent
 
 
 class QemuProcess:
     """One QEMU with the qtest protocol on stdio. Use as a context manager."""
 
-    def __init__(self, argv: Sequence[str], timeout: float = 5.0, env: Optional[dict] = None):
+    def __init__(self, argv: Sequence[str], timeout: float = 5.0, env: Optional[dict] = None, cpus=None):
         self.argv = list(argv)
         self.timeout = timeout
         self.irqs: list[str] = []
         self._buf = b""
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent, env=env)
+                                     stderr=subprocess.PIPE, preexec_fn=starter(cpus), env=env)
         _LIVE.add(self)
 
     def __enter__(self) -> "QemuProcess":

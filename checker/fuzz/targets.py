@@ -119,13 +119,22 @@ class QemuTarget(Target):
         self.starts += 1
         try:
             self.pci = VirtioPci(self.q)
-            self.pci.find()
-            self.pci.map_bars()
+            layout = getattr(self, "_layout", None)
+            if layout is not None and layout[0] == self.argv_shape():
+                self.pci.restore(layout[1])
+            else:
+                self.pci.find()
+                self.pci.map_bars()
+                self._layout = (self.argv_shape(), self.pci.layout())
             self._initialise()
         except (QemuGone, DeviceError) as exc:
             self.close()
             raise TargetError(f"{self.binary} {self.device}: {exc}"
                               + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
+
+    def argv_shape(self) -> tuple:
+        """The command line but for its per-start parts (sockets, logs): what fixes the PCI layout."""
+        return tuple(a for a in self.argv if "/" not in a)
 
     def _initialise(self) -> None:
         """Virtio reset, features, config, queues, DRIVER_OK: a device as fresh as after boot."""

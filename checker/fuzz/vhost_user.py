@@ -9,7 +9,9 @@ the guest is HALT.BIN, 64 KiB of `hlt`, and guest RAM is a shared memfd the back
 
 A virtio reset does not clear the backend's state (QEMU 7.2: a resource created before the
 reset still exists after it, RESOURCE_CREATE_2D of its id answers ERR_INVALID_RESOURCE_ID),
-so `reset()` starts a new backend and a new QEMU.
+so `reset()` starts a new backend and a new QEMU. A QEMU with KVM takes about 0.1 s to answer
+(a fifth of it CPU, the rest waiting), longer than most fuzz cases: the next pairs are started
+ahead (`SPARES`) while the current one works, and the one retired is reaped later.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import deque
 from typing import Optional, Sequence
 
 from virtgpu_conform.spec.ir import SpecIR
 
+from . import affinity
 from .children import Child, tail
 from .qtest import QemuProcess
 from .targets import QemuTarget, Reply, TargetError
@@ -31,6 +35,7 @@ from .targets import QemuTarget, Reply, TargetError
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
 _KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix flags of a listening socket
+SPARES = 1  # backend + QEMU pairs a campaign's target keeps started ahead of use
 
 
 class KvmUnusable(TargetError):
@@ -76,7 +81,8 @@ class VhostUserGpuTarget(QemuTarget):
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
                  backend: str = BACKEND, extra: Sequence[str] = (), log_path: Optional[str] = None,
                  backend_log: Optional[str] = None, timeout: float = 2.0, qtest_log: Optional[str] = None,
-                 name: str = "vhost-user-gpu"):
+                 name: str = "vhost-user-gpu", spares: int = 0):
+        """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's)."""
         if not (os.path.isfile(backend) and os.access(backend, os.X_OK)):
             raise TargetError(f"no vhost-user-gpu backend at {backend} (apt-get install qemu-system-gui)")
         problem = kvm_problem()
@@ -84,6 +90,10 @@ class VhostUserGpuTarget(QemuTarget):
             raise KvmUnusable(problem)
         self.backend_binary = backend
         self.backend: Optional[Child] = None
+        self.want_spares = spares
+        self.spares: deque = deque()  # (backend, QEMU, socket, argv) started ahead, in the order started
+        self.retired: list = []  # killed, not yet reaped
+        self._socks = 0
         self.workdir = ""  # HALT.BIN and the socket, made by _prepare, removed by close
         log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-qemu-"), "qemu-trace.log")
         self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), "vhost-user-gpu.log")
@@ -97,7 +107,8 @@ class VhostUserGpuTarget(QemuTarget):
     def _prepare(self) -> None:
         if not os.path.isdir(self.workdir):
             self.workdir = tempfile.mkdtemp(prefix="vgc-vug-")
-        self.sock = os.path.join(self.workdir, "vug.sock")
+        self._socks += 1
+        self.sock = os.path.join(self.workdir, f"vug-{self._socks}.sock")  # one per pair: spares wait on theirs
         self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
         with open(self.halt_bin, "wb") as f:
             f.write(b"\xf4" * 65536)  # hlt, everywhere the vCPU can go
@@ -113,18 +124,62 @@ class VhostUserGpuTarget(QemuTarget):
                 *self.extra]
 
     def _spawn(self) -> QemuProcess:
-        self._start_backend()
-        return super()._spawn()
+        q = None
+        while self.spares and q is None:
+            backend, spare, sock, argv = self.spares.popleft()
+            if backend.alive and spare.alive:
+                self.backend, self.sock, self.argv, q = backend, sock, argv, spare
+                here = os.sched_getaffinity(0)
+                for pid in (backend.pid, spare.proc.pid):
+                    affinity.move(pid, here)  # it started elsewhere; it works where this process does
+            else:
+                self._retire(backend, spare)
+        if q is None:
+            self._start_backend()
+            q = super()._spawn()
+        self._top_up()
+        return q
 
-    def _start_backend(self) -> None:
-        self._stop_backend()
+    def _top_up(self) -> None:
+        """Start pairs ahead of use, each on a socket of its own."""
+        current = (self.backend, self.sock, self.argv)
+        try:
+            away = affinity.elsewhere()
+            while len(self.spares) < self.want_spares:
+                self.argv = self._argv()  # a new socket
+                self._start_backend(keep=True, cpus=away)
+                q = QemuProcess(self.argv, timeout=max(5.0, self.timeout), cpus=away)
+                self.spares.append((self.backend, q, self.sock, self.argv))
+        finally:
+            self.backend, self.sock, self.argv = current
+
+    def _retire(self, *children) -> None:
+        """SIGKILL now, reap later: waiting for a QEMU with KVM to exit costs tens of ms."""
+        for c in children:
+            if c is not None:
+                try:
+                    os.killpg(c.proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+                self.retired.append(c)
+        still = []
+        for c in self.retired:
+            if c.proc.poll() is None:
+                still.append(c)
+            else:
+                c.kill()  # exited: this reaps it and closes its pipes, without waiting
+        self.retired = still
+
+    def _start_backend(self, keep: bool = False, cpus=None) -> None:
+        if not keep:
+            self._stop_backend()
         if os.path.exists(self.sock):
             os.unlink(self.sock)
         argv = [self.backend_binary, "-s", self.sock]
         with open(self.backend_log, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()
-            self.backend = Child(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            self.backend = Child(argv, cpus=cpus, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  env={**os.environ, "G_MESSAGES_DEBUG": "all"})
         deadline = time.monotonic() + 5.0
         while not _listening(self.sock):
@@ -134,7 +189,7 @@ class VhostUserGpuTarget(QemuTarget):
             if time.monotonic() > deadline:
                 self._stop_backend()
                 raise TargetError(f"{self.backend_binary} did not listen on {self.sock} within 5 s")
-            time.sleep(0.005)
+            time.sleep(0.001)
 
     def _stop_backend(self) -> None:
         if self.backend is not None:
@@ -168,11 +223,16 @@ class VhostUserGpuTarget(QemuTarget):
         return f"vhost-user-gpu backend exited (status {status}): {tail(self.backend_log, 300).strip()}"
 
     def _stop(self) -> None:
-        if getattr(self, "q", None) is not None:  # QemuTarget.__init__ may have failed before starting one
-            super().close()
-        self._stop_backend()
+        """Retire the pair in use (the spares stay)."""
+        self._retire(getattr(self, "q", None), self.backend)  # QemuTarget.__init__ may have failed before a QEMU
+        self.q = self.backend = None
 
     def close(self) -> None:
         self._stop()
+        while self.spares:
+            self._retire(*self.spares.popleft()[:2])
+        for c in self.retired:
+            c.kill()  # SIGKILLed already: this reaps it and closes its pipes
+        self.retired = []
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -110,10 +110,28 @@ class VirtioPci:
             self.cfg_write(reg, 0xFFFFFFFF)
             size = (~(self.cfg_read(reg) & ~0xF) & 0xFFFFFFFF) + 1
             base = (base + size - 1) & ~(size - 1)
-            self.cfg_write(reg, base)
-            self.cfg_write(reg + 4, 0)  # 64-bit BAR: high half
             self.bar_addr[bar] = base
             base += size
+        self._program()
+
+    def layout(self) -> tuple:
+        """Where the device sits and what its capabilities say: the same for every QEMU started
+        with the same command line, so a restarted one need not be walked again (`restore`)."""
+        return self.devfn, dict(self.caps), dict(self.bar_addr)
+
+    def restore(self, layout: tuple) -> None:
+        """find() and map_bars() for a device known from `layout`: a dozen qtest round trips, not a hundred."""
+        self.devfn, caps, bar_addr = layout
+        self.caps, self.bar_addr = dict(caps), dict(bar_addr)
+        if self.cfg_read(0) != (DEVICE_GPU << 16) | VENDOR_VIRTIO:
+            raise DeviceError(f"no virtio-gpu (1af4:1050) at devfn {self.devfn:#x} any more")
+        self._program()
+
+    def _program(self) -> None:
+        for bar, base in sorted(self.bar_addr.items()):
+            reg = 0x10 + 4 * bar
+            self.cfg_write(reg, base)
+            self.cfg_write(reg + 4, 0)  # 64-bit BAR: high half
         self.cfg_write(0x04, self.cfg_read(0x04, 2) | 0x6)  # memory space + bus master
         self.common = self._at(CAP_COMMON)
         self.notify_base, self.notify_mult = self._at(CAP_NOTIFY), self.caps[CAP_NOTIFY][3]

@@ -123,3 +123,31 @@ def test_no_qemu_or_backend_survives_a_killed_tool(ir, tmp_path):
 def test_kvm_problem_names_kvm(tmp_path):
     reason = kvm_problem(str(tmp_path / "no-kvm"))
     assert reason and "KVM is unusable" in reason and "does not exist" in reason
+
+
+def test_a_spare_pair_started_ahead_is_fresh_when_used_and_nothing_outlives_close(ir, tmp_path):
+    # A campaign's target keeps a backend + QEMU started ahead (a QEMU with KVM takes ~0.1 s to
+    # answer); the reset takes it: a fresh device, the retired pair gone, the spare on this CPU.
+    from virtgpu_conform.checker.fuzz import affinity
+
+    p = Protocol(ir)
+    create = p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8,
+                                                                  "height": 8})
+    cpu = affinity.choose("auto")
+    with affinity.pinned(cpu):
+        with _target(ir, tmp_path, spares=1) as t:
+            assert len(t.spares) == 1
+            spare_backend, spare_qemu = t.spares[0][0].pid, t.spares[0][1].proc.pid
+            if cpu is not None:  # started away from the CPU this process works on
+                assert os.sched_getaffinity(spare_qemu) != {cpu}
+            assert _type(t.send("controlq", [create], [24]).data) == OK_NODATA
+            old = (t.q.proc.pid, t.backend.pid)
+            t.reset()
+            assert (t.q.proc.pid, t.backend.pid) == (spare_qemu, spare_backend)
+            assert _type(t.send("controlq", [create], [24]).data) == OK_NODATA  # resource 1 is new here
+            if cpu is not None:
+                for pid in (spare_qemu, spare_backend):
+                    assert {os.sched_getaffinity(int(tid)) == {cpu} for tid in os.listdir(f"/proc/{pid}/task")} == {True}
+            assert len(t.spares) == 1
+            every = [*old, spare_qemu, spare_backend, t.spares[0][0].pid, t.spares[0][1].proc.pid]
+    assert not any(_alive(pid) for pid in every), "close() left a QEMU or a backend running"
