@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH
 from virtgpu_conform.model.device import ReferenceDevice
@@ -115,7 +115,10 @@ def _choose(data, branches: list):
 
 PAYLOAD = Bytes(0, 64)
 EXTRA = Bytes(1, 64)
-CUT = Ints(0, 0xFFFF)  # where a framing cuts, reduced modulo what there is to cut
+CUT = Ints(0, 0xFFFF)
+EDGE_X = Ints(1, 2)
+RECT_COMMANDS = Among(["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
+                       "VIRTIO_GPU_CMD_SET_SCANOUT"])  # where a framing cuts, reduced modulo what there is to cut
 BURST = Ints(0, 3)  # more valid commands after the first, while the rule's bytes last
 PER_COMMAND = 16  # bytes a command reads, about (more with a payload): a burst stops when fewer are left
 # One draw a rule (see choices.py), sized so that what a rule reads is mostly drawn bytes, not the
@@ -364,6 +367,55 @@ def machine_for(camp: "Campaign") -> type:
                     ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
                 self._send(Step("controlq", [codec.encode(cmd, fields, entries)], [answer_size[cmd]],
                                 f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+
+        # --- the classic mistakes, each enabled when the predicted state has what it needs -------
+        def _mistakes(self) -> list[tuple[str, int]]:
+            """(mistake, resource id) pairs the state allows: what devices keep getting wrong."""
+            st_ = self.model.state
+            out: list[tuple[str, int]] = []
+            shown = {s.resource_id for s in st_.scanouts.values() if s.resource_id}
+            for rid, r in sorted(st_.resources.items()):
+                if rid in shown:
+                    out.append(("unref-on-scanout", rid))
+                if r.backing is not None:
+                    out += [("attach-twice", rid), ("transfer-after-detach", rid)]
+                if r.mapped is not None:
+                    out.append(("unref-mapped", rid))
+                if r.width:
+                    out.append(("rect-past-edge", rid))
+            out += [("use-after-unref", rid) for rid in self.named if rid not in st_.resources]
+            return out
+
+        @precondition(lambda self: bool(self._mistakes()))
+        @rule(raw=FEW)
+        def mistake(self, raw):
+            """Unref a resource a scanout shows or a mapped blob, attach backing twice, transfer after
+            detaching it, use an id after unref, a rectangle one past the resource's edge or wrapped."""
+            data = Choices(raw)
+            camp.steps += 1
+            kind, rid = data.draw(Among(self._mistakes()))
+            r = self.model.state.resources.get(rid)
+            res = {"resource_id": rid}
+            whole = {**res, "r.width": r.width, "r.height": r.height} if r is not None else res
+            if kind in ("unref-on-scanout", "unref-mapped"):
+                plan = [("VIRTIO_GPU_CMD_RESOURCE_UNREF", res, None)]
+            elif kind == "attach-twice":
+                plan = [("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", res, [{"addr": RAM_BACKING, "length": 4096}])]
+            elif kind == "transfer-after-detach":
+                plan = [("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", res, None),
+                        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
+                        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None)]
+            elif kind == "rect-past-edge":
+                x = data.draw(EDGE_X)  # one past the right edge, or wrapped round u32
+                past = {**whole, "r.x": r.width - whole["r.width"] + 1 if x == 1 else U32, "r.width": whole["r.width"]}
+                plan = [(data.draw(RECT_COMMANDS), past, None)]
+            else:  # use-after-unref
+                plan = [(data.draw(RECT_COMMANDS), {**res, "r.width": 16, "r.height": 16}, None)]
+            for cmd, fields, entries in plan:
+                if cmd == "VIRTIO_GPU_CMD_SET_SCANOUT":
+                    fields = {**fields, "scanout_id": 0}
+                self._send(Step(queue_of.get(cmd) or "controlq", [codec.encode(cmd, fields, entries)],
+                                [answer_size[cmd]], f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
         @rule(raw=ENTROPY)
         def framing(self, raw):
