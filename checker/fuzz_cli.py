@@ -32,7 +32,7 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 
 def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: Optional[str],
                         adapter_socket: Optional[str], timeout: float, qemu_args: tuple[str, ...] = (),
-                        features: Optional[frozenset[str]] = None):
+                        features: Optional[frozenset[str]] = None, pixels: bool = True):
     """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
     from .fuzz.targets import QemuTarget, ReferenceTarget
 
@@ -44,14 +44,14 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
         if target == "qemu":
             device = "virtio-gpu-pci" + (f",{device_opts}" if device_opts else "")
             return QemuTarget(ir, features, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
-                              qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args)
+                              qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args, pixels=pixels)
         if target == "vhost-user-gpu":
             from .fuzz.vhost_user import VhostUserGpuTarget
             from .fuzz.vhost_user import SPARES
             # the campaign's own target is reset for every case; one for a saved case's replay is used once
             return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
                                       qtest_log=at("qtest.log"), backend_log=at("backend.log"), timeout=timeout,
-                                      spares=0 if log_dir else SPARES)
+                                      spares=0 if log_dir else SPARES, pixels=pixels)
         from .fuzz.adapter import AdapterTarget
         if not (adapter or adapter_socket):
             raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
@@ -84,10 +84,13 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
               help="Run the fuzzer and the device processes it starts on this one CPU (a number), on the last "
                    "CPU it may use (auto), or wherever the kernel puts them (any). qtest round trips between "
                    "two processes sharing a CPU are several times faster.")
+@click.option("--pixels/--no-pixels", default=True, show_default=True,
+              help="The pixel oracle on QEMU-hosted targets: after a flush of a scanout whose every pixel "
+                   "the model knows, a screendump must show them.")
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
 def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
          duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
-         timeout: float, cpu: str, replay_path: Optional[str]) -> None:
+         timeout: float, cpu: str, pixels: bool, replay_path: Optional[str]) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
     Each new finding (a spec violation, a divergence from the reference device, an answer
@@ -110,7 +113,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     target = "+".join(targets)
     def maker(t: str, features: Optional[frozenset[str]] = None):
         return make_target_factory(protocol.ir, t, qemu, device_opts, adapter, adapter_socket, timeout, qemu_args,
-                                   features)
+                                   features, pixels)
     if len(targets) == 1:
         make = maker(targets[0])
     else:

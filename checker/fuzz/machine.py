@@ -27,7 +27,8 @@ from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.strategies import leaves
 
 from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
-from .oracle import Oracle
+from .oracle import Oracle, screen_of
+from .pixels import PATTERN_BASE
 from .record import session_header
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 HDR = 24
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
-RAM_BACKING = 0x01000000  # guest RAM past the rings and the chain scratch area: backing pages live here
+# guest RAM past the rings and the chain scratch area: backing pages live here, over the pixel pattern
+RAM_BACKING = PATTERN_BASE
 FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
 SIZES = (1, 2, 16, 64, 256)
 
@@ -117,6 +119,7 @@ PAYLOAD = Bytes(0, 64)
 EXTRA = Bytes(1, 64)
 CUT = Ints(0, 0xFFFF)
 EDGE_X = Ints(1, 2)
+PART = Ints(0, 1)
 RECT_COMMANDS = Among(["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
                        "VIRTIO_GPU_CMD_SET_SCANOUT"])  # where a framing cuts, reduced modulo what there is to cut
 BURST = Ints(0, 3)  # more valid commands after the first, while the rule's bytes last
@@ -167,7 +170,7 @@ def machine_for(camp: "Campaign") -> type:
         def __init__(self):
             super().__init__()
             camp.begin_case()
-            self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile)
+            self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile, screen=screen_of(camp.target))
             # What the model predicts, not what the device answered, steers generation: a case then
             # draws the same way however the device behaves, so hypothesis can replay and shrink it.
             self.model = ReferenceDevice(p.ir, camp.target.settings, protocol=p)
@@ -354,6 +357,17 @@ def machine_for(camp: "Campaign") -> type:
             rid = self._next_id()
             w, h = data.draw(sizes), data.draw(sizes)
             rect = {"resource_id": rid, "r.width": w, "r.height": h}
+            # The transfer, and what the scanout shows: the whole resource, or a part of it (the pixel
+            # oracle's test of the transfer's offset and of the scanout's own origin).
+            part, view = dict(rect), dict(rect)
+            if data.draw(PART):
+                x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
+                part.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
+                             "r.height": data.draw(_ints(1, h - y)), "offset": (y * w + x) * 4})
+            if data.draw(PART):
+                x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
+                view.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
+                             "r.height": data.draw(_ints(1, h - y))})
             if not self.model.state.display_info_read:
                 self._send(Step("controlq", [codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
                                 [answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
@@ -362,8 +376,8 @@ def machine_for(camp: "Campaign") -> type:
                                                            "height": h}, None),
                     ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
                      [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}]),
-                    ("VIRTIO_GPU_CMD_SET_SCANOUT", {**rect, "scanout_id": 0}, None),
-                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", rect, None),
+                    ("VIRTIO_GPU_CMD_SET_SCANOUT", {**view, "scanout_id": 0}, None),
+                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
                     ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
                 self._send(Step("controlq", [codec.encode(cmd, fields, entries)], [answer_size[cmd]],
                                 f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))

@@ -12,6 +12,7 @@ from virtgpu_conform.model.protocol import Protocol
 from .. import native
 from ..engine import Checker
 from ..findings import Finding
+from .pixels import CHECK as PIXELS, PixelModel
 from .targets import Reply
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
@@ -63,9 +64,24 @@ class _Sink:
         return len(text)
 
 
+def screen_of(target):
+    """The target's screendump when it runs the pixel oracle, else None."""
+    return target.screendump if getattr(target, "pixels", False) else None
+
+
 class Oracle:
-    def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson"):
+    # Screendumps judged per case at most: one costs a monitor round trip and a file, and a display
+    # bug shows on the first flush it touches.
+    PIXEL_CHECKS = 2
+
+    def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson",
+                 screen=None):
+        """`screen`: the target's screendump, for the pixel oracle (pixels.py); None: no pixels judged."""
         self.p, self.name = protocol, name
+        self.screen = screen
+        self.pixels = PixelModel(protocol.ir) if screen is not None else None
+        self.pixel_checks = 0
+        self.ok_nodata = protocol.codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code
         self.shared = shared_checks(protocol)
         self.out = _Sink()
         self.checker = Checker(protocol, profile)
@@ -103,6 +119,8 @@ class Oracle:
             obs = self._observe(f, reply, self.shared, req)
             if obs is not None:
                 out.append(obs)
+        if self.pixels is not None:
+            self._pixels(req, reply, line, out)
         judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
         for b in self.checker.divergence_log:
             # A driver breaking an implementation-defined rule is the fuzzer's doing; an answer already
@@ -115,6 +133,18 @@ class Oracle:
             cmd = req.name or ""
             out.append(Observation(Signature(CRASH, cmd, "device-died"), reply.detail, line))
         return out
+
+    def _pixels(self, req, reply: Reply, line: int, out: list) -> None:
+        if reply.status != "answered":
+            self.pixels.lose()
+            return
+        accepted = int.from_bytes(reply.data[:4], "little") == self.ok_nodata and len(reply.data) >= 4
+        if self.pixels.due(req, accepted) and self.pixel_checks < self.PIXEL_CHECKS:
+            self.pixel_checks += 1
+            wrong = self.pixels.check(self.screen())
+            if wrong is not None:
+                out.append(Observation(Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_FLUSH", PIXELS, "informal"),
+                                       wrong.message, line))
 
     @staticmethod
     def _observe(f: Finding, reply: Reply, shared: frozenset[str], req) -> Optional[Observation]:

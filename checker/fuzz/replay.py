@@ -9,7 +9,7 @@ from virtgpu_conform.model.protocol import Protocol
 
 from ..trace import TraceError, Where
 from .machine import Step
-from .oracle import Observation, Oracle
+from .oracle import Observation, Oracle, screen_of
 from .record import session_header
 from .targets import Target
 
@@ -18,7 +18,7 @@ def replay(protocol: Protocol, target: Target, steps: Sequence[Step], path: str,
            profile: str = "strict") -> list[Observation]:
     """Send `steps` to a freshly reset target and save the exchanges at `path` as they happen."""
     target.reset()
-    oracle = Oracle(protocol, session_header(protocol.ir, target), profile, name=path)
+    oracle = Oracle(protocol, session_header(protocol.ir, target), profile, name=path, screen=screen_of(target))
     seen: list[Observation] = []
     with open(path, "w") as out:
         written = 0

@@ -13,6 +13,8 @@ from virtgpu_conform.model.device import ReferenceDevice, default_settings
 from virtgpu_conform.model.state import Capset, Settings
 from virtgpu_conform.spec.ir import SpecIR
 
+from .pixels import PATTERN, PATTERN_BASE
+from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
@@ -89,8 +91,13 @@ class QemuTarget(Target):
 
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
                  device: str = "virtio-gpu-pci", extra: Sequence[str] = (), log_path: Optional[str] = None,
-                 timeout: float = 2.0, qtest_log: Optional[str] = None, name: str = "qemu"):
+                 timeout: float = 2.0, qtest_log: Optional[str] = None, name: str = "qemu", pixels: bool = False):
+        """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py)."""
         super().__init__(name)
+        self.pixels = pixels
+        self.qmp: Optional[Qmp] = None
+        self.monitors = tempfile.mkdtemp(prefix="vgc-qmp-") if pixels else ""
+        self._monitor_count = 0
         binary = shutil.which(qemu)
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
@@ -106,7 +113,15 @@ class QemuTarget(Target):
         return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
                 "-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*",
                 "-trace", "virtqueue_pop", "-trace", "virtqueue_fill", "-d", "guest_errors",
-                "-D", self.log_path, "-device", f"{self.device},addr=04.0", *self.extra]
+                "-D", self.log_path, "-device", f"{self.device},addr=04.0", *self._monitor(), *self.extra]
+
+    def _monitor(self) -> list[str]:
+        """A monitor socket of its own for the QEMU about to start (the pixel oracle's screendumps)."""
+        if not self.pixels:
+            return []
+        self._monitor_count += 1
+        self.qmp = Qmp(os.path.join(self.monitors, f"qmp-{self._monitor_count}.sock"))
+        return self.qmp.argv()
 
     def _spawn(self) -> QemuProcess:
         return QemuProcess(self.argv, timeout=max(5.0, self.timeout))
@@ -126,9 +141,11 @@ class QemuTarget(Target):
                 self.pci.find()
                 self.pci.map_bars()
                 self._layout = (self.argv_shape(), self.pci.layout())
+            if self.pixels:
+                self.q.memwrite(PATTERN_BASE, PATTERN)  # what a transfer reads, the same in every QEMU
             self._initialise()
         except (QemuGone, DeviceError) as exc:
-            self.close()
+            self._stop_qemu()  # this QEMU; the target's folders stay for the next
             raise TargetError(f"{self.binary} {self.device}: {exc}"
                               + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
 
@@ -159,7 +176,7 @@ class QemuTarget(Target):
                 return
             except (QemuGone, DeviceError):
                 pass
-        self.close()
+        self._stop_qemu()
         self._start()
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
@@ -182,6 +199,22 @@ class QemuTarget(Target):
                                                        "bytes of device-writable buffers")
         return Reply("answered", used.data[: used.length])
 
-    def close(self) -> None:
+    def screendump(self) -> Optional[tuple[int, int, bytes]]:
+        """What the console shows (width, height, RGB), or None without a monitor or when it fails."""
+        if self.qmp is None or self.q is None or not self.q.alive:
+            return None
+        try:
+            return self.qmp.screendump()
+        except QmpError:
+            return None
+
+    def _stop_qemu(self) -> None:
         if self.q is not None:
             self.q.kill()
+        if self.qmp is not None:
+            self.qmp.close()
+
+    def close(self) -> None:
+        self._stop_qemu()
+        if self.monitors:
+            shutil.rmtree(self.monitors, ignore_errors=True)

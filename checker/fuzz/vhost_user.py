@@ -81,7 +81,7 @@ class VhostUserGpuTarget(QemuTarget):
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
                  backend: str = BACKEND, extra: Sequence[str] = (), log_path: Optional[str] = None,
                  backend_log: Optional[str] = None, timeout: float = 2.0, qtest_log: Optional[str] = None,
-                 name: str = "vhost-user-gpu", spares: int = 0):
+                 name: str = "vhost-user-gpu", spares: int = 0, pixels: bool = False):
         """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's)."""
         if not (os.path.isfile(backend) and os.access(backend, os.X_OK)):
             raise TargetError(f"no vhost-user-gpu backend at {backend} (apt-get install qemu-system-gui)")
@@ -99,7 +99,7 @@ class VhostUserGpuTarget(QemuTarget):
         self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), "vhost-user-gpu.log")
         try:
             super().__init__(ir, features, qemu=qemu, device="vhost-user-gpu-pci", extra=extra, log_path=log_path,
-                             timeout=timeout, qtest_log=qtest_log, name=name)
+                             timeout=timeout, qtest_log=qtest_log, name=name, pixels=pixels)
         except BaseException:
             self.close()
             raise
@@ -110,8 +110,9 @@ class VhostUserGpuTarget(QemuTarget):
         self._socks += 1
         self.sock = os.path.join(self.workdir, f"vug-{self._socks}.sock")  # one per pair: spares wait on theirs
         self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
-        with open(self.halt_bin, "wb") as f:
-            f.write(b"\xf4" * 65536)  # hlt, everywhere the vCPU can go
+        if not os.path.exists(self.halt_bin):  # once: a spare QEMU may be reading it while the next is prepared
+            with open(self.halt_bin, "wb") as f:
+                f.write(b"\xf4" * 65536)  # hlt, everywhere the vCPU can go
 
     def _argv(self) -> list[str]:
         self._prepare()
@@ -121,19 +122,21 @@ class VhostUserGpuTarget(QemuTarget):
                 "-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*", "-trace", "vhost_user*",
                 "-trace", "virtio_set_status", "-d", "guest_errors", "-D", self.log_path,
                 "-chardev", f"socket,id=vug,path={self.sock}", "-device", f"{self.device},chardev=vug,addr=04.0",
-                *self.extra]
+                *self._monitor(), *self.extra]
 
     def _spawn(self) -> QemuProcess:
         q = None
         while self.spares and q is None:
-            backend, spare, sock, argv = self.spares.popleft()
+            backend, spare, sock, argv, qmp = self.spares.popleft()
             if backend.alive and spare.alive:
-                self.backend, self.sock, self.argv, q = backend, sock, argv, spare
+                self.backend, self.sock, self.argv, self.qmp, q = backend, sock, argv, qmp, spare
                 here = os.sched_getaffinity(0)
                 for pid in (backend.pid, spare.proc.pid):
                     affinity.move(pid, here)  # it started elsewhere; it works where this process does
             else:
                 self._retire(backend, spare)
+                if qmp is not None:
+                    qmp.close()
         if q is None:
             self._start_backend()
             q = super()._spawn()
@@ -142,16 +145,16 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _top_up(self) -> None:
         """Start pairs ahead of use, each on a socket of its own."""
-        current = (self.backend, self.sock, self.argv)
+        current = (self.backend, self.sock, self.argv, self.qmp)
         try:
             away = affinity.elsewhere()
             while len(self.spares) < self.want_spares:
                 self.argv = self._argv()  # a new socket
                 self._start_backend(keep=True, cpus=away)
                 q = QemuProcess(self.argv, timeout=max(5.0, self.timeout), cpus=away)
-                self.spares.append((self.backend, q, self.sock, self.argv))
+                self.spares.append((self.backend, q, self.sock, self.argv, self.qmp))
         finally:
-            self.backend, self.sock, self.argv = current
+            self.backend, self.sock, self.argv, self.qmp = current
 
     def _retire(self, *children) -> None:
         """SIGKILL now, reap later: waiting for a QEMU with KVM to exit costs tens of ms."""
@@ -207,8 +210,17 @@ class VhostUserGpuTarget(QemuTarget):
 
     def reset(self) -> None:
         """A new backend and a new QEMU: a virtio reset leaves the backend's resources in place."""
-        self._stop()
-        self._start()
+        self._stop_qemu()
+        try:
+            self._start()
+        except KvmUnusable:
+            raise
+        except TargetError:
+            # A pair started ahead can fail where a new one would not (it waited while the machine
+            # was busy): once more, with nothing started ahead.
+            self._stop_qemu()
+            self._drop_spares()
+            self._start()
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if self.backend is None or not self.backend.alive:
@@ -222,17 +234,26 @@ class VhostUserGpuTarget(QemuTarget):
         status = self.backend.returncode if self.backend is not None else None
         return f"vhost-user-gpu backend exited (status {status}): {tail(self.backend_log, 300).strip()}"
 
-    def _stop(self) -> None:
+    def _stop_qemu(self) -> None:
         """Retire the pair in use (the spares stay)."""
         self._retire(getattr(self, "q", None), self.backend)  # QemuTarget.__init__ may have failed before a QEMU
-        self.q = self.backend = None
+        if getattr(self, "qmp", None) is not None:
+            self.qmp.close()
+        self.q = self.backend = self.qmp = None
+
+    def _drop_spares(self) -> None:
+        while self.spares:
+            spare = self.spares.popleft()
+            self._retire(*spare[:2])
+            if spare[4] is not None:
+                spare[4].close()
 
     def close(self) -> None:
-        self._stop()
-        while self.spares:
-            self._retire(*self.spares.popleft()[:2])
+        self._stop_qemu()
+        self._drop_spares()
         for c in self.retired:
             c.kill()  # SIGKILLed already: this reaps it and closes its pipes
         self.retired = []
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        for folder in (self.workdir, getattr(self, "monitors", "")):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""A QMP client for the one thing the fuzzer asks QEMU's monitor: a screendump of the scanout."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from typing import Optional
+
+from .pixels import parse_ppm
+
+
+class QmpError(Exception):
+    pass
+
+
+class Qmp:
+    """QEMU's monitor on a unix socket (`-qmp unix:PATH,server=on,wait=off`), connected on first use."""
+
+    def __init__(self, path: str, timeout: float = 5.0):
+        self.path, self.timeout = path, timeout
+        self.sock: Optional[socket.socket] = None
+        self._buf = b""
+
+    def argv(self) -> list[str]:
+        return ["-qmp", f"unix:{self.path},server=on,wait=off"]
+
+    def _connect(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.path)
+                break
+            except OSError as exc:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise QmpError(f"cannot connect to QEMU's monitor at {self.path}: {exc.strerror}") from None
+                time.sleep(0.005)
+        self.sock = s
+        self._reply()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _reply(self) -> dict:
+        while True:
+            while b"\n" not in self._buf:
+                try:
+                    chunk = self.sock.recv(65536)
+                except OSError as exc:
+                    raise QmpError(f"QEMU's monitor did not answer: {exc}") from None
+                if not chunk:
+                    raise QmpError("QEMU's monitor closed the connection")
+                self._buf += chunk
+            line, self._buf = self._buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                raise QmpError(f"QEMU's monitor sent {line[:80]!r}") from None
+            if "event" not in msg:  # asynchronous events are not answers
+                return msg
+
+    def execute(self, command: str, **arguments) -> dict:
+        if self.sock is None:
+            self._connect()
+        msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        reply = self._reply()
+        if "error" in reply:
+            raise QmpError(f"{command}: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return", {})
+
+    def screendump(self) -> Optional[tuple[int, int, bytes]]:
+        """(width, height, RGB bytes) of what the console shows, or None when it cannot be read."""
+        fd, path = tempfile.mkstemp(prefix="vgc-shot-", suffix=".ppm")
+        os.close(fd)
+        try:
+            self.execute("screendump", filename=path)
+            with open(path, "rb") as f:
+                return parse_ppm(f.read())
+        finally:
+            os.unlink(path)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)

@@ -1,0 +1,96 @@
+"""The pixel oracle on real devices: QEMU's virtio-gpu shows what was transferred and flushed in every 2D
+format; the cases a campaign saved against QEMU 7.2's vhost-user-gpu still show their findings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from test_qemu_target import _need_qemu
+from test_vhost_user_target import _target as _vhost
+from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.fuzz.machine import Step
+from virtgpu_conform.checker.fuzz.pixels import PATTERN_BASE, channel_order
+from virtgpu_conform.checker.fuzz.replay import replay
+from virtgpu_conform.checker.fuzz.targets import QemuTarget
+from virtgpu_conform.model.protocol import Protocol
+
+pytestmark = pytest.mark.integration
+DATA = Path(__file__).parent.parent / "data" / "fuzz"
+W, H = 64, 32
+
+
+def _scene(codec, fmt: int, view: dict) -> list[Step]:
+    rect = {"resource_id": 1, "r.width": W, "r.height": H}
+    part = {**rect, "r.x": 5, "r.y": 3, "r.width": 20, "r.height": 9, "offset": (3 * W + 5) * 4}
+    return [Step("controlq", [codec.encode(n, f, e)], [408], "test") for n, f, e in (
+        ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None),
+        ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": fmt, "width": W, "height": H}, None),
+        ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": PATTERN_BASE + 4096, "length": W * H * 4}]),
+        ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **rect, **view}, None),
+        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
+        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None))]
+
+
+def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path):
+    _need_qemu()
+    p = Protocol(ir)
+    view = {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}  # a scanout that does not start at (0,0)
+    with QemuTarget(ir, pixels=True) as t:
+        for fmt in channel_order(ir):
+            shots = []
+            screen = t.screendump
+            t.screendump = lambda: shots.append(screen()) or shots[-1]  # count them
+            obs = replay(p, t, _scene(p.codec, fmt, view), str(tmp_path / f"fmt-{fmt}.ndjson"))
+            del t.screendump
+            assert len(shots) == 1 and shots[0][:2] == (48, 24), fmt  # judged once, after the flush
+            assert not [o for o in obs if o.signature.check == "pixels"], (fmt, [o.message for o in obs])
+
+
+def test_the_oracle_reports_a_picture_that_is_not_the_one_flushed(ir, tmp_path):
+    # The same scene on QEMU, with the screendump altered: one pixel off is a finding at the flush.
+    _need_qemu()
+    p = Protocol(ir)
+    with QemuTarget(ir, pixels=True) as t:
+        real = t.screendump
+
+        def altered():
+            w, h, rgb = real()
+            return w, h, bytes([rgb[0] ^ 0x80]) + rgb[1:]
+        t.screendump = altered
+        obs = replay(p, t, _scene(p.codec, 1, {}), str(tmp_path / "altered.ndjson"))
+    pixels = [o for o in obs if o.signature.check == "pixels"]
+    assert len(pixels) == 1 and pixels[0].line == 12, obs
+    assert "1 of 2048 pixels" in pixels[0].message and "first at (0,0)" in pixels[0].message
+
+
+def test_vhost_user_gpu_shows_a_picture_shifted_by_the_scanout_origin(ir, tmp_path):
+    # QEMU 7.2's vhost-user-gpu, found with the pixel oracle: with a scanout rectangle that starts at
+    # (2,1), the display shows the resource from (0,0) instead, so no pixel is the one expected.
+    t = _vhost(ir, tmp_path, pixels=True)
+    p = Protocol(ir)
+    try:
+        obs = replay(p, t, _scene(p.codec, 1, {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}),
+                     str(tmp_path / "shifted.ndjson"))
+    finally:
+        t.close()
+    pixels = [o for o in obs if o.signature.check == "pixels"]
+    assert pixels and pixels[0].line == 12, [o.message for o in obs]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("vhost-user-gpu-7.2-1x2-scanout-shows-black.ndjson", "line 12: violation: RESOURCE_FLUSH pixels"),
+    ("vhost-user-gpu-7.2-zero-width-scanout-then-flush-kills-qemu.ndjson", "line 6: crash: RESOURCE_FLUSH device-died"),
+])
+def test_saved_vhost_user_gpu_cases_replay(ir, tmp_path, case, expect):
+    _vhost(ir, tmp_path).close()  # skips, with the reason, where KVM or the backend is missing
+    r = CliRunner().invoke(main, ["fuzz", "--replay", str(DATA / case), "--target", "vhost-user-gpu",
+                                  "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1, r.output
+    assert expect in r.output, r.output
+    if "crash" in expect:  # QEMU itself died, of SIGSEGV
+        last = json.loads((tmp_path / "out" / "replay.ndjson").read_text().splitlines()[-1])
+        assert last["kind"] == "no-response" and "status -11" in last["reason"], last
