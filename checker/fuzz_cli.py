@@ -32,7 +32,8 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 
 def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: Optional[str],
                         adapter_socket: Optional[str], timeout: float, qemu_args: tuple[str, ...] = (),
-                        features: Optional[frozenset[str]] = None, pixels: bool = True):
+                        features: Optional[frozenset[str]] = None, pixels: bool = True,
+                        backend: Optional[str] = None):
     """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
     from .fuzz.targets import QemuTarget, ReferenceTarget
 
@@ -47,11 +48,11 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
                               qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args, pixels=pixels)
         if target == "vhost-user-gpu":
             from .fuzz.vhost_user import VhostUserGpuTarget
-            from .fuzz.vhost_user import SPARES
+            from .fuzz.vhost_user import BACKEND, SPARES
             # the campaign's own target is reset for every case; one for a saved case's replay is used once
             return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
                                       qtest_log=at("qtest.log"), backend_log=at("backend.log"), timeout=timeout,
-                                      spares=0 if log_dir else SPARES, pixels=pixels)
+                                      spares=0 if log_dir else SPARES, pixels=pixels, backend=backend or BACKEND)
         from .fuzz.adapter import AdapterTarget
         if not (adapter or adapter_socket):
             raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
@@ -68,6 +69,9 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
 @click.option("--qemu-arg", "qemu_args", multiple=True,
               help="Extra QEMU argument, repeatable (e.g. --qemu-arg=-L --qemu-arg=DIR for an unpacked QEMU; "
                    "its modules come from QEMU_MODULE_DIR).")
+@click.option("--backend", "vhost_backend", type=click.Path(dir_okay=False),
+              help="vhost-user-gpu: the backend program (default /usr/lib/qemu/vhost-user-gpu; another QEMU's, "
+                   "e.g. from an unpacked qemu-system-gui).")
 @click.option("--device-opts", default="", help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'.")
 @click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
 @click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
@@ -90,7 +94,7 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
 def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
          duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
-         timeout: float, cpu: str, pixels: bool, replay_path: Optional[str]) -> None:
+         timeout: float, cpu: str, pixels: bool, replay_path: Optional[str], vhost_backend: Optional[str]) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
     Each new finding (a spec violation, a divergence from the reference device, an answer
@@ -113,7 +117,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     target = "+".join(targets)
     def maker(t: str, features: Optional[frozenset[str]] = None):
         return make_target_factory(protocol.ir, t, qemu, device_opts, adapter, adapter_socket, timeout, qemu_args,
-                                   features, pixels)
+                                   features, pixels, vhost_backend)
     if len(targets) == 1:
         make = maker(targets[0])
     else:

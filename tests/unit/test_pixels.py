@@ -98,3 +98,31 @@ def test_ppm_as_qemu_writes_it():
     assert parse_ppm(b"P6\n2 1\n255\n\x01\x02\x03\x04\x05\x06") == (2, 1, b"\x01\x02\x03\x04\x05\x06")
     assert parse_ppm(b"P6\n2 1\n255\n\x01") is None
     assert parse_ppm(b"P5\n2 1\n255\n\x01\x02") is None
+
+
+def test_an_answer_cut_before_its_type_stops_the_judging(ir, p):
+    # A SET_SCANOUT that disables the scanout, answered into a 1-byte buffer, was carried out all the same
+    # (QEMU 10.0 then shows its grey placeholder): the oracle cannot tell, so it judges nothing more.
+    from virtgpu_conform.checker.fuzz.oracle import Oracle
+    from virtgpu_conform.checker.fuzz.record import session_header
+    from virtgpu_conform.checker.fuzz.targets import ReferenceTarget, Reply
+
+    target = ReferenceTarget(ir)
+    shots = []
+    o = Oracle(p, session_header(ir, target), screen=lambda: shots.append(1))
+    fmt = ir.constant("VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM")
+    ok = p.codec.encode("VIRTIO_GPU_RESP_OK_NODATA")
+    for name, fields, entries in scene(fmt)[:3]:
+        raw = p.codec.encode(name, fields, entries)
+        o.step("controlq", [raw], [24], Reply("answered", ok))
+    off = p.codec.encode("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0})
+    o.step("controlq", [off], [1], Reply("answered", ok[:1]))
+    cursor = p.codec.encode("VIRTIO_GPU_CMD_MOVE_CURSOR", {"pos.x": 3})
+    o.step("cursorq", [cursor], [24], Reply("answered", b""))
+    for name, fields, entries in scene(fmt)[3:]:
+        o.step("controlq", [p.codec.encode(name, fields, entries)], [24], Reply("answered", ok))
+    assert o.pixels.lost and not shots
+    # the cursor queue's empty answers are how it always answers: they stop nothing
+    o = Oracle(p, session_header(ir, target), screen=lambda: None)
+    o.step("cursorq", [cursor], [24], Reply("answered", b""))
+    assert not o.pixels.lost
