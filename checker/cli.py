@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -30,6 +32,8 @@ class _Group(click.Group):
         from virtgpu_conform.spec.errors import SpecSourceError
 
         console.reset()
+        if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints where a long run is, on stderr, and it goes on
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             return super().invoke(ctx)
         except SpecSourceError as exc:

@@ -25,6 +25,18 @@ class QemuGone(Exception):
         self.log = log
 
 
+def exit_status(code) -> str:
+    """A child's exit status in words: 'status 1', 'status -11, SIGSEGV' (killed by a signal)."""
+    if code is None:
+        return "status unknown: still exiting"
+    if code < 0:
+        try:
+            return f"status {code}, {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"status {code}"
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL a child started with `_die_with_parent` (its own process group), reap it, close its pipes."""
     if proc.poll() is None:
@@ -101,7 +113,11 @@ class QemuProcess:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            raise QemuGone(f"QEMU exited (status {self.proc.poll()}) before {line.split()[0]}",
+            try:  # the pipe breaks as QEMU dies: wait a moment for how it died
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            raise QemuGone(f"QEMU exited ({exit_status(self.proc.poll())}) before {line.split()[0]}",
                            self.stderr_tail()) from None
         while True:
             reply = self._readline()
@@ -124,7 +140,7 @@ class QemuProcess:
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise QemuGone(f"QEMU exited (status {self.proc.wait()})", self.stderr_tail())
+                    raise QemuGone(f"QEMU exited ({exit_status(self.proc.wait())})", self.stderr_tail())
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("utf-8", "replace").strip()

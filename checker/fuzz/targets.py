@@ -15,7 +15,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from .pixels import PATTERN, PATTERN_BASE
 from .qmp import Qmp, QmpError
-from .qtest import QemuGone, QemuProcess
+from .qtest import QemuGone, QemuProcess, exit_status
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 QUEUES = {"controlq": 0, "cursorq": 1}
@@ -181,7 +181,7 @@ class QemuTarget(Target):
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if not self.q.alive:
-            return Reply("died", detail=f"QEMU exited (status {self.q.proc.poll()})")
+            return Reply("died", detail=f"QEMU exited ({exit_status(self.q.proc.poll())})")
         try:
             used = self.pci.send(QUEUES[queue], outs, in_sizes, self.timeout)
         except Stalled as exc:

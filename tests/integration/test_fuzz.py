@@ -128,7 +128,14 @@ def test_ctrl_c_keeps_findings_and_leaves_no_qemu(tmp_path):
         time.sleep(0.05)
     assert qemus, "the campaign should be running QEMU by now"
     p.send_signal(signal.SIGINT)
-    stdout, stderr = p.communicate(timeout=60)
+    try:
+        stdout, stderr = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGUSR1)  # the CLI prints its stacks on SIGUSR1: where did it hang?
+        time.sleep(1)
+        p.kill()
+        stdout, stderr = p.communicate()
+        pytest.fail(f"the campaign did not stop within 60 s of Ctrl-C; its stderr ends:\n{stderr[-4000:]}")
     assert p.returncode == 130, stderr
     result = json.loads((out / "fuzz-result.json").read_text())
     assert result["stopped"] == "interrupted" and result["commands"] > 0

@@ -98,6 +98,8 @@ def test_ppm_as_qemu_writes_it():
     assert parse_ppm(b"P6\n2 1\n255\n\x01\x02\x03\x04\x05\x06") == (2, 1, b"\x01\x02\x03\x04\x05\x06")
     assert parse_ppm(b"P6\n2 1\n255\n\x01") is None
     assert parse_ppm(b"P5\n2 1\n255\n\x01\x02") is None
+    # QEMU 7.2 pads every row to 4 bytes: a 1-pixel-wide picture of 2 rows is 8 bytes, not 6
+    assert parse_ppm(b"P6\n1 2\n255\n\x01\x02\x03\x00\x04\x05\x06\x00") == (1, 2, b"\x01\x02\x03\x04\x05\x06")
 
 
 def test_an_answer_cut_before_its_type_stops_the_judging(ir, p):
