@@ -37,6 +37,7 @@ ENGINE_CHECKS = {
     "preferred-answer": "which error a device picks where the spec allows several",
     "ring-timeline-completion": "every fenced command on a ring timeline completes",
     "device-died": "the device process survives any input",
+    "pixels": "after a transfer and a flush, the scanout shows the pixels transferred (the pixel oracle)",
 }
 
 
