@@ -33,7 +33,10 @@ class _Group(click.Group):
 
         console.reset()
         if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints where a long run is, on stderr, and it goes on
-            faulthandler.register(signal.SIGUSR1, all_threads=True)
+            try:
+                faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+            except (AttributeError, OSError, ValueError):  # no real stderr (embedded, or a test's runner)
+                pass
         try:
             return super().invoke(ctx)
         except SpecSourceError as exc:
