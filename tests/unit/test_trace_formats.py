@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker import native, sources
+from virtgpu_conform.checker import native, qemu_log, sources
 from virtgpu_conform.checker.cli import main
 from virtgpu_conform.checker.engine import Checker
 from virtgpu_conform.checker.trace import Diagnostic, Exchange
@@ -267,3 +267,24 @@ def test_guest_orphan_response_does_not_shift_the_pairing(protocol, tmp_path):
                             line.format(d="response", t="0x1101")]) + "\n")
     c = run_check(protocol, p)
     assert c.findings == [] and c.diagnostics == {"unpaired": 1}
+
+
+ODD = [b"virtio_gpu_cmd_get_display_info  \r", b"\t1413@1.5:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 1",
+       b"1413@1.5:virtio_gpu_cmd_res_unref res 0x2 ", b"\xff\xfe\x00 junk \xe2\x80", b"", b"   ",
+       b"virtio_gpu_resource_create_2d: resource already exists 2", b"1413@1.5:virtio_gpu_features virgl 0",
+       b"1413@1.5:virtqueue_fill vq 0x1 elem 0x2 len 24 idx 0\x0b", "\u2028é".encode()]
+
+
+@pytest.mark.parametrize("block", [1 << 18, 333, 1])
+def test_qemu_log_read_in_blocks_reads_as_line_by_line(protocol, tmp_path, monkeypatch, block):
+    """The block reader's patterns take only lines the per-line path reads the same way: same events, same lines."""
+    lines = (REAL / "qemu-trace.log").read_bytes().split(b"\n")
+    for i, odd in enumerate(ODD):
+        lines.insert(30 + 41 * i, odd)
+    lines.insert(200, b"1413@1.5:virtqueue_pop vq 0x7f9f9708f010 elem 0x99 in_num 1 out_num 1")  # never filled
+    p = tmp_path / "q.log"
+    p.write_bytes(b"\n".join(lines).rstrip(b"\n"))  # and no newline at the end
+    monkeypatch.setattr(sources, "_BLOCK", block)
+    by_block = [repr(e) for e in sources.events(str(p), "qemu", protocol.codec)]
+    by_line = [repr(e) for e in qemu_log.read(list(sources.numbered_lines(str(p))), str(p), protocol.codec)]
+    assert by_block == by_line and len(by_line) > 300
