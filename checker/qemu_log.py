@@ -70,12 +70,13 @@ _HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
                   r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)")
 # Over a block of lines (reader.blocks): a pop, its command event and its fill on three lines
 # in a row, or one line _HOT takes. A line with whitespace at either end is left to the
-# per-line path, which strips it, so every line matched here reads as it does there.
-_BLOCK = re.compile(r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\))"
-                    r" in_num \d{1,10} out_num \d{1,10}\n"
-                    r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
-                    r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
-                    r"|" + _HOT.pattern + r")(?<!\s)$", re.MULTILINE)
+# per-line path, which strips it, so every line matched here reads as it does there; so is a
+# line with digits other than ASCII ones (\d takes those too, and is slower to test).
+_BLOCK = re.compile((r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\))"
+                     r" in_num \d{1,10} out_num \d{1,10}\n"
+                     r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
+                     r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
+                     r"|" + _HOT.pattern + r")(?<!\s)$").replace(r"\d", "[0-9]"), re.MULTILINE)
 _CURSOR_COMMANDS = ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
 _COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
@@ -129,6 +130,7 @@ class QemuLog:
         self.widths: dict[str, dict[str, int]] = {}  # command -> bits of its fields
         self.messages: dict[tuple[str, str], Message] = {}  # (event, arguments) -> the message they describe
         self.wrote: dict[int, str] = {}  # written length -> its line of evidence
+        self.lengths: dict[str, tuple] = {}  # a fill's length as logged -> (length, resp_types, evidence)
 
     # --- the answer a written length allows -------------------------------
     def types_for_length(self, n: int) -> frozenset[str]:
@@ -149,82 +151,85 @@ class QemuLog:
             for no, line in lines:
                 yield from self._one(no, line)
         else:
-            for no, text in blocks():
-                yield from self._block(no, text)
+            yield from self._blocks(blocks())
         yield from self.pairs.flush()
 
-    def _block(self, no: int, text: str) -> Iterator[Event]:
-        """The events of whole lines, `no` the first one's number: what `_one` makes of each of them."""
-        path, pos = self.path, 0
-        for m in _BLOCK.finditer(text):
-            start = m.start()
-            if start != pos:  # lines the pattern does not take: one by one
-                for line in _split(text[pos:start]):
+    def _blocks(self, blocks: Iterable[tuple[int, str]]) -> Iterator[Event]:
+        """The events of blocks of whole lines (number of the first, text): what `_one` makes of each line."""
+        path, queues = self.path, self.queues
+        elems, waiting, messages, lengths = self.elems, self.pairs.waiting, self.messages, self.lengths
+        for no, text in blocks:
+            pos = 0
+            for m in _BLOCK.finditer(text):
+                start = m.start()
+                if start != pos:  # lines the pattern does not take: one by one
+                    for line in _split(text[pos:start]):
+                        yield from self._one(no, line)
+                        no += 1
+                pos = m.end() + 1
+                tp, vq, elem, tc, name, args, n, ts, pvq, pelem, fvq, felem, fn, hname, hargs = m.groups()
+                if vq is not None:
+                    # A pop, its command event and its fill with nothing else in flight: the exchange
+                    # the three lines make one by one, without booking the element.
+                    msg = queue = None
+                    if not elems and not waiting:
+                        msg = messages.get((name, args or ""))
+                        if msg is None and name in EVENTS:
+                            try:
+                                msg = self._message(name, args or "")
+                            except ValueError:
+                                pass  # the lines one by one say why
+                    if type(msg) is Message:
+                        known = queues.get(vq)
+                        if msg.name in _CURSOR_COMMANDS:
+                            queue = CURSORQ
+                        elif known is None or known == CONTROLQ:  # not popped from the cursor queue
+                            queue = CONTROLQ
+                    if queue is None:
+                        pop, cmd, fill = _split(text[start:pos])
+                        yield from self._one(no, pop)
+                        yield from self._one(no + 1, cmd)
+                        yield from self._one(no + 2, fill)
+                        no += 3
+                        continue
+                    if known != queue:
+                        queues[vq] = queue
+                    length = lengths.get(n)
+                    if length is None:
+                        k = int(n)
+                        if len(lengths) >= 256:  # lengths are few; a broken log may show many
+                            lengths.clear()
+                        length = lengths[n] = (k, self.types_for_length(k), self._wrote(k))
+                    k, types, said = length
+                    nobody = queue == CURSORQ and k == 0
+                    # Positional, in the field order of Exchange (where, req, queue, resp, resp_types,
+                    # resp_where, answered, unanswered, no_body, evidence, ts, source): matching
+                    # keywords costs a third of the call.
+                    ex = Exchange(Where(path, no + 1), msg, queue, None, None if nobody else types,
+                                  Where(path, no + 2), True, "", nobody, [] if nobody else [said],
+                                  (float(tc) if tc else None) or (float(tp) if tp else None), "qemu")
+                    self.last = None  # what the three lines leave it: an element no longer in flight
+                    yield ex
+                    no += 3
+                    continue
+                try:
+                    if pvq is not None:
+                        yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
+                    elif fvq is not None:
+                        yield from self._filled(Where(path, no), fvq, felem, int(fn))
+                    elif hname in EVENTS:
+                        ev = self._command(Where(path, no), hname, hargs or "", float(ts) if ts else None)
+                        if ev is not None:
+                            yield ev
+                    else:
+                        yield from self._one(no, text[start:pos])
+                except ValueError as exc:
+                    yield Diagnostic(Where(path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
+                no += 1
+            if pos < len(text):
+                for line in _split(text[pos:]):
                     yield from self._one(no, line)
                     no += 1
-            pos = m.end() + 1
-            tp, vq, elem, tc, name, args, n, ts, pvq, pelem, fvq, felem, fn, hname, hargs = m.groups()
-            if vq is not None:
-                ex = self._triple(no, tp, vq, elem, tc, name, args, n)
-                if ex is not None:
-                    yield ex
-                else:
-                    pop, cmd, fill = _split(text[start:pos])
-                    yield from self._one(no, pop)
-                    yield from self._one(no + 1, cmd)
-                    yield from self._one(no + 2, fill)
-                no += 3
-                continue
-            try:
-                if pvq is not None:
-                    yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
-                elif fvq is not None:
-                    yield from self._filled(Where(path, no), fvq, felem, int(fn))
-                elif hname in EVENTS:
-                    ev = self._command(Where(path, no), hname, hargs or "", float(ts) if ts else None)
-                    if ev is not None:
-                        yield ev
-                else:
-                    yield from self._one(no, text[start:pos])
-            except ValueError as exc:
-                yield Diagnostic(Where(path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
-            no += 1
-        if pos < len(text):
-            for line in _split(text[pos:]):
-                yield from self._one(no, line)
-                no += 1
-
-    def _triple(self, no: int, tp: Optional[str], vq: str, elem: str, tc: Optional[str], name: str,
-                args: Optional[str], n: str) -> Optional[Exchange]:
-        """A pop, its command event and its fill with nothing else in flight: the exchange the three
-        lines make one by one, without booking the element. None when the lines must go one by one."""
-        if self.elems or self.pairs.waiting or name not in EVENTS:
-            return None
-        try:
-            msg = self._message(name, args or "")
-            ts = (float(tc) if tc else None) or (float(tp) if tp else None)
-            n = int(n)
-        except ValueError:
-            return None
-        if type(msg) is not Message:
-            return None
-        queues = self.queues
-        if msg.name in _CURSOR_COMMANDS:
-            queue = CURSORQ
-        elif queues.get(vq, CONTROLQ) == CONTROLQ:
-            queue = CONTROLQ
-        else:
-            return None  # a control command popped from the cursor queue
-        queues[vq] = queue
-        ex = Exchange(Where(self.path, no + 1), msg, queue=queue, ts=ts, source="qemu",
-                      resp_where=Where(self.path, no + 2))
-        if queue == CURSORQ and n == 0:
-            ex.no_body = True
-        else:
-            ex.resp_types = self.types_for_length(n)
-            ex.evidence.append(self._wrote(n))
-        self.last = None  # what the three lines leave it: an element no longer in flight
-        return ex
 
     def _one(self, no: int, line: str) -> Iterator[Event]:
         path = self.path
