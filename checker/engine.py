@@ -97,12 +97,12 @@ class Checker:
         self.fast_tally: dict[tuple, tuple] = {}
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
         # (command, values the checks read, what the trace says of the answer) -> how an exchange that
-        # broke nothing came out; see _settled_key
+        # broke nothing came out; see exchange
         self.settled: dict[tuple, tuple] = {}
         # (request, response, state facts) -> the tallies a clean exchange passes, or None when it is
         # not clean; see _clean. The messages are decoded once per distinct bytes and never changed.
         self.clean_memo: dict[tuple, tuple] = {}
-        self.selectors: dict[str, tuple[str, ...]] = {}  # command -> the fields its effect finds objects by
+        self.selectors: dict[str, tuple] = {}  # command -> (its rule, the fields its effect finds objects by)
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
     # --- events --------------------------------------------------------------
@@ -162,17 +162,24 @@ class Checker:
             if not refused:  # a command the device refused changed nothing; any other may have
                 self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
             return
-        self.commands[req.name] = self.commands.get(req.name, 0) + 1
+        name = req.name
+        self.commands[name] = self.commands.get(name, 0) + 1
+        key = None
         if len(self.cands) == 1:
-            if ex.resp is not None and self._clean(ex, rule):
-                return
-            key = self._settled_key(ex, rule)
-            if key is not None:
+            if ex.resp is not None:
+                if self._clean(ex, rule):
+                    return
+            elif not req.problems:
+                # Exchanges the trace gives no response bytes for (a QEMU log: a written length, no
+                # header) miss the clean path, yet repeat: the same command, the same values read by
+                # its checks and the same evidence of the answer decide the same completions, the
+                # same marks and no breach. The verdict of one that broke nothing is replayed for the
+                # next like it.
+                vals = rule.check_values(self.cands[0].state, req.fields)
+                key = (name, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals
                 hit = self.settled.get(key[0])
                 if hit is not None:
                     return self._replay(ex, hit)
-        else:
-            key = None
         pairs: list[_Pair] = []
         for cand in self.cands:
             pairs.extend(self._completions(cand, ex))
@@ -197,16 +204,6 @@ class Checker:
             self.settled[key[0]] = (primary.accepted, primary.rank != 0,
                                     tuple(self._t(r) for r, lv in marks.items() if lv == 0),
                                     tuple(self._t(r) for r, lv in marks.items() if lv == 1))
-
-    def _settled_key(self, ex: Exchange, rule) -> Optional[tuple]:
-        """Exchanges the trace gives no response bytes for (a QEMU log: a written length, no header)
-        miss the clean path, yet repeat: the same command, the same values read by its checks
-        and the same evidence of the answer decide the same completions, the same marks and no
-        breach. The verdict of one that broke nothing is replayed for the next like it."""
-        if ex.resp is not None or ex.req.problems:
-            return None
-        vals = rule.check_values(self.cands[0].state, ex.req.fields)
-        return (rule.rule.command, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals
 
     def _replay(self, ex: Exchange, hit: tuple) -> None:
         """What the general path does for an exchange that broke nothing, from its remembered verdict."""
@@ -395,10 +392,13 @@ class Checker:
             return
         pairs = sorted(pairs, key=lambda q: q.rank)
         nxt: list[Candidate] = []
-        used: dict[int, int] = {}
+        left: dict[int, int] = {}  # candidate -> its pairs not yet advanced
         for q in pairs:
-            n = used[id(q.cand)] = used.get(id(q.cand), 0) + 1
-            st = q.cand.state if n == 1 and sum(1 for o in pairs if o.cand is q.cand) == 1 else q.cand.state.clone()
+            left[id(q.cand)] = left.get(id(q.cand), 0) + 1
+        for q in pairs:
+            n = left[id(q.cand)] = left[id(q.cand)] - 1
+            # The candidate's last pair takes its state (nothing reads the old one after this), the others a copy.
+            st = q.cand.state if n == 0 else q.cand.state.clone()
             if q.accepted:
                 self._apply(ex, st)
             else:
@@ -418,25 +418,30 @@ class Checker:
         self.cands = nxt
 
     def _apply(self, ex: Exchange, st: State) -> None:
-        rule = self.p.rules[ex.req.name]
-        keys = self.selectors.get(ex.req.name)
-        if keys is None:
-            keys = self.selectors[ex.req.name] = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
-        fields = ex.req.fields
-        unnamed = [k for k in keys if fields.get(k, 0) is None]  # in the request, and unknown
-        if rule.effect and unnamed:
-            for k in unnamed:
-                for prefix in _TOUCHES[k]:
-                    self.uncertain.setdefault(prefix, f"{_short(ex.req.name)} at {ex.where} changed an object "
-                                                      f"the trace does not name ({k} unknown)")
-            self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
-            return
+        req = ex.req
+        sel = self.selectors.get(req.name)
+        if sel is None:
+            sel = self.selectors[req.name] = (self.p.rules[req.name], _SELECTORS + (
+                (_CTX_SELECTOR,) if "_CMD_CTX_" in req.name else ()))
+        rule, keys = sel
+        if rule.effect:
+            fields = req.fields
+            for k in keys:
+                if fields.get(k, 0) is None:  # in the request, and unknown
+                    return self._unnamed(ex, st, [k for k in keys if fields.get(k, 0) is None])
         try:
             # An answer too short to name its type was accepted all the same (the pair says so).
             resp = ex.resp if ex.resp is not None and ex.resp.name is not None else None
-            self.p.complete(st, ex.req, resp, next(iter(rule.ok)))
+            self.p.complete(st, req, resp, next(iter(rule.ok)))
         except (TypeError, KeyError, ValueError):
-            self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
+            self.uncertain.setdefault("st.", f"{_short(req.name)} at {ex.where} has fields the model needs unknown")
+
+    def _unnamed(self, ex: Exchange, st: State, unnamed: list[str]) -> None:
+        for k in unnamed:
+            for prefix in _TOUCHES[k]:
+                self.uncertain.setdefault(prefix, f"{_short(ex.req.name)} at {ex.where} changed an object "
+                                                  f"the trace does not name ({k} unknown)")
+        self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
 
     # --- findings ------------------------------------------------------------
     def _report(self, ex: Exchange, primary: _Pair, every: set, alt: Optional[_Pair], others: list) -> set:
