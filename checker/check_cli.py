@@ -68,7 +68,7 @@ def targets(paths: tuple[str, ...], fmt: Optional[str]) -> list[Target]:
 
 def run(target: Target, checker: Checker, codec, progress=None, timeline: Optional[Timeline] = None) -> Optional[str]:
     """Feed one session to the checker; returns where it stopped when interrupted."""
-    streams = [sources.READERS[kind](_lines(path, progress), path, codec) for path, kind in target.files]
+    streams = [sources.READERS[kind](sources.numbered_lines(path, progress), path, codec) for path, kind in target.files]
     evs = streams[0]
     for extra in streams[1:]:
         evs = sources.merged(evs, extra)
@@ -87,19 +87,6 @@ def run(target: Target, checker: Checker, codec, progress=None, timeline: Option
         return f"interrupted after {checker.exchanges} exchanges"
     checker.finish()
     return None
-
-
-def _lines(path: str, progress):
-    if progress is None:
-        yield from sources.numbered_lines(path)
-        return
-    done = 0
-    for no, text in sources.numbered_lines(path):
-        done += len(text)  # characters: bytes for the ASCII of trace files
-        if no % 4096 == 0:
-            progress(done)
-            done = 0
-        yield no, text
 
 
 @click.command()

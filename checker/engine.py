@@ -55,6 +55,7 @@ class _Pair:
     outcome: Outcome
     open_: list[Breach] = field(default_factory=list)  # could not be decided (unknown fields)
     quiet: bool = False  # nothing broken at all, not even outside the profile
+    diverges: bool = False  # some breach is a divergence (counted as one whatever becomes of the pair)
 
 
 def settings_from(session: Session) -> Settings:
@@ -97,13 +98,14 @@ class Checker:
         self.when_fns: dict[int, object] = protocol.memo.setdefault("engine/when", {})
         self.fast_tally: dict[tuple, tuple] = protocol.memo.setdefault(f"engine/tally/{profile}", {})
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
-        # (command, values the checks read, what the trace says of the answer) -> how an exchange that
-        # broke nothing came out; see _settled_key
+        # (command, values the checks read, what the trace says of the answer) -> how a candidate's
+        # completions came out: ((accepted, rank), ...), the tallies it passes and leaves inconclusive
+        # (None when it broke something), whether it broke something in the profile; see _settle
         self.settled: dict[tuple, tuple] = {}
         # (request, response, state facts) -> the tallies a clean exchange passes, or None when it is
         # not clean; see _clean. The messages are decoded once per distinct bytes and never changed.
         self.clean_memo: dict[tuple, tuple] = {}
-        self.selectors: dict[str, tuple[str, ...]] = {}  # command -> the fields its effect finds objects by
+        self.selectors: dict[str, tuple] = {}  # command -> (its rule, the fields its effect finds objects by)
         self.cands = [Candidate(self._fresh_state(Settings(known=False), known_start=False))]
 
     # --- events --------------------------------------------------------------
@@ -163,20 +165,40 @@ class Checker:
             if not refused:  # a command the device refused changed nothing; any other may have
                 self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
             return
-        self.commands[req.name] = self.commands.get(req.name, 0) + 1
-        if len(self.cands) == 1:
-            if ex.resp is not None and self._clean(ex, rule):
-                return
-            key = self._settled_key(ex, rule)
-            if key is not None:
-                hit = self.settled.get(key[0])
-                if hit is not None:
-                    return self._replay(ex, hit)
-        else:
-            key = None
+        name = req.name
+        self.commands[name] = self.commands.get(name, 0) + 1
+        keys = None
+        if ex.resp is None and not req.problems:
+            # Exchanges the trace gives no response bytes for (a QEMU log: a written length, no
+            # header) miss the clean path, yet repeat: the same command, the same values read by
+            # its checks and the same evidence of the answer decide a candidate's completions,
+            # their marks and no breach. The verdict of one that broke nothing is replayed for
+            # the next like it, candidate by candidate.
+            if len(self.cands) == 1:
+                vals = rule.check_values(self.cands[0].state, req.fields)
+                key = (name, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body)
+                hit = self.settled.get(key)
+                if hit is not None and hit[1] is not None:  # (its only candidate is the primary: it must be quiet)
+                    if len(hit[0]) == 1:
+                        return self._replay(ex, hit)
+                    if self._replay_split(ex, [hit]):
+                        return
+                keys = [(key, vals)]
+            else:
+                keys = []
+                for cand in self.cands:
+                    vals = rule.check_values(cand.state, req.fields)
+                    keys.append(((name, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals))
+                hits = [self.settled.get(k) for k, _ in keys]
+                if None not in hits and self._replay_split(ex, hits):
+                    return
+        elif len(self.cands) == 1 and ex.resp is not None and self._clean(ex, rule):
+            return
         pairs: list[_Pair] = []
+        groups: list[list[_Pair]] = []  # per candidate, its completions
         for cand in self.cands:
-            pairs.extend(self._completions(cand, ex))
+            groups.append(self._completions(cand, ex))
+            pairs.extend(groups[-1])
         clean = [q for q in pairs if not q.breaches]
         primary = min(pairs, key=lambda q: q.rank)
         proven: set[tuple[str, str]] = set()  # (side, check) reported definite
@@ -194,27 +216,32 @@ class Checker:
         marks = self._tally(ex, primary, proven)
         self._remember(ex, primary.accepted)
         self._advance(ex, clean or pairs)
-        if (key is not None and len(pairs) == 1 and primary.quiet
-                and key[1] == tuple(map(primary.outcome.values.get, rule.check_vars))):
+        if keys is not None:
+            self._settle(ex, rule, keys, groups, primary, marks)
+
+    def _settle(self, ex: Exchange, rule, keys: list, groups: list, primary: _Pair, marks: dict) -> None:
+        """Remember how each candidate's completions came out: their answers and ranks, whether
+        they broke something in the profile (then a clean reading drops them), and the marks of a
+        candidate that broke nothing at all (it may be the primary). Not a candidate with a
+        divergence: replaying it would not count it."""
+        for (key, vals), got in zip(keys, groups):
+            q = got[0]  # a candidate's completions share its outcome and its breaches
+            if q.diverges or vals != tuple(map(q.outcome.values.get, rule.check_vars)):
+                continue
+            passed = inconclusive = None
+            if q.quiet:
+                mine = marks if any(g is primary for g in got) else self._marks(ex, q, set())
+                passed = tuple(self._t(r) for r, lv in mine.items() if lv == 0)
+                inconclusive = tuple(self._t(r) for r, lv in mine.items() if lv == 1)
             if len(self.settled) >= _SETTLED:
                 self.settled.clear()
-            self.settled[key[0]] = (primary.accepted, primary.rank != 0,
-                                    tuple(self._t(r) for r, lv in marks.items() if lv == 0),
-                                    tuple(self._t(r) for r, lv in marks.items() if lv == 1))
-
-    def _settled_key(self, ex: Exchange, rule) -> Optional[tuple]:
-        """Exchanges the trace gives no response bytes for (a QEMU log: a written length, no header)
-        miss the clean path, yet repeat: the same command, the same values read by its checks
-        and the same evidence of the answer decide the same completions, the same marks and no
-        breach. The verdict of one that broke nothing is replayed for the next like it."""
-        if ex.resp is not None or ex.req.problems:
-            return None
-        vals = rule.check_values(self.cands[0].state, ex.req.fields)
-        return (rule.rule.command, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals
+            self.settled[key] = (tuple((g.accepted, g.rank - g.cand.rank) for g in got), passed, inconclusive,
+                                 not q.breaches)
 
     def _replay(self, ex: Exchange, hit: tuple) -> None:
-        """What the general path does for an exchange that broke nothing, from its remembered verdict."""
-        accepted, guessed, passed, inconclusive = hit
+        """What the general path does for an exchange that broke nothing, from its remembered
+        verdict: one candidate, one completion, no copy."""
+        ((accepted, rank),), passed, inconclusive, _ = hit
         cand = self.cands[0]
         st = cand.state
         self.p.submit(st, ex.req)
@@ -224,7 +251,7 @@ class Checker:
             t.inconclusive += 1
         self._remember(ex, accepted)
         guesses = cand.guesses
-        if guessed:
+        if rank:
             guess = (ex.where, ("accepted" if accepted else "rejected") + " " + _short(ex.req.name))
             guesses = (guesses + (guess,))[-_GUESSES:]
         if accepted:
@@ -233,6 +260,39 @@ class Checker:
             self.p.complete(st, ex.req, None, "")
         if guesses is not cand.guesses or cand.rank:
             self.cands = [Candidate(st, 0, guesses)]
+
+    def _replay_split(self, ex: Exchange, hits: list) -> bool:
+        """The general path from the remembered completions of every candidate, when the primary
+        (the first of the least rank) broke nothing: nothing is reported, the candidates split and
+        fold as they did, the readings that broke something are dropped. False (and nothing done)
+        when the primary's candidate broke something: the general path must say what."""
+        req = ex.req
+        primary = None
+        for cand, hit in zip(self.cands, hits):
+            for accepted, rank in hit[0]:
+                if primary is None or cand.rank + rank < primary[0]:
+                    primary = (cand.rank + rank, accepted, hit)
+        _, accepted, hit = primary
+        if hit[1] is None:
+            return False
+        clean: list[_Pair] = []
+        for cand, (choices, _, _, fine) in zip(self.cands, hits):
+            self.p.submit(cand.state, req)
+            if not fine:
+                continue
+            for accepted_, rank in choices:
+                guesses = cand.guesses
+                if rank:
+                    guess = (ex.where, ("accepted" if accepted_ else "rejected") + " " + _short(req.name))
+                    guesses = (guesses + (guess,))[-_GUESSES:]
+                clean.append(_Pair(cand, accepted_, [], cand.rank + rank, guesses, None))
+        for t in hit[1]:
+            t.passed += 1
+        for t in hit[2]:
+            t.inconclusive += 1
+        self._remember(ex, accepted)
+        self._advance(ex, clean)
+        return True
 
     def _clean(self, ex: Exchange, rule) -> bool:
         """Full-fidelity traces spend most exchanges here: one reading, every value known, nothing
@@ -387,7 +447,8 @@ class Checker:
         self._divergences(breaches)
         guesses = (cand.guesses + (guess,))[-_GUESSES:] if guess else cand.guesses
         return _Pair(cand, accepted, inside, cand.rank + rank, guesses, outcome,
-                     [b for b in breaches if not b.definite], not breaches)
+                     [b for b in breaches if not b.definite], not breaches,
+                     any(b.basis == "implementation" and b.definite for b in breaches))
 
     def _advance(self, ex: Exchange, pairs: list[_Pair]) -> None:
         if len(pairs) == 1:  # the common case: one reading, no copy
@@ -400,10 +461,13 @@ class Checker:
             return
         pairs = sorted(pairs, key=lambda q: q.rank)
         nxt: list[Candidate] = []
-        used: dict[int, int] = {}
+        left: dict[int, int] = {}  # candidate -> its pairs not yet advanced
         for q in pairs:
-            n = used[id(q.cand)] = used.get(id(q.cand), 0) + 1
-            st = q.cand.state if n == 1 and sum(1 for o in pairs if o.cand is q.cand) == 1 else q.cand.state.clone()
+            left[id(q.cand)] = left.get(id(q.cand), 0) + 1
+        for q in pairs:
+            n = left[id(q.cand)] = left[id(q.cand)] - 1
+            # The candidate's last pair takes its state (nothing reads the old one after this), the others a copy.
+            st = q.cand.state if n == 0 else q.cand.state.clone()
             if q.accepted:
                 self._apply(ex, st)
             else:
@@ -423,25 +487,30 @@ class Checker:
         self.cands = nxt
 
     def _apply(self, ex: Exchange, st: State) -> None:
-        rule = self.p.rules[ex.req.name]
-        keys = self.selectors.get(ex.req.name)
-        if keys is None:
-            keys = self.selectors[ex.req.name] = _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in ex.req.name else ())
-        fields = ex.req.fields
-        unnamed = [k for k in keys if fields.get(k, 0) is None]  # in the request, and unknown
-        if rule.effect and unnamed:
-            for k in unnamed:
-                for prefix in _TOUCHES[k]:
-                    self.uncertain.setdefault(prefix, f"{_short(ex.req.name)} at {ex.where} changed an object "
-                                                      f"the trace does not name ({k} unknown)")
-            self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
-            return
+        req = ex.req
+        sel = self.selectors.get(req.name)
+        if sel is None:
+            sel = self.selectors[req.name] = (self.p.rules[req.name], _SELECTORS + (
+                (_CTX_SELECTOR,) if "_CMD_CTX_" in req.name else ()))
+        rule, keys = sel
+        if rule.effect:
+            fields = req.fields
+            for k in keys:
+                if fields.get(k, 0) is None:  # in the request, and unknown
+                    return self._unnamed(ex, st, [k for k in keys if fields.get(k, 0) is None])
         try:
             # An answer too short to name its type was accepted all the same (the pair says so).
             resp = ex.resp if ex.resp is not None and ex.resp.name is not None else None
-            self.p.complete(st, ex.req, resp, next(iter(rule.ok)))
+            self.p.complete(st, req, resp, next(iter(rule.ok)))
         except (TypeError, KeyError, ValueError):
-            self.uncertain.setdefault("st.", f"{_short(ex.req.name)} at {ex.where} has fields the model needs unknown")
+            self.uncertain.setdefault("st.", f"{_short(req.name)} at {ex.where} has fields the model needs unknown")
+
+    def _unnamed(self, ex: Exchange, st: State, unnamed: list[str]) -> None:
+        for k in unnamed:
+            for prefix in _TOUCHES[k]:
+                self.uncertain.setdefault(prefix, f"{_short(ex.req.name)} at {ex.where} changed an object "
+                                                  f"the trace does not name ({k} unknown)")
+        self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
 
     # --- findings ------------------------------------------------------------
     def _report(self, ex: Exchange, primary: _Pair, every: set, alt: Optional[_Pair], others: list) -> set:
@@ -533,10 +602,25 @@ class Checker:
     def _tally(self, ex: Exchange, primary: _Pair, proven: set) -> dict[str, int]:
         """One mark per requirement the exchange exercised: fail over inconclusive over pass.
         Returns the marks: requirement -> 0 pass, 1 inconclusive, 2 fail."""
+        marks = self._marks(ex, primary, proven)
+        for r, level in marks.items():
+            t = self._t(r)
+            if level == 2:
+                t.failed += 1
+                t.first_fail = t.first_fail or ex.where
+            elif level == 1:
+                t.inconclusive += 1
+            else:
+                t.passed += 1
+        return marks
+
+    def _marks(self, ex: Exchange, primary: _Pair, proven: set) -> dict[str, int]:
+        """The marks `_tally` counts, counting none."""
         out = primary.outcome
         rule = out.rule
         if not (out.failed or out.unknown or primary.breaches or primary.open_) and None not in out.values.values():
-            return dict.fromkeys(self._tally_clean(rule, out.values, ex.resp is not None), 0)
+            # the common case, every value known and nothing broken: the `when`s that held decide
+            return dict.fromkeys(self._clean_reqs(rule, out.values, ex.resp is not None), 0)
         failed = {c.id for c in out.failed}
         unknown = {c.id for c in out.unknown}
         bad = {(b.check, r) for b in primary.breaches for r in b.reqs}
@@ -571,24 +655,7 @@ class Checker:
                 if ob.basis in self.profile and (ob.when is None or self._holds(ob, out.values)):
                     for r in ob.reqs:
                         mark(r, 0)
-        for r, level in marks.items():
-            t = self._t(r)
-            if level == 2:
-                t.failed += 1
-                t.first_fail = t.first_fail or ex.where
-            elif level == 1:
-                t.inconclusive += 1
-            else:
-                t.passed += 1
         return marks
-
-    def _tally_clean(self, rule, values: dict, answered: bool) -> tuple[str, ...]:
-        """The common case, every value known and nothing broken: the `when`s that held decide
-        which requirements passed."""
-        reqs = self._clean_reqs(rule, values, answered)
-        for r in reqs:
-            self._t(r).passed += 1
-        return reqs
 
     def _clean_reqs(self, rule, values: dict, answered: bool) -> tuple[str, ...]:
         """The requirements a clean exchange passes; one compiled call reads every `when`."""

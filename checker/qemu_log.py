@@ -68,6 +68,16 @@ _HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
                   r"pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}"
                   r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})"
                   r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)")
+# Over a block of lines (reader.blocks): a pop, its command event and its fill on three lines
+# in a row, or one line _HOT takes. A line with whitespace at either end is left to the
+# per-line path, which strips it, so every line matched here reads as it does there; so is a
+# line with digits other than ASCII ones (\d takes those too, and is slower to test).
+_BLOCK = re.compile((r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\))"
+                     r" in_num \d{1,10} out_num \d{1,10}\n"
+                     r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
+                     r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
+                     r"|" + _HOT.pattern + r")(?<!\s)$").replace(r"\d", "[0-9]"), re.MULTILINE)
+_CURSOR_COMMANDS = ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
 _COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
@@ -120,6 +130,7 @@ class QemuLog:
         self.widths: dict[str, dict[str, int]] = {}  # command -> bits of its fields
         self.messages: dict[tuple[str, str], Message] = {}  # (event, arguments) -> the message they describe
         self.wrote: dict[int, str] = {}  # written length -> its line of evidence
+        self.lengths: dict[str, tuple] = {}  # a fill's length as logged -> (length, resp_types, evidence)
 
     # --- the answer a written length allows -------------------------------
     def types_for_length(self, n: int) -> frozenset[str]:
@@ -135,40 +146,124 @@ class QemuLog:
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         yield Session(Where(self.path, 1), producer="qemu trace log")
-        path, match, hot = self.path, _LINE.fullmatch, _HOT.fullmatch
-        for no, line in lines:
-            try:
-                # The three events nearly every line carries are dispatched here; _line does the rest.
-                text = line.strip()
-                h = hot(text)
-                if h is not None:
-                    ts, pvq, pelem, fvq, felem, n, name, args = h.groups()
+        blocks = getattr(lines, "blocks", None)
+        if blocks is None:
+            for no, line in lines:
+                yield from self._one(no, line)
+        else:
+            yield from self._blocks(blocks())
+        yield from self.pairs.flush()
+
+    def _blocks(self, blocks: Iterable[tuple[int, str]]) -> Iterator[Event]:
+        """The events of blocks of whole lines (number of the first, text): what `_one` makes of each line."""
+        path, queues = self.path, self.queues
+        elems, waiting, messages, lengths = self.elems, self.pairs.waiting, self.messages, self.lengths
+        for no, text in blocks:
+            pos = 0
+            for m in _BLOCK.finditer(text):
+                start = m.start()
+                if start != pos:  # lines the pattern does not take: one by one
+                    for line in _split(text[pos:start]):
+                        yield from self._one(no, line)
+                        no += 1
+                pos = m.end() + 1
+                tp, vq, elem, tc, name, args, n, ts, pvq, pelem, fvq, felem, fn, hname, hargs = m.groups()
+                if vq is not None:
+                    # A pop, its command event and its fill with nothing else in flight: the exchange
+                    # the three lines make one by one, without booking the element.
+                    msg = queue = None
+                    if not elems and not waiting:
+                        msg = messages.get((name, args or ""))
+                        if msg is None and name in EVENTS:
+                            try:
+                                msg = self._message(name, args or "")
+                            except ValueError:
+                                pass  # the lines one by one say why
+                    if type(msg) is Message:
+                        known = queues.get(vq)
+                        if msg.name in _CURSOR_COMMANDS:
+                            queue = CURSORQ
+                        elif known is None or known == CONTROLQ:  # not popped from the cursor queue
+                            queue = CONTROLQ
+                    if queue is None:
+                        pop, cmd, fill = _split(text[start:pos])
+                        yield from self._one(no, pop)
+                        yield from self._one(no + 1, cmd)
+                        yield from self._one(no + 2, fill)
+                        no += 3
+                        continue
+                    if known != queue:
+                        queues[vq] = queue
+                    length = lengths.get(n)
+                    if length is None:
+                        k = int(n)
+                        if len(lengths) >= 256:  # lengths are few; a broken log may show many
+                            lengths.clear()
+                        length = lengths[n] = (k, self.types_for_length(k), self._wrote(k))
+                    k, types, said = length
+                    nobody = queue == CURSORQ and k == 0
+                    # Positional, in the field order of Exchange (where, req, queue, resp, resp_types,
+                    # resp_where, answered, unanswered, no_body, evidence, ts, source): matching
+                    # keywords costs a third of the call.
+                    ex = Exchange(Where(path, no + 1), msg, queue, None, None if nobody else types,
+                                  Where(path, no + 2), True, "", nobody, [] if nobody else [said],
+                                  (float(tc) if tc else None) or (float(tp) if tp else None), "qemu")
+                    self.last = None  # what the three lines leave it: an element no longer in flight
+                    yield ex
+                    no += 3
+                    continue
+                try:
                     if pvq is not None:
                         yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
-                        continue
-                    if fvq is not None:
-                        yield from self._filled(Where(path, no), fvq, felem, int(n))
-                        continue
-                    if name in EVENTS:
-                        ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
+                    elif fvq is not None:
+                        yield from self._filled(Where(path, no), fvq, felem, int(fn))
+                    elif hname in EVENTS:
+                        ev = self._command(Where(path, no), hname, hargs or "", float(ts) if ts else None)
                         if ev is not None:
                             yield ev
-                        continue
-                m = match(text)
-                _, ts, name, args = m.groups() if m else _NO_MATCH
-                if name == "virtqueue_pop":
-                    yield from self._pop(Where(path, no), args or "", float(ts) if ts else None)
-                elif name == "virtqueue_fill":
-                    yield from self._fill(Where(path, no), args or "")
-                elif name in EVENTS:
+                    else:
+                        yield from self._one(no, text[start:pos])
+                except ValueError as exc:
+                    yield Diagnostic(Where(path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
+                no += 1
+            if pos < len(text):
+                for line in _split(text[pos:]):
+                    yield from self._one(no, line)
+                    no += 1
+
+    def _one(self, no: int, line: str) -> Iterator[Event]:
+        path = self.path
+        try:
+            # The three events nearly every line carries are dispatched here; _line does the rest.
+            text = line.strip()
+            h = _HOT.fullmatch(text)
+            if h is not None:
+                ts, pvq, pelem, fvq, felem, n, name, args = h.groups()
+                if pvq is not None:
+                    yield from self._popped(Where(path, no), pvq, pelem, float(ts) if ts else None)
+                    return
+                if fvq is not None:
+                    yield from self._filled(Where(path, no), fvq, felem, int(n))
+                    return
+                if name in EVENTS:
                     ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
                     if ev is not None:
                         yield ev
-                else:
-                    yield from self._line(no, line.rstrip("\n"), m)
-            except ValueError as exc:
-                yield Diagnostic(Where(self.path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
-        yield from self.pairs.flush()
+                    return
+            m = _LINE.fullmatch(text)
+            _, ts, name, args = m.groups() if m else _NO_MATCH
+            if name == "virtqueue_pop":
+                yield from self._pop(Where(path, no), args or "", float(ts) if ts else None)
+            elif name == "virtqueue_fill":
+                yield from self._fill(Where(path, no), args or "")
+            elif name in EVENTS:
+                ev = self._command(Where(path, no), name, args or "", float(ts) if ts else None)
+                if ev is not None:
+                    yield ev
+            else:
+                yield from self._line(no, line.rstrip("\n"), m)
+        except ValueError as exc:
+            yield Diagnostic(Where(self.path, no), "error", "bad-number", f"unusable number ({exc}); skipped")
 
     def _line(self, no: int, line: str, m: Optional[re.Match]) -> Iterator[Event]:
         """Every line but the hot events `read` dispatches itself."""
@@ -237,14 +332,17 @@ class QemuLog:
         else:
             allowed = self.types_for_length(n)
             ex.resp_types = allowed if ex.resp_types is None else ex.resp_types & allowed
-            said = self.wrote.get(n)
-            if said is None:
-                said = self.wrote[n] = f"the device wrote {n} bytes"
-                if len(self.wrote) > 256:  # lengths are few; a broken log may show many
-                    self.wrote.clear()
-                    self.wrote[n] = said
-            ex.evidence.append(said)
+            ex.evidence.append(self._wrote(n))
         return drain
+
+    def _wrote(self, n: int) -> str:
+        said = self.wrote.get(n)
+        if said is None:
+            said = self.wrote[n] = f"the device wrote {n} bytes"
+            if len(self.wrote) > 256:  # lengths are few; a broken log may show many
+                self.wrote.clear()
+                self.wrote[n] = said
+        return said
 
     def _oldest_undescribed_control(self) -> Optional[_Elem]:
         for el in self.elems.values():
@@ -254,18 +352,10 @@ class QemuLog:
 
     def _command(self, where: Where, name: str, args: str, ts: Optional[float]) -> Optional[Event]:
         """Describes the element the event belongs to; returns a diagnostic when it cannot."""
-        msg = self.messages.get((name, args))
-        if msg is None:
-            msg = self._describe(name, args)
-            if type(msg) is not Message:
-                return Diagnostic(where, *msg)
-            if len(args) <= 256:  # bounded memory (a context's name may be long)
-                if len(self.messages) >= _COMMANDS:
-                    self.messages.clear()
-                self.messages[(name, args)] = msg
-        cmd = msg.name
-        cursor = cmd in ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
-        if cursor:
+        msg = self._message(name, args)
+        if type(msg) is not Message:
+            return Diagnostic(where, *msg)
+        if msg.name in _CURSOR_COMMANDS:
             el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
             if el is not None and el.described:
                 el = None  # that pop's line was lost: do not overwrite another command
@@ -285,6 +375,17 @@ class QemuLog:
         el.ex.where, el.ex.ts = where, ts or el.ex.ts
         self.last = el
         return None
+
+    def _message(self, name: str, args: str):
+        """`_describe`, remembered: a display workload repeats the same few events."""
+        msg = self.messages.get((name, args))
+        if msg is None:
+            msg = self._describe(name, args)
+            if type(msg) is Message and len(args) <= 256:  # bounded memory (a context's name may be long)
+                if len(self.messages) >= _COMMANDS:
+                    self.messages.clear()
+                self.messages[(name, args)] = msg
+        return msg
 
     def _describe(self, name: str, args: str):
         """The message an event's arguments describe, or (level, code, text) of why they do not."""
@@ -342,6 +443,16 @@ class QemuLog:
 
 # The request of a popped element no event described yet: shared, as messages are never changed.
 _UNDESCRIBED = Message("request", None, None, {})
+
+
+def _split(text: str) -> list[str]:
+    """Whole lines with their newlines, split where reading the file by lines splits them (only at "\\n")."""
+    lines = text.split("\n")
+    last = lines.pop()
+    out = [line + "\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
 
 
 def _bad(where: Where, event: str, args: str) -> Diagnostic:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from virtgpu_conform.model.codec import Codec
 
@@ -15,21 +15,81 @@ FORMATS = ("native", "qemu", "guest")
 READERS = {"native": native.read, "qemu": qemu_log.read, "guest": guest_log.read}
 _SNIFF = 64  # lines looked at to tell the format
 _LOOKAHEAD = 16  # exchanges searched ahead when two sources disagree about a command
+_BLOCK = 1 << 18  # bytes read at a time for a reader that takes blocks of lines
 _BACKLOG = 1024  # the other source's exchanges held for a queue the leading source has not reached
 
 
-def numbered_lines(path: str, junk: Optional[list] = None) -> Iterator[tuple[int, str]]:
-    """Lines of a file as text, numbered from 1; undecodable bytes become U+FFFD, never an exception."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise TraceError(Where(path, 0), exc.strerror or str(exc), "check the path") from None
+class Lines:
+    """Lines of a file as text, numbered from 1; undecodable bytes become U+FFFD, never an exception.
+
+    Iterating gives (number, line) with its "\\n". `blocks` gives the same text as
+    (number of its first line, many whole lines): a reader that matches one pattern
+    over a block skips the per-line cost, and both ways read the file lazily.
+    """
+
+    def __init__(self, path: str, progress: Optional[Callable[[int], None]] = None):
+        self.path, self.progress = path, progress
+
+    def _open(self):
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise TraceError(Where(self.path, 0), exc.strerror or str(exc), "check the path") from None
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return _lines(self._open()) if self.progress is None else self._counted()
+
+    def _counted(self) -> Iterator[tuple[int, str]]:
+        done = 0
+        for no, text in _lines(self._open()):
+            done += len(text)  # characters: bytes for the ASCII of trace files
+            if no % 4096 == 0:
+                self.progress(done)
+                done = 0
+            yield no, text
+
+    def blocks(self) -> Iterator[tuple[int, str]]:
+        # Cut at a newline, a block decodes to what its lines decode to one by one: a newline
+        # is never part of a multi-byte sequence, so it ends a broken one in both readings.
+        no, rest = 1, []
+        with self._open() as f:
+            while True:
+                chunk = f.read(_BLOCK)
+                if not chunk:
+                    break
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:  # a line longer than a block: read on, as reading it by lines would
+                    rest.append(chunk)
+                    continue
+                rest.append(chunk[:cut])
+                raw = b"".join(rest)
+                rest = [chunk[cut:]]
+                if self.progress is not None:
+                    self.progress(len(raw))
+                yield no, _text(raw)
+                no += raw.count(b"\n")
+            raw = b"".join(rest)
+            if raw:
+                yield no, _text(raw)
+
+
+def _lines(f) -> Iterator[tuple[int, str]]:
     with f:
         for no, raw in enumerate(f, 1):
             text = raw.decode("utf-8", "replace")
             if "\x00" in text:
                 text = text.replace("\x00", "\ufffd")
             yield no, text
+
+
+def _text(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def numbered_lines(path: str, progress: Optional[Callable[[int], None]] = None) -> Lines:
+    """Lines of a file as text, numbered from 1; `progress` hears how many characters were read."""
+    return Lines(path, progress)
 
 
 def detect(path: str) -> str:

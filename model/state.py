@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -51,7 +50,7 @@ class Resource:
     transferred: bool = False  # some TRANSFER_TO_HOST_* completed on it
 
     def clone(self) -> "Resource":
-        new = copy.copy(self)
+        new = _shallow(self)
         new.contexts = set(self.contexts)
         return new
 
@@ -110,11 +109,11 @@ class State:
     def clone(self) -> "State":
         """An independent copy, cheaper than deepcopy: effects replace scanouts, contexts and
         backing lists whole, and mutate only resources, the cursor and timelines in place."""
-        new = copy.copy(self)
+        new = _shallow(self)
         new.resources = {k: r.clone() for k, r in self.resources.items()}
         new.scanouts = dict(self.scanouts)
         new.contexts = dict(self.contexts)
-        new.cursor = copy.copy(self.cursor)
+        new.cursor = _shallow(self.cursor)
         new.timelines = {k: Timeline(t.last_submitted, t.last_completed, list(t.pending))
                          for k, t in self.timelines.items()}
         return new
@@ -127,6 +126,14 @@ class State:
         if tl is None:
             tl = self.timelines[key] = Timeline()
         return tl
+
+
+def _shallow(obj):
+    """What copy.copy makes of a plain dataclass instance (a new object, its __dict__ copied),
+    without copy's generic protocol, several times cheaper: a candidate split clones a state."""
+    new = object.__new__(obj.__class__)
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 def timeline_key(fields: dict, ring_idx_flag: int) -> tuple:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker import native, sources
+from virtgpu_conform.checker import native, qemu_log, sources
 from virtgpu_conform.checker.cli import main
 from virtgpu_conform.checker.engine import Checker
 from virtgpu_conform.checker.trace import Diagnostic, Exchange
@@ -294,3 +294,83 @@ def test_ok_to_a_truncated_request_is_definite_and_only_later_findings_are_downg
     later = [f for f in checker.findings if f.where.line > 5]
     assert later and not any(f.definite for f in later), later
     assert all("cannot have read whole at" in f.reason for f in later)
+
+
+ODD = [b"virtio_gpu_cmd_get_display_info  \r", b"\t1413@1.5:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 1",
+       b"1413@1.5:virtio_gpu_cmd_res_unref res 0x2 ", b"\xff\xfe\x00 junk \xe2\x80", b"", b"   ",
+       b"virtio_gpu_resource_create_2d: resource already exists 2", b"1413@1.5:virtio_gpu_features virgl 0",
+       b"1413@1.5:virtqueue_fill vq 0x1 elem 0x2 len 24 idx 0\x0b", "\u2028é".encode()]
+
+
+@pytest.mark.parametrize("block", [1 << 18, 333, 1])
+def test_qemu_log_read_in_blocks_reads_as_line_by_line(protocol, tmp_path, monkeypatch, block):
+    """The block reader's patterns take only lines the per-line path reads the same way: same events, same lines."""
+    lines = (REAL / "qemu-trace.log").read_bytes().split(b"\n")
+    for i, odd in enumerate(ODD):
+        lines.insert(30 + 41 * i, odd)
+    lines.insert(200, b"1413@1.5:virtqueue_pop vq 0x7f9f9708f010 elem 0x99 in_num 1 out_num 1")  # never filled
+    p = tmp_path / "q.log"
+    p.write_bytes(b"\n".join(lines).rstrip(b"\n"))  # and no newline at the end
+    monkeypatch.setattr(sources, "_BLOCK", block)
+    by_block = [repr(e) for e in sources.events(str(p), "qemu", protocol.codec)]
+    by_line = [repr(e) for e in qemu_log.read(list(sources.numbered_lines(str(p))), str(p), protocol.codec)]
+    assert by_block == by_line and len(by_line) > 300
+
+
+class _Forgetful(dict):
+    """A memo that never recalls: every exchange takes the general path."""
+
+    def get(self, key, default=None):
+        return default
+
+
+def _display_log(frames: int) -> str:
+    """A QEMU log of a display loop that splits the readings (a CREATE_2D may be answered OUT_OF_MEMORY),
+    with the device complaining now and then and a fill lost once."""
+    out, n = ["1@1.0:virtio_gpu_features virgl 0"], 0
+
+    def cmd(event: str, length: int = 24, queue: str = "0x10", after: str = "") -> None:
+        nonlocal n
+        n += 1
+        elem = f"0x{n % 7 + 1:x}0"
+        out.append(f"1@{n}.5:virtqueue_pop vq {queue} elem {elem} in_num 1 out_num 1")
+        out.append(f"1@{n}.5:{event}")
+        out.extend([after] if after else [])
+        if n != 40:
+            out.append(f"1@{n}.5:virtqueue_fill vq {queue} elem {elem} len {length} idx 0")
+
+    cmd("virtio_gpu_cmd_get_display_info ", 408)
+    cmd("virtio_gpu_cmd_res_create_2d res 0x1, fmt 0x1, w 64, h 64")
+    cmd("virtio_gpu_cmd_res_back_attach res 0x1")
+    cmd("virtio_gpu_cmd_set_scanout id 0, res 0x1, w 64, h 64, x 0, y 0")
+    for f in range(frames):
+        cmd("virtio_gpu_cmd_res_xfer_toh_2d res 0x1")
+        cmd(f"virtio_gpu_cmd_res_flush res 0x1, w 64, h 16, x 0, y {f % 4 * 16}",
+            after="virtio_gpu_resource_flush: bad" if f % 9 == 5 else "")
+        cmd(f"virtio_gpu_update_cursor scanout 0, x {f % 5}, y 1, move, res 0x0", 0, "0x20")
+        if f % 3 == 0:
+            rid = f % 4 + 2
+            cmd(f"virtio_gpu_cmd_res_create_2d res {rid:#x}, fmt 0x1, w 8, h 8")
+            cmd(f"virtio_gpu_cmd_res_back_attach res {rid:#x}")
+            cmd(f"virtio_gpu_cmd_res_unref res {rid:#x}", after="virtio_gpu_cmd_res_unref: oops" if f % 7 == 3 else "")
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("profile,candidates", [("strict", 8), ("spec", 8), ("strict", 1), ("strict", 2)])
+def test_remembered_verdicts_check_as_the_general_path(protocol, tmp_path, profile, candidates):
+    """Replaying remembered completions (one candidate or several) changes no finding, mark or reading."""
+    p = tmp_path / "q.log"
+    p.write_text(_display_log(60))
+    results = []
+    for forget in (False, True):
+        c = Checker(protocol, profile, candidates)
+        if forget:
+            c.settled = _Forgetful()
+        for ev in sources.events(str(p), "qemu", protocol.codec):
+            c.feed(ev)
+        c.finish()
+        results.append(([f.to_json() for f in c.findings], c.verdicts(), c.commands, c.max_split, c.uncertain,
+                         c.diagnostics, c.divergences, c.cands[0].state))
+    assert results[0] == results[1]
+    assert (results[0][3] > 1) == (candidates > 1)  # the readings split (where room was left for it)
+    assert results[0][0] if profile == "strict" else True  # the complaints make findings
