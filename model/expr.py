@@ -7,6 +7,11 @@ from typing import Any, Iterator, Mapping, Optional
 
 import z3
 
+# By default z3 takes SIGINT for itself while it solves: it cancels the solve (an "unknown"
+# we would read as a real answer) and the program's own handler never hears of it, so a
+# Ctrl-C that lands in a solve was lost (a fuzz campaign ran on). The program owns Ctrl-C.
+z3.set_param("ctrl_c", False)
+
 BOOL = 0  # width 0 marks a boolean; every other width is an unsigned bit-vector
 
 
