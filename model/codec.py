@@ -238,7 +238,12 @@ class Codec:
             raise ValueError(f"{name}: {', '.join(wide) or 'a field'} does not fit its wire width") from None
         if s.trailing and entries:
             elem = self.layouts[s.trailing.element]
-            out += b"".join(elem.packer.pack(*[(e.get(k) or 0) for k in elem.keys]) for e in entries)
+            try:
+                out += b"".join(elem.packer.pack(*[(e.get(k) or 0) for k in elem.keys]) for e in entries)
+            except _struct.error:
+                wide = sorted({k for e in entries for k in elem.keys if isinstance(e.get(k), int)
+                               and not 0 <= e[k] < 1 << elem.widths.get(k, 0)})
+                raise ValueError(f"{name}: entry {', '.join(wide) or 'field'} does not fit its wire width") from None
         return out + bytes(payload)
 
     def layout(self, name: str) -> Layout:

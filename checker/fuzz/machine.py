@@ -84,8 +84,10 @@ def _scanout(n: int) -> OneOf:
 
 @functools.lru_cache(maxsize=1024)
 def _bad_entries(need: int) -> Lists:
+    # An entry's length is a u32: a resource of 4 GiB or more needs more than one entry can say,
+    # and "one past" is then the field's top.
     return Lists(Fields(addr=OneOf(RAM_BACKING, Among([0, U64 - 4095, 1 << 40])),
-                        length=OneOf(need, Among([0, need - 1, need + 1, U32]))), 3)
+                        length=OneOf(need, Among([0, need - 1, min(need + 1, U32), U32]))), 3)
 
 
 @functools.lru_cache(maxsize=64)

@@ -107,3 +107,9 @@ def test_update_and_move_cursor_share_a_layout_and_differ_by_type(codec):
     mv = codec.decode_request(codec.encode("VIRTIO_GPU_CMD_MOVE_CURSOR", {"pos.x": 5}))
     assert (up.name, mv.name) == ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
     assert up.struct == mv.struct and up.fields["pos.x"] == mv.fields["pos.x"] == 5
+
+
+def test_an_entry_field_past_its_wire_width_is_named(codec):
+    cmd = "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING"
+    with pytest.raises(ValueError, match=r"ATTACH_BACKING: entry length does not fit"):
+        codec.encode(cmd, {"resource_id": 1}, [{"addr": 0, "length": 1 << 32}])
