@@ -11,7 +11,7 @@ import click
 
 from . import console
 from .check_cli import check
-from .console import EXIT_USAGE
+from .console import EXIT_BUG, EXIT_USAGE
 from .fuzz_cli import fuzz
 from .model_cli import model
 from .report_cli import report
@@ -45,6 +45,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             console.err.print("interrupted", markup=False)
             sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the bug, one line and a saved traceback
+            console.err.print(console.bug_line(type(exc).__name__, str(exc), console.save_traceback(exc)), markup=False, soft_wrap=True)
+            sys.exit(EXIT_BUG)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +57,8 @@ class _Group(click.Group):
 def main() -> None:
     """Conformance tooling for virtio-gpu devices and drivers.
 
-    Exit codes: 0 ok, 1 findings, 2 usage or input error, 3 inconclusive only.
+    Exit codes: 0 ok, 1 findings, 2 usage or input error, 3 inconclusive only,
+    4 internal error (a bug in this tool; its traceback is saved to a file).
     Results go to stdout; progress and diagnostics to stderr.
     """
 

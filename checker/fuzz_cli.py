@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from . import console
-from .console import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from .console import EXIT_BUG, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from .trace import TraceError
 
 TARGETS = ("reference", "qemu", "vhost-user-gpu", "adapter")
@@ -199,7 +199,8 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
             live.stop()
     progress(camp)
     r = camp.result()
-    why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
+    why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)",
+           "internal error": "internal error"}
     console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
                       f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s), seed {r['seed']}; "
                       f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}", soft_wrap=True)
@@ -215,6 +216,11 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
     for note in r["flaky"]:
         console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
     console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
+    if r["error"] is not None:
+        e = r["error"]
+        console.err.print(f"fuzz: {console.bug_line(e['type'], e['message'], e['traceback'])}; the campaign stopped "
+                          "there and the findings so far are kept", markup=False, soft_wrap=True)
+        return EXIT_BUG
     if r["stopped"] == "interrupted":
         return 130
     return EXIT_FINDINGS if any(f["kind"] in FAILING for f in r["findings"]) else EXIT_OK

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import get_state_machine_test
 
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
+from ..console import save_traceback
 from ..engine import Checker
+from ..trace import TraceError
 from ..findings import Tally
 from .differential import Differ, MirrorTarget
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
 from .replay import replay
-from .targets import Target
+from .targets import Target, TargetError
 
 RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
 RESULT_VERSION = 1
@@ -38,6 +40,20 @@ RESULT_VERSION = 1
 
 class Stop(BaseException):
     """Time is up. A BaseException, so hypothesis does not take it for a failing case and shrink it."""
+
+
+def _bug_in(exc: BaseException) -> Optional[Exception]:
+    """An exception of the tool's own among what a flaky replay gathered: hypothesis' and the
+    campaign's signals (a finding, a stop) are not bugs."""
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            bug = _bug_in(e)
+            if bug is not None:
+                return bug
+        return None
+    if isinstance(exc, Exception) and not isinstance(exc, (Failure, HypothesisException)):
+        return exc
+    return None
 
 
 @dataclass
@@ -84,6 +100,7 @@ class Campaign:
         self.stopped = ""  # why the campaign ended early: time, interrupted, ...
         self.interrupted = False
         self.flaky: list[str] = []
+        self.error: Optional[dict] = None  # a bug in the fuzzer that ended the campaign
         self.tallies: dict[str, Tally] = {}  # per requirement, over every case sent
         # Kinds of malformed chain (machine.choke_key) the device stalled or died on ([status, times]),
         # and the ones not sent (see begin_case).
@@ -200,6 +217,9 @@ class Campaign:
                         self.progress(self)
                     continue
                 except Flaky as exc:
+                    bug = _bug_in(exc)
+                    if bug is not None:
+                        raise bug  # a bug that showed once is still a bug, not a flaky device
                     detail = " ".join(str(exc).split())
                     if "stopped drawing earlier" in detail or "continued to draw" in detail:
                         # Generation reads only the model, so a case that ends elsewhere on a rerun means
@@ -215,6 +235,12 @@ class Campaign:
             self.stopped = str(exc)
         except KeyboardInterrupt:
             self.stopped = "interrupted"
+        except (TargetError, TraceError):
+            raise  # the CLI says the target cannot run, or which line of a file is broken
+        except Exception as exc:  # noqa: BLE001 - a bug in the fuzzer: keep what was found, say where the traceback is
+            self.stopped = "internal error"
+            self.error = {"type": type(exc).__name__, "message": str(exc),
+                          "traceback": save_traceback(exc, self.out)}
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -253,7 +279,7 @@ class Campaign:
                 "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
                 "spec_version": self.protocol.ir.version,
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
-                "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None,
+                "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None, "error": self.error,
                 "z3_questions": self.edges.solved, "flaky": self.flaky, "cpus": self.cpus,
                 "not_sent": [{"device": self.chokes[k][0], "queue": k[0], "problems": list(k[1]),
                               "whole_header": k[2], "answer_room": k[3], "command": k[4], "count": n}

@@ -6,6 +6,7 @@ import json
 import re
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from virtgpu_conform.checker.cli import main
@@ -79,3 +80,52 @@ def test_import_writes_a_snapshot(tmp_path, spec_sources):
 
 def test_unknown_option_is_exit_2():
     assert CliRunner().invoke(main, ["spec", "show", "--nope"]).exit_code == 2
+
+
+def test_a_bug_in_the_tool_is_one_line_exit_4_and_a_saved_traceback(monkeypatch, tmp_path):
+    from virtgpu_conform.checker import check_cli
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("seeded bug")
+
+    monkeypatch.setattr(check_cli, "run", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    result = CliRunner().invoke(main, ["check", "traces/qemu-7.2/fbdev"])
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    m = re.search(r"internal error \(a bug in virtgpu-conform.*\): ZeroDivisionError: seeded bug; traceback saved to (\S+)",
+                  result.stderr)
+    assert m, result.stderr
+    saved = m.group(1)
+    assert saved.startswith(str(tmp_path)) and "Traceback" in open(saved).read()
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_a_fuzzer_bug_stops_the_campaign_and_keeps_its_findings(monkeypatch, tmp_path, once):
+    # The reference campaign of seed 1 once ended on a struct.error in the wild rule, as a traceback
+    # and with fuzz-result.json saying nothing of it. A bug that shows only once (hypothesis' replay
+    # then calls the case flaky) is a bug all the same, not a warning.
+    from virtgpu_conform.checker.fuzz.targets import ReferenceTarget
+
+    real, sent = ReferenceTarget.send, []
+
+    def send(self, queue, outs, in_sizes):
+        sent.append(1)
+        if len(sent) == 200 if once else len(sent) >= 200:
+            raise ZeroDivisionError("seeded bug")
+        return real(self, queue, outs, in_sizes)
+
+    monkeypatch.setattr(ReferenceTarget, "send", send)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["fuzz", "--target", "reference", "--examples", "100", "--out", str(out)])
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    assert "stopped: internal error" in result.stdout
+    assert re.search(r"fuzz: internal error .*ZeroDivisionError: seeded bug; traceback saved to .*internal-error.txt; "
+                     r"the campaign stopped there and the findings so far are kept", result.stderr), result.stderr
+    r = json.loads((out / "fuzz-result.json").read_text())
+    assert r["stopped"] == "internal error" and r["error"]["type"] == "ZeroDivisionError"
+    assert r["commands"] >= 199
+    assert "ZeroDivisionError: seeded bug" in (out / "internal-error.txt").read_text()
