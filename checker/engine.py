@@ -68,6 +68,9 @@ def settings_from(session: Session) -> Settings:
     return Settings(features=session.features or frozenset(), num_scanouts=session.num_scanouts or 1, known=known,
                     capsets=caps, blob_alignment=session.blob_alignment or 0, host_visible=hv if hv else None)
 
+# Device findings that read nothing of the state: an uncertain state does not make them possible.
+_STATELESS = frozenset({"no-response", "malformed-accepted"})
+
 
 class Checker:
     def __init__(self, protocol: Protocol, profile: str = "strict", max_candidates: int = MAX_CANDIDATES):
@@ -524,7 +527,9 @@ class Checker:
         elif self.uncertain:
             why = [r for pre, r in self.uncertain.items() if any(k.startswith(pre) for k in primary.outcome.values)]
             if why:
-                every, reason = set(), why[0]
+                # What an uncertain state leaves unknown is the verdict of checks that read it; an answer
+                # that never came, or an OK to a request that cannot be read, rests on the exchange alone.
+                every, reason = {k for k in every if k[1] in _STATELESS}, why[0]
         for b in primary.breaches:
             key = (b.side, b.check)
             if key in every:
