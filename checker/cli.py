@@ -45,7 +45,7 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             console.err.print("interrupted", markup=False)
             sys.exit(130)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):  # click's own ways out
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the bug, one line and a saved traceback
             console.err.print(console.bug_line(type(exc).__name__, str(exc), console.save_traceback(exc)), markup=False, soft_wrap=True)

@@ -68,6 +68,7 @@ def settings_from(session: Session) -> Settings:
     return Settings(features=session.features or frozenset(), num_scanouts=session.num_scanouts or 1, known=known,
                     capsets=caps, blob_alignment=session.blob_alignment or 0, host_visible=hv if hv else None)
 
+
 # Device findings that read nothing of the state: an uncertain state does not make them possible.
 _STATELESS = frozenset({"no-response", "malformed-accepted"})
 

@@ -199,8 +199,7 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
             live.stop()
     progress(camp)
     r = camp.result()
-    why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)",
-           "internal error": "internal error"}
+    why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
     console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
                       f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s), seed {r['seed']}; "
                       f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}", soft_wrap=True)

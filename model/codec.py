@@ -115,6 +115,12 @@ def layout_of(ir: SpecIR, s: Struct) -> Layout:
                   _struct.Struct(fmt), flexible, widths)
 
 
+def _too_wide(lay: "Layout", records: list[dict]) -> str:
+    """The integer leaves of `lay` that some record gives a value its wire width cannot hold."""
+    return ", ".join(k for k in lay.keys if any(isinstance(r.get(k), int) and not 0 <= r[k] < 1 << lay.widths.get(k, 0)
+                                                for r in records))
+
+
 class Codec:
     """Bytes <-> Message for one SpecIR. Decoding never raises on bad bytes."""
 
@@ -234,16 +240,13 @@ class Codec:
         try:
             out = lay.packer.pack(*[(vals.get(k) or (b"" if b else 0)) for k, b in zip(lay.keys, lay.is_bytes)])
         except _struct.error:
-            wide = [k for k in lay.keys if isinstance(vals.get(k), int) and not 0 <= vals[k] < 1 << lay.widths.get(k, 0)]
-            raise ValueError(f"{name}: {', '.join(wide) or 'a field'} does not fit its wire width") from None
+            raise ValueError(f"{name}: {_too_wide(lay, [vals]) or 'a field'} does not fit its wire width") from None
         if s.trailing and entries:
             elem = self.layouts[s.trailing.element]
             try:
                 out += b"".join(elem.packer.pack(*[(e.get(k) or 0) for k in elem.keys]) for e in entries)
             except _struct.error:
-                wide = sorted({k for e in entries for k in elem.keys if isinstance(e.get(k), int)
-                               and not 0 <= e[k] < 1 << elem.widths.get(k, 0)})
-                raise ValueError(f"{name}: entry {', '.join(wide) or 'field'} does not fit its wire width") from None
+                raise ValueError(f"{name}: entry {_too_wide(elem, entries) or 'field'} does not fit its wire width") from None
         return out + bytes(payload)
 
     def layout(self, name: str) -> Layout:

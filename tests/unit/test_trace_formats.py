@@ -296,7 +296,6 @@ def test_ok_to_a_truncated_request_is_definite_and_only_later_findings_are_downg
     assert all("cannot have read whole at" in f.reason for f in later)
 
 
-
 def test_after_an_ok_to_a_truncated_request_what_rests_on_no_state_stays_definite(ir, protocol, tmp_path):
     # QEMU answers OK_NODATA to truncated bodies; a chain shorter than the header it never completes.
     # After the first, the state is unknown, but a missing answer, or a second OK to a request that
@@ -316,6 +315,7 @@ def test_after_an_ok_to_a_truncated_request_what_rests_on_no_state_stays_definit
     path.write_text(text + "\n".join(lines) + "\n")
     device = [(f.where.line, f.check, f.definite) for f in run_check(protocol, path).findings if f.side == "device"]
     assert device == [(4, "malformed-accepted", True), (6, "malformed-accepted", True), (8, "no-response", True)], device
+
 
 ODD = [b"virtio_gpu_cmd_get_display_info  \r", b"\t1413@1.5:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 1",
        b"1413@1.5:virtio_gpu_cmd_res_unref res 0x2 ", b"\xff\xfe\x00 junk \xe2\x80", b"", b"   ",
