@@ -168,6 +168,13 @@ class Checker:
             refused = ex.resp is not None and ex.answered and ex.resp.name is not None and ex.resp.name not in self.p.ok_types
             if not refused:  # a command the device refused changed nothing; any other may have
                 self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
+            if not ex.answered and ex.unanswered != RESET and "informal" in self.profile:
+                # An unknown type, or a chain too short to hold one, is still a request: the device
+                # must answer it (an error) like any other, or the driver waits for ever.
+                definite = ex.unanswered == NO_ANSWER
+                b = Breach(req.name or "", "no-response", "device", "informal", (), definite,
+                           "the device never answered this request" + (f" ({'; '.join(ex.evidence)})" if ex.evidence else ""))
+                self._finding(b, definite, "" if definite else ex.unanswered, ex.where, ex, None, [])
             return
         name = req.name
         self.commands[name] = self.commands.get(name, 0) + 1

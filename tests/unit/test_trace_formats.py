@@ -93,6 +93,31 @@ def test_native_decoded_fields_and_no_response(ir, protocol, tmp_path):
         "verdict"] == "not-exercised"
 
 
+
+def test_a_request_of_no_known_type_is_still_owed_an_answer(protocol, tmp_path):
+    # A garbage type, and a chain too short to hold one: the model has no rule for either, yet the device
+    # must still complete them; a stall on them is as much a finding as on a known command.
+    lines = [json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1,
+                         "features": [], "num_scanouts": 1, "from_reset": True}),
+             json.dumps({"kind": "request", "id": 1, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
+             json.dumps({"kind": "no-response", "id": 1, "reason": "no-answer: timeout"}),
+             json.dumps({"kind": "request", "id": 2, "queue": "controlq", "bytes": "0102"}),
+             json.dumps({"kind": "no-response", "id": 2, "reason": "no-answer: timeout"}),
+             json.dumps({"kind": "request", "id": 3, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
+             json.dumps({"kind": "response", "id": 3, "type": "VIRTIO_GPU_RESP_ERR_UNSPEC"})]
+    p = tmp_path / "t.ndjson"
+    p.write_text("\n".join(lines) + "\n")
+    c = run_check(protocol, p)
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
+        (2, "device", "no-response", True), (4, "device", "no-response", True)]
+    assert all("never answered" in f.message for f in c.findings)
+    # Outside the strict profile (no informal rules) nothing is said, as for a known command.
+    c = Checker(protocol, profile="spec")
+    for ev in sources.events(str(p), None, protocol.codec):
+        c.feed(ev)
+    c.finish()
+    assert not [f for f in c.findings if f.check == "no-response"]
+
 def test_guest_log_newer_format_pairs_by_seqno(protocol, tmp_path):
     line = ("  insmod-95 [000] ...1.  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 "
             "fence_id=0 ctx_id=0 num_free=254 seqno={s}")
