@@ -68,20 +68,33 @@ class Edges:
         pinned = {n for n, v in known.items() if v is not None}
         others = [c.full.z3(env) for c in rule.checks
                   if c.errors is not None and c.id != check and not c.full.vars().keys() <= pinned]
-        r, m = solve(pins + others, self.timeout_ms)
-        if r != "sat":
-            # Some check fails on the state alone (no backing yet, say): no field can help it.
-            others = [o for o in others if solve(pins + [o], self.timeout_ms)[0] == "sat"]
-            r, m = solve(pins + others, self.timeout_ms) if check is None else (r, None)
         free = {n: w for n, w in widths.items() if not n.startswith("st.") and n not in fixed}
+
+        def can_hold() -> list:
+            # The others less those that fail on the state alone (no backing yet, say): no field can help them.
+            return [o for o in others if solve(pins + [o], self.timeout_ms)[0] == "sat"]
+
+        def mendable() -> Optional[list]:
+            """can_hold(), or None when all the others can hold together."""
+            return None if solve(pins + others, self.timeout_ms)[0] == "sat" else can_hold()
+
         answer = None
         if check is None:
+            r, m = solve(pins + others, self.timeout_ms)
+            if r != "sat":
+                r, m = solve(pins + can_hold(), self.timeout_ms)
             answer = env.model_values(m, free) if r == "sat" else None
         else:
             target = next(c for c in rule.checks if c.id == check)
             assume = pins + ([target.when.z3(env)] if target.when is not None else [])
-            for extra in (others, []):  # isolate the one check if z3 can; otherwise any edge of it
-                models = boundary(target.cond, assume=assume + extra, env=env, report=free, timeout_ms=self.timeout_ms)
+            # Isolate the one check if z3 can (the others holding, or those that can); otherwise any
+            # edge of it. The joint question is asked only when the first try fails: mostly it does not.
+            for extra in (lambda: others, mendable, lambda: []):
+                chosen = extra()
+                if chosen is None:
+                    continue
+                models = boundary(target.cond, assume=assume + chosen, env=env, report=free,
+                                  timeout_ms=self.timeout_ms, edges=(edge,))
                 if models.get(edge) is not None:
                     answer = {n: models[edge][n] for n in free}
                     break

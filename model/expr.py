@@ -332,12 +332,14 @@ def atoms(expr: E) -> list[Cmp]:
 
 
 def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None,
-             report: Optional[dict[str, int]] = None, timeout_ms: int = 2000) -> dict[str, Optional[dict]]:
+             report: Optional[dict[str, int]] = None, timeout_ms: int = 2000,
+             edges: tuple[str, ...] = ("satisfy", "violate")) -> dict[str, Optional[dict]]:
     """Two z3 models at the edge of `expr`: one that satisfies it exactly at a
 
     boundary (a comparison holding with no slack) and one that violates it by the
     least margin (the same comparison off by one). Falls back to any satisfying
-    or violating model when the expression has no ordering comparison.
+    or violating model when the expression has no ordering comparison. `edges`: the
+    ones wanted (each costs z3 calls); the others stay None.
     """
     env = env or Z3Env()
     widths = {**expr.vars(), **(report or {})}
@@ -351,16 +353,16 @@ def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None
             tight, beyond = a == b, z3.And(a == b + one, b != z3.BitVecVal(_mask(cmp.a.width), cmp.a.width))
         else:
             tight, beyond = a + one == b, z3.And(a == b, True)
-        if result["satisfy"] is None:
+        if result["satisfy"] is None and "satisfy" in edges:
             r, m = solve(base + [body, tight], timeout_ms)
             if r == "sat":
                 result["satisfy"] = env.model_values(m, widths)
-        if result["violate"] is None:
+        if result["violate"] is None and "violate" in edges:
             r, m = solve(base + [z3.Not(body), beyond], timeout_ms)
             if r == "sat":
                 result["violate"] = env.model_values(m, widths)
     for key, goal in (("satisfy", body), ("violate", z3.Not(body))):
-        if result[key] is None:
+        if result[key] is None and key in edges:
             r, m = solve(base + [goal], timeout_ms)
             if r == "sat":
                 result[key] = env.model_values(m, widths)

@@ -124,11 +124,11 @@ EDGE_X = Ints(1, 2)
 PART = Ints(0, 1)
 RECT_COMMANDS = Among(["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
                        "VIRTIO_GPU_CMD_SET_SCANOUT"])  # where a framing cuts, reduced modulo what there is to cut
-BURST = Ints(0, 3)  # more valid commands after the first, while the rule's bytes last
+BURST = Ints(0, 7)  # more valid commands after the first, while the rule's bytes last
 PER_COMMAND = 16  # bytes a command reads, about (more with a payload): a burst stops when fewer are left
 # One draw a rule (see choices.py), sized so that what a rule reads is mostly drawn bytes, not the
 # zeros past their end (those are every choice's first option).
-ENTROPY = st.binary(min_size=24, max_size=160)
+ENTROPY = st.binary(min_size=24, max_size=320)
 FEW = st.binary(min_size=8, max_size=48)
 
 
@@ -328,7 +328,7 @@ def machine_for(camp: "Campaign") -> type:
 
         # --- the rules ------------------------------------------------------------------------
         def _burst(self, data: Choices, one) -> None:
-            """Up to four commands, as many as the rule's bytes stretch to: a hypothesis step costs
+            """Up to eight commands, as many as the rule's bytes stretch to: a hypothesis step costs
             more than building, predicting and checking a command."""
             camp.steps += 1
             more = data.draw(BURST)
