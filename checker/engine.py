@@ -171,10 +171,8 @@ class Checker:
             if not ex.answered and ex.unanswered != RESET and "informal" in self.profile:
                 # An unknown type, or a chain too short to hold one, is still a request: the device
                 # must answer it (an error) like any other, or the driver waits for ever.
-                definite = ex.unanswered == NO_ANSWER
-                b = Breach(req.name or "", "no-response", "device", "informal", (), definite,
-                           "the device never answered this request" + (f" ({'; '.join(ex.evidence)})" if ex.evidence else ""))
-                self._finding(b, definite, "" if definite else ex.unanswered, ex.where, ex, None, [])
+                b = _no_response(req.name or "", ex)
+                self._finding(b, b.definite, "" if b.definite else ex.unanswered, ex.where, ex, None, [])
             return
         name = req.name
         self.commands[name] = self.commands.get(name, 0) + 1
@@ -399,9 +397,7 @@ class Checker:
         device: list[Breach] = []
         if not ex.answered:
             if ex.unanswered != RESET:  # a reset may drop what is in flight; one it overtook is noted
-                device.append(Breach(outcome.rule.command, "no-response", "device", "informal", (),
-                                     ex.unanswered == NO_ANSWER, "the device never answered this request" +
-                                     (f" ({'; '.join(ex.evidence)})" if ex.evidence else "")))
+                device.append(_no_response(outcome.rule.command, ex))
             choices = [expected_ok, not expected_ok]
         elif ex.no_body:
             choices = [expected_ok]
@@ -764,6 +760,12 @@ _PLAIN = {
     "rect-inside-resource": "the rectangle {r.width}x{r.height}+{r.x}+{r.y} reaches outside resource {resource_id}",
     "scanout-id": "scanout {scanout_id|scanout|pos.scanout_id} does not exist (num_scanouts is smaller)",
 }
+
+
+def _no_response(command: str, ex: Exchange) -> Breach:
+    """The device's breach for a request it never answered; definite when the trace says no answer came."""
+    return Breach(command, "no-response", "device", "informal", (), ex.unanswered == NO_ANSWER,
+                  "the device never answered this request" + (f" ({'; '.join(ex.evidence)})" if ex.evidence else ""))
 
 
 def _message(b: Breach, ex: Optional[Exchange]) -> str:

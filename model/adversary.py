@@ -74,10 +74,6 @@ class Edges:
             # The others less those that fail on the state alone (no backing yet, say): no field can help them.
             return [o for o in others if solve(pins + [o], self.timeout_ms)[0] == "sat"]
 
-        def mendable() -> Optional[list]:
-            """can_hold(), or None when all the others can hold together."""
-            return None if solve(pins + others, self.timeout_ms)[0] == "sat" else can_hold()
-
         answer = None
         if check is None:
             r, m = solve(pins + others, self.timeout_ms)
@@ -87,12 +83,16 @@ class Edges:
         else:
             target = next(c for c in rule.checks if c.id == check)
             assume = pins + ([target.when.z3(env)] if target.when is not None else [])
-            # Isolate the one check if z3 can (the others holding, or those that can); otherwise any
-            # edge of it. The joint question is asked only when the first try fails: mostly it does not.
-            for extra in (lambda: others, mendable, lambda: []):
-                chosen = extra()
-                if chosen is None:
-                    continue
+
+            def tries():
+                # Isolate the one check if z3 can (the others holding, or those that can); otherwise any
+                # edge of it. The joint question is asked only when the first try fails: mostly it does not.
+                yield others
+                if solve(pins + others, self.timeout_ms)[0] != "sat":
+                    yield can_hold()
+                yield []
+
+            for chosen in tries():
                 models = boundary(target.cond, assume=assume + chosen, env=env, report=free,
                                   timeout_ms=self.timeout_ms, edges=(edge,))
                 if models.get(edge) is not None:

@@ -347,6 +347,8 @@ def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None
     base = list(assume or [])
     result: dict[str, Optional[dict]] = {"satisfy": None, "violate": None}
     for cmp in atoms(expr):
+        if all(result[k] is not None for k in edges):
+            break  # the rest of the atoms would only build terms
         a, b = cmp.a.z3(env), cmp.b.z3(env)
         one = z3.BitVecVal(1, cmp.a.width)
         if cmp.op == "<=":
