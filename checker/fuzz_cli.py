@@ -91,10 +91,17 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
 @click.option("--pixels/--no-pixels", default=True, show_default=True,
               help="The pixel oracle on QEMU-hosted targets: after a flush of a scanout whose every pixel "
                    "the model knows, a screendump must show them.")
+@click.option("--pipeline/--no-pipeline", default=None,
+              help="Send from a process of its own, on --cpu with the device, while generating and judging go on "
+                   "on the other CPUs. Default: on for a target with device processes, when two or more CPUs are usable.")
+@click.option("--survey", is_flag=True,
+              help="Note each finding with the case that showed it, shrink none: a quicker look at what a device "
+                   "gets wrong (what benchmarks/fuzz_speed.py measures).")
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
 def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
          duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
-         timeout: float, cpu: str, pixels: bool, replay_path: Optional[str], vhost_backend: Optional[str]) -> None:
+         timeout: float, cpu: str, pixels: bool, pipeline: Optional[bool], survey: bool, replay_path: Optional[str],
+         vhost_backend: Optional[str]) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
     Each new finding (a spec violation, a divergence from the reference device, an answer
@@ -154,11 +161,14 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         seconds = _seconds(duration)
         if seconds is None and examples is None:
             seconds = 60.0
+        if pipeline is None:  # before pinning narrows what this process may use
+            pipeline = targets != ("reference",) and len(_usable_cpus()) >= 2
         with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
             if replay_path:
                 code = _replay(protocol, make, replay_path, out, profile)
             else:
-                code = _campaign(protocol, make, seconds, examples, seed, steps, out or "fuzz-out", profile)
+                code = _campaign(protocol, make, seconds, examples, seed, steps, out or "fuzz-out", profile,
+                                 pipeline=pipeline, hunt=not survey)
         sys.exit(code)
     except TargetError as exc:
         console.err.print(f"fuzz: the {target} target cannot run here: {exc}", markup=False, soft_wrap=True)
@@ -168,7 +178,11 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         sys.exit(EXIT_USAGE)
 
 
-def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> int:
+def _usable_cpus() -> set:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def _campaign(protocol, make, seconds, examples, seed, steps, out, profile, pipeline=False, hunt=True) -> int:
     from .fuzz.campaign import Campaign
 
     live: Optional[Live] = None
@@ -188,7 +202,8 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
         if live is not None:
             live.update(line(c))
 
-    camp = Campaign(protocol, make, profile=profile, out=out, seed=seed, steps=steps, progress=progress)
+    camp = Campaign(protocol, make, profile=profile, out=out, seed=seed, steps=steps, progress=progress,
+                    pipeline=pipeline, hunt=hunt)
     if console.err.is_terminal:
         live = Live(line(camp), console=console.err, refresh_per_second=4, transient=True)
         live.start()
@@ -201,7 +216,8 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile) -> i
     r = camp.result()
     why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
     console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
-                      f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s), seed {r['seed']}; "
+                      f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s"
+                      f"{', pipelined' if r['pipelined'] else ''}), seed {r['seed']}; "
                       f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}", soft_wrap=True)
     for f in r["findings"]:
         state = "shrunk" if f["shrunk"] else "not shrunk"

@@ -28,9 +28,10 @@ from ..console import save_traceback
 from ..engine import Checker
 from ..trace import TraceError
 from ..findings import Tally
-from .differential import Differ, MirrorTarget
+from .differential import Differ
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
+from .pipeline import Pipeline
 from .replay import replay
 from .targets import Target, TargetError
 
@@ -53,6 +54,19 @@ def _bug_in(exc: BaseException) -> Optional[Exception]:
         return None
     if isinstance(exc, Exception) and not isinstance(exc, (Failure, HypothesisException)):
         return exc
+    return None
+
+
+def _stop_under(exc: BaseException) -> Optional[Stop]:
+    """The Stop a flakiness error was raised over. Hypothesis books a case that a Stop ended as one
+    that stopped drawing there; if it had run that far before (a mutation of a known case), it
+    calls the two inconsistent and raises this instead: the campaign's end, not a flaky device."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Stop):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
@@ -81,15 +95,18 @@ class Found:
 class Campaign:
     def __init__(self, protocol: Protocol, make_target: Callable[[Optional[str]], Target], profile: str = "strict",
                  out: Optional[str] = None, seed: int = 0, steps: int = 40,
-                 progress: Optional[Callable[["Campaign"], None]] = None, hunt: bool = True):
+                 progress: Optional[Callable[["Campaign"], None]] = None, hunt: bool = True,
+                 pipeline: bool = False):
+        """`pipeline`: the target in a sender process of its own (pipeline.py), for one that drives a
+        device process; the reference device gains nothing from it."""
         self.protocol, self.make_target, self.profile = protocol, make_target, profile
         self.out, self.seed, self.max_steps, self.progress = out, seed, steps, progress
         self.edges = Edges(protocol)
         self.hunt = hunt  # False: note findings, shrink none (a survey, and what the speed benchmark runs)
-        self.target = make_target(None)
-        self.differ = None  # set for a differential run (the target is then a MirrorTarget)
-        if isinstance(self.target, MirrorTarget):
-            self.differ = Differ(protocol, [t.name for t in self.target.targets], profile, out)
+        self.target = Pipeline(make_target) if pipeline else make_target(None)
+        self.differ = None  # set for a differential run (the target is then a MirrorTarget, maybe piped)
+        if getattr(self.target, "parts", None):
+            self.differ = Differ(protocol, self.target.parts, profile, out)
         self.found: dict[Signature, Found] = {}
         self.hunting: Optional[Signature] = None
         self.commands = self.cases = self.rounds = 0
@@ -217,6 +234,9 @@ class Campaign:
                         self.progress(self)
                     continue
                 except Flaky as exc:
+                    stop = _stop_under(exc)
+                    if stop is not None:
+                        raise stop from None
                     bug = _bug_in(exc)
                     if bug is not None:
                         raise bug  # a bug that showed once is still a bug, not a flaky device
@@ -279,7 +299,7 @@ class Campaign:
                 "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
                 "spec_version": self.protocol.ir.version,
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
-                "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None, "error": self.error,
+                "pipelined": isinstance(t, Pipeline), "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None, "error": self.error,
                 "z3_questions": self.edges.solved, "flaky": self.flaky, "cpus": self.cpus,
                 "not_sent": [{"device": self.chokes[k][0], "queue": k[0], "problems": list(k[1]),
                               "whole_header": k[2], "answer_room": k[3], "command": k[4], "count": n}

@@ -28,6 +28,10 @@ class MirrorTarget(Target):
         self.describe = " | ".join(getattr(t, "describe", t.name) for t in targets)
         self.last: list[Reply] = []
 
+    @property
+    def parts(self) -> list[str]:
+        return [t.name for t in self.targets]
+
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         self.last = [t.send(queue, outs, in_sizes) for t in self.targets]
         return self.last[0]

@@ -16,6 +16,8 @@ fields make a request valid or put it on an edge, reads the model's predicted st
 from __future__ import annotations
 
 import functools
+import sys
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -28,7 +30,8 @@ from virtgpu_conform.model.strategies import leaves
 
 from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
 from .oracle import Oracle, screen_of
-from .pixels import PATTERN_BASE
+from .pipeline import DROPPED, Pipeline
+from .pixels import PATTERN_BASE, PixelModel
 from .record import session_header
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ U32, U64 = (1 << 32) - 1, (1 << 64) - 1
 RAM_BACKING = PATTERN_BASE
 FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
 SIZES = (1, 2, 16, 64, 256)
+AHEAD = 8  # chains in the pipe before the answers that came are judged: fewer polls of the pipe
 
 
 @dataclass
@@ -145,6 +149,8 @@ def choke_key(step: Step, req) -> Optional[tuple]:
 
 def machine_for(camp: "Campaign") -> type:
     p, codec, ir = camp.protocol, camp.protocol.codec, camp.protocol.ir
+    pipe = camp.target if isinstance(camp.target, Pipeline) else None
+    ok_nodata = codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code.to_bytes(4, "little")
     commands = sorted(p.rules)
     queue_of = {c.name: c.queue for c in ir.commands}
     formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
@@ -180,9 +186,20 @@ def machine_for(camp: "Campaign") -> type:
             self.named: list[int] = []  # every resource id a create named, live or not
             self.contexts: list[int] = []
             self.gone = False  # the device died or a queue stalled: later steps cannot be judged
+            self.inflight: deque = deque()  # (step, request, choke) sent down the pipe, not yet judged
+            self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
+            # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
+            self.shadow = PixelModel(ir) if pipe is not None and self.oracle.pixels is not None else None
 
         def teardown(self):
-            camp.end_case(self.oracle)
+            unwinding = sys.exc_info()[1] is not None  # a stop, or a bug: the case ends unjudged
+            try:
+                if pipe is not None:
+                    self._collect(wait=True, judge=not unwinding)
+            finally:
+                camp.end_case(self.oracle)
+            if self.failure is not None and not unwinding:
+                raise self.failure
 
         # --- ids ------------------------------------------------------------------
         def _next_id(self) -> int:
@@ -291,9 +308,9 @@ def machine_for(camp: "Campaign") -> type:
             # a case whose device stalled on one run and not on its replay still draws the same.
             data = b"".join(step.outs)
             req = codec.decode_request(data, step.queue)
-            self.model.handle(data, step.queue, req)
+            predicted = self.model.handle(data, step.queue, req)
             self._named(req)
-            if self.gone:
+            if self.gone or self.failure is not None:
                 return  # after a death or a stall nothing more can be judged in this case
             choke = choke_key(step, req)
             if choke is not None and choke in camp.skip:
@@ -301,9 +318,18 @@ def machine_for(camp: "Campaign") -> type:
                 # would cost a timeout and a restart and show nothing new.
                 camp.skipped[choke] = camp.skipped.get(choke, 0) + 1
                 return
+            if pipe is None:
+                self._judge(step, req, choke, camp.target.send(step.queue, step.outs, step.ins))
+                return
+            pipe.submit(step.queue, step.outs, step.ins)
+            self.inflight.append((step, req, choke))
+            due = self._screen_due(step.queue, req, predicted)
+            if due or len(self.inflight) >= AHEAD:
+                self._collect(wait=due)
+
+        def _judge(self, step: Step, req, choke, reply) -> None:
             differ = camp.differ
             before = self.oracle.state.clone() if differ is not None else None
-            reply = camp.target.send(step.queue, step.outs, step.ins)
             self.steps.append(step)
             obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
             if differ is not None:
@@ -313,6 +339,31 @@ def machine_for(camp: "Campaign") -> type:
                 if choke is not None:
                     camp.choked(choke, reply.status)
             camp.observe(self, obs)
+
+        def _collect(self, wait: bool, judge: bool = True) -> None:
+            """Judge the answers that have come (`wait`: all of them), in the order their chains went."""
+            while self.inflight:
+                reply = pipe.next_reply(wait)
+                if reply is None:
+                    return
+                step, req, choke = self.inflight.popleft()
+                if reply.status == DROPPED or self.failure is not None or not judge:
+                    continue  # past the case's end for the device, or past the finding hunted
+                try:
+                    self._judge(step, req, choke, reply)
+                except Failure as exc:
+                    # Raised at teardown: a case then draws the same however late its answers come,
+                    # so hypothesis can replay and shrink it.
+                    self.failure = exc
+
+        def _screen_due(self, queue: str, req, predicted: bytes) -> bool:
+            """A flush the pixel oracle will judge, by the model's prediction of the answers: the pipe
+            drains so that its screendump shows the device right after it. (Where the device answered
+            otherwise, the oracle may find a flush due that was not waited for: it is not judged.)"""
+            if self.shadow is None or queue == "cursorq":
+                return False
+            due = self.shadow.due(req, predicted[:4] == ok_nodata)
+            return due and self.oracle.pixel_checks < self.oracle.PIXEL_CHECKS
 
         def _named(self, req) -> None:
             if req.name in creates and req.fields.get("resource_id") is not None:

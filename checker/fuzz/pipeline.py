@@ -1,0 +1,204 @@
+"""The device's round trips in a process of their own: it sends while this one generates and judges.
+
+A qtest exchange keeps one CPU busy (the tool and QEMU wait on each other in turn), and
+generating a command and judging its answer cost more than the exchange. Done one after
+the other, the device waits for the fuzzer most of the time. Here a sender process, forked
+with the target and pinned with it to the campaign's CPU, takes chains from a pipe and
+sends them as they come; this process, on the other CPUs, goes on generating and judges
+each answer when it arrives, in the order the chains were sent.
+
+Nothing generation reads comes from the device (machine.py), so it may run ahead. What
+must see the device at one moment waits for the pipe to drain: a screendump after a
+flush, a differential comparison, the end of a case. After an answer that never came
+(a stall, a death) the sender drops the rest of the case's chains, as the serial machine
+sends nothing more: the case cannot be judged past that point.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import traceback
+from typing import Callable, Optional, Sequence
+
+from . import affinity
+from .targets import Reply, Target, TargetError
+
+_PR_SET_PDEATHSIG = 1
+DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device
+
+
+class SenderFailed(RuntimeError):
+    """The sending process hit a bug of the tool's, or exited without a word."""
+
+
+def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Optional[str]) -> None:
+    # Dies with the campaign however it dies; QEMU, started here, dies with this process in turn.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the campaign's to handle
+    target = None
+    try:
+        try:
+            target = make_target(log_dir)
+        except TargetError as exc:
+            conn.send(("target-error", str(exc)))
+            return
+        conn.send(("ready", target.name, target.settings, getattr(target, "describe", target.name),
+                   bool(getattr(target, "pixels", False)), getattr(target, "parts", None)))
+        over = False  # the device did not answer a chain of this case
+        while True:
+            msg = conn.recv()
+            op = msg[0]
+            if op == "send":
+                if over:
+                    conn.send((DROPPED,))
+                    continue
+                r = target.send(msg[1], msg[2], msg[3])
+                over = r.status != "answered"
+                # plain values: a tuple pickles in a fraction of a dataclass's time
+                last = getattr(target, "last", None)
+                conn.send(("reply", r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last]))
+            elif op == "reset":
+                over = False
+                try:
+                    target.reset()
+                except TargetError as exc:
+                    conn.send(("target-error", str(exc)))
+                    continue
+                conn.send(("reset", target.settings))
+            elif op == "screen":
+                conn.send(("screen", target.screendump()))
+            elif op == "close":
+                return
+    except (EOFError, BrokenPipeError):
+        return  # the campaign is gone
+    except BaseException as exc:  # noqa: BLE001 - a bug: the campaign reports it with this traceback
+        try:
+            conn.send(("bug", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        except OSError:
+            pass
+    finally:
+        if target is not None:
+            target.close()
+        conn.close()
+
+
+class Pipeline(Target):
+    """A target in a sender process. `submit` queues a chain; `replies` yields answers as they come."""
+
+    def __init__(self, make_target: Callable[[Optional[str]], Target], log_dir: Optional[str] = None):
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        # Forked here, it starts on the CPU this process is pinned to, and its QEMU with it.
+        self.proc = ctx.Process(target=_serve, args=(child, make_target, log_dir), daemon=True,
+                                name="virtgpu-conform sender")
+        self.proc.start()
+        child.close()
+        self.pending = 0  # chains submitted and not yet answered
+        self.last: list[Reply] = []  # a MirrorTarget's answers from each of its targets, for the last reply
+        self._moved: Optional[set] = None
+        self.failed: Optional[SenderFailed] = None
+        hello = self._recv()
+        if hello[0] == "target-error":
+            self._join()
+            raise TargetError(hello[1])
+        _, name, settings, self.describe, self.pixels, self.parts = hello
+        super().__init__(name, settings)
+        away = affinity.elsewhere()
+        if away:
+            # The sender and the device keep the pinned CPU; generating and judging take the others.
+            self._moved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, away)
+
+    def _recv(self):
+        if self.failed is not None:
+            raise self.failed  # the same words for every later use (hypothesis retries a failing case)
+        try:
+            msg = self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            self.failed = SenderFailed(f"the process sending to the device exited (exit code "
+                                       f"{self.proc.exitcode}) without a word")
+            raise self.failed from None
+        if msg[0] == "bug":
+            self.failed = SenderFailed(f"the process sending to the device failed: {msg[1]}\n{msg[2]}")
+            raise self.failed
+        return msg
+
+    # --- pipelined use ---------------------------------------------------------------
+    def _post(self, msg: tuple) -> None:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self.conn.send(msg)
+        except OSError:
+            # The sender is gone: what it said last (a bug's traceback) is still in the pipe.
+            while True:
+                self._recv()
+
+    def submit(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> None:
+        self._post(("send", queue, list(outs), list(in_sizes)))
+        self.pending += 1
+
+    def next_reply(self, wait: bool) -> Optional[Reply]:
+        """The answer to the oldest chain not yet answered; None when `wait` is False and it has not come."""
+        while self.pending:
+            if not wait and not self.conn.poll():
+                return None
+            msg = self._answer()
+            self.pending -= 1
+            if msg[0] == DROPPED:
+                return Reply(DROPPED)
+            self.last = [Reply(*x) for x in msg[4]] if msg[4] else []
+            return Reply(msg[1], msg[2], msg[3])
+        return None
+
+    def _answer(self):
+        """The next message that answers something, past the acknowledgements of resets."""
+        while True:
+            msg = self._recv()
+            if msg[0] == "reset":
+                self.settings = msg[1]
+            elif msg[0] == "target-error":
+                raise TargetError(msg[1])
+            else:
+                return msg
+
+    # --- the Target interface, for whoever needs one answer now --------------------------------
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        if self.pending:
+            raise RuntimeError("a synchronous send with chains still in the pipe")
+        self.submit(queue, outs, in_sizes)
+        return self.next_reply(wait=True)
+
+    def reset(self) -> None:
+        """Queued like a chain: the sender resets the device between two cases' chains. A device that
+        cannot be restarted shows as a TargetError with the next answer."""
+        self._post(("reset",))
+
+    def screendump(self):
+        """None while chains are in the pipe: the picture would be of a later moment than the one judged."""
+        if self.pending:
+            return None
+        self._post(("screen",))
+        return self._answer()[1]
+
+    def _join(self) -> None:
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+    def close(self) -> None:
+        if self._moved is not None:
+            os.sched_setaffinity(0, self._moved)
+            self._moved = None
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("close",))
+            except OSError:
+                pass
+        self._join()
+        self.conn.close()
