@@ -93,7 +93,8 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
                    "the model knows, a screendump must show them.")
 @click.option("--pipeline/--no-pipeline", default=None,
               help="Send from a process of its own, on --cpu with the device, while generating and judging go on "
-                   "on the other CPUs. Default: on for a target with device processes, when two or more CPUs are usable.")
+                   "on the other CPUs. Default: on for a --survey of a target with device processes, when two or more "
+                   "CPUs are usable (a hunt spends its time shrinking, where answers must be judged as they come).")
 @click.option("--survey", is_flag=True,
               help="Note each finding with the case that showed it, shrink none: a quicker look at what a device "
                    "gets wrong (what benchmarks/fuzz_speed.py measures).")
@@ -162,7 +163,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         if seconds is None and examples is None:
             seconds = 60.0
         if pipeline is None:  # before pinning narrows what this process may use
-            pipeline = targets != ("reference",) and len(_usable_cpus()) >= 2
+            pipeline = survey and targets != ("reference",) and len(_usable_cpus()) >= 2
         with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
             if replay_path:
                 code = _replay(protocol, make, replay_path, out, profile)

@@ -43,7 +43,7 @@ U32, U64 = (1 << 32) - 1, (1 << 64) - 1
 RAM_BACKING = PATTERN_BASE
 FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
 SIZES = (1, 2, 16, 64, 256)
-AHEAD = 8  # chains in the pipe before the answers that came are judged: fewer polls of the pipe
+AHEAD = 16  # chains in the pipe before the answers that came are judged: two batches (pipeline.BATCH)
 
 
 @dataclass

@@ -4,12 +4,12 @@ A qtest exchange keeps one CPU busy (the tool and QEMU wait on each other in tur
 generating a command and judging its answer cost more than the exchange. Done one after
 the other, the device waits for the fuzzer most of the time. Here a sender process, forked
 with the target and pinned with it to the campaign's CPU, takes chains from a pipe and
-sends them as they come; this process, on the other CPUs, goes on generating and judges
+sends them as they come, a few a message; this process, on the other CPUs, generates and judges
 each answer when it arrives, in the order the chains were sent.
 
 Nothing generation reads comes from the device (machine.py), so it may run ahead. What
 must see the device at one moment waits for the pipe to drain: a screendump after a
-flush, a differential comparison, the end of a case. After an answer that never came
+flush, the end of a case. After an answer that never came
 (a stall, a death) the sender drops the rest of the case's chains, as the serial machine
 sends nothing more: the case cannot be judged past that point.
 """
@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import traceback
+from collections import deque
 from typing import Callable, Optional, Sequence
 
 from . import affinity
@@ -28,6 +29,7 @@ from .targets import Reply, Target, TargetError
 
 _PR_SET_PDEATHSIG = 1
 DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device
+BATCH = 8  # chains a message carries: a pipe write, and a read of their answers, costs as much as judging one
 
 
 class SenderFailed(RuntimeError):
@@ -52,14 +54,17 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
             msg = conn.recv()
             op = msg[0]
             if op == "send":
-                if over:
-                    conn.send((DROPPED,))
-                    continue
-                r = target.send(msg[1], msg[2], msg[3])
-                over = r.status != "answered"
-                # plain values: a tuple pickles in a fraction of a dataclass's time
-                last = getattr(target, "last", None)
-                conn.send(("reply", r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last]))
+                answers = []
+                for queue, outs, in_sizes in msg[1]:
+                    if over:
+                        answers.append((DROPPED, b"", "", None))
+                        continue
+                    r = target.send(queue, outs, in_sizes)
+                    over = r.status != "answered"
+                    # plain values: a tuple pickles in a fraction of a dataclass's time
+                    last = getattr(target, "last", None)
+                    answers.append((r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last]))
+                conn.send(("answers", answers))
             elif op == "reset":
                 over = False
                 try:
@@ -97,6 +102,9 @@ class Pipeline(Target):
         self.proc.start()
         child.close()
         self.pending = 0  # chains submitted and not yet answered
+        self._batch: list[tuple] = []  # chains not yet sent down the pipe
+        self._messages = 0  # batches sent whose answers have not come
+        self._ready: deque = deque()  # answers come and not yet taken
         self.last: list[Reply] = []  # a MirrorTarget's answers from each of its targets, for the last reply
         self._moved: Optional[set] = None
         self.failed: Optional[SenderFailed] = None
@@ -139,21 +147,32 @@ class Pipeline(Target):
                 self._recv()
 
     def submit(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> None:
-        self._post(("send", queue, list(outs), list(in_sizes)))
+        self._batch.append((queue, list(outs), list(in_sizes)))
         self.pending += 1
+        if len(self._batch) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._post(("send", self._batch))
+            self._batch = []
+            self._messages += 1
 
     def next_reply(self, wait: bool) -> Optional[Reply]:
         """The answer to the oldest chain not yet answered; None when `wait` is False and it has not come."""
-        while self.pending:
-            if not wait and not self.conn.poll():
+        if not self.pending:
+            return None
+        if not self._ready:
+            if wait:
+                self._flush()
+            if not self._messages or (not wait and not self.conn.poll()):
                 return None
-            msg = self._answer()
-            self.pending -= 1
-            if msg[0] == DROPPED:
-                return Reply(DROPPED)
-            self.last = [Reply(*x) for x in msg[4]] if msg[4] else []
-            return Reply(msg[1], msg[2], msg[3])
-        return None
+            self._ready.extend(self._answer()[1])
+            self._messages -= 1
+        self.pending -= 1
+        status, data, detail, last = self._ready.popleft()
+        self.last = [Reply(*x) for x in last] if last else []
+        return Reply(status, data, detail)
 
     def _answer(self):
         """The next message that answers something, past the acknowledgements of resets."""
@@ -176,6 +195,7 @@ class Pipeline(Target):
     def reset(self) -> None:
         """Queued like a chain: the sender resets the device between two cases' chains. A device that
         cannot be restarted shows as a TargetError with the next answer."""
+        self._flush()
         self._post(("reset",))
 
     def screendump(self):
