@@ -17,7 +17,11 @@ The survey against the reference device is what generating and judging cost with
 no device: one process doing them can feed a pipeline no faster than that, whatever the
 device, so reference / bare is the best ratio a pipelined fuzzer of this design reaches here.
 
-The last figure is what hypothesis itself costs: a RuleBasedStateMachine under the
+The reference survey also times its judging (Oracle.step) and its device, the rest being
+generation; with the bare exchange, that is the work one command costs whichever process does
+it, and spread over every usable CPU with nothing lost the rate cannot pass CPUs / that work.
+
+The hypothesis figure is what hypothesis itself costs: a RuleBasedStateMachine under the
 campaign's settings whose one rule draws one number and does nothing else. With the
 campaign's commands per rule, it bounds the ratio any hypothesis-driven fuzzer of this
 shape can reach against the bare loop, before it generates, sends or checks anything.
@@ -34,6 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 
 from virtgpu_conform.checker.fuzz import affinity
 from virtgpu_conform.checker.fuzz.campaign import Campaign
+from virtgpu_conform.checker.fuzz.oracle import Oracle
 from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.load import load_snapshot
@@ -74,6 +79,30 @@ def survey(protocol, make, seconds: float, pipeline: bool = False) -> tuple[floa
     return c.commands / (time.perf_counter() - t0), c
 
 
+class Timed:
+    """Seconds spent in a function, wrapped in place for one block: what the reference survey spends
+    judging (Oracle.step) and in the reference device (its send), the rest being generation."""
+
+    def __init__(self, owner, name: str):
+        self.owner, self.name, self.seconds = owner, name, 0.0
+        self.original = getattr(owner, name)
+
+    def __enter__(self):
+        original = self.original
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+        setattr(self.owner, self.name, timed)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.owner, self.name, self.original)
+
+
 def hypothesis_floor(seconds: float, steps: int) -> float:
     """Rule steps per second of a state machine that only draws."""
     count = [0]
@@ -107,7 +136,10 @@ def main() -> None:
         rate_serial, cs = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
         rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds,
                                pipeline=cpu is not None)
-        rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+        with Timed(Oracle, "step") as judging, Timed(ReferenceTarget, "send") as device:
+            t0 = time.perf_counter()
+            rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+            spent = time.perf_counter() - t0
         floor = hypothesis_floor(a.seconds, cq.max_steps)
     rate_bare = max(rate_free, rate_pinned)
     per_step = cq.commands / max(cq.steps, 1)
@@ -129,6 +161,17 @@ def main() -> None:
     print(f"generating and judging in one process cap a pipelined fuzzer at {rate_ref / rate_bare:.2f} of the bare "
           "loop: reference / bare")
     print(f"hypothesis' own cost alone caps that ratio at {bound:.2f}: bare / (bare + hypothesis per command)")
+    # The work one command costs, whichever process does it: generating it (hypothesis, z3, the model's
+    # prediction), the qtest exchange, and judging the answer. Spread over every usable CPU without a
+    # moment's loss, the rate still cannot pass CPUs / total.
+    n = max(cr.commands, 1)
+    judge, gen = judging.seconds / n, (spent - judging.seconds - device.seconds) / n
+    exchange = 1 / rate_bare
+    cpus = len(affinity.usable())
+    best = min(cpus / (gen + exchange + judge), rate_bare)
+    print(f"a command's work: generating {gen * 1e6:.0f} us + exchange {exchange * 1e6:.0f} us + judging "
+          f"{judge * 1e6:.0f} us; on {cpus} CPU{'s' if cpus != 1 else ''} no division of it passes "
+          f"{best / rate_bare:.2f} of the bare loop")
 
 
 if __name__ == "__main__":

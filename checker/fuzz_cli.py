@@ -163,7 +163,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         if seconds is None and examples is None:
             seconds = 60.0
         if pipeline is None:  # before pinning narrows what this process may use
-            pipeline = survey and targets != ("reference",) and len(_usable_cpus()) >= 2
+            pipeline = survey and targets != ("reference",) and len(affinity.usable()) >= 2
         with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
             if replay_path:
                 code = _replay(protocol, make, replay_path, out, profile)
@@ -177,10 +177,6 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     except TraceError as exc:
         console.err.print(f"fuzz: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-
-
-def _usable_cpus() -> set:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def _campaign(protocol, make, seconds, examples, seed, steps, out, profile, pipeline=False, hunt=True) -> int:

@@ -33,6 +33,11 @@ def choose(spec: str) -> Optional[int]:
     return cpu
 
 
+def usable() -> set:
+    """The CPUs this process may run on."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def format_cpus(cpus) -> str:
     return ",".join(map(str, sorted(cpus)))
 
