@@ -106,8 +106,9 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
     Each new finding (a spec violation, a divergence from the reference device, an answer
-    that never comes, a device that dies) is shrunk to a minimal case and saved under
-    --out as a native trace that `check` reads and `fuzz --replay` re-runs. Ctrl-C stops
+    that never comes, a device that dies) is shrunk to a minimal case (--survey: kept as
+    the case that showed it) and saved under --out as a native trace that `check` reads
+    and `fuzz --replay` re-runs. Ctrl-C stops
     the campaign and keeps what was found.
     """
     from virtgpu_conform.model.protocol import Protocol

@@ -28,6 +28,7 @@ from ..console import save_traceback
 from ..engine import Checker
 from ..trace import TraceError
 from ..findings import Tally
+from . import affinity
 from .differential import Differ
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
@@ -103,7 +104,10 @@ class Campaign:
         self.out, self.seed, self.max_steps, self.progress = out, seed, steps, progress
         self.edges = Edges(protocol)
         self.hunt = hunt  # False: note findings, shrink none (a survey, and what the speed benchmark runs)
+        here = affinity.usable()
         self.target = Pipeline(make_target) if pipeline else make_target(None)
+        # where the campaign runs: with a pipeline, the sender's CPU and the ones this process moved to
+        self.cpus = sorted(here | affinity.usable())
         self.differ = None  # set for a differential run (the target is then a MirrorTarget, maybe piped)
         if getattr(self.target, "parts", None):
             self.differ = Differ(protocol, self.target.parts, profile, out)
@@ -124,7 +128,6 @@ class Campaign:
         self.chokes: dict[tuple, list] = {}
         self.skip: frozenset = frozenset()
         self.skipped: dict[tuple, int] = {}
-        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         self._last_progress = 0.0
         if out:
             os.makedirs(out, exist_ok=True)

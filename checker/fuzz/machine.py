@@ -177,6 +177,7 @@ def machine_for(camp: "Campaign") -> type:
     class DeviceMachine(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
+            self.handling = sys.exc_info()[1]
             camp.begin_case()
             self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile, screen=screen_of(camp.target))
             # What the model predicts, not what the device answered, steers generation: a case then
@@ -192,7 +193,9 @@ def machine_for(camp: "Campaign") -> type:
             self.shadow = PixelModel(ir) if pipe is not None and self.oracle.pixels is not None else None
 
         def teardown(self):
-            unwinding = sys.exc_info()[1] is not None  # a stop, or a bug: the case ends unjudged
+            # A stop, or a bug: the case ends unjudged. (Not whatever the caller of the campaign was
+            # handling when it began: that was there in __init__ already.)
+            unwinding = sys.exc_info()[1] not in (None, self.handling)
             try:
                 if pipe is not None:
                     self._collect(wait=True, judge=not unwinding)
@@ -325,7 +328,9 @@ def machine_for(camp: "Campaign") -> type:
             self.inflight.append((step, req, choke))
             due = self._screen_due(step.queue, req, predicted)
             if due or len(self.inflight) >= AHEAD:
+                pipe.want_screen = due
                 self._collect(wait=due)
+                pipe.want_screen = False
 
         def _judge(self, step: Step, req, choke, reply) -> None:
             differ = camp.differ

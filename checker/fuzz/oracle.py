@@ -142,8 +142,11 @@ class Oracle:
             return
         accepted = int.from_bytes(reply.data[:4], "little") == self.ok_nodata
         if self.pixels.due(req, accepted) and self.pixel_checks < self.PIXEL_CHECKS:
+            shot = self.screen()
+            if shot is None:
+                return  # no picture to be had at this moment: not judged, and not counted
             self.pixel_checks += 1
-            wrong = self.pixels.check(self.screen())
+            wrong = self.pixels.check(shot)
             if wrong is not None:
                 out.append(Observation(Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_FLUSH", PIXELS, "informal"),
                                        wrong.message, line))

@@ -29,6 +29,7 @@ from .targets import Reply, Target, TargetError
 
 _PR_SET_PDEATHSIG = 1
 DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device
+TARGET_ERROR = "target-error"  # the status of a chain the target raised TargetError on (an adapter's device)
 BATCH = 8  # chains a message carries: a pipe write, and a read of their answers, costs as much as judging one
 
 
@@ -45,13 +46,17 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
         try:
             target = make_target(log_dir)
         except TargetError as exc:
-            conn.send(("target-error", str(exc)))
+            _say(conn, ("target-error", str(exc)))
             return
-        conn.send(("ready", target.name, target.settings, getattr(target, "describe", target.name),
-                   bool(getattr(target, "pixels", False)), getattr(target, "parts", None)))
+        if not _say(conn, ("ready", target.name, target.settings, getattr(target, "describe", target.name),
+                           bool(getattr(target, "pixels", False)), getattr(target, "parts", None))):
+            return
         over = False  # the device did not answer a chain of this case
         while True:
-            msg = conn.recv()
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return  # the campaign is gone
             op = msg[0]
             if op == "send":
                 answers = []
@@ -59,35 +64,45 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                     if over:
                         answers.append((DROPPED, b"", "", None))
                         continue
-                    r = target.send(queue, outs, in_sizes)
+                    try:
+                        r = target.send(queue, outs, in_sizes)
+                    except TargetError as exc:  # a device program broke the protocol: the campaign ends there
+                        answers.append((TARGET_ERROR, b"", str(exc), None))
+                        over = True
+                        continue
                     over = r.status != "answered"
                     # plain values: a tuple pickles in a fraction of a dataclass's time
                     last = getattr(target, "last", None)
                     answers.append((r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last]))
-                conn.send(("answers", answers))
+                reply: tuple = ("answers", answers)
             elif op == "reset":
                 over = False
                 try:
                     target.reset()
+                    reply = ("reset", target.settings)
                 except TargetError as exc:
-                    conn.send(("target-error", str(exc)))
-                    continue
-                conn.send(("reset", target.settings))
+                    reply = ("target-error", str(exc))
             elif op == "screen":
-                conn.send(("screen", target.screendump()))
-            elif op == "close":
+                reply = ("screen", target.screendump())
+            else:  # close
                 return
-    except (EOFError, BrokenPipeError):
-        return  # the campaign is gone
+            if not _say(conn, reply):
+                return
     except BaseException as exc:  # noqa: BLE001 - a bug: the campaign reports it with this traceback
-        try:
-            conn.send(("bug", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        except OSError:
-            pass
+        _say(conn, ("bug", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
         if target is not None:
             target.close()
         conn.close()
+
+
+def _say(conn, msg: tuple) -> bool:
+    """False when the campaign is gone: nobody is left to tell."""
+    try:
+        conn.send(msg)
+        return True
+    except OSError:
+        return False
 
 
 class Pipeline(Target):
@@ -105,6 +120,7 @@ class Pipeline(Target):
         self._batch: list[tuple] = []  # chains not yet sent down the pipe
         self._messages = 0  # batches sent whose answers have not come
         self._ready: deque = deque()  # answers come and not yet taken
+        self.want_screen = False  # the next screendump is of a flush the machine drained the pipe for
         self.last: list[Reply] = []  # a MirrorTarget's answers from each of its targets, for the last reply
         self._moved: Optional[set] = None
         self.failed: Optional[SenderFailed] = None
@@ -162,28 +178,33 @@ class Pipeline(Target):
         """The answer to the oldest chain not yet answered; None when `wait` is False and it has not come."""
         if not self.pending:
             return None
-        if not self._ready:
-            if wait:
-                self._flush()
+        if wait:
+            self._flush()
+        while not self._ready:
             if not self._messages or (not wait and not self.conn.poll()):
                 return None
-            self._ready.extend(self._answer()[1])
-            self._messages -= 1
+            self._take()
         self.pending -= 1
         status, data, detail, last = self._ready.popleft()
+        if status == TARGET_ERROR:
+            raise TargetError(detail)
         self.last = [Reply(*x) for x in last] if last else []
         return Reply(status, data, detail)
 
-    def _answer(self):
-        """The next message that answers something, past the acknowledgements of resets."""
-        while True:
-            msg = self._recv()
-            if msg[0] == "reset":
-                self.settings = msg[1]
-            elif msg[0] == "target-error":
-                raise TargetError(msg[1])
-            else:
-                return msg
+    def _take(self):
+        """Read one message: answers are queued for next_reply, a reset's acknowledgement is booked,
+        a reset that failed is raised; anything else is returned."""
+        msg = self._recv()
+        if msg[0] == "answers":
+            self._ready.extend(msg[1])
+            self._messages -= 1
+        elif msg[0] == "reset":
+            self.settings = msg[1]
+        elif msg[0] == "target-error":
+            raise TargetError(msg[1])
+        else:
+            return msg
+        return None
 
     # --- the Target interface, for whoever needs one answer now --------------------------------
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
@@ -193,17 +214,30 @@ class Pipeline(Target):
         return self.next_reply(wait=True)
 
     def reset(self) -> None:
-        """Queued like a chain: the sender resets the device between two cases' chains. A device that
-        cannot be restarted shows as a TargetError with the next answer."""
-        self._flush()
+        """Queued like a chain: the sender resets the device between two cases' chains. Answers no
+        case will judge now (one ended by an exception) are read and dropped first, so that the next
+        answer is the next chain's. A device that cannot be restarted shows as a TargetError later."""
+        failed = None
+        while self.pending:
+            try:
+                self.next_reply(wait=True)
+            except TargetError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
         self._post(("reset",))
 
     def screendump(self):
-        """None while chains are in the pipe: the picture would be of a later moment than the one judged."""
-        if self.pending:
+        """Only when asked for (`want_screen`, by a machine that drained the pipe for this flush):
+        otherwise whether a picture could be taken would depend on how soon answers came."""
+        wanted, self.want_screen = self.want_screen, False
+        if not wanted or self.pending:
             return None
         self._post(("screen",))
-        return self._answer()[1]
+        while True:
+            msg = self._take()
+            if msg is not None:
+                return msg[1]
 
     def _join(self) -> None:
         self.proc.join(5)

@@ -166,3 +166,54 @@ def test_the_cli_pipelines_a_device_target_unless_told_not_to(tmp_path, flag):
     assert ("pipelined" in r.output) == (flag == "--pipeline")
     # a survey notes what it finds and shrinks nothing
     assert result["findings"] and not any(f["shrunk"] for f in result["findings"])
+
+
+class _ResetFailsOnce(ReferenceTarget):
+    """The reference device, but its sixth reset cannot restart it (later ones can)."""
+
+    def __init__(self, ir):
+        super().__init__(ir)
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+        if self.resets == 6:
+            raise TargetError("the device did not come back (test)")
+        super().reset()
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_reset_that_fails_leaves_no_answer_judged_against_another_chain(ir, pipeline):
+    """Hypothesis reruns the case a failed reset interrupted; the answers still in the pipe then belong
+    to no case, and must not be taken for the next case's (the reference device would then break its
+    own model, and every such answer would be a finding)."""
+    c = Campaign(Protocol(ir), lambda d: _ResetFailsOnce(ir), seed=2, steps=2, hunt=False, pipeline=pipeline)
+    try:
+        c.run(examples=30)
+    except TargetError as exc:
+        assert "did not come back" in str(exc)
+    assert c.found == {}, [str(s) for s in c.found]
+    assert c.commands > 10
+
+
+class _ProgramBreaks(ReferenceTarget):
+    """The reference device, but its 40th chain gets a TargetError, as an adapter's device program
+    that breaks the protocol does."""
+
+    def __init__(self, ir):
+        super().__init__(ir)
+        self.sent = 0
+
+    def send(self, queue, outs, in_sizes):
+        self.sent += 1
+        if self.sent == 40:
+            raise TargetError("the device program answered garbage (test)")
+        return super().send(queue, outs, in_sizes)
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_target_error_mid_campaign_is_the_targets_not_a_bug(ir, pipeline):
+    c = Campaign(Protocol(ir), lambda d: _ProgramBreaks(ir), seed=2, steps=10, pipeline=pipeline)
+    with pytest.raises(TargetError, match="answered garbage"):
+        c.run(examples=30)
+    assert c.error is None
