@@ -302,7 +302,8 @@ class Campaign:
                 "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
                 "spec_version": self.protocol.ir.version,
                 "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
-                "pipelined": isinstance(t, Pipeline), "seconds": round(time.monotonic() - self.started, 3), "stopped": self.stopped or None, "error": self.error,
+                "pipelined": isinstance(t, Pipeline), "seconds": round(time.monotonic() - self.started, 3),
+                "stopped": self.stopped or None, "error": self.error,
                 "z3_questions": self.edges.solved, "flaky": self.flaky, "cpus": self.cpus,
                 "not_sent": [{"device": self.chokes[k][0], "queue": k[0], "problems": list(k[1]),
                               "whole_header": k[2], "answer_room": k[3], "command": k[4], "count": n}

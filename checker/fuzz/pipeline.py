@@ -3,15 +3,15 @@
 A qtest exchange keeps one CPU busy (the tool and QEMU wait on each other in turn), and
 generating a command and judging its answer cost more than the exchange. Done one after
 the other, the device waits for the fuzzer most of the time. Here a sender process, forked
-with the target and pinned with it to the campaign's CPU, takes chains from a pipe and
-sends them as they come, a few a message; this process, on the other CPUs, generates and judges
-each answer when it arrives, in the order the chains were sent.
+with the target and pinned with it to the campaign's CPU, takes chains from a pipe (BATCH
+a message) and sends them; this process, on the other CPUs, generates and judges each
+answer when it arrives, in the order the chains were sent.
 
 Nothing generation reads comes from the device (machine.py), so it may run ahead. What
 must see the device at one moment waits for the pipe to drain: a screendump after a
-flush, the end of a case. After an answer that never came
-(a stall, a death) the sender drops the rest of the case's chains, as the serial machine
-sends nothing more: the case cannot be judged past that point.
+flush, the end of a case. After an answer that never came (a stall, a death) the sender
+drops the rest of the case's chains, as the serial machine sends nothing more: the case
+cannot be judged past that point.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _say(conn, msg: tuple) -> bool:
 
 
 class Pipeline(Target):
-    """A target in a sender process. `submit` queues a chain; `replies` yields answers as they come."""
+    """A target in a sender process. `submit` queues a chain; `next_reply` gives the answers in order."""
 
     def __init__(self, make_target: Callable[[Optional[str]], Target], log_dir: Optional[str] = None):
         ctx = multiprocessing.get_context("fork")
