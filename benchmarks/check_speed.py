@@ -103,8 +103,8 @@ import json, resource, sys, time
 from virtgpu_conform.spec.load import load_snapshot
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.checker import sources
-from virtgpu_conform.checker.engine import Checker
-from virtgpu_conform.checker.trace import Exchange
+from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.traces.events import Exchange
 p = Protocol(load_snapshot())
 t0 = time.perf_counter()
 events = lines = 0

@@ -24,17 +24,17 @@ from hypothesis.stateful import get_state_machine_test
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
-from ..console import save_traceback
-from ..engine import Checker
-from ..trace import TraceError
-from ..findings import Tally
-from . import affinity
+from virtgpu_conform.checker.errors import save_traceback
+from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.traces.events import TraceError
+from virtgpu_conform.checker.check.findings import Tally
+from virtgpu_conform.checker.devices import affinity
 from .differential import Differ
 from .machine import Failure, Step, machine_for
 from .oracle import Observation, Signature
 from .pipeline import Pipeline
 from .replay import replay
-from .targets import Target, TargetError
+from virtgpu_conform.checker.devices.target import Target, TargetError
 
 RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
 RESULT_VERSION = 1

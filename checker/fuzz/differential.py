@@ -17,7 +17,7 @@ from virtgpu_conform.model.codec import Message
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.rule import PROFILES
 
-from .targets import Reply, Target
+from virtgpu_conform.checker.devices.target import Reply, Target
 
 
 class MirrorTarget(Target):

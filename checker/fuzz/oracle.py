@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 
 from virtgpu_conform.model.protocol import Protocol
 
-from .. import native
-from ..engine import Checker
-from ..findings import Finding
+from virtgpu_conform.checker.traces import native
+from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.check.findings import Finding
 from .pixels import CHECK as PIXELS, PixelModel
-from .targets import Reply
+from virtgpu_conform.checker.devices.target import Reply
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
 GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})

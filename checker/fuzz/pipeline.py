@@ -24,8 +24,8 @@ import traceback
 from collections import deque
 from typing import Callable, Optional, Sequence
 
-from . import affinity
-from .targets import Reply, Target, TargetError
+from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
 
 _PR_SET_PDEATHSIG = 1
 DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device

@@ -15,16 +15,14 @@ VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM keeps B, G, R, A in that byte order.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Optional
 
 from virtgpu_conform.model.codec import Message
 
-PATTERN_BASE = 0x01000000  # the machine's RAM_BACKING: the backing it attaches lies here
-PATTERN_SIZE = 256 * 1024
-PATTERN = hashlib.shake_128(b"virtgpu-conform pixel pattern").digest(PATTERN_SIZE)
+from virtgpu_conform.checker.devices.guest_ram import PATTERN, PATTERN_BASE, PATTERN_SIZE
+
 MAX_PIXELS = 256 * 256  # larger resources are not followed (their pixels stay unknown)
 BPP = 4
 CHECK = "pixels"  # the finding's check name (basis informal: the spec describes, it does not prescribe)
@@ -176,20 +174,3 @@ class PixelModel:
         return Mismatch(f"{len(bad)} of {w * h} pixels of scanout 0 differ from what was transferred and flushed; "
                         f"first at ({i % w},{i // w}): #{got[3 * i:3 * i + 3].hex()} shown, "
                         f"#{want[3 * i:3 * i + 3].hex()} expected", len(bad), w * h)
-
-
-def parse_ppm(data: bytes) -> Optional[tuple[int, int, bytes]]:
-    """(width, height, RGB bytes) of a binary PPM (P6, maxval 255), as QEMU's screendump writes it.
-
-    QEMU 7.2 writes each row padded to a multiple of 4 bytes (its line buffer's stride), which
-    no PPM reader expects: a body of exactly that size is read row by row without the padding."""
-    m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+255\s", data)
-    if not m:
-        return None
-    w, h = int(m.group(1)), int(m.group(2))
-    body = data[m.end():]
-    row, padded = 3 * w, (3 * w + 3) & ~3
-    if padded != row and len(body) == padded * h:
-        body = b"".join(body[y * padded:y * padded + row] for y in range(h))
-    body = body[:row * h]
-    return (w, h, body) if len(body) == row * h else None

@@ -6,8 +6,8 @@ from typing import IO, Iterable
 
 from virtgpu_conform.spec.ir import SpecIR
 
-from ..native import Writer
-from .targets import Reply, Target
+from virtgpu_conform.checker.traces.native import Writer
+from virtgpu_conform.checker.devices.target import Reply, Target
 
 
 def session_header(ir: SpecIR, target: Target) -> dict:

@@ -7,11 +7,11 @@ from typing import Sequence
 
 from virtgpu_conform.model.protocol import Protocol
 
-from ..trace import TraceError, Where
+from virtgpu_conform.checker.traces.events import TraceError, Where
 from .machine import Step
 from .oracle import Observation, Oracle, screen_of
 from .record import session_header
-from .targets import Target
+from virtgpu_conform.checker.devices.target import Target
 
 
 def replay(protocol: Protocol, target: Target, steps: Sequence[Step], path: str,

@@ -17,7 +17,7 @@ from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.load import LAYOUTS
 
-from ..findings import VERDICTS
+from virtgpu_conform.checker.check.findings import VERDICTS
 from .results import Column
 
 SCHEMA, VERSION = "virtgpu-conform/report", 1

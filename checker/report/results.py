@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..findings import RESULT_SCHEMA as CHECK_SCHEMA
-from ..findings import RESULT_VERSION as CHECK_VERSION
+from virtgpu_conform.checker.check.findings import RESULT_SCHEMA as CHECK_SCHEMA
+from virtgpu_conform.checker.check.findings import RESULT_VERSION as CHECK_VERSION
 
 FUZZ_SCHEMA, FUZZ_VERSION = "virtgpu-conform/fuzz-result", 1
 

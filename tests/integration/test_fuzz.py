@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.fuzz.campaign import Campaign
-from virtgpu_conform.checker.fuzz.targets import ReferenceTarget
+from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
@@ -129,7 +129,7 @@ def test_replay_of_a_broken_file_is_a_clear_error(tmp_path):
 def test_ctrl_c_keeps_findings_and_leaves_no_qemu(tmp_path, mode):
     _need_qemu()
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-c", "from virtgpu_conform.checker.cli import main; main()", "fuzz", "--target", "qemu",
+    p = subprocess.Popen([sys.executable, "-c", "from virtgpu_conform.checker.cli.main import main; main()", "fuzz", "--target", "qemu",
                           "--time", "5m", "--out", str(out), *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     deadline = time.monotonic() + 60
@@ -209,7 +209,7 @@ class _Stalls(ReferenceTarget):
         self.stalls: dict[bool, int] = {}
 
     def send(self, queue, outs, in_sizes):
-        from virtgpu_conform.checker.fuzz.targets import Reply
+        from virtgpu_conform.checker.devices.target import Reply
 
         if queue == "controlq" and sum(map(len, outs)) < 24:
             self.stalls[bool(in_sizes)] = self.stalls.get(bool(in_sizes), 0) + 1

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.pipeline import Pipeline, SenderFailed
-from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget, TargetError
+from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.devices.target import ReferenceTarget, TargetError
 from virtgpu_conform.model.protocol import Protocol
 
 from processes import alive, assert_children_die_with_tool
@@ -45,7 +46,7 @@ class _Quirky(ReferenceTarget):
     """The reference device, but RESOURCE_UNREF is answered ERR_UNSPEC: a finding for the hunt to shrink."""
 
     def send(self, queue, outs, in_sizes):
-        from virtgpu_conform.checker.fuzz.targets import Reply
+        from virtgpu_conform.checker.devices.target import Reply
 
         data = b"".join(outs)
         if queue == "controlq" and len(data) >= 24 and int.from_bytes(data[:4], "little") == 0x0102:
@@ -111,7 +112,7 @@ def test_the_sender_and_its_qemu_die_with_a_killed_tool(tmp_path):
         import os, time
         from virtgpu_conform.spec.load import load_snapshot
         from virtgpu_conform.checker.fuzz.pipeline import Pipeline
-        from virtgpu_conform.checker.fuzz.targets import QemuTarget
+        from virtgpu_conform.checker.devices.qemu import QemuTarget
         ir = load_snapshot()
         p = Pipeline(lambda d: QemuTarget(ir))
         qemu = [int(t) for t in open(f"/proc/{p.proc.pid}/task/{p.proc.pid}/children").read().split()]

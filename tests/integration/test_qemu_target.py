@@ -11,10 +11,11 @@ import textwrap
 import pytest
 from processes import assert_children_die_with_tool
 
-from virtgpu_conform.checker import native
-from virtgpu_conform.checker.engine import Checker
+from virtgpu_conform.checker.traces import native
+from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.fuzz.record import record
-from virtgpu_conform.checker.fuzz.targets import QemuTarget, ReferenceTarget
+from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = pytest.mark.integration
@@ -95,7 +96,7 @@ def test_no_qemu_survives_a_killed_tool(tmp_path):
     child = textwrap.dedent(f"""
         import sys, time
         from virtgpu_conform.spec.load import load_snapshot
-        from virtgpu_conform.checker.fuzz.targets import QemuTarget
+        from virtgpu_conform.checker.devices.qemu import QemuTarget
         t = QemuTarget(load_snapshot(), log_path={str(tmp_path / 'log')!r})
         print(t.q.proc.pid, flush=True)
         time.sleep(60)
@@ -118,7 +119,7 @@ def test_qemu_started_while_pinned_runs_every_thread_on_that_cpu(ir):
     # fuzz --cpu pins itself before it starts a device: QEMU inherits the CPU at fork, so the qtest
     # ping-pong stays on one CPU (several times faster than between two idle ones).
     _need_qemu()
-    from virtgpu_conform.checker.fuzz import affinity
+    from virtgpu_conform.checker.devices import affinity
     from virtgpu_conform.model.codec import codec_for
 
     cpu = affinity.choose("auto")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.spec.load import load_snapshot
 
 from test_qemu_target import _need_qemu

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.report.html import render
 from virtgpu_conform.checker.report.html_assets import CARD_BG, CSS, JS, VERDICT_COLOURS
 

@@ -12,7 +12,7 @@ import pytest
 from processes import alive as _alive, assert_children_die_with_tool
 from test_qemu_target import _need_qemu, check_native, script
 from virtgpu_conform.checker.fuzz.record import record
-from virtgpu_conform.checker.fuzz.vhost_user import BACKEND, KvmUnusable, VhostUserGpuTarget, kvm_problem
+from virtgpu_conform.checker.devices.vhost_user import BACKEND, KvmUnusable, VhostUserGpuTarget, kvm_problem
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_no_qemu_or_backend_survives_a_killed_tool(ir, tmp_path):
     child = textwrap.dedent(f"""
         import time
         from virtgpu_conform.spec.load import load_snapshot
-        from virtgpu_conform.checker.fuzz.vhost_user import VhostUserGpuTarget
+        from virtgpu_conform.checker.devices.vhost_user import VhostUserGpuTarget
         t = VhostUserGpuTarget(load_snapshot(), log_path={str(tmp_path / 'log')!r})
         print(t.q.proc.pid, t.backend.pid, flush=True)
         time.sleep(60)
@@ -128,7 +128,7 @@ def test_kvm_problem_names_kvm(tmp_path):
 def test_a_spare_pair_started_ahead_is_fresh_when_used_and_nothing_outlives_close(ir, tmp_path):
     # A campaign's target keeps a backend + QEMU started ahead (a QEMU with KVM takes ~0.1 s to
     # answer); the reset takes it: a fresh device, the retired pair gone, the spare on this CPU.
-    from virtgpu_conform.checker.fuzz import affinity
+    from virtgpu_conform.checker.devices import affinity
 
     p = Protocol(ir)
     create = p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8,

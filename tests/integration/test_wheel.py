@@ -94,7 +94,7 @@ def test_wheel_carries_grammars_and_snapshot(installed) -> None:
         assert zf.read("virtgpu_conform/spec/grammars/latex.lark").strip()
         assert zf.read("virtgpu_conform/spec/grammars/cdecl.lark").strip()
     # no virtgpu_conform/ folder on disk: the package-dir mapping must have produced the layout
-    assert "virtgpu_conform/checker/cli.py" in names
+    assert "virtgpu_conform/checker/cli/main.py" in names
     assert "virtgpu_conform/spec/load.py" in names
     assert not any(n.startswith(("spec/", "model/", "checker/", "tests/")) for n in names)
 
@@ -109,7 +109,7 @@ def test_package_imports_from_the_venv(installed) -> None:
         f"virtgpu_conform.spec came from {where}, not from the venv {venv}"
     assert not where.is_relative_to(REPO), f"the editable tree {REPO} shadowed the wheel: {where}"
     # the CLI's submodules, the grammars and the snapshot come from the same place
-    code = ("import virtgpu_conform.checker.cli as c, virtgpu_conform.spec.load as l, "
+    code = ("import virtgpu_conform.checker.cli.main as c, virtgpu_conform.spec.load as l, "
             "importlib.resources as r; print(c.__file__); "
             "print(r.files('virtgpu_conform.spec').joinpath('snapshot', l.SNAPSHOT)); "
             "print(r.files('virtgpu_conform.spec').joinpath('grammars', 'latex.lark'))")

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from processes import assert_children_die_with_tool, gone as _gone
 
-from virtgpu_conform.checker.fuzz import adapter as ap
-from virtgpu_conform.checker.fuzz.adapter import AdapterTarget
-from virtgpu_conform.checker.fuzz.children import Child
+from virtgpu_conform.checker.devices import adapter_wire as ap
+from virtgpu_conform.checker.devices.adapter import AdapterTarget
+from virtgpu_conform.checker.devices.children import Child
 from virtgpu_conform.checker.fuzz.record import record
-from virtgpu_conform.checker.fuzz.targets import TargetError
+from virtgpu_conform.checker.devices.target import TargetError
 from virtgpu_conform.model.protocol import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_qemu_target import check_native, script  # noqa: E402  (the same script and checking as for QEMU)
 
-SERVE = [sys.executable, "-m", "virtgpu_conform.checker.fuzz.adapter_serve"]
+SERVE = [sys.executable, "-m", "virtgpu_conform.checker.devices.adapter_serve"]
 OK_NODATA, ERR_INVALID_RESOURCE_ID = 0x1100, 0x1203
 
 
@@ -32,9 +32,9 @@ def _program(tmp_path, body: str) -> list[str]:
     path = tmp_path / "device.py"
     path.write_text(textwrap.dedent("""
         import os, struct, sys, time
-        from virtgpu_conform.checker.fuzz import adapter as ap
-        from virtgpu_conform.checker.fuzz.adapter_serve import serve, read_frame
-        from virtgpu_conform.checker.fuzz.targets import ReferenceTarget
+        from virtgpu_conform.checker.devices import adapter_wire as ap
+        from virtgpu_conform.checker.devices.adapter_serve import serve, read_frame
+        from virtgpu_conform.checker.devices.target import ReferenceTarget
         from virtgpu_conform.spec.load import load_snapshot
         ir = load_snapshot()
         out = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -259,8 +259,8 @@ def test_no_device_program_survives_a_killed_tool(tmp_path):
     child = textwrap.dedent("""
         import sys, time
         from virtgpu_conform.spec.load import load_snapshot
-        from virtgpu_conform.checker.fuzz.adapter import AdapterTarget
-        t = AdapterTarget(load_snapshot(), command=[sys.executable, "-m", "virtgpu_conform.checker.fuzz.adapter_serve"])
+        from virtgpu_conform.checker.devices.adapter import AdapterTarget
+        t = AdapterTarget(load_snapshot(), command=[sys.executable, "-m", "virtgpu_conform.checker.devices.adapter_serve"])
         print(t.child.pid, flush=True)
         time.sleep(60)
     """)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from virtgpu_conform.checker.fuzz import affinity
+from virtgpu_conform.checker.devices import affinity
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 

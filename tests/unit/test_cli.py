@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 
 
 def _commands(group: click.Group, prefix=()):
@@ -83,7 +83,7 @@ def test_unknown_option_is_exit_2():
 
 
 def test_a_bug_in_the_tool_is_one_line_exit_4_and_a_saved_traceback(monkeypatch, tmp_path):
-    from virtgpu_conform.checker import check_cli
+    from virtgpu_conform.checker.cli import check as check_cli
 
     def broken(*a, **k):
         raise ZeroDivisionError("seeded bug")
@@ -107,7 +107,7 @@ def test_a_fuzzer_bug_stops_the_campaign_and_keeps_its_findings(monkeypatch, tmp
     # The reference campaign of seed 1 once ended on a struct.error in the wild rule, as a traceback
     # and with fuzz-result.json saying nothing of it. A bug that shows only once (hypothesis' replay
     # then calls the case flaky) is a bug all the same, not a warning.
-    from virtgpu_conform.checker.fuzz.targets import ReferenceTarget
+    from virtgpu_conform.checker.devices.target import ReferenceTarget
 
     real, sent = ReferenceTarget.send, []
 

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.model import rules_common
 from virtgpu_conform.model.coverage import BOOKKEEPING, NOT_CHECKABLE, counts, coverage
 

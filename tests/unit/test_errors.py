@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.spec.errors import SpecSourceError
 from virtgpu_conform.spec.load import parse_sources
 

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 
 
 def run(*args):

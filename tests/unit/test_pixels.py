@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from virtgpu_conform.checker.fuzz.pixels import (PATTERN, PATTERN_BASE, PATTERN_SIZE, PixelModel, channel_order,
-                                                 parse_ppm)
+from virtgpu_conform.checker.devices.qmp import parse_ppm
+from virtgpu_conform.checker.fuzz.pixels import PATTERN, PATTERN_BASE, PATTERN_SIZE, PixelModel, channel_order
 from virtgpu_conform.model.protocol import Protocol
 
 W, H = 8, 4
@@ -107,7 +107,7 @@ def test_an_answer_cut_before_its_type_stops_the_judging(ir, p):
     # (QEMU 10.0 then shows its grey placeholder): the oracle cannot tell, so it judges nothing more.
     from virtgpu_conform.checker.fuzz.oracle import Oracle
     from virtgpu_conform.checker.fuzz.record import session_header
-    from virtgpu_conform.checker.fuzz.targets import ReferenceTarget, Reply
+    from virtgpu_conform.checker.devices.target import ReferenceTarget, Reply
 
     target = ReferenceTarget(ir)
     shots = []

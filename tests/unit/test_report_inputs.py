@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.cli import main
+from virtgpu_conform.checker.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 TRACE = REPO / "traces" / "qemu-7.2" / "fbdev"

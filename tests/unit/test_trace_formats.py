@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker import native, qemu_log, sources
-from virtgpu_conform.checker.cli import main
-from virtgpu_conform.checker.engine import Checker
-from virtgpu_conform.checker.trace import Diagnostic, Exchange
+from virtgpu_conform.checker.traces import native, qemu_log, sources
+from virtgpu_conform.checker.cli.main import main
+from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.traces.events import Diagnostic, Exchange
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.protocol import Protocol
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-from typing import Optional
-
 from rich.console import Console
+
 
 # Exit codes shared by every command. EXIT_BUG: the tool itself failed (not the input, not the device).
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_BUG = 0, 1, 2, 3, 4
@@ -31,22 +28,6 @@ def reset() -> None:
     """Rebind to the current streams (click's test runner swaps them)."""
     global out, err
     out, err = _console(sys.stdout), _console(sys.stderr)
-
-
-def save_traceback(exc: BaseException, directory: Optional[str] = None) -> str:
-    """Write the traceback of a bug in the tool to a file and return its path: the user gets one
-    line that names it, and the file is what a bug report needs."""
-    text = "".join(traceback.format_exception(exc))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, "internal-error.txt")
-        with open(path, "w") as fh:
-            fh.write(text)
-        return path
-    fd, path = tempfile.mkstemp(prefix="virtgpu-conform-error-", suffix=".txt")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return path
 
 
 def bug_line(kind: str, message: str, path: str) -> str:

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec
 
 from . import guest_log, native, qemu_log
-from .trace import CONTROLQ, Diagnostic, Event, Exchange, Session, TraceError, Where
+from .events import CONTROLQ, Diagnostic, Event, Exchange, Session, TraceError, Where
 
 FORMATS = ("native", "qemu", "guest")
 READERS = {"native": native.read, "qemu": qemu_log.read, "guest": guest_log.read}

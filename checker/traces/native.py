@@ -20,7 +20,7 @@ from typing import IO, Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec, Message
 
 from .pairing import Pairer
-from .trace import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
+from .events import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
 
 FORMAT, VERSION = "virtgpu-conform-trace", 1
 QUEUES = (CONTROLQ, CURSORQ)

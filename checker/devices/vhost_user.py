@@ -30,7 +30,8 @@ from virtgpu_conform.spec.ir import SpecIR
 from . import affinity
 from .children import Child, tail
 from .qtest import QemuProcess
-from .targets import QemuTarget, Reply, TargetError
+from .qemu import QemuTarget
+from .target import Reply, TargetError
 
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
 _KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Hashable, Iterable, Iterator, Optional
 
-from .trace import LOST, OVERTAKEN, OVERTAKEN_BY, TRACE_ENDED, Exchange
+from .events import LOST, OVERTAKEN, OVERTAKEN_BY, TRACE_ENDED, Exchange
 
 # A request still unanswered after this many later requests were is taken as never answered:
 # the bound is what keeps memory flat on a trace where a device stopped answering.

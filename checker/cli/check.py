@@ -14,12 +14,15 @@ from rich.table import Table
 
 from virtgpu_conform.spec.load import load_spec
 
-from . import console, sources
+from ..version import tool_version
+
+from . import console
+from virtgpu_conform.checker.traces import sources
 from .console import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
-from .engine import MAX_CANDIDATES, Checker
-from .findings import RESULT_SCHEMA, RESULT_VERSION, VERDICTS
-from .timeline import Timeline
-from .trace import Exchange, Reset, TraceError, Where
+from virtgpu_conform.checker.check.engine import MAX_CANDIDATES, Checker
+from virtgpu_conform.checker.check.findings import RESULT_SCHEMA, RESULT_VERSION, VERDICTS
+from virtgpu_conform.checker.check.timeline import Timeline
+from virtgpu_conform.checker.traces.events import Exchange, Reset, TraceError, Where
 
 _PROGRESS_BYTES = 8 << 20  # files smaller than this finish before a progress bar is worth drawing
 
@@ -137,7 +140,7 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
         _print(target, checker, results[-1], all_requirements)
         if stopped:
             break
-    doc = {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "tool": _tool_version(), "profile": profile,
+    doc = {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "tool": tool_version(), "profile": profile,
            "spec_version": protocol.ir.version, "sessions": results, "totals": _totals(results)}
     if json_path:
         try:
@@ -155,8 +158,10 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
 
 
 def _write_report(doc: dict, name: str, fmt: str, output: str, spec_dir: Optional[str]) -> None:
-    from .report.results import columns_of
-    from .report_cli import make_report, write
+    from virtgpu_conform.checker.report import make_report
+    from virtgpu_conform.checker.report.results import columns_of
+
+    from .report import write
 
     report = make_report(columns_of(name, doc), [s["target"] for s in doc["sessions"]], spec_dir)
     try:
@@ -180,12 +185,6 @@ def _with_progress(target: Target, checker: Checker, codec, timeline=None) -> Op
             bar.update(task, advance=chars, rate=f"{checker.exchanges:,} exchanges")
 
         return run(target, checker, codec, progress, timeline)
-
-
-def _tool_version() -> str:
-    from .cli import _version
-
-    return _version()
 
 
 def _result(target: Target, c: Checker, stopped: Optional[str]) -> dict:

@@ -1,7 +1,7 @@
 """The device side of the adapter protocol, serving the embedded reference device: an example to copy.
 
-    python -m virtgpu_conform.checker.fuzz.adapter_serve              # frames on stdin/stdout
-    python -m virtgpu_conform.checker.fuzz.adapter_serve --socket P   # a unix socket, one session per connection
+    python -m virtgpu_conform.checker.devices.adapter_serve              # frames on stdin/stdout
+    python -m virtgpu_conform.checker.devices.adapter_serve --socket P   # a unix socket, one session per connection
 
 `serve()` takes any Target, so a harness written in Python can wrap its own device the same way.
 """
@@ -18,8 +18,8 @@ from typing import BinaryIO, Callable, Optional
 from virtgpu_conform.model.state import Settings
 from virtgpu_conform.spec.ir import SpecIR
 
-from . import adapter as ap
-from .targets import ReferenceTarget, Target, feature_bits
+from . import adapter_wire as ap
+from .target import ReferenceTarget, Target, feature_bits
 
 QUEUE_NAMES = {0: "controlq", 1: "cursorq"}
 
@@ -111,7 +111,7 @@ def serve(ir: SpecIR, rfile: BinaryIO, wfile: BinaryIO, make: Callable[[frozense
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m virtgpu_conform.checker.fuzz.adapter_serve",
+    p = argparse.ArgumentParser(prog="python -m virtgpu_conform.checker.devices.adapter_serve",
                                 description="Serve the embedded reference device over the adapter protocol.")
     p.add_argument("--socket", metavar="PATH", help="listen on this unix socket (default: stdin/stdout)")
     p.add_argument("--once", action="store_true", help="with --socket: serve one connection, then exit")

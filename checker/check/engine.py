@@ -23,7 +23,7 @@ from virtgpu_conform.model.rule import PROFILES, Outcome
 from virtgpu_conform.model.state import Capset, Settings, State
 
 from .findings import Finding, Tally
-from .trace import NO_ANSWER, RESET, Diagnostic, Exchange, Reset, Session, Where
+from virtgpu_conform.checker.traces.events import NO_ANSWER, RESET, Diagnostic, Exchange, Reset, Session, Where
 
 MAX_CANDIDATES = 8
 _SELECTORS = ("resource_id", "scanout_id", "pos.scanout_id")  # fields an effect finds its object by

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec, Message
 
 from .pairing import Pairer
-from .trace import CONTROLQ, CURSORQ, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
+from .events import CONTROLQ, CURSORQ, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
 
 # event -> (command, format string as QEMU 7.2 / 10.0 print it, the request fields its conversions fill)
 EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {

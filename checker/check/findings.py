@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .trace import Where
+from virtgpu_conform.checker.traces.events import Where
 
 RESULT_SCHEMA = "virtgpu-conform/check-result"
 RESULT_VERSION = 1

@@ -2,68 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 import click
 
 from . import console
 from .console import EXIT_USAGE
-
-FORMATS = ("text", "json", "md", "html", "junit", "sarif")
-
-
-def render(doc: dict, fmt: str) -> str:
-    """The report document in a file format (all but `text`, which prints with rich)."""
-    if fmt == "json":
-        return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
-    if fmt == "md":
-        from .report.markdown import render as md
-        return md(doc)
-    if fmt == "html":
-        from .report.html import render as html
-        return html(doc)
-    if fmt == "junit":
-        from .report.junit import render as junit
-        return junit(doc)
-    if fmt == "sarif":
-        from .report.sarif import render as sarif
-        return sarif(doc)
-    raise ValueError(fmt)
-
-
-def make_report(columns, inputs: list[str], spec_dir: Optional[str]) -> dict:
-    """The report document for these columns, quoting the spec from `spec_dir` when given."""
-    from virtgpu_conform.model.protocol import Protocol
-    from virtgpu_conform.spec.load import load_snapshot
-
-    from .cli import _version
-    from .report.build import build
-
-    ir = load_snapshot()
-    quotes = None
-    if spec_dir:
-        from virtgpu_conform.spec.quote import quotes as read_quotes
-        _, quotes = read_quotes(Path(spec_dir))  # SpecSourceError: reported by the CLI with file:line
-    for c in columns:
-        if c.spec_version and c.spec_version != ir.version:
-            c.notes.append(f"checked against spec {c.spec_version}; this report lists the {ir.version} requirements")
-    return build(columns, ir, Protocol(ir), inputs, _version(), quotes, spec_dir)
-
+from virtgpu_conform.checker.report import FORMATS, make_report, render
 
 def write(doc: dict, fmt: str, output: Optional[str]) -> None:
     """Print (text, or any format without -o) or write the report atomically."""
     if fmt == "text" and not output:
-        from .report.text import render as text
+        from virtgpu_conform.checker.report.text import render as text
         text(doc, console.out)
         return
     if fmt == "text":
         from rich.console import Console
 
-        from .report.text import render as text
+        from virtgpu_conform.checker.report.text import render as text
         with open(output, "w", encoding="utf-8") as fh:
             text(doc, Console(file=fh, width=160, no_color=True, highlight=False))
         return
@@ -95,7 +53,7 @@ def report(results: tuple[str, ...], fmt: str, output: Optional[str], spec_dir: 
 
     Exits 0 once the report is written (the verdicts are in it), 2 on unusable input.
     """
-    from .report.results import ResultError, load
+    from virtgpu_conform.checker.report.results import ResultError, load
 
     columns = []
     for path in results:

@@ -1,4 +1,4 @@
-"""The adapter protocol: a third-party device (a crosvm/rutabaga harness, a hardware model) behind a pipe or socket.
+"""The adapter protocol's wire: frames, their parsing, and a byte stream with deadlines (both sides use it).
 
 Version 1. Every integer is little-endian. Every frame is
 
@@ -34,19 +34,9 @@ from __future__ import annotations
 
 import os
 import select
-import shlex
-import socket
 import struct
-import subprocess
-import tempfile
 import time
-from typing import Optional, Sequence, Union
-
-from virtgpu_conform.model.state import Capset, Settings
-from virtgpu_conform.spec.ir import SpecIR
-
-from .children import Child, tail
-from .targets import QUEUES, Reply, Target, TargetError, feature_bits
+from typing import Sequence
 
 MAGIC = b"VGCA"
 VERSION = 1
@@ -234,162 +224,3 @@ class Stream:
         body = bytes(self._buf[5: 4 + length])
         del self._buf[: 4 + length]
         return kind, body
-
-
-# --- the tool's side ----------------------------------------------------------------
-class AdapterTarget(Target):
-    """A device behind the adapter protocol: a program this target starts (and always kills), or a unix socket.
-
-    A request not answered within `timeout` seconds is Reply("no-answer") and the connection is
-    given up (a late answer would be taken for the next one's); `reset()` then starts the program
-    again (or reconnects). A program that exits, or a socket that closes, is Reply("died").
-    Anything that is not this protocol raises TargetError saying what was wrong.
-    """
-
-    def __init__(self, ir: SpecIR, command: Union[str, Sequence[str], None] = None, socket_path: Optional[str] = None,
-                 features: Optional[frozenset[str]] = None, timeout: float = 2.0, start_timeout: float = 10.0,
-                 log_path: Optional[str] = None, name: str = "adapter"):
-        super().__init__(name)
-        if (command is None) == (socket_path is None):
-            raise ValueError("give exactly one of command (a program to start) and socket_path")
-        self.ir, self.timeout, self.start_timeout = ir, timeout, start_timeout
-        self.command = shlex.split(command) if isinstance(command, str) else (list(command) if command else None)
-        self.socket_path = socket_path
-        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-adapter-"), "device-stderr.log")
-        self.want = features if features is not None else frozenset(f.name for f in ir.features)
-        self.child: Optional[Child] = None
-        self.sock: Optional[socket.socket] = None
-        self.stream: Optional[Stream] = None
-        self.broken = ""  # why the stream cannot be trusted any more ('' while it can)
-        self.starts = 0
-        self.describe = " ".join(map(shlex.quote, self.command)) if self.command else f"unix socket {socket_path}"
-        self._start()
-
-    # --- connection -------------------------------------------------------------------
-    def _start(self) -> None:
-        self.broken = ""
-        self.starts += 1
-        try:
-            if self.command:
-                with open(self.log_path, "ab") as log:
-                    try:
-                        self.child = Child(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                           bufsize=0)
-                    except OSError as exc:
-                        raise TargetError(f"cannot start the device program {self.describe}: {exc}") from None
-                self.stream = Stream(self.child.proc.stdout.fileno(), self.child.proc.stdin.fileno())
-            else:
-                self.sock = self._connect()
-                self.stream = Stream(self.sock.fileno(), self.sock.fileno())
-            self._hello(lambda: driver_hello(feature_bits(self.ir, self.want)), "HELLO")
-        except BaseException:
-            self.close()
-            raise
-
-    def _connect(self) -> socket.socket:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(self.socket_path)
-                return s
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                s.close()
-                if time.monotonic() > deadline:
-                    raise TargetError(f"nothing accepts connections on {self.socket_path}: {exc.strerror}") from None
-                time.sleep(0.02)
-
-    def _hello(self, make_frame, what: str) -> None:
-        """Send HELLO or RESET and take the device's HELLO: its features and config become `settings`."""
-        deadline = time.monotonic() + self.start_timeout
-        try:
-            self.stream.write(make_frame(), deadline)
-            kind, body = self.stream.read_frame(deadline)
-            if kind == ERROR:
-                raise TargetError(f"{self.describe} refused {what}: {body.decode('utf-8', 'replace')}")
-            if kind != HELLO:
-                raise ProtocolError(f"the device answered {what} with a {FRAME_NAMES[kind]} frame, not HELLO")
-            agreed, host_visible, capsets, config = parse_device_hello(body)
-        except (Timeout, Closed) as exc:
-            raise TargetError(f"{self.describe} gave no HELLO in answer to {what} within "
-                              f"{self.start_timeout:g} s ({exc}){self._gone()}") from None
-        except ProtocolError as exc:
-            raise TargetError(f"{self.describe} does not speak the adapter protocol: {exc}") from None
-        offered = feature_bits(self.ir, self.want)
-        if agreed & ~offered & 0xFFFFFF:
-            raise TargetError(f"{self.describe} agreed to feature bits {agreed & ~offered:#x} the driver did not accept")
-        names = frozenset(f.name for f in self.ir.features if agreed >> f.bit & 1)
-        num_capsets = int.from_bytes(config[12:16], "little")
-        told = len(capsets) == num_capsets  # none to tell, or all told
-        self.settings = Settings(features=names, num_scanouts=int.from_bytes(config[8:12], "little"),
-                                 capsets=tuple(Capset(*c) for c in capsets) if told else
-                                 tuple(Capset(0, 0, 0) for _ in range(num_capsets)),
-                                 blob_alignment=int.from_bytes(config[16:20], "little") if len(config) >= 20 else 0,
-                                 host_visible=host_visible or None, known=told)
-        self.config = config
-
-    def _gone(self) -> str:
-        """What is known about a device that stopped talking: its exit status and the end of its stderr."""
-        if self.child is None:
-            return ""
-        if self.child.alive and not self.child.wait(0.2):
-            return ""
-        log = tail(self.log_path, 400).strip()
-        return f"; the program exited (status {self.child.returncode})" + (f": {log}" if log else "")
-
-    # --- the Target interface -------------------------------------------------------------
-    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
-        if self.stream is None:
-            return Reply("died", detail="the target is closed")
-        if self.broken:
-            return Reply("no-answer", detail=f"the connection is given up: {self.broken}; reset() first")
-        try:
-            self.stream.write(request(QUEUES[queue], outs, in_sizes), time.monotonic() + self.timeout)
-            kind, body = self.stream.read_frame(time.monotonic() + self.timeout)
-            if kind == ERROR:
-                self.broken = "the device sent ERROR"
-                raise TargetError(f"{self.describe} stopped with an error: {body.decode('utf-8', 'replace')}")
-            if kind != REPLY:
-                raise ProtocolError(f"a {FRAME_NAMES[kind]} frame in answer to REQUEST, not REPLY")
-            status, used, data = parse_reply(body, in_sizes)
-        except Timeout as exc:
-            self.broken = f"no REPLY within {self.timeout:g} s"
-            gone = self._gone()
-            if gone:
-                return Reply("died", detail=f"{self.describe}: no REPLY{gone}")
-            return Reply("no-answer", detail=f"{self.describe}: {self.broken} ({exc})")
-        except Closed as exc:
-            self.broken = str(exc)
-            return Reply("died", detail=f"{self.describe}: {exc}{self._gone()}")
-        except ProtocolError as exc:
-            self.broken = str(exc)
-            raise TargetError(f"{self.describe} broke the adapter protocol: {exc}") from None
-        if status == NO_ANSWER:
-            return Reply("no-answer", detail="the device reports that it did not complete the chain")
-        total = sum(in_sizes)
-        return Reply("answered", data, detail=f"used length {used} exceeds the buffers ({total})" if used > total else "")
-
-    def reset(self) -> None:
-        """RESET and the device's new HELLO; a new program (or connection) when the last one died, hung or failed."""
-        if self.stream is not None and not self.broken and (self.child is None or self.child.alive):
-            try:
-                self._hello(lambda: frame(RESET), "RESET")
-                return
-            except TargetError:
-                pass
-        self.close()
-        self._start()
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.child is not None:
-            try:
-                self.child.proc.stdin.close()  # a well-behaved program exits at end of input
-            except (OSError, ValueError):
-                pass
-            self.child.wait(0.5)
-            self.child.kill()
-            self.child = None
-        self.stream = None

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from . import console
 from .console import EXIT_BUG, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
-from .trace import TraceError
+from virtgpu_conform.checker.traces.events import TraceError
 
 TARGETS = ("reference", "qemu", "vhost-user-gpu", "adapter")
 FAILING = ("violation", "crash", "liveness")  # kinds that make the exit code 1; divergences are reported only
@@ -35,7 +35,8 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
                         features: Optional[frozenset[str]] = None, pixels: bool = True,
                         backend: Optional[str] = None):
     """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
-    from .fuzz.targets import QemuTarget, ReferenceTarget
+    from virtgpu_conform.checker.devices.qemu import QemuTarget
+    from virtgpu_conform.checker.devices.target import ReferenceTarget
 
     def make(log_dir: Optional[str]):
         def at(name: str) -> Optional[str]:
@@ -47,13 +48,13 @@ def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: O
             return QemuTarget(ir, features, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
                               qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args, pixels=pixels)
         if target == "vhost-user-gpu":
-            from .fuzz.vhost_user import VhostUserGpuTarget
-            from .fuzz.vhost_user import BACKEND, SPARES
+            from virtgpu_conform.checker.devices.vhost_user import VhostUserGpuTarget
+            from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES
             # the campaign's own target is reset for every case; one for a saved case's replay is used once
             return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
                                       qtest_log=at("qtest.log"), backend_log=at("backend.log"), timeout=timeout,
                                       spares=0 if log_dir else SPARES, pixels=pixels, backend=backend or BACKEND)
-        from .fuzz.adapter import AdapterTarget
+        from virtgpu_conform.checker.devices.adapter import AdapterTarget
         if not (adapter or adapter_socket):
             raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
         return AdapterTarget(ir, command=adapter, features=features, socket_path=adapter_socket, log_path=at("device-stderr.log"),
@@ -114,8 +115,8 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     from virtgpu_conform.model.protocol import Protocol
     from virtgpu_conform.spec.load import load_snapshot
 
-    from .fuzz import affinity
-    from .fuzz.targets import TargetError
+    from virtgpu_conform.checker.devices import affinity
+    from virtgpu_conform.checker.devices.target import TargetError
 
     try:
         pin = affinity.choose(cpu)
@@ -130,7 +131,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     if len(targets) == 1:
         make = maker(targets[0])
     else:
-        from .fuzz.differential import MirrorTarget
+        from virtgpu_conform.checker.fuzz.differential import MirrorTarget
 
         def build(log_dir: Optional[str], features: Optional[frozenset[str]]) -> list:
             built = []
@@ -181,7 +182,7 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
 
 
 def _campaign(protocol, make, seconds, examples, seed, steps, out, profile, pipeline=False, hunt=True) -> int:
-    from .fuzz.campaign import Campaign
+    from virtgpu_conform.checker.fuzz.campaign import Campaign
 
     live: Optional[Live] = None
     reported: set = set()
@@ -262,7 +263,7 @@ def _print_differential(r: dict) -> None:
 
 
 def _replay(protocol, make, path: str, out: Optional[str], profile: str) -> int:
-    from .fuzz.replay import replay, steps_from_trace
+    from virtgpu_conform.checker.fuzz.replay import replay, steps_from_trace
 
     steps = steps_from_trace(path)
     dest = out or os.path.dirname(os.path.abspath(path))

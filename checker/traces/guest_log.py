@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Optional
 from virtgpu_conform.model.codec import Codec, Message
 
 from .pairing import Pairer
-from .trace import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Where
+from .events import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Where
 
 _EVENT = re.compile(
     r"\s*(?P<task>.*?)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+virtio_gpu_cmd_(?P<dir>queue|response):\s+"

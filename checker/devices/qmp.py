@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 import time
 from typing import Optional
 
-from .pixels import parse_ppm
 
 
 class QmpError(Exception):
@@ -89,3 +89,20 @@ class Qmp:
             self.sock = None
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+def parse_ppm(data: bytes) -> Optional[tuple[int, int, bytes]]:
+    """(width, height, RGB bytes) of a binary PPM (P6, maxval 255), as QEMU's screendump writes it.
+
+    QEMU 7.2 writes each row padded to a multiple of 4 bytes (its line buffer's stride), which
+    no PPM reader expects: a body of exactly that size is read row by row without the padding."""
+    m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+255\s", data)
+    if not m:
+        return None
+    w, h = int(m.group(1)), int(m.group(2))
+    body = data[m.end():]
+    row, padded = 3 * w, (3 * w + 3) & ~3
+    if padded != row and len(body) == padded * h:
+        body = b"".join(body[y * padded:y * padded + row] for y in range(h))
+    body = body[:row * h]
+    return (w, h, body) if len(body) == row * h else None

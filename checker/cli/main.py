@@ -5,24 +5,18 @@ from __future__ import annotations
 import faulthandler
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from ..errors import save_traceback
+from ..version import tool_version
 from . import console
-from .check_cli import check
+from .check import check
 from .console import EXIT_BUG, EXIT_USAGE
-from .fuzz_cli import fuzz
-from .model_cli import model
-from .report_cli import report
-from .spec_cli import spec
-
-
-def _version() -> str:
-    try:
-        return version("virtgpu-conform")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
+from .fuzz import fuzz
+from .model import model
+from .report import report
+from .spec import spec
 
 
 class _Group(click.Group):
@@ -48,12 +42,12 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):  # click's own ways out
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the bug, one line and a saved traceback
-            console.err.print(console.bug_line(type(exc).__name__, str(exc), console.save_traceback(exc)), markup=False, soft_wrap=True)
+            console.err.print(console.bug_line(type(exc).__name__, str(exc), save_traceback(exc)), markup=False, soft_wrap=True)
             sys.exit(EXIT_BUG)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="virtgpu-conform")
+@click.version_option(tool_version(), "--version", prog_name="virtgpu-conform")
 def main() -> None:
     """Conformance tooling for virtio-gpu devices and drivers.
 

@@ -1,0 +1,1 @@
+"""The `virtgpu-conform` command line: argument parsing and printing over the library."""

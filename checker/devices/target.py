@@ -1,0 +1,72 @@
+"""Device targets behind one interface (send a chain, reset, close), and the embedded reference device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from virtgpu_conform.model.device import ReferenceDevice, default_settings
+from virtgpu_conform.model.state import Settings
+from virtgpu_conform.spec.ir import SpecIR
+
+
+QUEUES = {"controlq": 0, "cursorq": 1}
+
+
+@dataclass
+class Reply:
+    """A device's answer to one chain: what it wrote, or why there is nothing."""
+
+    status: str  # answered | no-answer (the chain was never completed) | died (the device process is gone)
+    data: bytes = b""  # the bytes the device reported writing (used length), at most the buffers' size
+    detail: str = ""
+
+
+class TargetError(Exception):
+    """A target that cannot be started here (missing binary, device refused to initialise)."""
+
+
+@dataclass
+class Target:
+    name: str
+    settings: Settings = field(default_factory=Settings)
+
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Bring the device back to its state right after initialisation (between fuzz cases)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ReferenceTarget(Target):
+    """The model's own device: the embedded default, needs nothing installed."""
+
+    def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None):
+        settings = default_settings(ir, features)
+        super().__init__("reference", settings)
+        self.ir = ir
+        self.device = ReferenceDevice(ir, settings)
+
+    def reset(self) -> None:
+        self.device.state = self.device.protocol.new_state(self.settings)  # a new device, without rebuilding the rules
+
+    def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        answer = self.device.handle(b"".join(outs), queue)
+        if queue == "cursorq":
+            return Reply("answered", b"")  # cursor commands get no answer written, as QEMU does
+        return Reply("answered", answer[: sum(in_sizes)])
+
+
+def feature_bits(ir: SpecIR, names) -> int:
+    bits = {f.name: f.bit for f in ir.features}
+    return sum(1 << bits[n] for n in names if n in bits)
