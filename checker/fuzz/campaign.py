@@ -30,10 +30,11 @@ from virtgpu_conform.checker.traces.events import TraceError
 from virtgpu_conform.checker.check.findings import Tally
 from virtgpu_conform.checker.devices import affinity
 from .differential import Differ
-from .machine import Failure, Step, machine_for
+from .machine import DeviceMachine, Failure
 from .oracle import Observation, Signature
 from .pipeline import Pipeline
 from .replay import replay
+from .step import Step
 from virtgpu_conform.checker.devices.target import Target, TargetError
 
 RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
@@ -149,6 +150,12 @@ class Campaign:
             into.failed += t.failed
             into.inconclusive += t.inconclusive
 
+    def stepped(self) -> None:
+        self.steps += 1
+
+    def not_sent(self, choke: tuple) -> None:
+        self.skipped[choke] = self.skipped.get(choke, 0) + 1
+
     def choked(self, choke: tuple, status: str) -> None:
         """The device did not answer a malformed chain (`status`: no-answer or died). Twice for the same
         kind, and that kind is not sent again: once may have been a slow moment."""
@@ -210,7 +217,7 @@ class Campaign:
         if seconds is not None:
             self.deadline = time.monotonic() + seconds
         self.case_budget = examples
-        factory = machine_for(self)
+        factory = DeviceMachine.bind(self)
 
         def on_sigint(signum, frame):
             # hypothesis' shrinker can swallow a KeyboardInterrupt; a flag checked at every command cannot be

@@ -17,25 +17,29 @@ from __future__ import annotations
 
 import functools
 import sys
+import typing
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import ClassVar, Optional
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH
 from virtgpu_conform.model.device import ReferenceDevice
+from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.strategies import leaves
 
+from virtgpu_conform.checker.devices.target import Target
+
 from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
-from .oracle import Oracle, screen_of
+from .differential import Differ
+from .oracle import Observation, Oracle, screen_of
 from .pipeline import DROPPED, Pipeline
 from .pixels import PATTERN_BASE, PixelModel
 from .record import session_header
-
-if TYPE_CHECKING:
-    from .campaign import Campaign
+from .step import Step
 
 HDR = 24
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
@@ -44,26 +48,6 @@ RAM_BACKING = PATTERN_BASE
 FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
 SIZES = (1, 2, 16, 64, 256)
 AHEAD = 16  # chains in the pipe before the answers that came are judged: two batches (pipeline.BATCH)
-
-
-@dataclass
-class Step:
-    queue: str
-    outs: list[bytes]
-    ins: list[int]
-    how: str  # valid | edge CHECK EDGE | wild | framing KIND | scene
-    framed: bool = False  # framing is part of the case and must be replayed as it was
-
-    def to_json(self) -> dict:
-        out = {"queue": self.queue, "outs": [b.hex() for b in self.outs], "ins": self.ins, "how": self.how}
-        if self.framed:
-            out["framed"] = True
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Step":
-        return cls(d["queue"], [bytes.fromhex(h) for h in d["outs"]], list(d["ins"]), d.get("how", ""),
-                   bool(d.get("framed")))
 
 
 class Failure(AssertionError):
@@ -147,377 +131,446 @@ def choke_key(step: Step, req) -> Optional[tuple]:
             req.name if whole else None)  # a cut header's type is a guess at best
 
 
-def machine_for(camp: "Campaign") -> type:
-    p, codec, ir = camp.protocol, camp.protocol.codec, camp.protocol.ir
-    pipe = camp.target if isinstance(camp.target, Pipeline) else None
-    ok_nodata = codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code.to_bytes(4, "little")
-    commands = sorted(p.rules)
-    queue_of = {c.name: c.queue for c in ir.commands}
-    formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
-    fence = ir.constant("VIRTIO_GPU_FLAG_FENCE")
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the machine reads off the protocol once: commands, their queues and answer sizes, the
+    choices built from them. One per protocol, shared by every machine bound to it."""
+
+    codec: object
+    ir: object
+    protocol: object
+    ok_nodata: bytes
+    commands: tuple
+    queue_of: dict
+    formats: tuple
+    fence: int
+    answer_size: dict
+    any_command: Among
+    pool: Among
+    sizes: Among
+    format_of: Among
+    wild_fields: dict
+    wild_choices: dict
+    counts: frozenset
+
+
+# Commands that create what they name, and whose id must be free to succeed.
+CREATES = frozenset({"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+                     "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"})
+# The display path weighs more among valid commands: it is where devices keep state.
+COMMON = ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+          "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH")
+_VOCABULARIES: dict[int, Vocabulary] = {}
+
+
+def vocabulary(p: Protocol) -> Vocabulary:
+    v = _VOCABULARIES.get(id(p))
+    if v is not None and v.protocol is p:
+        return v
+    codec, ir = p.codec, p.ir
+    commands = tuple(sorted(p.rules))
     answer_size = {}
     for name, r in p.rules.items():
         size = max([HDR] + [codec.layout(ok).size for ok in r.ok])
         answer_size[name] = size + (4096 if name == "VIRTIO_GPU_CMD_GET_CAPSET" else 0)
-    # Commands that create what they name, and whose id must be free to succeed.
-    creates = {"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
-               "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"}
-    # The display path weighs more among valid commands: it is where devices keep state.
-    common = ["VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
-              "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"]
-    weighted = tuple(commands + [c for c in common if c in p.rules] * 2)
-    any_command = _among(tuple(commands))
-    pool = _among(weighted)
-    sizes, format_of = _among(SIZES), _among(formats)
-    wild_fields = {c: leaves(codec.layout(c)) for c in commands}
-    wild_choices = {c: _leaf_choices(codec.layout(c)) for c in commands}
-    # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
-    counts = {s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())
+    weighted = commands + tuple(c for c in COMMON if c in p.rules) * 2
+    formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
+    v = _VOCABULARIES[id(p)] = Vocabulary(
+        codec=codec, ir=ir, protocol=p,
+        ok_nodata=codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code.to_bytes(4, "little"),
+        commands=commands, queue_of={c.name: c.queue for c in ir.commands}, formats=formats,
+        fence=ir.constant("VIRTIO_GPU_FLAG_FENCE"), answer_size=answer_size,
+        any_command=_among(commands), pool=_among(weighted), sizes=_among(SIZES), format_of=_among(formats),
+        wild_fields={c: leaves(codec.layout(c)) for c in commands},
+        wild_choices={c: _leaf_choices(codec.layout(c)) for c in commands},
+        # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
+        counts=frozenset({s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())))
+    return v
 
-    class DeviceMachine(RuleBasedStateMachine):
-        def __init__(self):
-            super().__init__()
-            self.handling = sys.exc_info()[1]
-            camp.begin_case()
-            self.oracle = Oracle(p, session_header(ir, camp.target), camp.profile, screen=screen_of(camp.target))
-            # What the model predicts, not what the device answered, steers generation: a case then
-            # draws the same way however the device behaves, so hypothesis can replay and shrink it.
-            self.model = ReferenceDevice(p.ir, camp.target.settings, protocol=p)
-            self.steps: list[Step] = []
-            self.named: list[int] = []  # every resource id a create named, live or not
-            self.contexts: list[int] = []
-            self.gone = False  # the device died or a queue stalled: later steps cannot be judged
-            self.inflight: deque = deque()  # (step, request, choke) sent down the pipe, not yet judged
-            self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
-            # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
-            self.shadow = PixelModel(ir) if pipe is not None and self.oracle.pixels is not None else None
 
-        def teardown(self):
-            # A stop, or a bug: the case ends unjudged. (Not whatever the caller of the campaign was
-            # handling when it began: that was there in __init__ already.)
-            unwinding = sys.exc_info()[1] not in (None, self.handling)
+class Host(typing.Protocol):
+    """What a machine needs from whoever runs it (a fuzz campaign, the pytest plugin's device
+    session): the device and its model, and where each case, step and answer is accounted."""
+
+    protocol: Protocol
+    target: Target
+    profile: str
+    edges: Edges
+    differ: Optional[Differ]
+    skip: frozenset  # kinds of malformed chain (choke_key) not to send
+
+    def begin_case(self) -> None: ...
+
+    def end_case(self, oracle: Oracle) -> None: ...
+
+    def stepped(self) -> None:
+        """A rule ran (it may send several commands)."""
+
+    def not_sent(self, choke: tuple) -> None:
+        """A chain of a kind in `skip` was not sent."""
+
+    def choked(self, choke: tuple, status: str) -> None:
+        """The device did not answer a malformed chain: no-answer or died."""
+
+    def observe(self, machine: "DeviceMachine", obs: list[Observation]) -> None:
+        """What the oracle made of one answer; raises Failure for a finding the host hunts."""
+
+
+class DeviceMachine(RuleBasedStateMachine):
+    """The machine, unbound: `bind(host)` makes the class hypothesis runs against one host's target."""
+
+    host: ClassVar[Host]
+    vocab: ClassVar[Vocabulary]
+    pipe: ClassVar[Optional[Pipeline]]
+
+    @classmethod
+    def bind(cls, host: Host) -> type["DeviceMachine"]:
+        """A machine class for `host`, named for its target: hypothesis' example database keys saved
+        cases by that name, so every process binding the same target replays the same cases."""
+        pipe = host.target if isinstance(host.target, Pipeline) else None
+        return type(f"DeviceMachine_{host.target.name}", (cls,),
+                    {"host": host, "vocab": vocabulary(host.protocol), "pipe": pipe, "__module__": cls.__module__})
+
+    def __init__(self):
+        super().__init__()
+        self.handling = sys.exc_info()[1]
+        self.host.begin_case()
+        self.oracle = Oracle(self.host.protocol, session_header(self.vocab.ir, self.host.target), self.host.profile, screen=screen_of(self.host.target))
+        # What the model predicts, not what the device answered, steers generation: a case then
+        # draws the same way however the device behaves, so hypothesis can replay and shrink it.
+        self.model = ReferenceDevice(self.vocab.ir, self.host.target.settings, protocol=self.host.protocol)
+        self.steps: list[Step] = []
+        self.named: list[int] = []  # every resource id a create named, live or not
+        self.contexts: list[int] = []
+        self.gone = False  # the device died or a queue stalled: later steps cannot be judged
+        self.inflight: deque = deque()  # (step, request, choke) sent down the pipe, not yet judged
+        self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
+        # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
+        self.shadow = PixelModel(self.vocab.ir) if self.pipe is not None and self.oracle.pixels is not None else None
+
+    def teardown(self):
+        # A stop, or a bug: the case ends unjudged. (Not whatever the caller of the campaign was
+        # handling when it began: that was there in __init__ already.)
+        unwinding = sys.exc_info()[1] not in (None, self.handling)
+        try:
+            if self.pipe is not None:
+                self._collect(wait=True, judge=not unwinding)
+        finally:
+            self.host.end_case(self.oracle)
+        if self.failure is not None and not unwinding:
+            raise self.failure
+
+    # --- ids ------------------------------------------------------------------
+    def _next_id(self) -> int:
+        return max((r for r in self.named if r < U32), default=0) + 1
+
+    def _resource_id(self, data, fresh: bool) -> int:
+        live = sorted(self.model.state.resources)
+        nxt = self._next_id()
+        if fresh:
+            return _choose(data, [nxt, nxt, (0, U32, *live)])
+        choices: list = [tuple(live)] * 3 if live else []
+        freed = tuple(r for r in self.named if r not in self.model.state.resources)
+        if freed:
+            choices.append(freed)
+        return _choose(data, choices + [0, nxt, U32])
+
+    def _ids(self, data, cmd: str, fresh: bool) -> dict:
+        keys = self.vocab.codec.layout(cmd).keys
+        out = {}
+        if "resource_id" in keys:
+            out["resource_id"] = self._resource_id(data, fresh and cmd in CREATES)
+        n = max(self.model.state.settings.num_scanouts, 1)
+        for k in ("scanout_id", "scanout", "pos.scanout_id"):
+            if k in keys:
+                out[k] = data.draw(_scanout(n) if not fresh else _ints(0, n - 1))
+        ctx = data.draw(_among((0, *self.contexts, max(self.contexts, default=0) + 1)))
+        out["hdr.ctx_id"] = ctx
+        return out
+
+    def _header(self, data) -> dict:
+        if not data.draw(_ints(0, 7)) == 0:
+            return {"hdr.flags": 0}
+        last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
+        return {"hdr.flags": self.vocab.fence, "hdr.fence_id": data.draw(_among(((last + 1) & U64, last, 0, U64)))}
+
+    # --- building one request ------------------------------------------------------
+    def _natural(self, data, cmd: str, fixed: dict) -> dict:
+        lay = self.vocab.codec.layout(cmd)
+        out = {}
+        for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
+            if key.startswith("hdr.") or key in lay.padding or key in fixed or is_bytes or key in self.vocab.counts:
+                continue
+            if key in ("width", "height"):
+                out[key] = data.draw(self.vocab.sizes)
+            elif key == "format":
+                out[key] = data.draw(self.vocab.format_of)
+            else:
+                out[key] = data.draw(_ints(0, 64))
+        return out
+
+    def _rect_for(self, cmd: str, fields: dict) -> None:
+        """A valid request's rectangle covers its resource: the common case real drivers send."""
+        r = self.model.state.resources.get(fields.get("resource_id"))
+        if r is not None and "r.width" in self.vocab.codec.layout(cmd).keys:
+            fields.update({"r.x": 0, "r.y": 0, "r.width": r.width, "r.height": r.height, "offset": 0})
+
+    def _entries(self, data, cmd: str, fields: dict, valid: bool) -> Optional[list]:
+        s = self.vocab.ir.struct(self.vocab.codec.layout(cmd).name)
+        if not s.trailing:
+            return None
+        r = self.model.state.resources.get(fields.get("resource_id"))
+        need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
+        if valid:
+            return [{"addr": RAM_BACKING, "length": need}]
+        return data.draw(_bad_entries(need))
+
+    def _payload(self, data, cmd: str) -> bytes:
+        lay = self.vocab.codec.layout(cmd)
+        if lay.name in PAYLOAD_LENGTH or lay.flexible:
+            return data.draw(PAYLOAD)
+        return b""
+
+    def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
+        fixed = self._ids(data, cmd, fresh=how == "valid")
+        fields = {**self._header(data), **self._natural(data, cmd, fixed), **fixed}
+        state = self.model.state
+        label = how
+        if how == "valid":
+            self._rect_for(cmd, fields)
+            outcome = self.host.protocol.expect(state, self.vocab.codec.partial(cmd, fields, []))
+            # z3 only when the drawn fields fail a check the device must enforce
+            if outcome is not None and any(c.errors is not None for c in outcome.failed):
+                fix = self.host.edges.valid(state, cmd, fixed)
+                if fix:
+                    fields.update({k: v for k, v in fix.items() if k not in fixed})
+        elif how == "edge":
+            targets = self.host.edges.targets(cmd)
+            if targets:
+                check, edge = data.draw(_among(tuple(targets)))
+                got = self.host.edges.edge(state, cmd, fixed, check, edge)
+                if got:
+                    fields.update({k: v for k, v in got.items() if k not in self.vocab.counts})
+                    label = f"edge {check} {edge}"
+        elif how == "wild":
+            source = self.vocab.wild_fields if data.data is not None and data.draw(WILD_FROM) == 3 else self.vocab.wild_choices
+            fields = {**data.draw(source[cmd]), **fixed}
+        entries = self._entries(data, cmd, fields, how == "valid")
+        fields.pop("hdr.type", None)
+        if entries is not None and how == "wild":
+            fields.pop(self.vocab.ir.struct(self.vocab.codec.layout(cmd).name).trailing.count_field, None)
+        return self.vocab.codec.encode(cmd, fields, entries, self._payload(data, cmd)), label
+
+    # --- sending -------------------------------------------------------------------------
+    def _send(self, step: Step) -> None:
+        # The prediction and the names steer generation, so they advance whatever the device did:
+        # a case whose device stalled on one run and not on its replay still draws the same.
+        data = b"".join(step.outs)
+        req = self.vocab.codec.decode_request(data, step.queue)
+        predicted = self.model.handle(data, step.queue, req)
+        self._named(req)
+        if self.gone or self.failure is not None:
+            return  # after a death or a stall nothing more can be judged in this case
+        choke = choke_key(step, req)
+        if choke is not None and choke in self.host.skip:
+            # The device is known to stall or die on this kind of malformed chain: sending it again
+            # would cost a timeout and a restart and show nothing new.
+            self.host.not_sent(choke)
+            return
+        if self.pipe is None:
+            self._judge(step, req, choke, self.host.target.send(step.queue, step.outs, step.ins))
+            return
+        self.pipe.submit(step.queue, step.outs, step.ins)
+        self.inflight.append((step, req, choke))
+        due = self._screen_due(step.queue, req, predicted)
+        if due or len(self.inflight) >= AHEAD:
+            self.pipe.want_screen = due
+            self._collect(wait=due)
+            self.pipe.want_screen = False
+
+    def _judge(self, step: Step, req, choke, reply) -> None:
+        differ = self.host.differ
+        before = self.oracle.state.clone() if differ is not None else None
+        self.steps.append(step)
+        obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
+        if differ is not None:
+            differ.compare(before, req, step.queue, self.host.target.last, self.oracle.text())
+        if reply.status != "answered":
+            self.gone = True
+            if choke is not None:
+                self.host.choked(choke, reply.status)
+        self.host.observe(self, obs)
+
+    def _collect(self, wait: bool, judge: bool = True) -> None:
+        """Judge the answers that have come (`wait`: all of them), in the order their chains went."""
+        while self.inflight:
+            reply = self.pipe.next_reply(wait)
+            if reply is None:
+                return
+            step, req, choke = self.inflight.popleft()
+            if reply.status == DROPPED or self.failure is not None or not judge:
+                continue  # past the case's end for the device, or past the finding hunted
             try:
-                if pipe is not None:
-                    self._collect(wait=True, judge=not unwinding)
-            finally:
-                camp.end_case(self.oracle)
-            if self.failure is not None and not unwinding:
-                raise self.failure
+                self._judge(step, req, choke, reply)
+            except Failure as exc:
+                # Raised at teardown: a case then draws the same however late its answers come,
+                # so hypothesis can replay and shrink it.
+                self.failure = exc
 
-        # --- ids ------------------------------------------------------------------
-        def _next_id(self) -> int:
-            return max((r for r in self.named if r < U32), default=0) + 1
+    def _screen_due(self, queue: str, req, predicted: bytes) -> bool:
+        """A flush the pixel oracle will judge, by the model's prediction of the answers: the pipe
+        drains so that its screendump shows the device right after it. (Where the device answered
+        otherwise, the oracle may find a flush due that was not waited for: it is not judged.)"""
+        if self.shadow is None or queue == "cursorq":
+            return False
+        due = self.shadow.due(req, predicted[:4] == self.vocab.ok_nodata)
+        return due and self.oracle.pixel_checks < self.oracle.PIXEL_CHECKS
 
-        def _resource_id(self, data, fresh: bool) -> int:
-            live = sorted(self.model.state.resources)
-            nxt = self._next_id()
-            if fresh:
-                return _choose(data, [nxt, nxt, (0, U32, *live)])
-            choices: list = [tuple(live)] * 3 if live else []
-            freed = tuple(r for r in self.named if r not in self.model.state.resources)
-            if freed:
-                choices.append(freed)
-            return _choose(data, choices + [0, nxt, U32])
+    def _named(self, req) -> None:
+        if req.name in CREATES and req.fields.get("resource_id") is not None:
+            self.named.append(req.fields["resource_id"])
+        if req.name == "VIRTIO_GPU_CMD_CTX_CREATE":
+            self.contexts.append(req.fields.get("hdr.ctx_id") or 0)
 
-        def _ids(self, data, cmd: str, fresh: bool) -> dict:
-            keys = codec.layout(cmd).keys
-            out = {}
-            if "resource_id" in keys:
-                out["resource_id"] = self._resource_id(data, fresh and cmd in creates)
-            n = max(self.model.state.settings.num_scanouts, 1)
-            for k in ("scanout_id", "scanout", "pos.scanout_id"):
-                if k in keys:
-                    out[k] = data.draw(_scanout(n) if not fresh else _ints(0, n - 1))
-            ctx = data.draw(_among((0, *self.contexts, max(self.contexts, default=0) + 1)))
-            out["hdr.ctx_id"] = ctx
-            return out
+    def _one(self, data, how: str, pool: Optional[Among] = None) -> None:
+        cmd = data.draw(pool or self.vocab.any_command)
+        raw, label = self._message(data, cmd, how)
+        q = self.vocab.queue_of.get(cmd) or "controlq"
+        self._send(Step(q, [raw], [self.vocab.answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
-        def _header(self, data) -> dict:
-            if not data.draw(_ints(0, 7)) == 0:
-                return {"hdr.flags": 0}
-            last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
-            return {"hdr.flags": fence, "hdr.fence_id": data.draw(_among(((last + 1) & U64, last, 0, U64)))}
-
-        # --- building one request ------------------------------------------------------
-        def _natural(self, data, cmd: str, fixed: dict) -> dict:
-            lay = codec.layout(cmd)
-            out = {}
-            for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
-                if key.startswith("hdr.") or key in lay.padding or key in fixed or is_bytes or key in counts:
-                    continue
-                if key in ("width", "height"):
-                    out[key] = data.draw(sizes)
-                elif key == "format":
-                    out[key] = data.draw(format_of)
-                else:
-                    out[key] = data.draw(_ints(0, 64))
-            return out
-
-        def _rect_for(self, cmd: str, fields: dict) -> None:
-            """A valid request's rectangle covers its resource: the common case real drivers send."""
-            r = self.model.state.resources.get(fields.get("resource_id"))
-            if r is not None and "r.width" in codec.layout(cmd).keys:
-                fields.update({"r.x": 0, "r.y": 0, "r.width": r.width, "r.height": r.height, "offset": 0})
-
-        def _entries(self, data, cmd: str, fields: dict, valid: bool) -> Optional[list]:
-            s = ir.struct(codec.layout(cmd).name)
-            if not s.trailing:
-                return None
-            r = self.model.state.resources.get(fields.get("resource_id"))
-            need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
-            if valid:
-                return [{"addr": RAM_BACKING, "length": need}]
-            return data.draw(_bad_entries(need))
-
-        def _payload(self, data, cmd: str) -> bytes:
-            lay = codec.layout(cmd)
-            if lay.name in PAYLOAD_LENGTH or lay.flexible:
-                return data.draw(PAYLOAD)
-            return b""
-
-        def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
-            fixed = self._ids(data, cmd, fresh=how == "valid")
-            fields = {**self._header(data), **self._natural(data, cmd, fixed), **fixed}
-            state = self.model.state
-            label = how
-            if how == "valid":
-                self._rect_for(cmd, fields)
-                outcome = p.expect(state, codec.partial(cmd, fields, []))
-                # z3 only when the drawn fields fail a check the device must enforce
-                if outcome is not None and any(c.errors is not None for c in outcome.failed):
-                    fix = camp.edges.valid(state, cmd, fixed)
-                    if fix:
-                        fields.update({k: v for k, v in fix.items() if k not in fixed})
-            elif how == "edge":
-                targets = camp.edges.targets(cmd)
-                if targets:
-                    check, edge = data.draw(_among(tuple(targets)))
-                    got = camp.edges.edge(state, cmd, fixed, check, edge)
-                    if got:
-                        fields.update({k: v for k, v in got.items() if k not in counts})
-                        label = f"edge {check} {edge}"
-            elif how == "wild":
-                source = wild_fields if data.data is not None and data.draw(WILD_FROM) == 3 else wild_choices
-                fields = {**data.draw(source[cmd]), **fixed}
-            entries = self._entries(data, cmd, fields, how == "valid")
-            fields.pop("hdr.type", None)
-            if entries is not None and how == "wild":
-                fields.pop(ir.struct(codec.layout(cmd).name).trailing.count_field, None)
-            return codec.encode(cmd, fields, entries, self._payload(data, cmd)), label
-
-        # --- sending -------------------------------------------------------------------------
-        def _send(self, step: Step) -> None:
-            # The prediction and the names steer generation, so they advance whatever the device did:
-            # a case whose device stalled on one run and not on its replay still draws the same.
-            data = b"".join(step.outs)
-            req = codec.decode_request(data, step.queue)
-            predicted = self.model.handle(data, step.queue, req)
-            self._named(req)
-            if self.gone or self.failure is not None:
-                return  # after a death or a stall nothing more can be judged in this case
-            choke = choke_key(step, req)
-            if choke is not None and choke in camp.skip:
-                # The device is known to stall or die on this kind of malformed chain: sending it again
-                # would cost a timeout and a restart and show nothing new.
-                camp.skipped[choke] = camp.skipped.get(choke, 0) + 1
-                return
-            if pipe is None:
-                self._judge(step, req, choke, camp.target.send(step.queue, step.outs, step.ins))
-                return
-            pipe.submit(step.queue, step.outs, step.ins)
-            self.inflight.append((step, req, choke))
-            due = self._screen_due(step.queue, req, predicted)
-            if due or len(self.inflight) >= AHEAD:
-                pipe.want_screen = due
-                self._collect(wait=due)
-                pipe.want_screen = False
-
-        def _judge(self, step: Step, req, choke, reply) -> None:
-            differ = camp.differ
-            before = self.oracle.state.clone() if differ is not None else None
-            self.steps.append(step)
-            obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
-            if differ is not None:
-                differ.compare(before, req, step.queue, camp.target.last, self.oracle.text())
-            if reply.status != "answered":
-                self.gone = True
-                if choke is not None:
-                    camp.choked(choke, reply.status)
-            camp.observe(self, obs)
-
-        def _collect(self, wait: bool, judge: bool = True) -> None:
-            """Judge the answers that have come (`wait`: all of them), in the order their chains went."""
-            while self.inflight:
-                reply = pipe.next_reply(wait)
-                if reply is None:
-                    return
-                step, req, choke = self.inflight.popleft()
-                if reply.status == DROPPED or self.failure is not None or not judge:
-                    continue  # past the case's end for the device, or past the finding hunted
-                try:
-                    self._judge(step, req, choke, reply)
-                except Failure as exc:
-                    # Raised at teardown: a case then draws the same however late its answers come,
-                    # so hypothesis can replay and shrink it.
-                    self.failure = exc
-
-        def _screen_due(self, queue: str, req, predicted: bytes) -> bool:
-            """A flush the pixel oracle will judge, by the model's prediction of the answers: the pipe
-            drains so that its screendump shows the device right after it. (Where the device answered
-            otherwise, the oracle may find a flush due that was not waited for: it is not judged.)"""
-            if self.shadow is None or queue == "cursorq":
-                return False
-            due = self.shadow.due(req, predicted[:4] == ok_nodata)
-            return due and self.oracle.pixel_checks < self.oracle.PIXEL_CHECKS
-
-        def _named(self, req) -> None:
-            if req.name in creates and req.fields.get("resource_id") is not None:
-                self.named.append(req.fields["resource_id"])
-            if req.name == "VIRTIO_GPU_CMD_CTX_CREATE":
-                self.contexts.append(req.fields.get("hdr.ctx_id") or 0)
-
-        def _one(self, data, how: str, pool: Among = any_command) -> None:
-            cmd = data.draw(pool)
-            raw, label = self._message(data, cmd, how)
-            q = queue_of.get(cmd) or "controlq"
-            self._send(Step(q, [raw], [answer_size[cmd]], f"{label} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
-
-        # --- the rules ------------------------------------------------------------------------
-        def _burst(self, data: Choices, one) -> None:
-            """Up to eight commands, as many as the rule's bytes stretch to: a hypothesis step costs
-            more than building, predicting and checking a command."""
-            camp.steps += 1
-            more = data.draw(BURST)
+    # --- the rules ------------------------------------------------------------------------
+    def _burst(self, data: Choices, one) -> None:
+        """Up to eight commands, as many as the rule's bytes stretch to: a hypothesis step costs
+        more than building, predicting and checking a command."""
+        self.host.stepped()
+        more = data.draw(BURST)
+        one(data)
+        while more and data.left() >= PER_COMMAND:
+            more -= 1
             one(data)
-            while more and data.left() >= PER_COMMAND:
-                more -= 1
-                one(data)
 
-        @rule(raw=ENTROPY)
-        def valid(self, raw):
-            self._burst(Choices(raw), lambda d: self._one(d, "valid", pool))
+    @rule(raw=ENTROPY)
+    def valid(self, raw):
+        self._burst(Choices(raw), lambda d: self._one(d, "valid", self.vocab.pool))
 
-        @rule(raw=ENTROPY)
-        def edge(self, raw):
-            self._burst(Choices(raw), lambda d: self._one(d, "edge"))
+    @rule(raw=ENTROPY)
+    def edge(self, raw):
+        self._burst(Choices(raw), lambda d: self._one(d, "edge"))
 
-        @rule(raw=ENTROPY, data=st.data())
-        def wild(self, raw, data):
-            """Any field values: from the rule's bytes, or (one time in four) from hypothesis' own
-            strategies for the layout's leaves, which cost ten times as much."""
-            self._burst(Choices(raw, conjecture_draw(data)), lambda d: self._one(d, "wild"))
+    @rule(raw=ENTROPY, data=st.data())
+    def wild(self, raw, data):
+        """Any field values: from the rule's bytes, or (one time in four) from hypothesis' own
+        strategies for the layout's leaves, which cost ten times as much."""
+        self._burst(Choices(raw, conjecture_draw(data)), lambda d: self._one(d, "wild"))
 
-        @rule(raw=FEW)
-        def scene(self, raw):
-            """A backed resource on scanout 0, transferred and flushed: the state a display is in."""
-            data = Choices(raw)
-            camp.steps += 1
-            rid = self._next_id()
-            w, h = data.draw(sizes), data.draw(sizes)
-            rect = {"resource_id": rid, "r.width": w, "r.height": h}
-            # The transfer, and what the scanout shows: the whole resource, or a part of it (the pixel
-            # oracle's test of the transfer's offset and of the scanout's own origin).
-            part, view = dict(rect), dict(rect)
-            if data.draw(PART):
-                x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
-                part.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
-                             "r.height": data.draw(_ints(1, h - y)), "offset": (y * w + x) * 4})
-            if data.draw(PART):
-                x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
-                view.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
-                             "r.height": data.draw(_ints(1, h - y))})
-            if not self.model.state.display_info_read:
-                self._send(Step("controlq", [codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
-                                [answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
-            for cmd, fields, entries in (
-                    ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": formats[0], "width": w,
-                                                           "height": h}, None),
-                    ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
-                     [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}]),
-                    ("VIRTIO_GPU_CMD_SET_SCANOUT", {**view, "scanout_id": 0}, None),
-                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
-                    ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
-                self._send(Step("controlq", [codec.encode(cmd, fields, entries)], [answer_size[cmd]],
-                                f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+    @rule(raw=FEW)
+    def scene(self, raw):
+        """A backed resource on scanout 0, transferred and flushed: the state a display is in."""
+        data = Choices(raw)
+        self.host.stepped()
+        rid = self._next_id()
+        w, h = data.draw(self.vocab.sizes), data.draw(self.vocab.sizes)
+        rect = {"resource_id": rid, "r.width": w, "r.height": h}
+        # The transfer, and what the scanout shows: the whole resource, or a part of it (the pixel
+        # oracle's test of the transfer's offset and of the scanout's own origin).
+        part, view = dict(rect), dict(rect)
+        if data.draw(PART):
+            x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
+            part.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
+                         "r.height": data.draw(_ints(1, h - y)), "offset": (y * w + x) * 4})
+        if data.draw(PART):
+            x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
+            view.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
+                         "r.height": data.draw(_ints(1, h - y))})
+        if not self.model.state.display_info_read:
+            self._send(Step("controlq", [self.vocab.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
+                            [self.vocab.answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
+        for cmd, fields, entries in (
+                ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": self.vocab.formats[0], "width": w,
+                                                       "height": h}, None),
+                ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
+                 [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}]),
+                ("VIRTIO_GPU_CMD_SET_SCANOUT", {**view, "scanout_id": 0}, None),
+                ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
+                ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
+            self._send(Step("controlq", [self.vocab.codec.encode(cmd, fields, entries)], [self.vocab.answer_size[cmd]],
+                            f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
-        # --- the classic mistakes, each enabled when the predicted state has what it needs -------
-        def _mistakes(self) -> list[tuple[str, int]]:
-            """(mistake, resource id) pairs the state allows: what devices keep getting wrong."""
-            st_ = self.model.state
-            out: list[tuple[str, int]] = []
-            shown = {s.resource_id for s in st_.scanouts.values() if s.resource_id}
-            for rid, r in sorted(st_.resources.items()):
-                if rid in shown:
-                    out.append(("unref-on-scanout", rid))
-                if r.backing is not None:
-                    out += [("attach-twice", rid), ("transfer-after-detach", rid)]
-                if r.mapped is not None:
-                    out.append(("unref-mapped", rid))
-                if r.width:
-                    out.append(("rect-past-edge", rid))
-            out += [("use-after-unref", rid) for rid in self.named if rid not in st_.resources]
-            return out
+    # --- the classic mistakes, each enabled when the predicted state has what it needs -------
+    def _mistakes(self) -> list[tuple[str, int]]:
+        """(mistake, resource id) pairs the state allows: what devices keep getting wrong."""
+        st_ = self.model.state
+        out: list[tuple[str, int]] = []
+        shown = {s.resource_id for s in st_.scanouts.values() if s.resource_id}
+        for rid, r in sorted(st_.resources.items()):
+            if rid in shown:
+                out.append(("unref-on-scanout", rid))
+            if r.backing is not None:
+                out += [("attach-twice", rid), ("transfer-after-detach", rid)]
+            if r.mapped is not None:
+                out.append(("unref-mapped", rid))
+            if r.width:
+                out.append(("rect-past-edge", rid))
+        out += [("use-after-unref", rid) for rid in self.named if rid not in st_.resources]
+        return out
 
-        @precondition(lambda self: bool(self._mistakes()))
-        @rule(raw=FEW)
-        def mistake(self, raw):
-            """Unref a resource a scanout shows or a mapped blob, attach backing twice, transfer after
-            detaching it, use an id after unref, a rectangle one past the resource's edge or wrapped."""
-            data = Choices(raw)
-            camp.steps += 1
-            kind, rid = data.draw(Among(self._mistakes()))
-            r = self.model.state.resources.get(rid)
-            res = {"resource_id": rid}
-            whole = {**res, "r.width": r.width, "r.height": r.height} if r is not None else res
-            if kind in ("unref-on-scanout", "unref-mapped"):
-                plan = [("VIRTIO_GPU_CMD_RESOURCE_UNREF", res, None)]
-            elif kind == "attach-twice":
-                plan = [("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", res, [{"addr": RAM_BACKING, "length": 4096}])]
-            elif kind == "transfer-after-detach":
-                plan = [("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", res, None),
-                        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
-                        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None)]
-            elif kind == "rect-past-edge":
-                x = data.draw(EDGE_X)  # one past the right edge, or wrapped round u32
-                past = {**whole, "r.x": r.width - whole["r.width"] + 1 if x == 1 else U32, "r.width": whole["r.width"]}
-                plan = [(data.draw(RECT_COMMANDS), past, None)]
-            else:  # use-after-unref
-                plan = [(data.draw(RECT_COMMANDS), {**res, "r.width": 16, "r.height": 16}, None)]
-            for cmd, fields, entries in plan:
-                if cmd == "VIRTIO_GPU_CMD_SET_SCANOUT":
-                    fields = {**fields, "scanout_id": 0}
-                self._send(Step(queue_of.get(cmd) or "controlq", [codec.encode(cmd, fields, entries)],
-                                [answer_size[cmd]], f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+    @precondition(lambda self: bool(self._mistakes()))
+    @rule(raw=FEW)
+    def mistake(self, raw):
+        """Unref a resource a scanout shows or a mapped blob, attach backing twice, transfer after
+        detaching it, use an id after unref, a rectangle one past the resource's edge or wrapped."""
+        data = Choices(raw)
+        self.host.stepped()
+        kind, rid = data.draw(Among(self._mistakes()))
+        r = self.model.state.resources.get(rid)
+        res = {"resource_id": rid}
+        whole = {**res, "r.width": r.width, "r.height": r.height} if r is not None else res
+        if kind in ("unref-on-scanout", "unref-mapped"):
+            plan = [("VIRTIO_GPU_CMD_RESOURCE_UNREF", res, None)]
+        elif kind == "attach-twice":
+            plan = [("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", res, [{"addr": RAM_BACKING, "length": 4096}])]
+        elif kind == "transfer-after-detach":
+            plan = [("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", res, None),
+                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
+                    ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None)]
+        elif kind == "rect-past-edge":
+            x = data.draw(EDGE_X)  # one past the right edge, or wrapped round u32
+            past = {**whole, "r.x": r.width - whole["r.width"] + 1 if x == 1 else U32, "r.width": whole["r.width"]}
+            plan = [(data.draw(RECT_COMMANDS), past, None)]
+        else:  # use-after-unref
+            plan = [(data.draw(RECT_COMMANDS), {**res, "r.width": 16, "r.height": 16}, None)]
+        for cmd, fields, entries in plan:
+            if cmd == "VIRTIO_GPU_CMD_SET_SCANOUT":
+                fields = {**fields, "scanout_id": 0}
+            self._send(Step(self.vocab.queue_of.get(cmd) or "controlq", [self.vocab.codec.encode(cmd, fields, entries)],
+                            [self.vocab.answer_size[cmd]], f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
 
-        @rule(raw=ENTROPY)
-        def framing(self, raw):
-            self._burst(Choices(raw), self._framed)
+    @rule(raw=ENTROPY)
+    def framing(self, raw):
+        self._burst(Choices(raw), self._framed)
 
-        def _framed(self, data: Choices) -> None:
-            # The framing's own choices first, so that they come from drawn bytes, not the zeros past them.
-            kind = data.draw(_among(FRAMINGS))
-            cut = data.draw(CUT)
-            cmd = data.draw(any_command)
-            raw, _ = self._message(data, cmd, "valid")
-            q = queue_of.get(cmd) or "controlq"
-            outs, ins = [raw], [answer_size[cmd]]
-            if kind == "truncate":
-                outs = [raw[:cut % len(raw)]] if len(raw) > 1 else [b""]
-            elif kind == "oversize":
-                outs = [raw + data.draw(EXTRA)]
-            elif kind == "split":
-                cut = 1 + cut % max(1, len(raw) - 1)
-                outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
-            elif kind == "small-answer":
-                # at least one byte: a zero-sized buffer is a virtio error that breaks the whole device
-                ins = [1 + cut % max(1, answer_size[cmd] - 1)]
-            elif kind == "garbage-type":
-                outs = [data.draw(_ints(0, U32)).to_bytes(4, "little") + raw[4:]]
-            elif kind == "no-answer-buffer":
-                ins = []
-            outs = [o for o in outs if o] or [bytes(1)]
-            self._send(Step(q, outs, ins, f"framing {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}", framed=True))
-
-    DeviceMachine.__name__ = f"DeviceMachine_{camp.target.name}"
-    return DeviceMachine
+    def _framed(self, data: Choices) -> None:
+        # The framing's own choices first, so that they come from drawn bytes, not the zeros past them.
+        kind = data.draw(_among(FRAMINGS))
+        cut = data.draw(CUT)
+        cmd = data.draw(self.vocab.any_command)
+        raw, _ = self._message(data, cmd, "valid")
+        q = self.vocab.queue_of.get(cmd) or "controlq"
+        outs, ins = [raw], [self.vocab.answer_size[cmd]]
+        if kind == "truncate":
+            outs = [raw[:cut % len(raw)]] if len(raw) > 1 else [b""]
+        elif kind == "oversize":
+            outs = [raw + data.draw(EXTRA)]
+        elif kind == "split":
+            cut = 1 + cut % max(1, len(raw) - 1)
+            outs = [raw[:cut], raw[cut:]] if cut < len(raw) else [raw[:1], raw[1:]]
+        elif kind == "small-answer":
+            # at least one byte: a zero-sized buffer is a virtio error that breaks the whole device
+            ins = [1 + cut % max(1, self.vocab.answer_size[cmd] - 1)]
+        elif kind == "garbage-type":
+            outs = [data.draw(_ints(0, U32)).to_bytes(4, "little") + raw[4:]]
+        elif kind == "no-answer-buffer":
+            ins = []
+        outs = [o for o in outs if o] or [bytes(1)]
+        self._send(Step(q, outs, ins, f"framing {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}", framed=True))
 

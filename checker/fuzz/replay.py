@@ -8,7 +8,7 @@ from typing import Sequence
 from virtgpu_conform.model.protocol import Protocol
 
 from virtgpu_conform.checker.traces.events import TraceError, Where
-from .machine import Step
+from .step import Step
 from .oracle import Observation, Oracle, screen_of
 from .record import session_header
 from virtgpu_conform.checker.devices.target import Target

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from test_qemu_target import _need_qemu
 from test_vhost_user_target import _target as _vhost
 from virtgpu_conform.checker.cli.main import main
-from virtgpu_conform.checker.fuzz.machine import Step
+from virtgpu_conform.checker.fuzz.step import Step
 from virtgpu_conform.checker.fuzz.pixels import PATTERN_BASE, channel_order
 from virtgpu_conform.checker.fuzz.replay import replay
 from virtgpu_conform.checker.devices.qemu import QemuTarget
