@@ -3,93 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from dataclasses import dataclass, field
 from typing import Optional
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from virtgpu_conform.spec.load import load_spec
-
-from ..version import tool_version
-
+from ..check.engine import MAX_CANDIDATES
+from ..check.findings import VERDICTS
+from ..check.session import CheckResult, Recording, SessionResult, check_session, plan, protocol_for
+from ..traces import sources
+from ..traces.events import TraceError
 from . import console
-from virtgpu_conform.checker.traces import sources
 from .console import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
-from virtgpu_conform.checker.check.engine import MAX_CANDIDATES, Checker
-from virtgpu_conform.checker.check.findings import RESULT_SCHEMA, RESULT_VERSION, VERDICTS
-from virtgpu_conform.checker.check.timeline import Timeline
-from virtgpu_conform.checker.traces.events import Exchange, Reset, TraceError, Where
 
 _PROGRESS_BYTES = 8 << 20  # files smaller than this finish before a progress bar is worth drawing
-
-
-@dataclass
-class Target:
-    """One session to check: a file, or a directory whose trace files are one session seen from several sides."""
-
-    label: str
-    files: list[tuple[str, str]] = field(default_factory=list)  # (path, format)
-    skipped: list[str] = field(default_factory=list)
-
-
-def targets(paths: tuple[str, ...], fmt: Optional[str]) -> list[Target]:
-    out = []
-    for path in paths:
-        if os.path.isdir(path):
-            t = Target(path)
-            kinds: dict[str, str] = {}
-            for name in sorted(os.listdir(path)):
-                full = os.path.join(path, name)
-                if not os.path.isfile(full):
-                    continue
-                try:
-                    kind = fmt or sources.detect(full)
-                except TraceError:
-                    t.skipped.append(f"{name} (not a trace)")
-                    continue
-                if kind in kinds:
-                    t.skipped.append(f"{name} (a second {kind} trace; {kinds[kind]} is used)")
-                    continue
-                kinds[kind] = name
-                t.files.append((full, kind))
-            if not t.files:
-                raise TraceError(Where(path, 0), "the directory holds no trace file this tool reads",
-                                 "see README.md, 'Trace formats'")
-            if "native" in kinds and "qemu" in kinds:
-                raise TraceError(Where(path, 0), "a native trace and a QEMU log in one session directory",
-                                 "check them as separate files")
-            t.files.sort(key=lambda f: f[1] == "guest")  # the device-side source leads
-            out.append(t)
-        else:
-            out.append(Target(path, [(path, fmt or sources.detect(path))]))
-    return out
-
-
-def run(target: Target, checker: Checker, codec, progress=None, timeline: Optional[Timeline] = None) -> Optional[str]:
-    """Feed one session to the checker; returns where it stopped when interrupted."""
-    streams = [sources.READERS[kind](sources.numbered_lines(path, progress), path, codec) for path, kind in target.files]
-    evs = streams[0]
-    for extra in streams[1:]:
-        evs = sources.merged(evs, extra)
-    try:
-        if timeline is None:
-            for ev in evs:
-                checker.feed(ev)
-        else:
-            for ev in evs:
-                checker.feed(ev)
-                if type(ev) is Exchange:
-                    timeline.after(ev, checker.cands[0].state)
-                elif type(ev) is Reset:
-                    timeline.reset(checker.exchanges)
-    except KeyboardInterrupt:
-        return f"interrupted after {checker.exchanges} exchanges"
-    checker.finish()
-    return None
 
 
 @click.command()
@@ -117,31 +46,24 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
     Exits 0 when nothing was found, 1 on definite findings, 3 when every finding is
     only possible (the trace leaves the verdict open), 2 on unusable input.
     """
-    from virtgpu_conform.model.protocol import Protocol
-
     if report_fmt and not output:
         raise click.UsageError("--report needs -o FILE (stdout carries the check's own summary)")
     if output and not report_fmt:
         raise click.UsageError("-o is where --report writes; add --report FORMAT")
     try:
-        plan = targets(traces, fmt)
+        recordings = plan(traces, fmt)
     except TraceError as exc:
         console.err.print(str(exc), markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    protocol = Protocol(load_spec(None, None))
-    results = []
-    for target in plan:
-        checker = Checker(protocol, profile, candidates)
-        timeline = Timeline() if json_path or report_fmt else None
-        stopped = _with_progress(target, checker, protocol.codec, timeline)
-        results.append(_result(target, checker, stopped))
-        if timeline is not None:
-            results[-1]["timeline"] = timeline.to_json(checker.exchanges)
-        _print(target, checker, results[-1], all_requirements)
-        if stopped:
+    protocol = protocol_for(None)
+    result = CheckResult([], profile, protocol.ir.version)
+    for rec in recordings:
+        s = _with_progress(rec, protocol, profile, candidates, timeline=bool(json_path or report_fmt))
+        result.sessions.append(s)
+        _print(s, all_requirements)
+        if s.interrupted:
             break
-    doc = {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "tool": tool_version(), "profile": profile,
-           "spec_version": protocol.ir.version, "sessions": results, "totals": _totals(results)}
+    doc = result.to_json()
     if json_path:
         try:
             with open(json_path, "w") as f:
@@ -151,10 +73,9 @@ def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: 
             sys.exit(EXIT_USAGE)
     if report_fmt:
         _write_report(doc, json_path or "<check>", report_fmt, output, spec_dir)
-    t = doc["totals"]
-    if any(r["interrupted"] for r in results):
+    if result.interrupted:
         sys.exit(130)
-    sys.exit(EXIT_FINDINGS if t["definite"] else EXIT_INCONCLUSIVE if t["possible"] else EXIT_OK)
+    sys.exit(EXIT_FINDINGS if result.definite else EXIT_INCONCLUSIVE if result.possible else EXIT_OK)
 
 
 def _write_report(doc: dict, name: str, fmt: str, output: str, spec_dir: Optional[str]) -> None:
@@ -171,54 +92,24 @@ def _write_report(doc: dict, name: str, fmt: str, output: str, spec_dir: Optiona
         sys.exit(EXIT_USAGE)
 
 
-def _with_progress(target: Target, checker: Checker, codec, timeline=None) -> Optional[str]:
-    size = sum(os.path.getsize(p) for p, _ in target.files)
-    if not console.err.is_terminal or size < _PROGRESS_BYTES:
-        return run(target, checker, codec, timeline=timeline)
+def _with_progress(rec: Recording, protocol, profile: str, candidates: int, timeline: bool) -> SessionResult:
+    if not console.err.is_terminal or rec.size < _PROGRESS_BYTES:
+        return check_session(rec, protocol, profile, candidates, timeline)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console.err, transient=True) as bar:
-        task = bar.add_task(f"checking {target.label}", total=size, rate="")
+        task = bar.add_task(f"checking {rec.label}", total=rec.size, rate="")
 
-        def progress(chars: int) -> None:
-            bar.update(task, advance=chars, rate=f"{checker.exchanges:,} exchanges")
+        def progress(label: str, done: int, total: int, exchanges: int) -> None:
+            bar.update(task, completed=done, rate=f"{exchanges:,} exchanges")
 
-        return run(target, checker, codec, progress, timeline)
-
-
-def _result(target: Target, c: Checker, stopped: Optional[str]) -> dict:
-    verdicts = c.verdicts()
-    return {
-        "target": target.label,
-        "sources": [{"file": p, "format": k} for p, k in target.files],
-        "skipped_files": target.skipped,
-        "interrupted": stopped,
-        "exchanges": c.exchanges,
-        "unidentified": c.unidentified,
-        "commands": dict(sorted(c.commands.items())),
-        "max_candidates": c.max_split,
-        "uncertain": sorted(set(c.uncertain.values())),
-        "diagnostics": {"counts": dict(sorted(c.diagnostics.items())),
-                        "first": [{"at": str(d.where), "level": d.level, "code": d.code, "message": d.message}
-                                  for d in c.first_diagnostics]},
-        "findings": [f.to_json() for f in c.findings],
-        "divergences": [{"command": k[0], "check": k[1], **v} for k, v in sorted(c.divergences.items())],
-        "requirements": verdicts,
-        "verdict_counts": {v: sum(1 for r in verdicts.values() if r["verdict"] == v) for v in VERDICTS},
-    }
+        return check_session(rec, protocol, profile, candidates, timeline, progress=progress)
 
 
-def _totals(results: list[dict]) -> dict:
-    return {"sessions": len(results),
-            "exchanges": sum(r["exchanges"] for r in results),
-            "definite": sum(1 for r in results for f in r["findings"] if f["definite"]),
-            "possible": sum(1 for r in results for f in r["findings"] if not f["definite"]),
-            "diagnostics": sum(sum(r["diagnostics"]["counts"].values()) for r in results)}
-
-
-def _print(target: Target, c: Checker, r: dict, all_requirements: bool) -> None:
+def _print(s: SessionResult, all_requirements: bool) -> None:
     out = console.out
+    c, target, r = s.checker, s.recording, s.to_json()
     kinds = " + ".join(k for _, k in target.files)
     out.print(f"[bold]{escape(target.label)}[/] ({kinds}{', merged' if len(target.files) > 1 else ''})")
     cmds = ", ".join(f"{k.removeprefix('VIRTIO_GPU_CMD_')} {v}" for k, v in sorted(c.commands.items(), key=lambda x: -x[1]))

@@ -17,8 +17,8 @@ from . import console
 from .console import EXIT_BUG, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from virtgpu_conform.checker.traces.events import TraceError
 
-TARGETS = ("reference", "qemu", "vhost-user-gpu", "adapter")
-FAILING = ("violation", "crash", "liveness")  # kinds that make the exit code 1; divergences are reported only
+from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.fuzz.run import FAILING, KINDS as TARGETS
 
 
 def _seconds(text: Optional[str]) -> Optional[float]:
@@ -28,38 +28,6 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     if not m:
         raise click.BadParameter(f"{text!r} is not a duration (30s, 5m, 1h, or seconds)", param_hint="--time")
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-
-
-def make_target_factory(ir, target: str, qemu: str, device_opts: str, adapter: Optional[str],
-                        adapter_socket: Optional[str], timeout: float, qemu_args: tuple[str, ...] = (),
-                        features: Optional[frozenset[str]] = None, pixels: bool = True,
-                        backend: Optional[str] = None):
-    """A function that builds a fresh target, its logs in `log_dir` when given (a saved case's directory)."""
-    from virtgpu_conform.checker.devices.qemu import QemuTarget
-    from virtgpu_conform.checker.devices.target import ReferenceTarget
-
-    def make(log_dir: Optional[str]):
-        def at(name: str) -> Optional[str]:
-            return os.path.join(log_dir, name) if log_dir else None
-        if target == "reference":
-            return ReferenceTarget(ir, features)
-        if target == "qemu":
-            device = "virtio-gpu-pci" + (f",{device_opts}" if device_opts else "")
-            return QemuTarget(ir, features, qemu=qemu, device=device, log_path=at("qemu-trace.log"),
-                              qtest_log=at("qtest.log"), timeout=timeout, extra=qemu_args, pixels=pixels)
-        if target == "vhost-user-gpu":
-            from virtgpu_conform.checker.devices.vhost_user import VhostUserGpuTarget
-            from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES
-            # the campaign's own target is reset for every case; one for a saved case's replay is used once
-            return VhostUserGpuTarget(ir, features, qemu=qemu, extra=qemu_args, log_path=at("qemu-trace.log"),
-                                      qtest_log=at("qtest.log"), backend_log=at("backend.log"), timeout=timeout,
-                                      spares=0 if log_dir else SPARES, pixels=pixels, backend=backend or BACKEND)
-        from virtgpu_conform.checker.devices.adapter import AdapterTarget
-        if not (adapter or adapter_socket):
-            raise click.UsageError("--target adapter needs --adapter 'PROGRAM ARGS' or --adapter-socket PATH")
-        return AdapterTarget(ir, command=adapter, features=features, socket_path=adapter_socket, log_path=at("device-stderr.log"),
-                             timeout=timeout)
-    return make
 
 
 @click.command()
@@ -112,77 +80,40 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
     and `fuzz --replay` re-runs. Ctrl-C stops
     the campaign and keeps what was found.
     """
-    from virtgpu_conform.model.protocol import Protocol
-    from virtgpu_conform.spec.load import load_snapshot
-
-    from virtgpu_conform.checker.devices import affinity
     from virtgpu_conform.checker.devices.target import TargetError
+    from virtgpu_conform.checker.fuzz.run import DeviceSpec
 
     try:
-        pin = affinity.choose(cpu)
+        affinity.choose(cpu)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cpu") from None
-    protocol = Protocol(load_snapshot())
-    targets = tuple(dict.fromkeys(targets)) or ("reference",)
-    target = "+".join(targets)
-    def maker(t: str, features: Optional[frozenset[str]] = None):
-        return make_target_factory(protocol.ir, t, qemu, device_opts, adapter, adapter_socket, timeout, qemu_args,
-                                   features, pixels, vhost_backend)
-    if len(targets) == 1:
-        make = maker(targets[0])
-    else:
-        from virtgpu_conform.checker.fuzz.differential import MirrorTarget
-
-        def build(log_dir: Optional[str], features: Optional[frozenset[str]]) -> list:
-            built = []
-            try:
-                for t in targets:
-                    sub = os.path.join(log_dir, t) if log_dir else None
-                    if sub:
-                        os.makedirs(sub, exist_ok=True)
-                    built.append(maker(t, features if features is not None else
-                                       (built[0].settings.features if built else None))(sub))
-            except BaseException:
-                for b in built:
-                    b.close()
-                raise
-            return built
-
-        def make(log_dir: Optional[str]):
-            built = build(log_dir, None)
-            # Every target must see the same device: what they all agreed to, or a request one of
-            # them may refuse for a feature it lacks would show up as a divergence.
-            common = frozenset.intersection(*(b.settings.features for b in built))
-            if any(b.settings.features != common for b in built):
-                for b in built:
-                    b.close()
-                built = build(log_dir, common)
-            return MirrorTarget(built)
+    names = tuple(dict.fromkeys(targets)) or ("reference",)
     try:
-        if replay_path and len(targets) > 1:
+        devices = [DeviceSpec(n, qemu=qemu, qemu_args=qemu_args, device_opts=device_opts, backend=vhost_backend,
+                              adapter=adapter, adapter_socket=adapter_socket, timeout=timeout, pixels=pixels)
+                   for n in names]
+    except ValueError as exc:
+        raise click.UsageError(f"--target {exc}") from None
+    try:
+        if replay_path and len(devices) > 1:
             raise click.UsageError("--replay re-runs a case on one --target")
         seconds = _seconds(duration)
-        if seconds is None and examples is None:
-            seconds = 60.0
-        if pipeline is None:  # before pinning narrows what this process may use
-            pipeline = survey and targets != ("reference",) and len(affinity.usable()) >= 2
-        with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
-            if replay_path:
-                code = _replay(protocol, make, replay_path, out, profile)
-            else:
-                code = _campaign(protocol, make, seconds, examples, seed, steps, out or "fuzz-out", profile,
-                                 pipeline=pipeline, hunt=not survey)
+        if replay_path:
+            code = _replay(devices[0], replay_path, out, profile, cpu)
+        else:
+            code = _campaign(devices, seconds, examples, seed, steps, out or "fuzz-out", profile, cpu,
+                             pipeline=pipeline, survey=survey)
         sys.exit(code)
     except TargetError as exc:
-        console.err.print(f"fuzz: the {target} target cannot run here: {exc}", markup=False, soft_wrap=True)
+        console.err.print(f"fuzz: the {'+'.join(names)} target cannot run here: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except TraceError as exc:
         console.err.print(f"fuzz: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
 
 
-def _campaign(protocol, make, seconds, examples, seed, steps, out, profile, pipeline=False, hunt=True) -> int:
-    from virtgpu_conform.checker.fuzz.campaign import Campaign
+def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeline=None, survey=False) -> int:
+    from virtgpu_conform.checker.fuzz.run import fuzz as run_campaign
 
     live: Optional[Live] = None
     reported: set = set()
@@ -201,18 +132,21 @@ def _campaign(protocol, make, seconds, examples, seed, steps, out, profile, pipe
         if live is not None:
             live.update(line(c))
 
-    camp = Campaign(protocol, make, profile=profile, out=out, seed=seed, steps=steps, progress=progress,
-                    pipeline=pipeline, hunt=hunt)
-    if console.err.is_terminal:
-        live = Live(line(camp), console=console.err, refresh_per_second=4, transient=True)
-        live.start()
+    def started(camp) -> None:
+        nonlocal live
+        if console.err.is_terminal:
+            live = Live(line(camp), console=console.err, refresh_per_second=4, transient=True)
+            live.start()
+
     try:
-        camp.run(seconds=seconds, examples=examples)
+        result = run_campaign(devices, time=seconds, examples=examples, seed=seed, steps=steps, out=out,
+                              profile=profile, survey=survey, pipeline=pipeline, cpu=cpu, progress=progress,
+                              started=started)
     finally:
         if live is not None:
             live.stop()
-    progress(camp)
-    r = camp.result()
+    progress(result.campaign)
+    r = result.doc
     why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
     console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
                       f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s"
@@ -262,21 +196,14 @@ def _print_differential(r: dict) -> None:
     console.out.print(t)
 
 
-def _replay(protocol, make, path: str, out: Optional[str], profile: str) -> int:
-    from virtgpu_conform.checker.fuzz.replay import replay, steps_from_trace
+def _replay(device, path: str, out: Optional[str], profile: str, cpu: str) -> int:
+    from virtgpu_conform.checker.fuzz.run import replay
 
-    steps = steps_from_trace(path)
-    dest = out or os.path.dirname(os.path.abspath(path))
-    os.makedirs(dest, exist_ok=True)
-    target = make(dest)
-    try:
-        trace = os.path.join(dest, "replay.ndjson")
-        obs = replay(protocol, target, steps, trace, profile)
-    finally:
-        target.close()
-    console.out.print(f"replayed {len(steps)} requests of {escape(path)} on {target.name}: {escape(trace)}", soft_wrap=True)
-    for o in obs:
+    r = replay(path, device, out, profile, cpu)
+    console.out.print(f"replayed {r.steps} requests of {escape(path)} on {device.name}: {escape(r.trace)}",
+                      soft_wrap=True)
+    for o in r.observations:
         console.out.print(f"  line {o.line}: {escape(str(o.signature))}: {escape(o.message)}", soft_wrap=True)
-    if not obs:
+    if not r.observations:
         console.out.print("  no device findings", soft_wrap=True)
-    return EXIT_FINDINGS if any(o.signature.kind in FAILING for o in obs) else EXIT_OK
+    return EXIT_FINDINGS if r.failing else EXIT_OK

@@ -15,15 +15,9 @@ from virtgpu_conform.checker.report import FORMATS, make_report, render
 def write(doc: dict, fmt: str, output: Optional[str]) -> None:
     """Print (text, or any format without -o) or write the report atomically."""
     if fmt == "text" and not output:
-        from virtgpu_conform.checker.report.text import render as text
-        text(doc, console.out)
-        return
-    if fmt == "text":
-        from rich.console import Console
+        from virtgpu_conform.checker.report.text import show
 
-        from virtgpu_conform.checker.report.text import render as text
-        with open(output, "w", encoding="utf-8") as fh:
-            text(doc, Console(file=fh, width=160, no_color=True, highlight=False))
+        show(doc, console.out)
         return
     body = render(doc, fmt)
     if not output:

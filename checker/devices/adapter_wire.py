@@ -38,6 +38,8 @@ import struct
 import time
 from typing import Sequence
 
+from virtgpu_conform.spec.errors import Error
+
 MAGIC = b"VGCA"
 VERSION = 1
 HELLO, REQUEST, REPLY, RESET, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -52,15 +54,15 @@ _REQUEST = struct.Struct("<HHHH")
 _REPLY = struct.Struct("<B3xI")
 
 
-class ProtocolError(Exception):
+class ProtocolError(Error):
     """The other side sent something that is not a frame of this protocol."""
 
 
-class Timeout(Exception):
+class Timeout(Error):
     pass
 
 
-class Closed(Exception):
+class Closed(Error):
     pass
 
 

@@ -10,9 +10,11 @@ import tempfile
 import time
 from typing import Optional
 
+from virtgpu_conform.spec.errors import Error
 
 
-class QmpError(Exception):
+
+class QmpError(Error):
     pass
 
 

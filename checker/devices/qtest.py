@@ -13,11 +13,13 @@ import time
 import weakref
 from typing import Optional, Sequence
 
+from virtgpu_conform.spec.errors import Error
+
 _LIVE: "weakref.WeakSet[QemuProcess]" = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1
 
 
-class QemuGone(Exception):
+class QemuGone(Error):
     """QEMU exited or stopped answering; `log` holds the tail of what it printed."""
 
     def __init__(self, message: str, log: str = ""):

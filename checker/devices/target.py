@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from virtgpu_conform.model.device import ReferenceDevice, default_settings
 from virtgpu_conform.model.state import Settings
 from virtgpu_conform.spec.ir import SpecIR
+from virtgpu_conform.spec.errors import Error
 
 
 QUEUES = {"controlq": 0, "cursorq": 1}
@@ -22,7 +23,7 @@ class Reply:
     detail: str = ""
 
 
-class TargetError(Exception):
+class TargetError(Error):
     """A target that cannot be started here (missing binary, device refused to initialise)."""
 
 

@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 from .qtest import QemuProcess
 
+from virtgpu_conform.spec.errors import Error
+
 VENDOR_VIRTIO, DEVICE_GPU = 0x1AF4, 0x1050
 VERSION_1 = 32  # the feature bit every modern device offers
 CAP_VENDOR = 0x09
@@ -26,11 +28,11 @@ DATA_BASE = 0x00400000  # guest RAM for request and response buffers, reused per
 DATA_SIZE = 0x00400000
 
 
-class DeviceError(Exception):
+class DeviceError(Error):
     """The device did not behave like a virtio-pci device (not found, refused the features, ...)."""
 
 
-class Stalled(Exception):
+class Stalled(Error):
     """A chain the device never completed: the queue cannot be trusted any more."""
 
 

@@ -224,11 +224,13 @@ class DeviceMachine(RuleBasedStateMachine):
     pipe: ClassVar[Optional[Pipeline]]
 
     @classmethod
-    def bind(cls, host: Host) -> type["DeviceMachine"]:
-        """A machine class for `host`, named for its target: hypothesis' example database keys saved
-        cases by that name, so every process binding the same target replays the same cases."""
+    def bind(cls, host: Host, key: str = "") -> type["DeviceMachine"]:
+        """A machine class for `host`, named for its target (and `key`, what tells this device from
+        others of its kind): hypothesis' example database keys saved cases by that name, so every
+        process that binds the same device replays the cases another one saved."""
         pipe = host.target if isinstance(host.target, Pipeline) else None
-        return type(f"DeviceMachine_{host.target.name}", (cls,),
+        name = f"DeviceMachine_{host.target.name}" + (f"_{key}" if key else "")
+        return type(name.replace("-", "_"), (cls,),
                     {"host": host, "vocab": vocabulary(host.protocol), "pipe": pipe, "__module__": cls.__module__})
 
     def __init__(self):

@@ -27,13 +27,15 @@ from typing import Callable, Optional, Sequence
 from virtgpu_conform.checker.devices import affinity
 from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
 
+from virtgpu_conform.spec.errors import Error
+
 _PR_SET_PDEATHSIG = 1
 DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device
 TARGET_ERROR = "target-error"  # the status of a chain the target raised TargetError on (an adapter's device)
 BATCH = 8  # chains a message carries: a pipe write, and a read of their answers, costs as much as judging one
 
 
-class SenderFailed(RuntimeError):
+class SenderFailed(Error, RuntimeError):
     """The sending process hit a bug of the tool's, or exited without a word."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -11,7 +13,14 @@ from .common import MARK, column_size, findings_of, rows, short_req, where
 STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "not-applicable": "dim", "not-exercised": "dim"}
 
 
-def render(doc: dict, out: Console) -> None:
+def render(doc: dict) -> str:
+    """The terminal view as plain text (160 columns, no colour): what `report -o FILE --format text` writes."""
+    buf = io.StringIO()
+    show(doc, Console(file=buf, width=160, no_color=True, highlight=False))
+    return buf.getvalue()
+
+
+def show(doc: dict, out: Console) -> None:
     cols = doc["columns"]
     out.print(f"[bold]virtio-gpu conformance report[/] (spec {escape(doc['spec']['version'])}, "
               f"{doc['totals']['requirements']} requirements)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from virtgpu_conform.model.codec import Message
+from virtgpu_conform.spec.errors import Error
 
 CONTROLQ, CURSORQ = "controlq", "cursorq"
 # why a request has no answer in the trace
@@ -111,7 +112,7 @@ class Diagnostic:
 Event = Union[Exchange, Reset, Session, Diagnostic]
 
 
-class TraceError(Exception):
+class TraceError(Error):
     """A trace that cannot be read at all (missing file, unknown format); carries the place and a hint."""
 
     def __init__(self, where: Where, message: str, hint: str = ""):

@@ -88,7 +88,7 @@ def test_a_bug_in_the_tool_is_one_line_exit_4_and_a_saved_traceback(monkeypatch,
     def broken(*a, **k):
         raise ZeroDivisionError("seeded bug")
 
-    monkeypatch.setattr(check_cli, "run", broken)
+    monkeypatch.setattr(check_cli, "check_session", broken)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)

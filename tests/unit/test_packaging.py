@@ -1,4 +1,5 @@
-"""pyproject's package list matches the package folders on disk (package-dir mapping)."""
+"""pyproject's package list matches the package folders on disk (package-dir mapping), and the
+package root carries the API and py.typed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TOP = {"spec": "virtgpu_conform.spec", "model": "virtgpu_conform.model", "checker": "virtgpu_conform.checker"}
+TOP = {"api": "virtgpu_conform", "spec": "virtgpu_conform.spec", "model": "virtgpu_conform.model",
+       "checker": "virtgpu_conform.checker"}
 
 
 def test_packages_match_folders():
@@ -19,7 +21,9 @@ def test_packages_match_folders():
             on_disk.add(".".join((pkg,) + rel.parts))
     assert declared == on_disk
     assert cfg["package-dir"] == {pkg: folder for folder, pkg in TOP.items()}
-    assert not (REPO / "virtgpu_conform").exists()  # the namespace has no folder of its own
+    # No virtgpu_conform/ folder: in a source tree it would shadow the installed package's subpackages.
+    assert not (REPO / "virtgpu_conform").exists()
+    assert (REPO / "api" / "py.typed").is_file() and "py.typed" in cfg["package-data"]["virtgpu_conform"]
 
 
 def test_grammars_and_snapshot_are_package_data():

@@ -1,0 +1,264 @@
+"""Fuzzing as a library: the devices a campaign can drive, named the way users think of them,
+`fuzz()` to run a campaign and `replay()` to re-run a saved case. The CLI's `fuzz` and the
+pytest plugin call these."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+
+from virtgpu_conform.checker.check.session import protocol_for
+from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.devices.target import Target
+from virtgpu_conform.model.protocol import Protocol
+from virtgpu_conform.spec.errors import Error
+from virtgpu_conform.spec.ir import SpecIR
+
+if TYPE_CHECKING:  # the campaign pulls in hypothesis: not at the CLI's start
+    from .campaign import Campaign
+    from .oracle import Observation
+
+KINDS = ("reference", "qemu", "vhost-user-gpu", "adapter")
+FAILING = ("violation", "crash", "liveness")  # kinds a device fails on; divergences are reported only
+MakeTarget = Callable[[Optional[str]], Target]
+
+
+class DeviceNotConformant(Error, AssertionError):
+    """`FuzzResult.assert_conformant()` found violations, crashes or answers that never came."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device to fuzz. `kind`: reference (the model's own, embedded), qemu (QEMU's virtio-gpu-pci),
+    vhost-user-gpu (QEMU's separate backend behind vhost-user-gpu-pci) or adapter (a program or
+    unix socket speaking the adapter protocol). The rest applies to the kinds it names."""
+
+    kind: str = "reference"
+    qemu: str = "qemu-system-x86_64"  # qemu, vhost-user-gpu: the binary
+    qemu_args: tuple[str, ...] = ()  # qemu, vhost-user-gpu: extra arguments (-L DIR for an unpacked QEMU)
+    device_opts: str = ""  # qemu: virtio-gpu-pci properties, e.g. "edid=off,max_outputs=2"
+    backend: Optional[str] = None  # vhost-user-gpu: the backend program (default: Debian's)
+    adapter: Optional[str] = None  # adapter: the program to start ("PROGRAM ARGS")
+    adapter_socket: Optional[str] = None  # adapter: a unix socket to connect to instead
+    timeout: float = 0.2  # seconds to wait for one answer; longer is a liveness finding
+    pixels: bool = True  # the pixel oracle, on QEMU-hosted targets
+    features: Optional[frozenset[str]] = None  # feature names the driver accepts (default: all)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown device kind {self.kind!r}: one of {', '.join(KINDS)}")
+        if self.kind == "adapter" and not (self.adapter or self.adapter_socket):
+            raise ValueError("an adapter device needs adapter='PROGRAM ARGS' or adapter_socket=PATH")
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def cli_args(self) -> list[str]:
+        """The `virtgpu-conform fuzz` options that name this device."""
+        out = ["--target", self.kind]
+        if self.kind in ("qemu", "vhost-user-gpu"):
+            if self.qemu != DeviceSpec.qemu:
+                out += ["--qemu", self.qemu]
+            out += [f"--qemu-arg={a}" for a in self.qemu_args]
+        if self.kind == "qemu" and self.device_opts:
+            out += ["--device-opts", self.device_opts]
+        if self.kind == "vhost-user-gpu" and self.backend:
+            out += ["--backend", self.backend]
+        if self.kind == "adapter":
+            out += ["--adapter", self.adapter] if self.adapter else ["--adapter-socket", str(self.adapter_socket)]
+        if self.timeout != DeviceSpec.timeout:
+            out += ["--timeout", f"{self.timeout:g}"]
+        if not self.pixels and self.kind != "reference":
+            out.append("--no-pixels")
+        return out
+
+    def factory(self, ir: SpecIR, features: Optional[frozenset[str]] = None) -> MakeTarget:
+        """A function building a fresh target, its logs in the directory it is given (or its own)."""
+        want = features if features is not None else self.features
+
+        def make(log_dir: Optional[str]) -> Target:
+            def at(name: str) -> Optional[str]:
+                return os.path.join(log_dir, name) if log_dir else None
+
+            if self.kind == "reference":
+                from virtgpu_conform.checker.devices.target import ReferenceTarget
+
+                return ReferenceTarget(ir, want)
+            if self.kind == "qemu":
+                from virtgpu_conform.checker.devices.qemu import QemuTarget
+
+                device = "virtio-gpu-pci" + (f",{self.device_opts}" if self.device_opts else "")
+                return QemuTarget(ir, want, qemu=self.qemu, device=device, log_path=at("qemu-trace.log"),
+                                  qtest_log=at("qtest.log"), timeout=self.timeout, extra=self.qemu_args,
+                                  pixels=self.pixels)
+            if self.kind == "vhost-user-gpu":
+                from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES, VhostUserGpuTarget
+
+                # a campaign's own target is reset for every case; one for a saved case's replay is used once
+                return VhostUserGpuTarget(ir, want, qemu=self.qemu, extra=self.qemu_args,
+                                          log_path=at("qemu-trace.log"), qtest_log=at("qtest.log"),
+                                          backend_log=at("backend.log"), timeout=self.timeout,
+                                          spares=0 if log_dir else SPARES, pixels=self.pixels,
+                                          backend=self.backend or BACKEND)
+            from virtgpu_conform.checker.devices.adapter import AdapterTarget
+
+            return AdapterTarget(ir, command=self.adapter, features=want, socket_path=self.adapter_socket,
+                                 log_path=at("device-stderr.log"), timeout=self.timeout)
+        return make
+
+
+Devices = Union[str, DeviceSpec, Sequence[Union[str, DeviceSpec]]]
+
+
+def devices_of(target: Devices) -> list[DeviceSpec]:
+    items = [target] if isinstance(target, (str, DeviceSpec)) else list(target)
+    out = [DeviceSpec(t) if isinstance(t, str) else t for t in items]
+    if not out:
+        raise ValueError("no device to fuzz")
+    kinds = [d.kind for d in out]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"a device kind named twice ({', '.join(kinds)}): a differential run takes each once")
+    return out
+
+
+def target_factory(devices: Sequence[DeviceSpec], ir: SpecIR) -> MakeTarget:
+    """What a campaign starts: the one device, or for several a MirrorTarget that sends every chain
+    to each (the first leads), all negotiated down to the features every one of them agreed to."""
+    if len(devices) == 1:
+        return devices[0].factory(ir)
+    from .differential import MirrorTarget
+
+    def build(log_dir: Optional[str], features: Optional[frozenset[str]]) -> list[Target]:
+        built: list[Target] = []
+        try:
+            for d in devices:
+                sub = os.path.join(log_dir, d.name) if log_dir else None
+                if sub:
+                    os.makedirs(sub, exist_ok=True)
+                built.append(d.factory(ir, features if features is not None else
+                                       (built[0].settings.features if built else None))(sub))
+        except BaseException:
+            for b in built:
+                b.close()
+            raise
+        return built
+
+    def make(log_dir: Optional[str]) -> Target:
+        built = build(log_dir, None)
+        # Every target must see the same device: what they all agreed to, or a request one of
+        # them may refuse for a feature it lacks would show up as a divergence.
+        common = frozenset.intersection(*(b.settings.features for b in built))
+        if any(b.settings.features != common for b in built):
+            for b in built:
+                b.close()
+            built = build(log_dir, common)
+        return MirrorTarget(built)
+    return make
+
+
+@dataclass
+class FuzzResult:
+    """A finished (or stopped) campaign: its `fuzz-result.json` document and where it was written."""
+
+    doc: dict
+    out: Optional[str]
+    campaign: Optional["Campaign"] = field(default=None, repr=False)
+
+    @property
+    def findings(self) -> list[dict]:
+        return self.doc["findings"]
+
+    @property
+    def failing(self) -> list[dict]:
+        """Findings the device fails on (violation, crash, liveness); divergences are not."""
+        return [f for f in self.findings if f["kind"] in FAILING]
+
+    @property
+    def commands(self) -> int:
+        return self.doc["commands"]
+
+    def to_json(self) -> dict:
+        return self.doc
+
+    def assert_conformant(self) -> None:
+        """Raise DeviceNotConformant listing each failing finding with its reproducer; a campaign that
+        sent nothing, or stopped on a bug in the tool, never passes."""
+        lines = [f"{f['kind']}: {f['command'] or 'any command'} {f['check']}: {f['message']}"
+                 + (f" (reproducer: {f['reproducer']})" if f["reproducer"] else "") for f in self.failing]
+        if self.doc["commands"] == 0:
+            lines.append("nothing was sent to the device")
+        if self.doc["error"]:
+            lines.append(f"the campaign stopped on a bug in the tool: {self.doc['error']['type']}: "
+                         f"{self.doc['error']['message']}")
+        if lines:
+            raise DeviceNotConformant(f"{self.doc['target']}: {len(lines)} problem{'s' if len(lines) > 1 else ''}:\n"
+                                      + "\n".join(lines))
+
+
+def fuzz(target: Devices = "reference", time: Optional[float] = None, examples: Optional[int] = None,
+         seed: int = 0, steps: int = 40, out: Optional[str] = None, profile: str = "strict", survey: bool = False,
+         pipeline: Optional[bool] = None, cpu: str = "auto", spec: Union[SpecIR, Protocol, None] = None,
+         progress: Optional[Callable[[Campaign], None]] = None,
+         started: Optional[Callable[[Campaign], None]] = None) -> FuzzResult:
+    """Drive a device with model-guided command sequences for `time` seconds or `examples` cases
+    (60 s when neither is given).
+
+    `target`: a kind ("qemu"), a DeviceSpec, or several for a differential run. `out`: where
+    findings, reproducers and `fuzz-result.json` go (nothing is written without it). `survey`:
+    note findings, shrink none. `pipeline`: send from a process of its own (default: for a
+    survey of a device process when two CPUs are usable). `cpu`: the CPU for the tool and the
+    device ("auto", a number, or "any"). Raises TargetError when the device cannot run here.
+    Ctrl-C stops the campaign and keeps what was found (`doc["stopped"] == "interrupted"`).
+    """
+    from .campaign import Campaign
+
+    devices = devices_of(target)
+    protocol = protocol_for(spec)
+    pin = affinity.choose(cpu)
+    if time is None and examples is None:
+        time = 60.0
+    if pipeline is None:  # before pinning narrows what this process may use
+        pipeline = survey and any(d.kind != "reference" for d in devices) and len(affinity.usable()) >= 2
+    with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
+        camp = Campaign(protocol, target_factory(devices, protocol.ir), profile=profile, out=out, seed=seed,
+                        steps=steps, progress=progress, pipeline=pipeline, hunt=not survey)
+        if started is not None:
+            started(camp)
+        camp.run(seconds=time, examples=examples)
+    return FuzzResult(camp.result(), out, camp)
+
+
+@dataclass
+class ReplayResult:
+    """A saved case sent again: what the oracle saw, and the new trace of it."""
+
+    steps: int
+    trace: str
+    observations: list["Observation"]
+
+    @property
+    def failing(self) -> list["Observation"]:
+        return [o for o in self.observations if o.signature.kind in FAILING]
+
+
+def replay(case: str, target: Union[str, DeviceSpec] = "reference", out: Optional[str] = None,
+           profile: str = "strict", cpu: str = "auto", spec: Union[SpecIR, Protocol, None] = None) -> ReplayResult:
+    """Re-run a saved case (a `repro.ndjson`) on a fresh device; its new trace and the device's logs go
+    to `out` (default: the case's own directory) as `replay.ndjson`."""
+    from .replay import replay as send_again, steps_from_trace
+
+    device = DeviceSpec(target) if isinstance(target, str) else target
+    protocol = protocol_for(spec)
+    steps = steps_from_trace(case)
+    dest = out or os.path.dirname(os.path.abspath(case))
+    os.makedirs(dest, exist_ok=True)
+    with affinity.pinned(affinity.choose(cpu)):
+        t = device.factory(protocol.ir)(dest)
+        try:
+            trace = os.path.join(dest, "replay.ndjson")
+            obs = send_again(protocol, t, steps, trace, profile)
+        finally:
+            t.close()
+    return ReplayResult(len(steps), trace, obs)
