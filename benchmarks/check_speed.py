@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,24 +101,18 @@ def _child(mode: str, path: str, fmt: str) -> dict:
     """Run one measurement in a fresh process so its peak RSS is its own."""
     code = f"""
 import json, resource, sys, time
-from virtgpu_conform.spec.load import load_snapshot
-from virtgpu_conform.model.protocol import Protocol
-from virtgpu_conform.checker import sources
-from virtgpu_conform.checker.check.engine import Checker
-from virtgpu_conform.checker.traces.events import Exchange
-p = Protocol(load_snapshot())
+from virtgpu_conform.checker.check.session import Recording, check_session, protocol_for
+from virtgpu_conform.checker.traces import sources
+p = protocol_for(None)
 t0 = time.perf_counter()
 events = lines = 0
 if {mode!r} == "parse":
-    for ev in sources.READERS[{fmt!r}](sources.numbered_lines({path!r}), {path!r}, p.codec):
+    for ev in sources.events({path!r}, {fmt!r}, p.codec):
         events += 1
 else:
-    c = Checker(p, "strict")
-    for ev in sources.READERS[{fmt!r}](sources.numbered_lines({path!r}), {path!r}, p.codec):
-        c.feed(ev)
-    c.finish()
-    events = c.exchanges
-    findings = len(c.findings)
+    s = check_session(Recording.of({path!r}, fmt={fmt!r}), p)
+    events = s.exchanges
+    findings = len(s.findings)
 dt = time.perf_counter() - t0
 with open({path!r}, "rb") as f:
     lines = sum(1 for _ in f)
@@ -144,6 +139,14 @@ def main() -> None:
         paths[n] = (os.path.join(tmp, f"trace-{n}.ndjson"), os.path.join(tmp, f"trace-{n}.qemu.log"))
         generate(n, *paths[n])
     print(f"generated {a.commands:,} and {small:,} commands in {time.perf_counter() - t0:.0f} s ({tmp})")
+    try:
+        _measure(a, paths, small)
+    finally:
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(a, paths: dict, small: int) -> None:
     for fmt, idx in (("native", 0), ("qemu", 1)):
         big, little = paths[a.commands][idx], paths[small][idx]
         parse = _child("parse", big, fmt)
@@ -157,11 +160,6 @@ def main() -> None:
               f"check / parse = {full['seconds'] / parse['seconds']:.2f}x (target <= 3x)")
         print(f"  peak RSS: {full['rss_kb'] / 1024:.0f} MB at {a.commands:,} commands vs {tiny['rss_kb'] / 1024:.0f} MB "
               f"at {small:,}: ratio {full['rss_kb'] / tiny['rss_kb']:.2f} (flat = 1.0)")
-    if not a.keep:
-        for p in paths.values():
-            for f in p:
-                os.unlink(f)
-        os.rmdir(tmp)
 
 
 if __name__ == "__main__":

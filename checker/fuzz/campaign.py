@@ -25,7 +25,7 @@ from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
 from virtgpu_conform.checker.errors import save_traceback
-from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.check.ledger import Ledger
 from virtgpu_conform.checker.traces.events import TraceError
 from virtgpu_conform.checker.check.findings import Tally
 from virtgpu_conform.checker.devices import affinity
@@ -326,9 +326,7 @@ class Campaign:
         device_duty = {r for rule in self.protocol.rules.values()
                        for r in (*(r for o in rule.obligations for r in o.reqs), *rule.ok_reqs)}
         driver_duty = {r for rule in self.protocol.rules.values() for c in rule.checks for r in c.reqs}
-        judge = Checker(self.protocol, self.profile)
-        judge.tallies = self.tallies
-        out = judge.verdicts()
+        out = Ledger(self.protocol, self.profile, self.tallies).verdicts()
         for rid in driver_duty - device_duty:
             out[rid] = {**out[rid], "verdict": "not-applicable", "passed": 0, "failed": 0, "inconclusive": 0,
                         "events": 0, "first_failure": None,

@@ -208,3 +208,21 @@ def test_guest_log_alone_cannot_tell_the_side(protocol, tmp_path):
     assert [f for f in c.findings if f.definite] == []
     possible = [f for f in c.findings if not f.definite]
     assert len(possible) == 1 and possible[0].check == "response-type" and "resource_id" in possible[0].message
+
+
+FAST_VS_GENERAL = [*SESSIONS, *sorted((Path(__file__).parents[1] / "data" / "fuzz").glob("*.ndjson"))]
+
+
+@pytest.mark.parametrize("path", FAST_VS_GENERAL, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_fast_paths_check_as_the_general_path(protocol, path):
+    """The checker's remembered verdicts and clean path, switched off through `fast=False`, change no
+    finding, verdict, count or reading, on every real session and every saved fuzz reproducer."""
+    from virtgpu_conform import check_trace
+
+    fast, general = (check_trace(path, spec=protocol, fast=f, timeline=True) for f in (True, False))
+    paths = fast.sessions[0].checker.fast_paths
+    assert paths is not None and general.sessions[0].checker.fast_paths is None
+    if fast.sessions[0].exchanges >= 100:  # the modetest sessions: long enough to repeat themselves
+        assert paths.settled or paths.clean_memo, "the fast paths were never taken: the comparison shows nothing"
+    assert fast.to_json()["sessions"] == general.to_json()["sessions"]
+    assert fast.sessions[0].exchanges > 0
