@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
+from virtgpu_conform.spec.errors import Error
 
 from . import rules_2d, rules_3d, rules_blob, rules_cursor, rules_query
 from .codec import Codec, Message, codec_for
@@ -19,7 +20,7 @@ LADDER = ("normative", "spec-text", "informal")
 UNUSABLE = frozenset({"short-buffer", "entries-truncated", "payload-truncated", "wrong-queue"})  # each step adds one basis to the profile
 
 
-class ModelError(Exception):
+class ModelError(Error):
     """The SpecIR and the rules do not fit together (e.g. a spec too old for the rules)."""
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from virtgpu_conform.spec.ir import SpecIR
+from virtgpu_conform.spec.errors import Error
 
 from .codec import Codec, Message
 from .expr import E, Var, compile_py, evaluate
@@ -327,7 +328,7 @@ class Fields:
         return Var(self.prefix + key, self.widths[key])
 
 
-class MissingFact(KeyError):
+class MissingFact(Error, KeyError):
     """The SpecIR lacks a command, struct or constant a rule is written against."""
 
 

@@ -1,12 +1,18 @@
-"""Errors for unusable spec input, carrying path:line:col and the source context."""
+"""The tool's base error, and errors for unusable spec input, carrying path:line:col and the source context."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
+class Error(Exception):
+    """The base of every error virtgpu-conform raises on purpose: unusable input (a spec source, a
+    trace, a saved result), a device target that cannot run, a device or protocol that failed the
+    tool. Whatever else escapes is a bug in the tool."""
+
+
 @dataclass
-class SpecSourceError(Exception):
+class SpecSourceError(Error):
     """A spec source (tex, macro file or header) that cannot be used as it stands."""
 
     path: str

@@ -10,8 +10,7 @@ from virtgpu_conform.model.rule import PROFILES, Outcome
 
 from ..traces.events import RESET, Exchange
 from .explain import answer_names, no_response, short, unknown_fields
-from .memo import GUESSES
-from .readings import Candidate, Pair
+from .readings import GUESSES, Candidate, Pair
 
 
 class Judge:

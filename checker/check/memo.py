@@ -10,22 +10,37 @@ is replayed for the next like it. Both give exactly what the general path gives
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import typing
+from typing import Optional
+
+from virtgpu_conform.model.protocol import Protocol
+from virtgpu_conform.model.state import State
 
 from ..traces.events import Exchange
-from .explain import short
-from .readings import Candidate, Pair
-
-if TYPE_CHECKING:
-    from .engine import Checker
+from .explain import History, short
+from .ledger import Ledger
+from .readings import GUESSES, Candidate, Pair
 
 SETTLED = 4096  # remembered verdicts of exchanges that broke nothing (bounded: flat memory)
 CLEAN = 8192  # remembered outcomes of the clean path (bounded: flat memory)
-GUESSES = 3  # assumed answers remembered per candidate, for messages
+
+
+class Checking(typing.Protocol):
+    """What the fast paths read and advance of the checker they serve."""
+
+    p: Protocol
+    cands: list[Candidate]
+    ledger: Ledger
+    history: History
+    uncertain: dict[str, str]
+
+    def apply(self, ex: Exchange, st: State) -> None: ...
+
+    def advance(self, ex: Exchange, pairs: list[Pair]) -> None: ...
 
 
 class FastPaths:
-    def __init__(self, checker: "Checker"):
+    def __init__(self, checker: Checking):
         self.c = checker
         # (command, values the checks read, what the trace says of the answer) -> how a candidate's
         # completions came out: ((accepted, rank), ...), the tallies it passes and leaves inconclusive

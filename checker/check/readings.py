@@ -10,6 +10,8 @@ from virtgpu_conform.model.state import State
 
 from ..traces.events import Where
 
+GUESSES = 3  # assumed answers remembered per candidate, for messages
+
 
 @dataclass
 class Candidate:
