@@ -132,6 +132,7 @@ class Codec:
         self.by_name: dict[str, Union[Command, Response]] = {c.name: c for c in ir.commands}
         self.by_name.update({r.name: r for r in ir.responses})
         self.hdr = self.layouts[HDR]
+        self.config = layout_of(ir, ir.config)
         self.structs = {s.name: s for s in ir.structs}
         self._partials: dict[str, tuple] = {}  # name -> (kind, struct, every leaf unknown, type code)
 
@@ -248,6 +249,15 @@ class Codec:
             except _struct.error:
                 raise ValueError(f"{name}: entry {_too_wide(elem, entries) or 'field'} does not fit its wire width") from None
         return out + bytes(payload)
+
+    def decode_config(self, data: bytes) -> dict[str, Value]:
+        """The device configuration as a driver read it; fields past the end of `data` (an older
+        device's shorter config) are None."""
+        return self._read(self.config, bytes(data), [])
+
+    def encode_config(self, values: dict[str, Value]) -> bytes:
+        """The device configuration's bytes; fields not given are zero."""
+        return self.config.packer.pack(*[values.get(k) or 0 for k in self.config.keys])
 
     def layout(self, name: str) -> Layout:
         """The layout of a struct, or of a command's request / a response's struct by name."""

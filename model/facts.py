@@ -135,7 +135,7 @@ def _capset(s, f: dict):
 
 _setting("st.capset.known", BOOL, lambda s, st, f: _capset(s, f) is not None)
 # CTX_CREATE names its capset in the low byte of context_init.
-_setting("st.init_capset.known", BOOL, lambda s, st, f: any(c.id == (f.get("context_init") or 0) & 0xFF
+_setting("st.init_capset.known", BOOL, lambda s, st, f: any(c.id == (f.get("context_init") or 0) & st.capset_id_mask
                                                             for c in s.capsets))
 _setting("st.capset.max_version", 32, lambda s, st, f: (c := _capset(s, f)) and c.max_version or 0)
 
@@ -159,7 +159,7 @@ def F(feature: str) -> E:
     return S(feature_fact(feature))
 
 
-def axioms(num_scanouts_max: int = 16) -> E:
+def axioms(num_scanouts_max: int) -> E:
     """What holds of every reachable state, so the solver does not invent impossible shapes."""
     exists = S("st.res.exists")
     return (

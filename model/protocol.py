@@ -54,13 +54,14 @@ class Protocol:
         self.compiled = {n: CompiledRule(r) for n, r in self.rules.items()}
         self.fence_flag = ir.constant("VIRTIO_GPU_FLAG_FENCE")
         self.ring_flag = ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
-        self.ok_types = frozenset(r.name for r in ir.responses if "_RESP_OK_" in r.name)
+        self.capset_id_mask = ir.constant("VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK")
+        self.ok_types = ir.ok_responses
         # Functions compiled from the rules by their readers, kept here so that every reader of this
         # protocol shares them (the fuzzer starts a checker for every case).
         self.memo: dict[str, dict] = {}
 
     def new_state(self, settings: Optional[Settings] = None) -> State:
-        return State(settings or Settings(), ring_idx_flag=self.ring_flag)
+        return State(settings or Settings(), self.ring_flag, self.capset_id_mask)
 
     # --- one request ----------------------------------------------------------
     @staticmethod

@@ -341,7 +341,7 @@ class Build:
     errors: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
-        self.errors = tuple(r.name for r in self.ir.responses if "_RESP_ERR_" in r.name)
+        self.errors = tuple(r.name for r in self.ir.responses if r.kind == "error")
         self.requirement_ids = frozenset(r.id for r in self.ir.requirements)
 
     def k(self, name: str) -> int:

@@ -15,7 +15,7 @@ from .state import KIND_3D, KIND_BLOB, Context, Resource, State
 
 def _ctx_create(st: State, req: Message, resp: Optional[Message]) -> None:
     f = req.fields
-    st.contexts[f["hdr.ctx_id"]] = Context(f["hdr.ctx_id"], (f.get("context_init") or 0) & 0xFF,
+    st.contexts[f["hdr.ctx_id"]] = Context(f["hdr.ctx_id"], (f.get("context_init") or 0) & st.capset_id_mask,
                                            (f.get("debug_name") or b"")[: f.get("nlen") or 0])
 
 

@@ -91,6 +91,9 @@ class Timeline:
 @dataclass
 class State:
     settings: Settings
+    # from the SpecIR, set by the protocol: VIRTIO_GPU_FLAG_INFO_RING_IDX and VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK
+    ring_idx_flag: int
+    capset_id_mask: int
     resources: dict[int, Resource] = field(default_factory=dict)
     scanouts: dict[int, Scanout] = field(default_factory=dict)
     cursor: Cursor = field(default_factory=Cursor)
@@ -100,11 +103,10 @@ class State:
     edid_read: Optional[bool] = False
     commands: int = 0  # commands seen since the last reset
     complete: bool = True  # False: the trace began mid-session, so objects may exist the books never saw
-    ring_idx_flag: int = 2  # VIRTIO_GPU_FLAG_INFO_RING_IDX, set from the SpecIR by the protocol
 
     def reset(self) -> None:
         """Device reset: everything but the settings goes."""
-        self.__init__(self.settings, ring_idx_flag=self.ring_idx_flag)
+        self.__init__(self.settings, self.ring_idx_flag, self.capset_id_mask)
 
     def clone(self) -> "State":
         """An independent copy, cheaper than deepcopy: effects replace scanouts, contexts and

@@ -17,7 +17,9 @@ from .rule import Check, Obligation, Rule
 def assumptions(p: Protocol) -> E:
     """Reachable-state axioms plus the config ranges the SpecIR states (e.g. num_scanouts 1..16)."""
     cfg = p.ir.config
-    hi = next((f.value_max for f in cfg.fields if f.name == "num_scanouts"), None) or 16
+    # the config's stated range, else the scanout arrays' size
+    hi = next((f.value_max for f in cfg.fields if f.name == "num_scanouts"), None) \
+        or p.ir.constant("VIRTIO_GPU_MAX_SCANOUTS")
     out = axioms(hi)
     lo_align = next((f.value_min for f in cfg.fields if f.name == "blob_alignment"), None)
     if lo_align:

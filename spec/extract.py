@@ -282,13 +282,15 @@ def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str,
     for name, code in ctrl.members:
         if not name.startswith("VIRTIO_GPU_RESP_"):
             continue
+        # the spec's names say which: VIRTIO_GPU_RESP_OK_* carry a command out, VIRTIO_GPU_RESP_ERR_* refuse it
+        kind = "ok" if name.startswith(RESP_OK) else "error" if name.startswith(RESP_ERR) else "unknown"
         loc = Loc(chapter_file, enum_line.get(name, 0))
         if name in stated:
-            out.append(Response(name, code, stated[name][0], "tex", Loc(chapter_file, stated[name][1])))
+            out.append(Response(name, code, stated[name][0], "tex", Loc(chapter_file, stated[name][1]), kind))
         elif name in by_comment:
-            out.append(Response(name, code, by_comment[name], "header", loc))
+            out.append(Response(name, code, by_comment[name], "header", loc, kind))
         else:  # no payload: the bare header (the text says OK_NODATA and errors carry none)
-            out.append(Response(name, code, "virtio_gpu_ctrl_hdr", "implied", loc))
+            out.append(Response(name, code, "virtio_gpu_ctrl_hdr", "implied", loc, kind))
     return out
 
 
@@ -303,7 +305,7 @@ def _enum_lines(parsed: Parsed, name: str):
 def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: list[Response],
               struct_names: set[str], chapter_file: str, header_file: str) -> list[Command]:
     ctrl = next(e for e in enums if e.name == "virtio_gpu_ctrl_type")
-    errors = tuple(r.name for r in responses if r.name.startswith(RESP_ERR))
+    errors = tuple(r.name for r in responses if r.kind == "error")
     by_comment = {n: s for s, names in parsed.header_struct_commands.items() for n in names}
     item_info = {label: (line, sec) for label, line, sec, depth in doc.items}
     # a section's own gate: "supported by the device if the X feature flag is set"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Response:
     struct: str
     source: str  # tex | header | implied
     loc: Loc
+    kind: str  # ok | error: the device carried the command out, or refused it
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,16 @@ class SpecIR:
 
     def requirement(self, rid: str) -> Requirement:
         return _find(self.requirements, "id", rid, "requirement")
+
+    @functools.cached_property
+    def ok_responses(self) -> frozenset[str]:
+        """The response types that say the device carried the command out."""
+        return frozenset(r.name for r in self.responses if r.kind == "ok")
+
+    @functools.cached_property
+    def error_responses(self) -> frozenset[str]:
+        """The response types that say the device refused the command."""
+        return frozenset(r.name for r in self.responses if r.kind == "error")
 
     def to_json(self) -> dict[str, Any]:
         return _encode(self)

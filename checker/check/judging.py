@@ -18,6 +18,7 @@ class Judge:
         self.p = protocol
         self.profile = PROFILES[profile]
         self.every_response = frozenset(r.name for r in protocol.ir.responses)
+        self.errors = protocol.ir.error_responses
         self.later_uncertain: list[tuple[str, str]] = []  # what this exchange makes uncertain for the ones after it
         self.divergences: dict[tuple, dict] = {}  # (command, check) -> count and detail
         self.divergence_log: Optional[list[Breach]] = None  # set by who watches exchange by exchange (the fuzzer)
@@ -70,12 +71,12 @@ class Judge:
                                        *outcome.duty(self.profile), True,
                                        f"answered {short(ex.resp.name)} to a request that fails "
                                        f"{', '.join(c.id for c in outcome.failed)}; a conformant device answers "
-                                       f"{answer_names(widest)}"))
+                                       f"{answer_names(widest, self.errors)}"))
             elif outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
                 # No completion is clean: either some unknown field breaks a check, or the device
                 # refused a valid request. The trace cannot say which side: a possible finding.
                 breaches.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile), False,
-                                       f"answered {short(ex.resp.name)}; a conformant device answers {answer_names(allowed)} "
+                                       f"answered {short(ex.resp.name)}; a conformant device answers {answer_names(allowed, self.errors)} "
                                        f"unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
                                        " (then the driver is at fault)"))
             accepted = ex.resp.name in p.ok_types
@@ -98,8 +99,8 @@ class Judge:
                        " (then the driver is at fault)" if outcome.unknown else "")
                 device.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile),
                                      not outcome.unknown,
-                                     f"answered {answer_names(names)} ({'; '.join(ex.evidence) or 'from the trace'}); "
-                                     f"a conformant device answers {answer_names(allowed)}{why}"))
+                                     f"answered {answer_names(names, self.errors)} ({'; '.join(ex.evidence) or 'from the trace'}); "
+                                     f"a conformant device answers {answer_names(allowed, self.errors)}{why}"))
                 classes = {n in p.ok_types for n in names} or {expected_ok}
             choices = sorted(classes, key=lambda c: c != expected_ok)
         out = []

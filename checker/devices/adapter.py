@@ -11,13 +11,13 @@ import tempfile
 import time
 from typing import Optional, Sequence, Union
 
-from virtgpu_conform.model.state import Capset, Settings
+from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.spec.ir import SpecIR
 
 from .adapter_wire import (ERROR, FRAME_NAMES, HELLO, NO_ANSWER, REPLY, RESET, Closed, ProtocolError, Stream, Timeout,
                            driver_hello, frame, parse_device_hello, parse_reply, request)
 from .children import Child, tail
-from .target import QUEUES, Reply, Target, TargetError, feature_bits
+from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
 
 
 class AdapterTarget(Target):
@@ -101,14 +101,11 @@ class AdapterTarget(Target):
         offered = feature_bits(self.ir, self.want)
         if agreed & ~offered & 0xFFFFFF:
             raise TargetError(f"{self.describe} agreed to feature bits {agreed & ~offered:#x} the driver did not accept")
-        names = frozenset(f.name for f in self.ir.features if agreed >> f.bit & 1)
-        num_capsets = int.from_bytes(config[12:16], "little")
-        told = len(capsets) == num_capsets  # none to tell, or all told
-        self.settings = Settings(features=names, num_scanouts=int.from_bytes(config[8:12], "little"),
-                                 capsets=tuple(Capset(*c) for c in capsets) if told else
-                                 tuple(Capset(0, 0, 0) for _ in range(num_capsets)),
-                                 blob_alignment=int.from_bytes(config[16:20], "little") if len(config) >= 20 else 0,
-                                 host_visible=host_visible or None, known=told)
+        num_capsets = codec_for(self.ir).decode_config(config).get("num_capsets") or 0
+        if capsets and len(capsets) != num_capsets:
+            raise TargetError(f"{self.describe} does not speak the adapter protocol: its HELLO lists "
+                              f"{len(capsets)} capsets; its config says num_capsets {num_capsets}")
+        self.settings = settings_from_config(self.ir, agreed, config, capsets, host_visible)
         self.config = config
 
     def _gone(self) -> str:

@@ -15,6 +15,7 @@ import struct
 import sys
 from typing import BinaryIO, Callable, Optional
 
+from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.model.state import Settings
 from virtgpu_conform.spec.ir import SpecIR
 
@@ -24,10 +25,11 @@ from .target import ReferenceTarget, Target, feature_bits
 QUEUE_NAMES = {0: "controlq", 1: "cursorq"}
 
 
-def config_bytes(s: Settings) -> bytes:
-    """virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets, blob_alignment."""
+def config_bytes(ir: SpecIR, s: Settings) -> bytes:
+    """virtio_gpu_config as the device's settings fill it (the codec lays it out from the SpecIR)."""
     align = s.blob_alignment if "VIRTIO_GPU_F_BLOB_ALIGNMENT" in s.features else 0
-    return struct.pack("<5I", 0, 0, s.num_scanouts, s.num_capsets, align)
+    return codec_for(ir).encode_config({"num_scanouts": s.num_scanouts, "num_capsets": s.num_capsets,
+                                        "blob_alignment": align})
 
 
 def _read_exact(f: BinaryIO, n: int) -> Optional[bytes]:
@@ -68,7 +70,7 @@ def serve(ir: SpecIR, rfile: BinaryIO, wfile: BinaryIO, make: Callable[[frozense
 
     def hello() -> None:
         s = target.settings
-        put(ap.device_hello(feature_bits(ir, s.features), config_bytes(s), s.host_visible or 0,
+        put(ap.device_hello(feature_bits(ir, s.features), config_bytes(ir, s), s.host_visible or 0,
                             [(c.id, c.max_version, c.max_size) for c in s.capsets] if s.known else ()))
 
     try:

@@ -8,13 +8,12 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
-from virtgpu_conform.model.state import Capset, Settings
 from virtgpu_conform.spec.ir import SpecIR
 
 from .guest_ram import PATTERN, PATTERN_BASE
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
-from .target import QUEUES, Reply, Target, TargetError, feature_bits
+from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
@@ -98,13 +97,7 @@ class QemuTarget(Target):
         cfg = self.pci.config(ir.config.size)
         self.pci.setup_queues()
         self.pci.driver_ok()
-        names = frozenset(f.name for f in ir.features if agreed >> f.bit & 1)
-        num_scanouts = int.from_bytes(cfg[8:12], "little")
-        num_capsets = int.from_bytes(cfg[12:16], "little")
-        self.settings = Settings(features=names, num_scanouts=num_scanouts,
-                                 capsets=tuple(Capset(0, 0, 0) for _ in range(num_capsets)) if num_capsets else (),
-                                 blob_alignment=int.from_bytes(cfg[16:20], "little") if len(cfg) >= 20 else 0,
-                                 host_visible=None, known=num_capsets == 0)
+        self.settings = settings_from_config(ir, agreed, cfg)
 
     def reset(self) -> None:
         """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled."""

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from virtgpu_conform.model.device import ReferenceDevice, default_settings
-from virtgpu_conform.model.state import Settings
+from virtgpu_conform.model.codec import codec_for
+from virtgpu_conform.model.state import Capset, Settings
 from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.errors import Error
 
@@ -71,3 +72,20 @@ class ReferenceTarget(Target):
 def feature_bits(ir: SpecIR, names) -> int:
     bits = {f.name: f.bit for f in ir.features}
     return sum(1 << bits[n] for n in names if n in bits)
+
+
+def settings_from_config(ir: SpecIR, agreed: int, config: bytes,
+                         capsets: Optional[Sequence[tuple[int, int, int]]] = None,
+                         host_visible: Optional[int] = None) -> Settings:
+    """What the driver learnt at initialisation: the features agreed, the config it read (decoded by
+    the codec from the SpecIR's layout), and the capsets when they were told (otherwise the model
+    treats the device's settings as unknown, as it cannot know what GET_CAPSET_INFO would say)."""
+    cfg = codec_for(ir).decode_config(config)
+    num_capsets = cfg.get("num_capsets") or 0
+    told = capsets is not None and len(capsets) == num_capsets
+    return Settings(features=frozenset(f.name for f in ir.features if agreed >> f.bit & 1),
+                    num_scanouts=cfg.get("num_scanouts") or 0,
+                    capsets=tuple(Capset(*c) for c in capsets) if told and capsets else
+                    tuple(Capset(0, 0, 0) for _ in range(num_capsets)),
+                    blob_alignment=cfg.get("blob_alignment") or 0, host_visible=host_visible or None,
+                    known=told or num_capsets == 0)

@@ -81,6 +81,12 @@ class Differ:
     out: Optional[str] = None
     rows: dict[tuple, Row] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # answers are tabled by their short names (OK_NODATA, ERR_UNSPEC)
+        ir = self.protocol.ir
+        self.errors = frozenset(n.removeprefix("VIRTIO_GPU_RESP_") for n in ir.error_responses)
+        self.typed = self.errors | {n.removeprefix("VIRTIO_GPU_RESP_") for n in ir.ok_responses}
+
     def compare(self, state, req: Message, queue: str, replies: list[Reply], case_text: str) -> None:
         codec = self.protocol.codec
         answers = tuple(answer(codec, queue, r) for r in replies)
@@ -103,18 +109,18 @@ class Differ:
         if self.protocol.unusable(req):
             # Nothing sound to act on: any refusal is right; success or silence is not.
             why = "; ".join(str(p) for p in req.problems) or "unknown command type"
-            bad = [n for n, a in zip(self.names, answers) if not a.startswith("ERR_")]
+            bad = [n for n, a in zip(self.names, answers) if a not in self.errors]
             if not bad:
                 return Row(cmd, answers, "open", f"each answer refuses a request that cannot be read ({why})")
             return Row(cmd, answers, "violation", f"{', '.join(bad)} does not refuse a request that cannot be "
                        f"read ({why})", basis="informal")
         outcome = self.protocol.expect(state, req)
         allowed = outcome.acceptable(PROFILES[self.profile])
-        typed = [a for a in answers if a.startswith(("OK_", "ERR_"))]
+        typed = [a for a in answers if a in self.typed]
         if allowed is None:
             return Row(cmd, answers, "open", "the spec leaves the answer open here")
         short = {a.removeprefix("VIRTIO_GPU_RESP_") for a in allowed}
-        errors = {r.name.removeprefix("VIRTIO_GPU_RESP_") for r in self.protocol.ir.responses if "_ERR_" in r.name}
+        errors = self.errors
         said = ", ".join(sorted(short - errors) + (["any error"] if errors <= short else sorted(short & errors)))
         wrong = [n for n, a in zip(self.names, answers) if a in typed and a not in short]
         silent = [n for n, a in zip(self.names, answers) if a not in typed]

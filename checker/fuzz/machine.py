@@ -41,7 +41,6 @@ from .pixels import PATTERN_BASE, PixelModel
 from .record import session_header
 from .step import Step
 
-HDR = 24
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
 # guest RAM past the rings and the chain scratch area: backing pages live here, over the pixel pattern
 RAM_BACKING = PATTERN_BASE
@@ -66,8 +65,9 @@ def _among(values: tuple) -> Among:
 
 
 @functools.lru_cache(maxsize=64)
-def _scanout(n: int) -> OneOf:
-    return OneOf(Ints(0, n - 1), Among([n, 16, U32]))
+def _scanout(n: int, most: int) -> OneOf:
+    """A scanout id: one the device has, or one past them, the protocol's most, u32 max."""
+    return OneOf(Ints(0, n - 1), Among([n, most, U32]))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -120,13 +120,13 @@ ENTROPY = st.binary(min_size=24, max_size=320)
 FEW = st.binary(min_size=8, max_size=48)
 
 
-def choke_key(step: Step, req) -> Optional[tuple]:
+def choke_key(step: Step, req, header: int) -> Optional[tuple]:
     """What a malformed chain is, as far as a device choking on it goes: its queue, what is wrong
     with it, whether the header is whole, whether there is room for an answer, and its command.
     None for a well-formed request: whether a device stalls on one depends on its state."""
     if not req.problems:
         return None
-    whole = sum(map(len, step.outs)) >= HDR
+    whole = sum(map(len, step.outs)) >= header  # the request header's size
     return (step.queue, tuple(sorted({p.code for p in req.problems})), whole, bool(step.ins),
             req.name if whole else None)  # a cut header's type is a guess at best
 
@@ -144,6 +144,7 @@ class Vocabulary:
     queue_of: dict
     formats: tuple
     fence: int
+    max_scanouts: int
     answer_size: dict
     any_command: Among
     pool: Among
@@ -171,7 +172,7 @@ def vocabulary(p: Protocol) -> Vocabulary:
     commands = tuple(sorted(p.rules))
     answer_size = {}
     for name, r in p.rules.items():
-        size = max([HDR] + [codec.layout(ok).size for ok in r.ok])
+        size = max([codec.hdr.size] + [codec.layout(ok).size for ok in r.ok])
         answer_size[name] = size + (4096 if name == "VIRTIO_GPU_CMD_GET_CAPSET" else 0)
     weighted = commands + tuple(c for c in COMMON if c in p.rules) * 2
     formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
@@ -179,7 +180,8 @@ def vocabulary(p: Protocol) -> Vocabulary:
         codec=codec, ir=ir, protocol=p,
         ok_nodata=codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code.to_bytes(4, "little"),
         commands=commands, queue_of={c.name: c.queue for c in ir.commands}, formats=formats,
-        fence=ir.constant("VIRTIO_GPU_FLAG_FENCE"), answer_size=answer_size,
+        fence=ir.constant("VIRTIO_GPU_FLAG_FENCE"), max_scanouts=ir.constant("VIRTIO_GPU_MAX_SCANOUTS"),
+        answer_size=answer_size,
         any_command=_among(commands), pool=_among(weighted), sizes=_among(SIZES), format_of=_among(formats),
         wild_fields={c: leaves(codec.layout(c)) for c in commands},
         wild_choices={c: _leaf_choices(codec.layout(c)) for c in commands},
@@ -285,7 +287,7 @@ class DeviceMachine(RuleBasedStateMachine):
         n = max(self.model.state.settings.num_scanouts, 1)
         for k in ("scanout_id", "scanout", "pos.scanout_id"):
             if k in keys:
-                out[k] = data.draw(_scanout(n) if not fresh else _ints(0, n - 1))
+                out[k] = data.draw(_scanout(n, self.vocab.max_scanouts) if not fresh else _ints(0, n - 1))
         ctx = data.draw(_among((0, *self.contexts, max(self.contexts, default=0) + 1)))
         out["hdr.ctx_id"] = ctx
         return out
@@ -373,7 +375,7 @@ class DeviceMachine(RuleBasedStateMachine):
         self._named(req)
         if self.gone or self.failure is not None:
             return  # after a death or a stall nothing more can be judged in this case
-        choke = choke_key(step, req)
+        choke = choke_key(step, req, self.vocab.codec.hdr.size)
         if choke is not None and choke in self.host.skip:
             # The device is known to stall or die on this kind of malformed chain: sending it again
             # would cost a timeout and a restart and show nothing new.

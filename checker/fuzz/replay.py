@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
 
 from virtgpu_conform.checker.traces.events import TraceError, Where
@@ -34,8 +35,9 @@ def replay(protocol: Protocol, target: Target, steps: Sequence[Step], path: str,
     return seen
 
 
-def steps_from_trace(path: str) -> list[Step]:
+def steps_from_trace(path: str, codec: Codec) -> list[Step]:
     """The requests of a native trace, with their framing when it was recorded."""
+    room = 4096 + codec.hdr.size  # for any answer but a huge capset: what an unframed request was given
     steps = []
     try:
         fh = open(path, encoding="utf-8", errors="replace")
@@ -70,11 +72,9 @@ def steps_from_trace(path: str) -> list[Step]:
                     pos += size
                 steps.append(Step(queue, outs, list(framing.get("ins", [])), "replay", framed=True))
             else:
-                steps.append(Step(queue, [raw], [_answer_room(rec)], "replay"))
+                steps.append(Step(queue, [raw], [room], "replay"))
     if not steps:
         raise TraceError(Where(path, 0), "the file has no request records", "pass a repro.ndjson written by `fuzz`")
     return steps
 
 
-def _answer_room(rec: dict) -> int:
-    return 4096 + 24  # room for any answer but a huge capset: an unframed request got what it needed

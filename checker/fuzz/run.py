@@ -251,7 +251,7 @@ def replay(case: str, target: Union[str, DeviceSpec] = "reference", out: Optiona
 
     device = DeviceSpec(target) if isinstance(target, str) else target
     protocol = protocol_for(spec)
-    steps = steps_from_trace(case)
+    steps = steps_from_trace(case, protocol.codec)
     dest = out or os.path.dirname(os.path.abspath(case))
     os.makedirs(dest, exist_ok=True)
     with affinity.pinned(affinity.choose(cpu)):

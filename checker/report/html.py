@@ -334,7 +334,7 @@ class _Timeline:
     """
 
     LEFT, RIGHT, WIDTH, LANE, GAP = 150, 18, 1000, 14, 4
-    MAX_ID_LANES, MAX_LANES, MAX_SCANOUTS = 20, 24, 16
+    MAX_ID_LANES, MAX_LANES, SCANOUT_LANES = 20, 24, 16  # lanes drawn at most (more are counted, not drawn)
 
     def __init__(self, t: dict) -> None:
         self.t, self.n = t, _num(t["exchanges"])
@@ -408,7 +408,7 @@ class _Timeline:
 
     def scanouts(self) -> None:
         scan = self.spans("scanouts", "scanout")
-        for sid in sorted({str(s["scanout"]) for s, _, _ in scan}, key=lambda v: (len(v), v))[:self.MAX_SCANOUTS]:
+        for sid in sorted({str(s["scanout"]) for s, _, _ in scan}, key=lambda v: (len(v), v))[:self.SCANOUT_LANES]:
             self.label(f"scanout {sid}", self.y + self.LANE - 3)
             for s, a, b in scan:
                 if str(s["scanout"]) == sid:

@@ -77,7 +77,6 @@ _BLOCK = re.compile((r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16
                      r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
                      r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
                      r"|" + _HOT.pattern + r")(?<!\s)$").replace(r"\d", "[0-9]"), re.MULTILINE)
-_CURSOR_COMMANDS = ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR")
 _COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
@@ -124,7 +123,8 @@ class QemuLog:
         self.elems: dict[tuple[str, str], _Elem] = {}  # (vq, elem) -> element being handled
         self.queues: dict[str, str] = {}  # vq pointer -> controlq | cursorq, learned from the events
         self.last: Optional[_Elem] = None  # the element the latest command event described
-        self.errors = frozenset(r.name for r in codec.ir.responses if "_RESP_ERR_" in r.name)
+        self.errors = codec.ir.error_responses
+        self.cursor_commands = frozenset(c.name for c in codec.ir.commands if c.queue == CURSORQ)
         self.by_size: dict[int, frozenset[str]] = {}
         self.unknown_events: set[str] = set()
         self.widths: dict[str, dict[str, int]] = {}  # command -> bits of its fields
@@ -181,7 +181,7 @@ class QemuLog:
                                 pass  # the lines one by one say why
                     if type(msg) is Message:
                         known = queues.get(vq)
-                        if msg.name in _CURSOR_COMMANDS:
+                        if msg.name in self.cursor_commands:
                             queue = CURSORQ
                         elif known is None or known == CONTROLQ:  # not popped from the cursor queue
                             queue = CONTROLQ
@@ -355,7 +355,7 @@ class QemuLog:
         msg = self._message(name, args)
         if type(msg) is not Message:
             return Diagnostic(where, *msg)
-        if msg.name in _CURSOR_COMMANDS:
+        if msg.name in self.cursor_commands:
             el = self._newest_unfilled()  # QEMU logs the cursor event right after popping it
             if el is not None and el.described:
                 el = None  # that pop's line was lost: do not overwrite another command

@@ -159,3 +159,24 @@ def test_json_round_trip(v14):
     ir, _ = v14
     data = json.loads(json.dumps(ir.to_json()))
     assert SpecIR.from_json(data) == ir
+
+
+def test_response_kinds_match_the_headers_groups(v14, shared_header):
+    """Whether a response says OK or an error is the SpecIR's, checked against the header's own
+    grouping of the enum (its 'success responses' and 'error responses' comments), read apart."""
+    ir, _ = v14
+    groups: dict[str, str] = {}
+    group = None
+    for line in shared_header.read_text().splitlines():
+        if "/* success responses */" in line:
+            group = "ok"
+        elif "/* error responses */" in line:
+            group = "error"
+        elif "};" in line:
+            group = None
+        m = re.match(r"\s*(VIRTIO_GPU_RESP_\w+)", line)
+        if m and group:
+            groups[m.group(1)] = group
+    assert {r.name: r.kind for r in ir.responses} == groups
+    assert ir.ok_responses == {n for n, g in groups.items() if g == "ok"} and len(ir.ok_responses) >= 7
+    assert ir.error_responses == {n for n, g in groups.items() if g == "error"} and len(ir.error_responses) >= 6
