@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import signal
 import sys
+import threading
 
 import click
 
@@ -31,6 +32,10 @@ class _Group(click.Group):
                 faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
             except (AttributeError, OSError, ValueError):  # no real stderr (embedded, or a test's runner)
                 pass
+        if threading.current_thread() is threading.main_thread():
+            # A SIGTERM stops the tool as Ctrl-C does: what was computed is kept, every device it
+            # started is stopped and every folder it made removed, on the way out.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except SpecSourceError as exc:

@@ -7,7 +7,6 @@ import os
 import shlex
 import socket
 import subprocess
-import tempfile
 import time
 from typing import Optional, Sequence, Union
 
@@ -16,6 +15,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from .adapter_wire import (ERROR, FRAME_NAMES, HELLO, NO_ANSWER, REPLY, RESET, Closed, ProtocolError, Stream, Timeout,
                            driver_hello, frame, parse_device_hello, parse_reply, request)
+from . import scratch
 from .children import Child, tail
 from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
 
@@ -38,7 +38,8 @@ class AdapterTarget(Target):
         self.ir, self.timeout, self.start_timeout = ir, timeout, start_timeout
         self.command = shlex.split(command) if isinstance(command, str) else (list(command) if command else None)
         self.socket_path = socket_path
-        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-adapter-"), "device-stderr.log")
+        self.logs = "" if log_path else scratch.make("adapter")  # the program's stderr, unless asked to keep it
+        self.log_path = log_path or os.path.join(self.logs, "device-stderr.log")
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.child: Optional[Child] = None
         self.sock: Optional[socket.socket] = None
@@ -46,7 +47,11 @@ class AdapterTarget(Target):
         self.broken = ""  # why the stream cannot be trusted any more ('' while it can)
         self.starts = 0
         self.describe = " ".join(map(shlex.quote, self.command)) if self.command else f"unix socket {socket_path}"
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     # --- connection -------------------------------------------------------------------
     def _start(self) -> None:
@@ -66,7 +71,7 @@ class AdapterTarget(Target):
                 self.stream = Stream(self.sock.fileno(), self.sock.fileno())
             self._hello(lambda: driver_hello(feature_bits(self.ir, self.want)), "HELLO")
         except BaseException:
-            self.close()
+            self._disconnect()
             raise
 
     def _connect(self) -> socket.socket:
@@ -157,10 +162,17 @@ class AdapterTarget(Target):
                 return
             except TargetError:
                 pass
-        self.close()
+        self._disconnect()
         self._start()
 
     def close(self) -> None:
+        """End the session (the program exits at end of input, or is killed) and remove the log folder
+        this target made."""
+        self._disconnect()
+        scratch.remove(self.logs)
+        self.logs = ""
+
+    def _disconnect(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None

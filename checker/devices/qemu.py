@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import tempfile
 from typing import Optional, Sequence
 
 from virtgpu_conform.spec.ir import SpecIR
 
+from . import scratch
 from .guest_ram import PATTERN, PATTERN_BASE
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
@@ -31,20 +31,26 @@ class QemuTarget(Target):
                  timeout: float = 2.0, qtest_log: Optional[str] = None, name: str = "qemu", pixels: bool = False):
         """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py)."""
         super().__init__(name)
-        self.pixels = pixels
-        self.qmp: Optional[Qmp] = None
-        self.monitors = tempfile.mkdtemp(prefix="vgc-qmp-") if pixels else ""
-        self._monitor_count = 0
         binary = shutil.which(qemu)
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
+        self.pixels = pixels
+        self.qmp: Optional[Qmp] = None
+        self.q: Optional[QemuProcess] = None
+        self.monitors = scratch.make("qmp") if pixels else ""
+        self._monitor_count = 0
         self.ir, self.timeout, self.binary, self.device, self.extra = ir, timeout, binary, device, list(extra)
-        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-qemu-"), "qemu-trace.log")
+        # A log nobody asked to keep goes with the target; one asked for (a case's directory) stays.
+        self.logs = "" if log_path else scratch.make("qemu")
+        self.log_path = log_path or os.path.join(self.logs, "qemu-trace.log")
         self.qtest_log = qtest_log or "/dev/null"
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.starts = 0
-        self.q: Optional[QemuProcess] = None
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def _argv(self) -> list[str]:
         return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
@@ -146,6 +152,8 @@ class QemuTarget(Target):
             self.qmp.close()
 
     def close(self) -> None:
+        """Stop QEMU and remove the folders this target made (a log it was given stays)."""
         self._stop_qemu()
-        if self.monitors:
-            shutil.rmtree(self.monitors, ignore_errors=True)
+        for folder in (self.monitors, self.logs):
+            scratch.remove(folder)
+        self.monitors = self.logs = ""

@@ -76,7 +76,7 @@ class Qmp:
 
     def screendump(self) -> Optional[tuple[int, int, bytes]]:
         """(width, height, RGB bytes) of what the console shows, or None when it cannot be read."""
-        fd, path = tempfile.mkstemp(prefix="vgc-shot-", suffix=".ppm")
+        fd, path = tempfile.mkstemp(prefix="shot-", suffix=".ppm", dir=os.path.dirname(self.path))
         os.close(fd)
         try:
             self.execute("screendump", filename=path)

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections import deque
 from typing import Optional, Sequence
 
 from virtgpu_conform.spec.ir import SpecIR
 
-from . import affinity
+from . import affinity, scratch
 from .children import Child, tail
 from .qtest import QemuProcess
 from .qemu import QemuTarget
@@ -36,6 +34,7 @@ from .target import Reply, TargetError
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
 _KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix flags of a listening socket
+_SUN_PATH = 108  # bytes of a unix socket's path, its terminating zero included (Linux)
 SPARES = 1  # backend + QEMU pairs a campaign's target keeps started ahead of use
 
 
@@ -96,7 +95,8 @@ class VhostUserGpuTarget(QemuTarget):
         self.retired: list = []  # killed, not yet reaped
         self._socks = 0
         self.workdir = ""  # HALT.BIN and the socket, made by _prepare, removed by close
-        log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="vgc-qemu-"), "qemu-trace.log")
+        self.own_logs = "" if log_path else scratch.make("qemu")  # QEMU's and the backend's, unless asked to keep
+        log_path = log_path or os.path.join(self.own_logs, "qemu-trace.log")
         self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), "vhost-user-gpu.log")
         try:
             super().__init__(ir, features, qemu=qemu, device="vhost-user-gpu-pci", extra=extra, log_path=log_path,
@@ -107,9 +107,12 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _prepare(self) -> None:
         if not os.path.isdir(self.workdir):
-            self.workdir = tempfile.mkdtemp(prefix="vgc-vug-")
+            self.workdir = scratch.make("vug")
         self._socks += 1
         self.sock = os.path.join(self.workdir, f"vug-{self._socks}.sock")  # one per pair: spares wait on theirs
+        if len(os.fsencode(self.sock)) >= _SUN_PATH:
+            raise TargetError(f"the backend's socket path {self.sock} is longer than a unix socket's "
+                              f"{_SUN_PATH - 1} bytes: set TMPDIR to a shorter folder")
         self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
         if not os.path.exists(self.halt_bin):  # once: a spare QEMU may be reading it while the next is prepared
             with open(self.halt_bin, "wb") as f:
@@ -255,6 +258,7 @@ class VhostUserGpuTarget(QemuTarget):
         for c in self.retired:
             c.kill()  # SIGKILLed already: this reaps it and closes its pipes
         self.retired = []
-        for folder in (self.workdir, getattr(self, "monitors", "")):
-            if folder:
-                shutil.rmtree(folder, ignore_errors=True)
+        super().close()
+        for folder in (self.workdir, self.own_logs):
+            scratch.remove(folder)
+        self.workdir = self.own_logs = ""

@@ -106,7 +106,16 @@ class Campaign:
         self.edges = Edges(protocol)
         self.hunt = hunt  # False: note findings, shrink none (a survey, and what the speed benchmark runs)
         here = affinity.usable()
-        self.target = Pipeline(make_target) if pipeline else make_target(None)
+        if out:
+            os.makedirs(out, exist_ok=True)
+        # The device's own logs (QEMU's trace, the backend's) go under --out as it runs; without
+        # --out they are the target's to remove when it closes.
+        live = os.path.join(out, "device") if out else None
+        if live:
+            os.makedirs(live, exist_ok=True)
+        self.live = live
+        self.final: Optional[dict] = None
+        self.target = Pipeline(make_target, live) if pipeline else make_target(live)
         # where the campaign runs: with a pipeline, the sender's CPU and the ones this process moved to
         self.cpus = sorted(here | affinity.usable())
         self.differ = None  # set for a differential run (the target is then a MirrorTarget, maybe piped)
@@ -130,8 +139,6 @@ class Campaign:
         self.skip: frozenset = frozenset()
         self.skipped: dict[tuple, int] = {}
         self._last_progress = 0.0
-        if out:
-            os.makedirs(out, exist_ok=True)
 
     # --- called by the machine --------------------------------------------------------
     def begin_case(self) -> None:
@@ -223,7 +230,10 @@ class Campaign:
             # hypothesis' shrinker can swallow a KeyboardInterrupt; a flag checked at every command cannot be
             self.interrupted = True
 
-        previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+        # Ctrl-C, and a SIGTERM (a service manager, `timeout`), stop the campaign the same way: at the
+        # next command, keeping what was found.
+        previous = ({s: signal.signal(s, on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
             while examples is None or self.cases < examples:
                 self.rounds += 1
@@ -272,10 +282,16 @@ class Campaign:
             self.error = {"type": type(exc).__name__, "message": str(exc),
                           "traceback": save_traceback(exc, self.out)}
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             self.target.close()
-            self.write_result()
+            if self.live:
+                try:
+                    os.rmdir(self.live)  # a device that logs nothing (the reference) leaves no folder
+                except OSError:
+                    pass
+            self.final = self.result()  # what the campaign ended with: fuzz-result.json and fuzz() return it
+            self.write_result(self.final)
 
     # --- results ------------------------------------------------------------------------
     def _save(self, f: Found, replay_it: bool = False, case: Optional[str] = None) -> None:
@@ -349,9 +365,9 @@ class Campaign:
                             "first_failure": v["first_failure"] or first.get(rid), "reason": None}
         return out
 
-    def write_result(self) -> None:
+    def write_result(self, doc: Optional[dict] = None) -> None:
         if self.out:
             tmp = os.path.join(self.out, "fuzz-result.json.tmp")
             with open(tmp, "w") as fh:
-                json.dump(self.result(), fh, indent=1)
+                json.dump(doc or self.result(), fh, indent=1)
             os.replace(tmp, os.path.join(self.out, "fuzz-result.json"))

@@ -24,7 +24,7 @@ import traceback
 from collections import deque
 from typing import Callable, Optional, Sequence
 
-from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.devices import affinity, scratch
 from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
 
 from virtgpu_conform.spec.errors import Error
@@ -112,6 +112,7 @@ class Pipeline(Target):
 
     def __init__(self, make_target: Callable[[Optional[str]], Target], log_dir: Optional[str] = None):
         ctx = multiprocessing.get_context("fork")
+        scratch.root()  # the sender's folders go in this process's, which it removes whatever becomes of the sender
         self.conn, child = ctx.Pipe()
         # Forked here, it starts on the CPU this process is pinned to, and its QEMU with it.
         self.proc = ctx.Process(target=_serve, args=(child, make_target, log_dir), daemon=True,

@@ -227,7 +227,7 @@ def fuzz(target: Devices = "reference", time: Optional[float] = None, examples: 
         if started is not None:
             started(camp)
         camp.run(seconds=time, examples=examples)
-    return FuzzResult(camp.result(), out, camp)
+    return FuzzResult(camp.final or camp.result(), out, camp)
 
 
 @dataclass

@@ -17,7 +17,8 @@ from virtgpu_conform.checker.traces import sources
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.model.protocol import Protocol
 
-pytestmark = pytest.mark.integration
+# Installs what it lacks with apt-get and keeps Debian's kernel in ~/.cache: asked for with --mutate-host.
+pytestmark = [pytest.mark.integration, pytest.mark.mutates_host]
 
 CAPTURE = Path(__file__).resolve().parents[2] / "traces" / "capture" / "capture.sh"
 

@@ -20,7 +20,6 @@ from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
 from processes import alive as _alive
-from test_qemu_target import _need_qemu
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).parent.parent / "data" / "fuzz"
@@ -53,8 +52,8 @@ def test_the_campaigns_own_stop_is_not_taken_for_a_flaky_device(ir):
     assert c.flaky == [] and c.stopped == "examples" and c.rounds == 1 and c.cases == 300
 
 
+@pytest.mark.needs_qemu
 def test_qemu_campaign_finds_shrinks_and_saves_reproducers(ir, tmp_path):
-    _need_qemu()
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--examples", "60", "--seed", "1", "--steps", "20",
                                   "--out", str(out)])
@@ -84,9 +83,9 @@ def test_qemu_campaign_finds_shrinks_and_saves_reproducers(ir, tmp_path):
             assert any(x["side"] == "device" and x["definite"] for x in res["findings"]), res["findings"]
 
 
+@pytest.mark.needs_qemu
 def test_saved_reproducer_replays_on_qemu(tmp_path):
     """A case the fuzzer saved against QEMU 7.2: a request cut inside its 24-byte header is never answered."""
-    _need_qemu()
     repro = DATA / "qemu-7.2-short-header-never-answered.ndjson"
     r = CliRunner().invoke(main, ["fuzz", "--replay", str(repro), "--target", "qemu", "--out", str(tmp_path)])
     assert r.exit_code == 1, r.output
@@ -99,11 +98,11 @@ def test_saved_reproducer_replays_on_qemu(tmp_path):
     assert chk.exit_code == 1 and "no-response" in chk.output
 
 
+@pytest.mark.needs_qemu
 def test_empty_backing_accepted_then_missing_replays_on_qemu(tmp_path):
     """Found by a campaign against QEMU 7.2 (and shown by vhost-user-gpu too): RESOURCE_ATTACH_BACKING
     with no entries is answered OK_NODATA, and then the resource acts as if it had no backing:
     TRANSFER_TO_HOST_2D and RESOURCE_DETACH_BACKING are refused with ERR_UNSPEC."""
-    _need_qemu()
     repro = DATA / "qemu-7.2-empty-backing-accepted-then-missing.ndjson"
     r = CliRunner().invoke(main, ["fuzz", "--replay", str(repro), "--target", "qemu", "--out", str(tmp_path)])
     assert r.exit_code == 1, r.output
@@ -125,9 +124,9 @@ def test_replay_of_a_broken_file_is_a_clear_error(tmp_path):
     assert r.exit_code == 2 and f"{bad}:2" in r.output and "hex" in r.output
 
 
+@pytest.mark.needs_qemu
 @pytest.mark.parametrize("mode", [[], ["--survey"]])  # a hunt; a survey, pipelined on two or more CPUs
 def test_ctrl_c_keeps_findings_and_leaves_no_qemu(tmp_path, mode):
-    _need_qemu()
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-c", "from virtgpu_conform.checker.cli.main import main; main()", "fuzz", "--target", "qemu",
                           "--time", "5m", "--out", str(out), *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -180,8 +179,8 @@ def _children_named(parent: int, name: str) -> list[int]:
     return out
 
 
+@pytest.mark.needs_qemu
 def test_differential_run_tables_where_answers_differ(tmp_path):
-    _need_qemu()
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--target", "reference", "--examples", "20",
                                   "--seed", "2", "--steps", "20", "--out", str(out)])

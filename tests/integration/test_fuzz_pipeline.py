@@ -20,7 +20,6 @@ from virtgpu_conform.checker.devices.target import ReferenceTarget, TargetError
 from virtgpu_conform.model.protocol import Protocol
 
 from processes import alive, assert_children_die_with_tool
-from test_qemu_target import _need_qemu
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +105,8 @@ def _descendants(pid: int) -> list[int]:
     return kids
 
 
+@pytest.mark.needs_qemu
 def test_the_sender_and_its_qemu_die_with_a_killed_tool(tmp_path):
-    _need_qemu()
     child = textwrap.dedent("""
         import os, time
         from virtgpu_conform.spec.load import load_snapshot
@@ -122,8 +121,8 @@ def test_the_sender_and_its_qemu_die_with_a_killed_tool(tmp_path):
     assert_children_die_with_tool(child, 2, "the sender or its QEMU")
 
 
+@pytest.mark.needs_qemu
 def test_close_leaves_nothing_running(ir):
-    _need_qemu()
     p = Pipeline(lambda d: QemuTarget(ir))
     pids = [p.proc.pid, *_descendants(p.proc.pid)]
     assert len(pids) == 2
@@ -142,11 +141,11 @@ class _WrongPicture(QemuTarget):
         return w, h, bytes([rgb[0] ^ 0xFF]) + rgb[1:]
 
 
+@pytest.mark.needs_qemu
 @pytest.mark.parametrize("make, shows", [(QemuTarget, False), (_WrongPicture, True)])
 def test_the_pixel_oracle_judges_a_pipelined_campaign(ir, tmp_path, make, shows):
     """A screendump must be taken right after its flush, with nothing later in the pipe: QEMU then
     shows what the model expects, and a picture changed behind the oracle's back is reported."""
-    _need_qemu()
     c = Campaign(Protocol(ir), lambda d: make(ir, pixels=True, timeout=0.3), seed=4, steps=20, hunt=False,
                  pipeline=True)
     c.run(examples=40)
@@ -155,9 +154,9 @@ def test_the_pixel_oracle_judges_a_pipelined_campaign(ir, tmp_path, make, shows)
     assert bool(pixels) == shows, [f.message for f in pixels]
 
 
+@pytest.mark.needs_qemu
 @pytest.mark.parametrize("flag", ["--pipeline", "--no-pipeline"])
 def test_the_cli_pipelines_a_device_target_unless_told_not_to(tmp_path, flag):
-    _need_qemu()
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--examples", "15", "--seed", "2", "--steps", "10",
                                   "--survey", flag, "--out", str(out)])

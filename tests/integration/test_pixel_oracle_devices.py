@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from test_qemu_target import _need_qemu
 from test_vhost_user_target import _target as _vhost
 from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.fuzz.step import Step
@@ -35,10 +34,10 @@ def _scene(codec, fmt: int, view: dict) -> list[Step]:
         ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None))]
 
 
+@pytest.mark.needs_qemu
 @pytest.mark.parametrize("view", [{"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24},  # not at (0,0)
                                   {"r.x": 0, "r.y": 0, "r.width": 38, "r.height": 20}])  # 114-byte PPM rows
 def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path, view):
-    _need_qemu()
     p = Protocol(ir)
     with QemuTarget(ir, pixels=True) as t:
         for fmt in channel_order(ir):
@@ -51,9 +50,9 @@ def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path, view):
             assert not [o for o in obs if o.signature.check == "pixels"], (fmt, [o.message for o in obs])
 
 
+@pytest.mark.needs_qemu
 def test_the_oracle_reports_a_picture_that_is_not_the_one_flushed(ir, tmp_path):
     # The same scene on QEMU, with the screendump altered: one pixel off is a finding at the flush.
-    _need_qemu()
     p = Protocol(ir)
     with QemuTarget(ir, pixels=True) as t:
         real = t.screendump
@@ -68,6 +67,7 @@ def test_the_oracle_reports_a_picture_that_is_not_the_one_flushed(ir, tmp_path):
     assert "1 of 2048 pixels" in pixels[0].message and "first at (0,0)" in pixels[0].message
 
 
+@pytest.mark.needs_qemu
 def test_vhost_user_gpu_shows_a_picture_shifted_by_the_scanout_origin(ir, tmp_path):
     # QEMU 7.2's vhost-user-gpu, found with the pixel oracle: with a scanout rectangle that starts at
     # (2,1), the display shows the resource from (0,0) instead, so no pixel is the one expected.
@@ -82,6 +82,7 @@ def test_vhost_user_gpu_shows_a_picture_shifted_by_the_scanout_origin(ir, tmp_pa
     assert pixels and pixels[0].line == 12, [o.message for o in obs]
 
 
+@pytest.mark.needs_qemu
 def test_a_zero_width_scanout_then_a_flush_kills_qemu_with_vhost_user_gpu(ir, tmp_path):
     """A case a campaign saved against QEMU 7.2's vhost-user-gpu (10.0.2 does the same): SET_SCANOUT
     of a resource with a rectangle of width 0 is answered OK, and the next RESOURCE_FLUSH kills QEMU."""

@@ -63,10 +63,8 @@ def check_native(protocol: Protocol, text: str) -> Checker:
     return c
 
 
-@pytest.mark.parametrize("target", ["reference", "qemu"])
+@pytest.mark.parametrize("target", ["reference", pytest.param("qemu", marks=pytest.mark.needs_qemu)])
 def test_scripted_run_is_recorded_and_checked(ir, tmp_path, target):
-    if target == "qemu":
-        _need_qemu()
     p = Protocol(ir)
     steps = script(p.codec)
     out = io.StringIO()
@@ -91,8 +89,8 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path, target):
         assert "virtio_gpu_cmd_res_create_2d" in log and "virtqueue_fill" in log
 
 
+@pytest.mark.needs_qemu
 def test_no_qemu_survives_a_killed_tool(tmp_path):
-    _need_qemu()
     child = textwrap.dedent(f"""
         import sys, time
         from virtgpu_conform.spec.load import load_snapshot
@@ -104,8 +102,8 @@ def test_no_qemu_survives_a_killed_tool(tmp_path):
     assert_children_die_with_tool(child, 1, "QEMU")
 
 
+@pytest.mark.needs_qemu
 def test_a_device_that_dies_is_reported(ir, tmp_path):
-    _need_qemu()
     p = Protocol(ir)
     with QemuTarget(ir, log_path=str(tmp_path / "log")) as t:
         assert t.send("controlq", [p.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")], [408]).status == "answered"
@@ -115,10 +113,10 @@ def test_a_device_that_dies_is_reported(ir, tmp_path):
         assert r.status == "died" and "exited" in r.detail
 
 
+@pytest.mark.needs_qemu
 def test_qemu_started_while_pinned_runs_every_thread_on_that_cpu(ir):
     # fuzz --cpu pins itself before it starts a device: QEMU inherits the CPU at fork, so the qtest
     # ping-pong stays on one CPU (several times faster than between two idle ones).
-    _need_qemu()
     from virtgpu_conform.checker.devices import affinity
     from virtgpu_conform.model.codec import codec_for
 

@@ -41,6 +41,7 @@ def _type(data: bytes) -> int:
     return int.from_bytes(data[:4], "little")
 
 
+@pytest.mark.needs_qemu
 def test_scripted_run_is_recorded_and_checked(ir, tmp_path):
     p = Protocol(ir)
     steps = script(p.codec)
@@ -77,6 +78,7 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path):
     assert "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D" in backend_log  # G_MESSAGES_DEBUG=all: one line per command
 
 
+@pytest.mark.needs_qemu
 def test_reset_gives_a_fresh_device(ir, tmp_path):
     p = Protocol(ir)
     create = p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8,
@@ -91,6 +93,7 @@ def test_reset_gives_a_fresh_device(ir, tmp_path):
     assert not any(_alive(pid) for pid in old)
 
 
+@pytest.mark.needs_qemu
 def test_a_backend_that_dies_is_reported_and_reset_recovers(ir, tmp_path):
     p = Protocol(ir)
     info = p.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
@@ -106,6 +109,7 @@ def test_a_backend_that_dies_is_reported_and_reset_recovers(ir, tmp_path):
     assert not any(_alive(pid) for pid in pids), "close() left QEMU or the backend running"
 
 
+@pytest.mark.needs_qemu
 def test_no_qemu_or_backend_survives_a_killed_tool(ir, tmp_path):
     t = _target(ir, tmp_path)  # skips here, not in the child, when KVM is unusable
     t.close()
@@ -125,6 +129,7 @@ def test_kvm_problem_names_kvm(tmp_path):
     assert reason and "KVM is unusable" in reason and "does not exist" in reason
 
 
+@pytest.mark.needs_qemu
 def test_a_spare_pair_started_ahead_is_fresh_when_used_and_nothing_outlives_close(ir, tmp_path):
     # A campaign's target keeps a backend + QEMU started ahead (a QEMU with KVM takes ~0.1 s to
     # answer); the reset takes it: a fresh device, the retired pair gone, the spare on this CPU.

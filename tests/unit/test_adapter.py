@@ -152,6 +152,7 @@ HANGS_AFTER_TWO = """
 """
 
 
+@pytest.mark.slow
 def test_a_device_that_hangs_is_no_answer_and_reset_restarts_it(ir, tmp_path):
     p = Protocol(ir)
     info = p.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
@@ -245,6 +246,7 @@ def test_a_device_error_frame_is_raised(ir, tmp_path):
         assert kind == ap.ERROR and b"no queue 5" in body
 
 
+@pytest.mark.slow
 def test_programs_that_cannot_start(ir, tmp_path):
     with pytest.raises(TargetError, match="cannot start the device program"):
         AdapterTarget(ir, command=[str(tmp_path / "no-such-program")])

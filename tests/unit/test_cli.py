@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from virtgpu_conform.checker.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _commands(group: click.Group, prefix=()):
@@ -43,6 +46,7 @@ def test_show_json_is_the_snapshot():
 
 def test_show_renders_tables_without_colour_when_asked(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "160")  # a pipe's width (pytest-xdist workers inherit a terminal's 80)
     result = CliRunner().invoke(main, ["spec", "show"], color=True)
     assert result.exit_code == 0
     assert "\x1b[" not in result.output
@@ -92,7 +96,7 @@ def test_a_bug_in_the_tool_is_one_line_exit_4_and_a_saved_traceback(monkeypatch,
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)
-    result = CliRunner().invoke(main, ["check", "traces/qemu-7.2/fbdev"])
+    result = CliRunner().invoke(main, ["check", str(REPO / "traces" / "qemu-7.2" / "fbdev")])
     assert result.exit_code == 4, result.output
     assert "Traceback" not in result.output
     m = re.search(r"internal error \(a bug in virtgpu-conform.*\): ZeroDivisionError: seeded bug; traceback saved to (\S+)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from click.testing import CliRunner
@@ -21,6 +23,7 @@ def test_prove_conformant_reading_holds():
     assert len(data["valid_request_exists"]) == 26
 
 
+@pytest.mark.slow
 def test_prove_preferred_reading_lists_conflicting_pairs_and_exits_1():
     res = run("model", "prove", "--reading", "preferred", "--json")
     assert res.exit_code == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import copy
 
 from hypothesis import HealthCheck, settings
@@ -212,6 +214,6 @@ class DeviceMachine(RuleBasedStateMachine):
         assert 0 not in st_.resources
 
 
-TestReferenceDevice = DeviceMachine.TestCase
+TestReferenceDevice = pytest.mark.slow(DeviceMachine.TestCase)
 TestReferenceDevice.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])

@@ -8,6 +8,7 @@ from virtgpu_conform.model.expr import Var, compile_py, evaluate, fits
 from virtgpu_conform.model.symbolic import boundaries, every_condition, prove
 
 
+@pytest.mark.slow
 def test_every_rule_has_an_edge_model_and_a_least_violation_and_python_agrees_with_z3(protocol):
     seen = 0
     for rule, item in every_condition(protocol):
@@ -69,6 +70,7 @@ def test_no_command_demands_contradictory_outcomes(protocol):
     assert proof.holds
 
 
+@pytest.mark.slow
 def test_reading_only_the_preferred_codes_exposes_requirement_pairs_that_conflict(protocol):
     proof = prove(protocol, "preferred")
     assert proof.contradictions  # the spec does not say which error wins

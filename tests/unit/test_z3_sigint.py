@@ -5,6 +5,8 @@ the program's handler never runs: a fuzz campaign interrupted during a solve ran
 """
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import threading
@@ -15,6 +17,7 @@ import z3
 import virtgpu_conform.model.expr  # noqa: F401  (the z3 layer: importing it sets the parameter)
 
 
+@pytest.mark.slow
 def test_a_sigint_during_a_solve_reaches_the_programs_handler():
     heard = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: heard.append(signum))
