@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from virtgpu_conform.checker.check.findings import Finding
     from virtgpu_conform.checker.check.session import CheckResult, NotConformant, SessionResult, check_trace
     from virtgpu_conform.checker.devices.target import TargetError
-    from virtgpu_conform.checker.fuzz.run import (DeviceNotConformant, DeviceSpec, FuzzResult, ReplayResult, fuzz,
-                                                  replay)
+    from virtgpu_conform.checker.fuzz.run import DeviceNotConformant, DeviceSpec, FuzzResult, ReplayResult, fuzz, replay
     from virtgpu_conform.checker.report import report
     from virtgpu_conform.checker.report.results import ResultError
     from virtgpu_conform.checker.traces.events import TraceError

@@ -33,9 +33,24 @@ def workload(n: int):
     """(command, fields, entries, queue) for n commands."""
     yield "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None, "controlq"
     yield "VIRTIO_GPU_CMD_GET_EDID", {"scanout": 0}, None, "controlq"
-    yield "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": W, "height": H}, None, "controlq"
-    yield "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": 1 << 20, "length": W * H * 4}], "controlq"
-    yield "VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 1, "r.width": W, "r.height": H}, None, "controlq"
+    yield (
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+        {"resource_id": 1, "format": 1, "width": W, "height": H},
+        None,
+        "controlq",
+    )
+    yield (
+        "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+        {"resource_id": 1},
+        [{"addr": 1 << 20, "length": W * H * 4}],
+        "controlq",
+    )
+    yield (
+        "VIRTIO_GPU_CMD_SET_SCANOUT",
+        {"scanout_id": 0, "resource_id": 1, "r.width": W, "r.height": H},
+        None,
+        "controlq",
+    )
     done, frame = 5, 0
     rect = {"resource_id": 1, "r.width": W, "r.height": 64}
     while done < n:
@@ -47,8 +62,18 @@ def workload(n: int):
         done += 3
         if frame % 50 == 0:
             rid = 2 + frame % 1000
-            yield "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": 1, "width": 64, "height": 64}, None, "controlq"
-            yield "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid}, [{"addr": 1 << 24, "length": 16384}], "controlq"
+            yield (
+                "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+                {"resource_id": rid, "format": 1, "width": 64, "height": 64},
+                None,
+                "controlq",
+            )
+            yield (
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": rid},
+                [{"addr": 1 << 24, "length": 16384}],
+                "controlq",
+            )
             yield "VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": rid}, None, "controlq"
             done += 3
 
@@ -56,16 +81,23 @@ def workload(n: int):
 _QEMU = {
     "VIRTIO_GPU_CMD_GET_DISPLAY_INFO": lambda f: "virtio_gpu_cmd_get_display_info ",
     "VIRTIO_GPU_CMD_GET_EDID": lambda f: f"virtio_gpu_cmd_get_edid scanout {f['scanout']}",
-    "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D": lambda f: (f"virtio_gpu_cmd_res_create_2d res {f['resource_id']:#x}, "
-                                                    f"fmt {f['format']:#x}, w {f['width']}, h {f['height']}"),
+    "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D": lambda f: (
+        f"virtio_gpu_cmd_res_create_2d res {f['resource_id']:#x}, fmt {f['format']:#x}, w {f['width']}, h {f['height']}"
+    ),
     "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING": lambda f: f"virtio_gpu_cmd_res_back_attach res {f['resource_id']:#x}",
     "VIRTIO_GPU_CMD_RESOURCE_UNREF": lambda f: f"virtio_gpu_cmd_res_unref res {f['resource_id']:#x}",
-    "VIRTIO_GPU_CMD_SET_SCANOUT": lambda f: (f"virtio_gpu_cmd_set_scanout id {f['scanout_id']}, res {f['resource_id']:#x}, "
-                                             f"w {f['r.width']}, h {f['r.height']}, x 0, y 0"),
+    "VIRTIO_GPU_CMD_SET_SCANOUT": lambda f: (
+        f"virtio_gpu_cmd_set_scanout id {f['scanout_id']}, res {f['resource_id']:#x}, "
+        f"w {f['r.width']}, h {f['r.height']}, x 0, y 0"
+    ),
     "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D": lambda f: f"virtio_gpu_cmd_res_xfer_toh_2d res {f['resource_id']:#x}",
-    "VIRTIO_GPU_CMD_RESOURCE_FLUSH": lambda f: (f"virtio_gpu_cmd_res_flush res {f['resource_id']:#x}, w {f['r.width']}, "
-                                                f"h {f['r.height']}, x 0, y {f.get('r.y', 0)}"),
-    "VIRTIO_GPU_CMD_MOVE_CURSOR": lambda f: f"virtio_gpu_update_cursor scanout 0, x {f['pos.x']}, y {f['pos.y']}, move, res 0x0",
+    "VIRTIO_GPU_CMD_RESOURCE_FLUSH": lambda f: (
+        f"virtio_gpu_cmd_res_flush res {f['resource_id']:#x}, w {f['r.width']}, "
+        f"h {f['r.height']}, x 0, y {f.get('r.y', 0)}"
+    ),
+    "VIRTIO_GPU_CMD_MOVE_CURSOR": lambda f: (
+        f"virtio_gpu_update_cursor scanout 0, x {f['pos.x']}, y {f['pos.y']}, move, res 0x0"
+    ),
 }
 
 
@@ -75,26 +107,43 @@ def generate(n: int, native_path: str, qemu_path: str) -> None:
     codec = dev.codec
     with open(native_path, "w") as nat, open(qemu_path, "w") as q:
         s = dev.settings
-        nat.write(json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "spec": ir.version,
-                              "features": sorted(s.features), "num_scanouts": s.num_scanouts,
-                              "capsets": [[c.id, c.max_version, c.max_size] for c in s.capsets],
-                              "blob_alignment": s.blob_alignment, "host_visible": s.host_visible,
-                              "from_reset": True, "producer": "benchmarks/check_speed.py"}) + "\n")
+        nat.write(
+            json.dumps(
+                {
+                    "kind": "session",
+                    "format": "virtgpu-conform-trace",
+                    "version": 1,
+                    "spec": ir.version,
+                    "features": sorted(s.features),
+                    "num_scanouts": s.num_scanouts,
+                    "capsets": [[c.id, c.max_version, c.max_size] for c in s.capsets],
+                    "blob_alignment": s.blob_alignment,
+                    "host_visible": s.host_visible,
+                    "from_reset": True,
+                    "producer": "benchmarks/check_speed.py",
+                }
+            )
+            + "\n"
+        )
         q.write("1000@1700000000.000000:virtio_gpu_features virgl 0\n")
         t = 1700000000.0
         for i, (name, fields, entries, queue) in enumerate(workload(n), 1):
             data = codec.encode(name, fields, entries)
             resp = dev.handle(data, queue)
             h = resp.hex()
-            nat.write(f'{{"kind":"request","id":{i},"queue":"{queue}","bytes":"{data.hex()}"}}\n'
-                      f'{{"kind":"response","id":{i},"bytes":"{h}"}}\n')
+            nat.write(
+                f'{{"kind":"request","id":{i},"queue":"{queue}","bytes":"{data.hex()}"}}\n'
+                f'{{"kind":"response","id":{i},"bytes":"{h}"}}\n'
+            )
             vq = "0x5600a0" if queue == "controlq" else "0x5600f8"
             elem = f"0x7f{(i % 64) + 16:02x}00"
             t += 0.000050
             n_out = 0 if queue == "cursorq" else len(resp)
-            q.write(f"1000@{t:.6f}:virtqueue_pop vq {vq} elem {elem} in_num 1 out_num 1\n"
-                    f"1000@{t:.6f}:{_QEMU[name](fields)}\n"
-                    f"1000@{t:.6f}:virtqueue_fill vq {vq} elem {elem} len {n_out} idx {i % 256}\n")
+            q.write(
+                f"1000@{t:.6f}:virtqueue_pop vq {vq} elem {elem} in_num 1 out_num 1\n"
+                f"1000@{t:.6f}:{_QEMU[name](fields)}\n"
+                f"1000@{t:.6f}:virtqueue_fill vq {vq} elem {elem} len {n_out} idx {i % 256}\n"
+            )
 
 
 def _child(mode: str, path: str, fmt: str) -> dict:
@@ -152,14 +201,22 @@ def _measure(a, paths: dict, small: int) -> None:
         parse = _child("parse", big, fmt)
         full = _child("check", big, fmt)
         tiny = _child("check", little, fmt)
-        print(f"\n{fmt} format, {a.commands:,} commands ({full['lines']:,} lines, "
-              f"{os.path.getsize(big) / 1e6:.0f} MB): {full['findings']} findings")
-        print(f"  check: {full['seconds']:.1f} s = {full['events'] / full['seconds']:,.0f} commands/s "
-              f"({full['lines'] / full['seconds']:,.0f} lines/s)")
-        print(f"  bare parse: {parse['seconds']:.1f} s ({full['events'] / parse['seconds']:,.0f} commands/s); "
-              f"check / parse = {full['seconds'] / parse['seconds']:.2f}x (target <= 3x)")
-        print(f"  peak RSS: {full['rss_kb'] / 1024:.0f} MB at {a.commands:,} commands vs {tiny['rss_kb'] / 1024:.0f} MB "
-              f"at {small:,}: ratio {full['rss_kb'] / tiny['rss_kb']:.2f} (flat = 1.0)")
+        print(
+            f"\n{fmt} format, {a.commands:,} commands ({full['lines']:,} lines, "
+            f"{os.path.getsize(big) / 1e6:.0f} MB): {full['findings']} findings"
+        )
+        print(
+            f"  check: {full['seconds']:.1f} s = {full['events'] / full['seconds']:,.0f} commands/s "
+            f"({full['lines'] / full['seconds']:,.0f} lines/s)"
+        )
+        print(
+            f"  bare parse: {parse['seconds']:.1f} s ({full['events'] / parse['seconds']:,.0f} commands/s); "
+            f"check / parse = {full['seconds'] / parse['seconds']:.2f}x (target <= 3x)"
+        )
+        print(
+            f"  peak RSS: {full['rss_kb'] / 1024:.0f} MB at {a.commands:,} commands vs {tiny['rss_kb'] / 1024:.0f} MB "
+            f"at {small:,}: ratio {full['rss_kb'] / tiny['rss_kb']:.2f} (flat = 1.0)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,20 @@ def workload(codec):
     rect = {"resource_id": 1, "r.width": 64, "r.height": 64}
     return [
         ("controlq", e("VIRTIO_GPU_CMD_GET_DISPLAY_INFO"), 408),
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64}), 24),
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1},
-                       [{"addr": 0x1000000, "length": 64 * 64 * 4}]), 24),
+        (
+            "controlq",
+            e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64}),
+            24,
+        ),
+        (
+            "controlq",
+            e(
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": 1},
+                [{"addr": 0x1000000, "length": 64 * 64 * 4}],
+            ),
+            24,
+        ),
         ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **rect}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", rect), 24),
         ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect), 24),
@@ -98,6 +109,7 @@ class Timed:
                 return original(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - t
+
         setattr(self.owner, self.name, timed)
         return self
 
@@ -115,8 +127,15 @@ def hypothesis_floor(seconds: float, steps: int) -> float:
             data.draw(st.integers(0, 1 << 32))
             count[0] += 1
 
-    config = settings(max_examples=20, stateful_step_count=steps, database=None, deadline=None,
-                      verbosity=Verbosity.quiet, phases=(Phase.generate,), suppress_health_check=list(HealthCheck))
+    config = settings(
+        max_examples=20,
+        stateful_step_count=steps,
+        database=None,
+        deadline=None,
+        verbosity=Verbosity.quiet,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         run_state_machine_as_test(Idle, settings=config)
@@ -136,8 +155,9 @@ def main() -> None:
     with affinity.pinned(cpu):
         rate_pinned = bare(ir, p.codec, a.seconds, a.qemu)
         rate_serial, cs = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
-        rate_qemu, cq = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds,
-                               pipeline=cpu is not None)
+        rate_qemu, cq = survey(
+            p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds, pipeline=cpu is not None
+        )
         with Timed(Oracle, "step") as judging, Timed(ReferenceTarget, "send") as device:
             t0 = time.perf_counter()
             rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
@@ -150,19 +170,30 @@ def main() -> None:
     print(f"{'':36} {'commands/s':>11}")
     print(f"{'bare qtest loop, one CPU':36} {rate_pinned:>11,.0f}   ({where})")
     print(f"{'bare qtest loop, any CPU':36} {rate_free:>11,.0f}")
-    print(f"{'fuzz survey against QEMU, serial':36} {rate_serial:>11,.0f}   "
-          f"({cs.cases} cases, {len(cs.found)} findings)")
+    print(
+        f"{'fuzz survey against QEMU, serial':36} {rate_serial:>11,.0f}   ({cs.cases} cases, {len(cs.found)} findings)"
+    )
     piped = isinstance(cq.target, Pipeline)
-    print(f"{'fuzz survey against QEMU, ' + ('pipelined' if piped else 'serial'):36} {rate_qemu:>11,.0f}   "
-          f"({cq.cases} cases, {len(cq.found)} findings{'' if piped else '; serial again: one CPU, no pipeline'})")
-    print(f"{'fuzz survey against reference':36} {rate_ref:>11,.0f}   ({cr.cases} cases: generating and judging, "
-          f"next to no device)")
-    print(f"{'hypothesis alone (rule steps/s)':36} {floor:>11,.0f}   (a rule that only draws; "
-          f"the campaign sends {per_step:.2f} commands a rule)")
-    print(f"fuzz against QEMU / bare loop: {rate_qemu / rate_bare:.2f} (target: at least 0.80); "
-          f"serial: {rate_serial / rate_bare:.2f}; pipelined / serial: {rate_qemu / rate_serial:.2f}")
-    print(f"generating and judging in one process cap a pipelined fuzzer at {rate_ref / rate_bare:.2f} of the bare "
-          "loop: reference / bare")
+    print(
+        f"{'fuzz survey against QEMU, ' + ('pipelined' if piped else 'serial'):36} {rate_qemu:>11,.0f}   "
+        f"({cq.cases} cases, {len(cq.found)} findings{'' if piped else '; serial again: one CPU, no pipeline'})"
+    )
+    print(
+        f"{'fuzz survey against reference':36} {rate_ref:>11,.0f}   ({cr.cases} cases: generating and judging, "
+        f"next to no device)"
+    )
+    print(
+        f"{'hypothesis alone (rule steps/s)':36} {floor:>11,.0f}   (a rule that only draws; "
+        f"the campaign sends {per_step:.2f} commands a rule)"
+    )
+    print(
+        f"fuzz against QEMU / bare loop: {rate_qemu / rate_bare:.2f} (target: at least 0.80); "
+        f"serial: {rate_serial / rate_bare:.2f}; pipelined / serial: {rate_qemu / rate_serial:.2f}"
+    )
+    print(
+        f"generating and judging in one process cap a pipelined fuzzer at {rate_ref / rate_bare:.2f} of the bare "
+        "loop: reference / bare"
+    )
     print(f"hypothesis' own cost alone caps that ratio at {bound:.2f}: bare / (bare + hypothesis per command)")
     # The work one command costs, whichever process does it: generating it (hypothesis, z3, the model's
     # prediction), the qtest exchange, and judging the answer. Spread over every usable CPU without a
@@ -172,9 +203,11 @@ def main() -> None:
     exchange = 1 / rate_bare
     cpus = len(affinity.usable())
     best = min(cpus / (gen + exchange + judge), rate_bare)
-    print(f"a command's work: generating {gen * 1e6:.0f} us + exchange {exchange * 1e6:.0f} us + judging "
-          f"{judge * 1e6:.0f} us; on {cpus} CPU{'s' if cpus != 1 else ''} no division of it passes "
-          f"{best / rate_bare:.2f} of the bare loop")
+    print(
+        f"a command's work: generating {gen * 1e6:.0f} us + exchange {exchange * 1e6:.0f} us + judging "
+        f"{judge * 1e6:.0f} us; on {cpus} CPU{'s' if cpus != 1 else ''} no division of it passes "
+        f"{best / rate_bare:.2f} of the bare loop"
+    )
 
 
 if __name__ == "__main__":

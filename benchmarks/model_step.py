@@ -29,12 +29,24 @@ def workload(dev: ReferenceDevice) -> list[tuple[bytes, str]]:
     for rid in range(1, 65):
         add("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", resource_id=rid, format=1, width=1024, height=768)
         add("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", resource_id=rid, entries=[{"addr": rid << 24, "length": 3 << 20}])
-        add("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", resource_id=rid, r__width=1024, r__height=768,
-            hdr__flags=1, hdr__fence_id=rid)
+        add(
+            "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
+            resource_id=rid,
+            r__width=1024,
+            r__height=768,
+            hdr__flags=1,
+            hdr__fence_id=rid,
+        )
         add("VIRTIO_GPU_CMD_SET_SCANOUT", resource_id=rid, r__width=1024, r__height=768)
         add("VIRTIO_GPU_CMD_RESOURCE_FLUSH", resource_id=rid, r__width=1024, r__height=768)
-        add("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB", resource_id=1000 + rid, blob_mem=2, blob_flags=1, size=1 << 16,
-            hdr__ctx_id=1)
+        add(
+            "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+            resource_id=1000 + rid,
+            blob_mem=2,
+            blob_flags=1,
+            size=1 << 16,
+            hdr__ctx_id=1,
+        )
         add("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", resource_id=1000 + rid, offset=rid << 16)
         add("VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB", resource_id=1000 + rid)
         add("VIRTIO_GPU_CMD_MOVE_CURSOR", "cursorq", pos__x=rid)
@@ -54,9 +66,16 @@ def run(rounds: int) -> dict:
         t0 = time.perf_counter()
         for req, resp in pairs:
             if blank and req.name in ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"):
-                req = type(req)(req.kind, req.name, req.struct, {k: (None if k in blank else v)
-                                                                 for k, v in req.fields.items()},
-                                req.entries, req.payload, req.problems, req.size)
+                req = type(req)(
+                    req.kind,
+                    req.name,
+                    req.struct,
+                    {k: (None if k in blank else v) for k, v in req.fields.items()},
+                    req.entries,
+                    req.payload,
+                    req.problems,
+                    req.size,
+                )
             outcome = p.expect(st, req)
             p.judge(st, req, outcome, resp)
             p.submit(st, req)
@@ -64,8 +83,9 @@ def run(rounds: int) -> dict:
         return time.perf_counter() - t0
 
     steps = len(pairs)
-    symbolic_steps = sum(1 for r, _ in pairs if r.name in ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
-                                                            "VIRTIO_GPU_CMD_RESOURCE_FLUSH"))
+    symbolic_steps = sum(
+        1 for r, _ in pairs if r.name in ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH")
+    )
     conc, mixed = [], []
     for _ in range(rounds):
         conc.append(replay(set()))
@@ -74,8 +94,13 @@ def run(rounds: int) -> dict:
     c_us = statistics.median(conc) / steps * 1e6
     # Per symbolic step: the extra time of the mixed run spread over the steps that went symbolic.
     s_us = (statistics.median(mixed) - statistics.median(conc)) / symbolic_steps * 1e6 + c_us
-    return {"steps": steps, "symbolic_steps": symbolic_steps, "concrete_us": c_us, "symbolic_us": s_us,
-            "ratio": s_us / c_us}
+    return {
+        "steps": steps,
+        "symbolic_steps": symbolic_steps,
+        "concrete_us": c_us,
+        "symbolic_us": s_us,
+        "ratio": s_us / c_us,
+    }
 
 
 def main() -> None:

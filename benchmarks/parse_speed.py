@@ -35,8 +35,14 @@ def run_child(spec_dir: Path, header: Path, cwd: Path, tmpdir: Path | None = Non
     if tmpdir is not None:
         # lark keeps its cache under tempfile.gettempdir(); an empty TMPDIR forces a fresh build
         env["TMPDIR"] = str(tmpdir)
-    r = subprocess.run([sys.executable, "-c", CHILD, str(spec_dir), str(header)], cwd=cwd,
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(spec_dir), str(header)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode != 0:
         sys.stderr.write(r.stderr)
         raise SystemExit(f"the child process failed (exit {r.returncode})")
@@ -45,10 +51,15 @@ def run_child(spec_dir: Path, header: Path, cwd: Path, tmpdir: Path | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--spec-dir", type=Path, default=DEFAULT_SPEC_DIR,
-                    help=f"spec checkout or chapter .tex (default {DEFAULT_SPEC_DIR})")
-    ap.add_argument("--header", type=Path, default=DEFAULT_HEADER,
-                    help=f"virtio_gpu.h to parse with it (default {DEFAULT_HEADER})")
+    ap.add_argument(
+        "--spec-dir",
+        type=Path,
+        default=DEFAULT_SPEC_DIR,
+        help=f"spec checkout or chapter .tex (default {DEFAULT_SPEC_DIR})",
+    )
+    ap.add_argument(
+        "--header", type=Path, default=DEFAULT_HEADER, help=f"virtio_gpu.h to parse with it (default {DEFAULT_HEADER})"
+    )
     ap.add_argument("--runs", type=int, default=5, help="child processes per measurement (default 5)")
     args = ap.parse_args(argv)
     if args.runs < 1:
@@ -81,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spec: {args.spec_dir}  header: {args.header}  ({warm['commands']} commands)")
     print(f"import (cold process): {import_cached:.3f} s median of {n}")
     print(f"parse (cold process, cached tables): {parse_cached:.3f} s median of {n}")
-    print(f"parse (cold process, tables built from scratch): {parse_fresh:.3f} s median of {n}"
-          f" (lark cache files written per run: {sorted(set(written))})")
+    print(
+        f"parse (cold process, tables built from scratch): {parse_fresh:.3f} s median of {n}"
+        f" (lark cache files written per run: {sorted(set(written))})"
+    )
     print(f"target {TARGET_S} s: {'met' if parse_cached <= TARGET_S else 'not met'}")
     print(f"ratio cached/uncached: {parse_cached / parse_fresh:.2f}")
     return 0

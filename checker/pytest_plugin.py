@@ -25,23 +25,45 @@ _EXERCISED = ("fail", "inconclusive", "pass")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("virtgpu", "virtio-gpu conformance (virtgpu-conform)")
-    g.addoption("--virtgpu-traces", action="append", default=[], metavar="DIR",
-                help="check every recorded session under DIR as a test item (repeatable): a directory of "
-                     "QEMU and guest logs is one session, each native trace is one")
-    g.addoption("--virtgpu-profile", choices=("strict", "spec"), default="strict",
-                help="rules a session is held to (default strict)")
-    g.addoption("--virtgpu-fail-on", choices=("definite", "possible"), default="definite",
-                help="fail a session on definite findings only (default), or on possible ones too")
-    g.addoption("--virtgpu-db", metavar="DIR|redis://HOST:PORT",
-                help="the hypothesis example database device tests save and replay findings in (default: "
-                     "hypothesis' own, .hypothesis/ in the working directory, which xdist workers share)")
-    g.addoption("--virtgpu-out", metavar="DIR",
-                help="where device tests save the cases that show findings (default: each test's tmp_path)")
+    g.addoption(
+        "--virtgpu-traces",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="check every recorded session under DIR as a test item (repeatable): a directory of "
+        "QEMU and guest logs is one session, each native trace is one",
+    )
+    g.addoption(
+        "--virtgpu-profile",
+        choices=("strict", "spec"),
+        default="strict",
+        help="rules a session is held to (default strict)",
+    )
+    g.addoption(
+        "--virtgpu-fail-on",
+        choices=("definite", "possible"),
+        default="definite",
+        help="fail a session on definite findings only (default), or on possible ones too",
+    )
+    g.addoption(
+        "--virtgpu-db",
+        metavar="DIR|redis://HOST:PORT",
+        help="the hypothesis example database device tests save and replay findings in (default: "
+        "hypothesis' own, .hypothesis/ in the working directory, which xdist workers share)",
+    )
+    g.addoption(
+        "--virtgpu-out",
+        metavar="DIR",
+        help="where device tests save the cases that show findings (default: each test's tmp_path)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "virtgpu_device(kind='reference', **options): the device the "
-                                       "`virtgpu_device` fixture drives; options as virtgpu_conform.DeviceSpec")
+    config.addinivalue_line(
+        "markers",
+        "virtgpu_device(kind='reference', **options): the device the "
+        "`virtgpu_device` fixture drives; options as virtgpu_conform.DeviceSpec",
+    )
 
 
 # --- recorded sessions --------------------------------------------------------------------
@@ -93,10 +115,14 @@ class TraceSession(pytest.Item):
         protocol = protocol_for(None)
         s = check_session(self.recording, protocol, cfg.getoption("virtgpu_profile"))
         result = CheckResult([s], cfg.getoption("virtgpu_profile"), protocol.ir.version)
-        self.user_properties += [("exchanges", s.exchanges), ("definite", len(s.definite)),
-                                 ("possible", len(s.possible))]
-        self.user_properties += [(rid, v["verdict"]) for rid, v in s.requirements().items()
-                                 if v["verdict"] in _EXERCISED]
+        self.user_properties += [
+            ("exchanges", s.exchanges),
+            ("definite", len(s.definite)),
+            ("possible", len(s.possible)),
+        ]
+        self.user_properties += [
+            (rid, v["verdict"]) for rid, v in s.requirements().items() if v["verdict"] in _EXERCISED
+        ]
         lines = result.problems(possible=cfg.getoption("virtgpu_fail_on") == "possible")
         if lines:
             raise NotConformant("\n".join(lines))
@@ -118,8 +144,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         root = Path(d).resolve()
         if not root.is_dir():
             raise pytest.UsageError(f"--virtgpu-traces {d}: not a directory")
-        items.extend(TraceDir.from_parent(session, name=root.name, path=root,
-                                          nodeid=f"virtgpu-traces/{root.name}").collect())
+        items.extend(
+            TraceDir.from_parent(session, name=root.name, path=root, nodeid=f"virtgpu-traces/{root.name}").collect()
+        )
 
 
 # --- devices ---------------------------------------------------------------------------------

@@ -66,8 +66,11 @@ class Edges:
         # The checks a device must enforce (the ones with a demanded error) hold, but the target. One
         # over known values alone is settled already: true adds nothing, and false no field can mend.
         pinned = {n for n, v in known.items() if v is not None}
-        others = [c.full.z3(env) for c in rule.checks
-                  if c.errors is not None and c.id != check and not c.full.vars().keys() <= pinned]
+        others = [
+            c.full.z3(env)
+            for c in rule.checks
+            if c.errors is not None and c.id != check and not c.full.vars().keys() <= pinned
+        ]
         free = {n: w for n, w in widths.items() if not n.startswith("st.") and n not in fixed}
 
         def can_hold() -> list:
@@ -93,8 +96,9 @@ class Edges:
                 yield []
 
             for chosen in tries():
-                models = boundary(target.cond, assume=assume + chosen, env=env, report=free,
-                                  timeout_ms=self.timeout_ms, edges=(edge,))
+                models = boundary(
+                    target.cond, assume=assume + chosen, env=env, report=free, timeout_ms=self.timeout_ms, edges=(edge,)
+                )
                 if models.get(edge) is not None:
                     answer = {n: models[edge][n] for n in free}
                     break

@@ -111,14 +111,26 @@ def layout_of(ir: SpecIR, s: Struct) -> Layout:
             widths[key] = size * 8
     if s.size > pos:
         fmt += f"{s.size - pos}x"
-    return Layout(s.name, s.size, tuple(keys), tuple(offsets), tuple(sizes), tuple(is_bytes),
-                  _struct.Struct(fmt), flexible, widths)
+    return Layout(
+        s.name,
+        s.size,
+        tuple(keys),
+        tuple(offsets),
+        tuple(sizes),
+        tuple(is_bytes),
+        _struct.Struct(fmt),
+        flexible,
+        widths,
+    )
 
 
 def _too_wide(lay: "Layout", records: list[dict]) -> str:
     """The integer leaves of `lay` that some record gives a value its wire width cannot hold."""
-    return ", ".join(k for k in lay.keys if any(isinstance(r.get(k), int) and not 0 <= r[k] < 1 << lay.widths.get(k, 0)
-                                                for r in records))
+    return ", ".join(
+        k
+        for k in lay.keys
+        if any(isinstance(r.get(k), int) and not 0 <= r[k] < 1 << lay.widths.get(k, 0) for r in records)
+    )
 
 
 class Codec:
@@ -166,10 +178,15 @@ class Codec:
         if sname in PAYLOAD_LENGTH:
             want = fields.get(PAYLOAD_LENGTH[sname])
             if want is not None:
-                msg.payload = data[pos:pos + want]
+                msg.payload = data[pos : pos + want]
                 if len(msg.payload) < want:
-                    problems.append(Problem("payload-truncated", pos,
-                                            f"{PAYLOAD_LENGTH[sname]}={want} but {len(msg.payload)} bytes follow"))
+                    problems.append(
+                        Problem(
+                            "payload-truncated",
+                            pos,
+                            f"{PAYLOAD_LENGTH[sname]}={want} but {len(msg.payload)} bytes follow",
+                        )
+                    )
                 pos += len(msg.payload)
         elif lay.flexible:
             msg.payload, pos = data[pos:], max(pos, len(data))
@@ -188,8 +205,9 @@ class Codec:
         problems.append(Problem("short-buffer", len(data), f"{lay.name} needs {lay.size} bytes, got {len(data)}"))
         vals = lay.packer.unpack(data + bytes(lay.size - len(data)))
         # Leaves the buffer does not cover stay unknown (None), never a made-up zero.
-        return {k: (v if off + sz <= len(data) else None)
-                for k, v, off, sz in zip(lay.keys, vals, lay.offsets, lay.sizes)}
+        return {
+            k: (v if off + sz <= len(data) else None) for k, v, off, sz in zip(lay.keys, vals, lay.offsets, lay.sizes)
+        }
 
     def _entries(self, msg: Message, s: Struct, data: bytes, pos: int) -> int:
         elem = self.layouts[s.trailing.element]
@@ -198,8 +216,9 @@ class Codec:
             return pos
         room = max(0, len(data) - pos) // elem.size
         if count > room:
-            msg.problems.append(Problem("entries-truncated", pos,
-                                        f"{s.trailing.count_field}={count} but only {room} entries fit"))
+            msg.problems.append(
+                Problem("entries-truncated", pos, f"{s.trailing.count_field}={count} but only {room} entries fit")
+            )
             return len(data)  # the leftover bytes are the torn entry, not trailing garbage
         for i in range(min(count, room)):
             msg.entries.append(dict(zip(elem.keys, elem.packer.unpack_from(data, pos + i * elem.size))))
@@ -225,8 +244,13 @@ class Codec:
         return Message(kind, name, sname, vals, entries=list(entries or []))
 
     # --- encoding --------------------------------------------------------
-    def encode(self, name: str, fields: Optional[dict[str, Value]] = None,
-               entries: Optional[list[dict[str, Value]]] = None, payload: bytes = b"") -> bytes:
+    def encode(
+        self,
+        name: str,
+        fields: Optional[dict[str, Value]] = None,
+        entries: Optional[list[dict[str, Value]]] = None,
+        payload: bytes = b"",
+    ) -> bytes:
         """Bytes for a command or response; missing leaves are zero, the type and counts are filled in."""
         item = self.by_name[name]
         sname = item.request if isinstance(item, Command) else item.struct
@@ -247,7 +271,9 @@ class Codec:
             try:
                 out += b"".join(elem.packer.pack(*[(e.get(k) or 0) for k in elem.keys]) for e in entries)
             except _struct.error:
-                raise ValueError(f"{name}: entry {_too_wide(elem, entries) or 'field'} does not fit its wire width") from None
+                raise ValueError(
+                    f"{name}: entry {_too_wide(elem, entries) or 'field'} does not fit its wire width"
+                ) from None
         return out + bytes(payload)
 
     def decode_config(self, data: bytes) -> dict[str, Value]:

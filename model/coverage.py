@@ -16,19 +16,15 @@ _TIMING = "about when processing ends inside the device, which request/response 
 # Requirement ID -> why no rule can check it from the commands and responses alone.
 NOT_CHECKABLE: dict[str, str] = {
     "device-configuration-fields/events_read/driver-MUST-NOT": _TRANSPORT,
-    "events/VIRTIO_GPU_EVENT_DISPLAY/driver-SHOULD":
-        "reacts to a config-change interrupt, which command traces do not carry",
-    "events/VIRTIO_GPU_EVENT_DISPLAY/device-SHOULD":
-        "reacts to a config-change interrupt, which command traces do not carry",
+    "events/VIRTIO_GPU_EVENT_DISPLAY/driver-SHOULD": "reacts to a config-change interrupt, which command traces do not carry",
+    "events/VIRTIO_GPU_EVENT_DISPLAY/device-SHOULD": "reacts to a config-change interrupt, which command traces do not carry",
     "device-requirements-device-initialization/driver/driver-MAY": _PERMISSION,
-    "device-requirements-device-initialization/driver/driver-SHOULD":
-        "shared memory regions are discovered through PCI capabilities, not commands",
+    "device-requirements-device-initialization/driver/driver-SHOULD": "shared memory regions are discovered through PCI capabilities, not commands",
     "device-requirements-device-initialization/shmid/device-MUST": _TRANSPORT,
     "device-requirements-device-operation-command-lifecycle-and-fencing/device/device-MAY": _PERMISSION,
     "device-requirements-device-operation-command-lifecycle-and-fencing/device/device-MUST": _TIMING,
     "device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT_BLOB/driver-MAY": _PERMISSION,
-    "device-operation-controlq-3d/VIRTIO_GPU_CMD_CTX_CREATE/device-MUST.2":
-        "the SUBMIT_3D stream is opaque to the spec; only the capset's renderer can judge it",
+    "device-operation-controlq-3d/VIRTIO_GPU_CMD_CTX_CREATE/device-MUST.2": "the SUBMIT_3D stream is opaque to the spec; only the capset's renderer can judge it",
 }
 
 # Requirements enforced by the protocol's bookkeeping rather than a per-command check.
@@ -58,8 +54,10 @@ def coverage(p: Protocol) -> list[Row]:
     every = len(p.rules)
 
     def render(rid: str) -> tuple[str, ...]:
-        out = [f"{what}: " + ("every command" if len(cmds) == every else ", ".join(cmds))
-               for what, cmds in cites.get(rid, {}).items()]
+        out = [
+            f"{what}: " + ("every command" if len(cmds) == every else ", ".join(cmds))
+            for what, cmds in cites.get(rid, {}).items()
+        ]
         if rid in BOOKKEEPING:
             out.append(BOOKKEEPING[rid])
         return tuple(out)

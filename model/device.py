@@ -18,10 +18,13 @@ EDID_BYTES = 128  # one base EDID block
 def default_settings(ir: SpecIR, features: Optional[frozenset[str]] = None) -> Settings:
     """Every feature of the SpecIR offered, one scanout, one capset, a 256 MiB host-visible region."""
     feats = frozenset(f.name for f in ir.features) if features is None else features
-    return Settings(features=feats, num_scanouts=1,
-                    capsets=(Capset(ir.constant("VIRTIO_GPU_CAPSET_VIRGL2"), 2, 256),),
-                    blob_alignment=4096 if "VIRTIO_GPU_F_BLOB_ALIGNMENT" in feats else 0,
-                    host_visible=256 << 20)
+    return Settings(
+        features=feats,
+        num_scanouts=1,
+        capsets=(Capset(ir.constant("VIRTIO_GPU_CAPSET_VIRGL2"), 2, 256),),
+        blob_alignment=4096 if "VIRTIO_GPU_F_BLOB_ALIGNMENT" in feats else 0,
+        host_visible=256 << 20,
+    )
 
 
 def edid_block(scanout: int, width: int, height: int) -> bytes:
@@ -43,8 +46,13 @@ class ReferenceDevice:
     and fences complete in submission order on every timeline.
     """
 
-    def __init__(self, ir: SpecIR, settings: Optional[Settings] = None, mode: tuple[int, int] = DEFAULT_MODE,
-                 protocol: Optional[Protocol] = None):
+    def __init__(
+        self,
+        ir: SpecIR,
+        settings: Optional[Settings] = None,
+        mode: tuple[int, int] = DEFAULT_MODE,
+        protocol: Optional[Protocol] = None,
+    ):
         self.protocol = protocol or Protocol(ir)
         self.codec = self.protocol.codec
         self.settings = settings or default_settings(ir)
@@ -95,8 +103,13 @@ class ReferenceDevice:
         if name == "VIRTIO_GPU_RESP_OK_DISPLAY_INFO":
             out = {}
             for i in range(self.settings.num_scanouts):
-                out.update({f"pmodes.{i}.r.width": self.mode[0], f"pmodes.{i}.r.height": self.mode[1],
-                            f"pmodes.{i}.enabled": 1})
+                out.update(
+                    {
+                        f"pmodes.{i}.r.width": self.mode[0],
+                        f"pmodes.{i}.r.height": self.mode[1],
+                        f"pmodes.{i}.enabled": 1,
+                    }
+                )
             return out, b""
         if name == "VIRTIO_GPU_RESP_OK_EDID":
             block = edid_block(f.get("scanout") or 0, *self.mode)

@@ -27,29 +27,57 @@ class E:
             raise TypeError(f"width mismatch in {self} {op} {o}: {self.width} vs {o.width}")
         return Arith(op, self, o)
 
-    def __add__(self, o): return self._bin("+", o)
-    def __sub__(self, o): return self._bin("-", o)
-    def __mul__(self, o): return self._bin("*", o)
-    def __mod__(self, o): return self._bin("%", o)
+    def __add__(self, o):
+        return self._bin("+", o)
+
+    def __sub__(self, o):
+        return self._bin("-", o)
+
+    def __mul__(self, o):
+        return self._bin("*", o)
+
+    def __mod__(self, o):
+        return self._bin("%", o)
+
     def __and__(self, o):
         if self.width == BOOL:
             return And(self, lift(o, BOOL))
         return self._bin("&", o)
+
     def __or__(self, o):
         if self.width == BOOL:
             return Or(self, lift(o, BOOL))
         return self._bin("|", o)
-    def __invert__(self): return Not(self)
 
-    def eq(self, o) -> "E": return Cmp("==", self, lift(o, self.width))
-    def ne(self, o) -> "E": return Not(self.eq(o))
-    def ule(self, o) -> "E": return Cmp("<=", self, lift(o, self.width))
-    def ult(self, o) -> "E": return Cmp("<", self, lift(o, self.width))
-    def uge(self, o) -> "E": return lift(o, self.width).ule(self)
-    def ugt(self, o) -> "E": return lift(o, self.width).ult(self)
-    def isin(self, values) -> "E": return In(self, tuple(sorted(set(int(v) for v in values))))
-    def zext(self, width: int) -> "E": return ZExt(self, width)
-    def implies(self, o) -> "E": return Or(Not(self), lift(o, BOOL))
+    def __invert__(self):
+        return Not(self)
+
+    def eq(self, o) -> "E":
+        return Cmp("==", self, lift(o, self.width))
+
+    def ne(self, o) -> "E":
+        return Not(self.eq(o))
+
+    def ule(self, o) -> "E":
+        return Cmp("<=", self, lift(o, self.width))
+
+    def ult(self, o) -> "E":
+        return Cmp("<", self, lift(o, self.width))
+
+    def uge(self, o) -> "E":
+        return lift(o, self.width).ule(self)
+
+    def ugt(self, o) -> "E":
+        return lift(o, self.width).ult(self)
+
+    def isin(self, values) -> "E":
+        return In(self, tuple(sorted(set(int(v) for v in values))))
+
+    def zext(self, width: int) -> "E":
+        return ZExt(self, width)
+
+    def implies(self, o) -> "E":
+        return Or(Not(self), lift(o, BOOL))
 
     # --- reading ----------------------------------------------------------
     def py(self) -> str:  # Python source over a mapping `v`
@@ -145,8 +173,14 @@ class Arith(E):
 
     def z3(self, env):
         a, b = self.a.z3(env), self.b.z3(env)
-        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                "%": lambda: z3.URem(a, b), "&": lambda: a & b, "|": lambda: a | b}[self.op]()
+        return {
+            "+": lambda: a + b,
+            "-": lambda: a - b,
+            "*": lambda: a * b,
+            "%": lambda: z3.URem(a, b),
+            "&": lambda: a & b,
+            "|": lambda: a | b,
+        }[self.op]()
 
 
 @dataclass(eq=False, repr=False)
@@ -331,9 +365,14 @@ def atoms(expr: E) -> list[Cmp]:
     return [n for n in expr.walk() if isinstance(n, Cmp) and n.op in ("<", "<=")]
 
 
-def boundary(expr: E, assume: Optional[list] = None, env: Optional[Z3Env] = None,
-             report: Optional[dict[str, int]] = None, timeout_ms: int = 2000,
-             edges: tuple[str, ...] = ("satisfy", "violate")) -> dict[str, Optional[dict]]:
+def boundary(
+    expr: E,
+    assume: Optional[list] = None,
+    env: Optional[Z3Env] = None,
+    report: Optional[dict[str, int]] = None,
+    timeout_ms: int = 2000,
+    edges: tuple[str, ...] = ("satisfy", "violate"),
+) -> dict[str, Optional[dict]]:
     """Two z3 models at the edge of `expr`: one that satisfies it exactly at a
 
     boundary (a comparison holding with no slack) and one that violates it by the

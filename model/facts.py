@@ -45,14 +45,17 @@ def fact(name: str, width: int):
     def register(fn: Getter) -> Getter:
         FACTS[name] = (width, fn)
         return fn
+
     return register
 
 
 def via(name: str, width: int, lookup: Getter, fn: Callable[[Any, State, dict], Any]) -> None:
     """A fact that is fn of what lookup finds (unknown when it finds UNSEEN)."""
+
     def get(st: State, f: dict):
         o = lookup(st, f)
         return None if o is UNSEEN else fn(o, st, f)
+
     FACTS[name] = (width, get)
     VIA[name] = (lookup, fn)
 
@@ -135,8 +138,11 @@ def _capset(s, f: dict):
 
 _setting("st.capset.known", BOOL, lambda s, st, f: _capset(s, f) is not None)
 # CTX_CREATE names its capset in the low byte of context_init.
-_setting("st.init_capset.known", BOOL, lambda s, st, f: any(c.id == (f.get("context_init") or 0) & st.capset_id_mask
-                                                            for c in s.capsets))
+_setting(
+    "st.init_capset.known",
+    BOOL,
+    lambda s, st, f: any(c.id == (f.get("context_init") or 0) & st.capset_id_mask for c in s.capsets),
+)
 _setting("st.capset.max_version", 32, lambda s, st, f: (c := _capset(s, f)) and c.max_version or 0)
 
 
@@ -163,11 +169,17 @@ def axioms(num_scanouts_max: int) -> E:
     """What holds of every reachable state, so the solver does not invent impossible shapes."""
     exists = S("st.res.exists")
     return (
-        (~exists).implies(S("st.res.kind").eq(KIND_NONE) & ~S("st.res.backed") & ~S("st.res.mapped")
-                          & ~S("st.res.transferred") & ~S("st.res.in_ctx"))
+        (~exists).implies(
+            S("st.res.kind").eq(KIND_NONE)
+            & ~S("st.res.backed")
+            & ~S("st.res.mapped")
+            & ~S("st.res.transferred")
+            & ~S("st.res.in_ctx")
+        )
         & exists.implies(S("st.res.kind").ne(KIND_NONE))
         & S("st.res.mapped").implies(S("st.res.kind").eq(KIND_BLOB))
-        & S("st.num_scanouts").ugt(0) & S("st.num_scanouts").ule(num_scanouts_max)
+        & S("st.num_scanouts").ugt(0)
+        & S("st.num_scanouts").ule(num_scanouts_max)
         & (~S("st.tl.any")).implies(S("st.tl.last").eq(0))
         & (~S("st.shm.present")).implies(S("st.shm.size").eq(0))
         & (~S("st.capset.known")).implies(S("st.capset.max_version").eq(0))

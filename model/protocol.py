@@ -17,7 +17,9 @@ from .state import Settings, State, timeline_key
 FAMILIES = (rules_2d, rules_query, rules_blob, rules_3d, rules_cursor)
 LADDER = ("normative", "spec-text", "informal")
 # Request problems that leave a device nothing sound to act on: it refuses, with any error.
-UNUSABLE = frozenset({"short-buffer", "entries-truncated", "payload-truncated", "wrong-queue"})  # each step adds one basis to the profile
+UNUSABLE = frozenset(
+    {"short-buffer", "entries-truncated", "payload-truncated", "wrong-queue"}
+)  # each step adds one basis to the profile
 
 
 class ModelError(Error):
@@ -45,8 +47,10 @@ class Protocol:
         try:
             built = [b.resolve(r) for fam in FAMILIES for r in fam.rules(b)]
         except (MissingFact, KeyError) as exc:  # a struct field or constant an older chapter lacks
-            raise ModelError(f"the rules need something SpecIR {ir.version} does not have ({exc.args[0]}); "
-                             "use a v1.2 or later chapter, or the embedded snapshot") from None
+            raise ModelError(
+                f"the rules need something SpecIR {ir.version} does not have ({exc.args[0]}); "
+                "use a v1.2 or later chapter, or the embedded snapshot"
+            ) from None
         self.rules: dict[str, Rule] = {r.command: r for r in built}
         missing = [c.name for c in ir.commands if c.name not in self.rules]
         if missing:
@@ -111,9 +115,18 @@ class Protocol:
                 continue
             for fid in tl.pending:
                 if fid < tl.last_completed:
-                    out.append(Breach("", "ring-timeline-completion", "device", "spec-text", (RING_COMPLETE,), True,
-                                      f"fence {fid} on ctx {key[1]} ring {key[2]} was never answered although "
-                                      f"fence {tl.last_completed} on the same timeline completed"))
+                    out.append(
+                        Breach(
+                            "",
+                            "ring-timeline-completion",
+                            "device",
+                            "spec-text",
+                            (RING_COMPLETE,),
+                            True,
+                            f"fence {fid} on ctx {key[1]} ring {key[2]} was never answered although "
+                            f"fence {tl.last_completed} on the same timeline completed",
+                        )
+                    )
         return out
 
     # --- judging --------------------------------------------------------------
@@ -123,8 +136,17 @@ class Protocol:
         out = [Breach(rule.command, c.id, "driver", c.basis, c.reqs, True, c.note) for c in outcome.failed]
         name = resp.name
         if name is None:
-            out.append(Breach(rule.command, "response-type", "device", "informal", (), True,
-                              f"the response's type is not a virtio-gpu response ({resp.fields.get('hdr.type')})"))
+            out.append(
+                Breach(
+                    rule.command,
+                    "response-type",
+                    "device",
+                    "informal",
+                    (),
+                    True,
+                    f"the response's type is not a virtio-gpu response ({resp.fields.get('hdr.type')})",
+                )
+            )
             return out
         widest = outcome.acceptable(frozenset(LADDER))
         # A narrower profile accepts at least what a wider one does, so one look settles the common case.
@@ -135,14 +157,26 @@ class Protocol:
             if allowed is not None and name not in allowed:
                 demanding = outcome.demanding(profile)
                 _, reqs = outcome.duty(profile)
-                why = (f"{name} to a request that fails {', '.join(c.id for c in demanding)}" if demanding
-                       else f"{name} to a valid request; expected {' or '.join(sorted(allowed))}")
+                why = (
+                    f"{name} to a request that fails {', '.join(c.id for c in demanding)}"
+                    if demanding
+                    else f"{name} to a valid request; expected {' or '.join(sorted(allowed))}"
+                )
                 out.append(Breach(rule.command, "response-type", "device", LADDER[step], reqs, True, why))
                 break
         else:
             if not outcome.unknown and name != outcome.expected:
-                out.append(Breach(rule.command, "preferred-answer", "device", "implementation", (), True,
-                                  f"answered {name}; the reference device answers {outcome.expected}"))
+                out.append(
+                    Breach(
+                        rule.command,
+                        "preferred-answer",
+                        "device",
+                        "implementation",
+                        (),
+                        True,
+                        f"answered {name}; the reference device answers {outcome.expected}",
+                    )
+                )
         for ob, verdict in self.compiled[rule.command].obligations_failed(state, req, resp, outcome.values):
             out.append(Breach(rule.command, ob.id, "device", ob.basis, ob.reqs, verdict is False, ob.note))
         return out

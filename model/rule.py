@@ -158,7 +158,8 @@ class CompiledRule:
         # Every check at once, for the fast path where every value is known.
         self.all_checks = eval("lambda v: (" + "".join(f"{c.full.py()}, " for c in rule.checks) + ")", {})  # noqa: S307
         self.all_obligations = eval(  # noqa: S307
-            "lambda v: (" + "".join(f"{o.full.py()}, " for o in rule.obligations) + ")", {})
+            "lambda v: (" + "".join(f"{o.full.py()}, " for o in rule.obligations) + ")", {}
+        )
 
     def values(self, state: State, fields: dict) -> dict:
         """The request's fields and the state facts the rule reads; a fact read through an unknown
@@ -208,8 +209,9 @@ class CompiledRule:
                 failed.append(check)
         return Outcome(self.rule, failed, unknown, v)
 
-    def obligations_failed(self, state: State, req: Message, resp: Message,
-                           values: Optional[dict] = None) -> list[tuple[Obligation, Optional[bool]]]:
+    def obligations_failed(
+        self, state: State, req: Message, resp: Message, values: Optional[dict] = None
+    ) -> list[tuple[Obligation, Optional[bool]]]:
         """Obligations the response breaks (False) or may break (None, fields unknown), in the state before it.
 
         `values` are the ones `evaluate` read for the same request, so facts are not looked up twice.
@@ -227,7 +229,6 @@ class CompiledRule:
             if verdict is not True:
                 out.append((ob, None if verdict is None else False))
         return out
-
 
     def _verdict(self, key: str, fn, full: E, names: tuple, v: dict, partial: bool) -> Optional[bool]:
         """The compiled reading when every value is known; z3 over the unknown ones otherwise."""
@@ -368,8 +369,11 @@ class Build:
         keep = lambda ids: tuple(i for i in ids if i in self.requirement_ids)  # noqa: E731
         checks = []
         for c in rule.checks:
-            errs = None if c.errors is None else tuple(
-                e for x in c.errors for e in (self.errors if x == ANY_ERROR else (x,)))
+            errs = (
+                None
+                if c.errors is None
+                else tuple(e for x in c.errors for e in (self.errors if x == ANY_ERROR else (x,)))
+            )
             checks.append(replace(c, errors=errs, reqs=keep(c.reqs)))
         obs = tuple(replace(o, reqs=keep(o.reqs)) for o in rule.obligations)
         ok = rule.ok or self.ir.command(rule.command).responses

@@ -49,24 +49,63 @@ def header_checks(b: Build, command: str) -> list[Check]:
         gate = F(cmd.features[0])
         for f in cmd.features[1:]:
             gate = gate & F(f)
-        out.append(Check("feature-gate", gate, "informal", prefer=ERR_UNSPEC,
-                         note="the spec text gates the command on these feature bits; " + OPEN_CODE))
+        out.append(
+            Check(
+                "feature-gate",
+                gate,
+                "informal",
+                prefer=ERR_UNSPEC,
+                note="the spec text gates the command on these feature bits; " + OPEN_CODE,
+            )
+        )
     if cmd.needs_shm:
-        out.append(Check("host-visible-region", S("st.shm.present"), "informal", (TRANSFERS_ONLY,),
-                         prefer=ERR_UNSPEC, note="mapping needs the host-visible shared memory region"))
+        out.append(
+            Check(
+                "host-visible-region",
+                S("st.shm.present"),
+                "informal",
+                (TRANSFERS_ONLY,),
+                prefer=ERR_UNSPEC,
+                note="mapping needs the host-visible shared memory region",
+            )
+        )
     flags = c["hdr.flags"]
     ring = (flags & b.k("VIRTIO_GPU_FLAG_INFO_RING_IDX")).ne(0)
     fenced = (flags & b.k("VIRTIO_GPU_FLAG_FENCE")).ne(0)
     hi = b.ir.struct("virtio_gpu_ctrl_hdr").field("ring_idx").value_max
-    out.append(Check("ring-idx-needs-context-init", F("VIRTIO_GPU_F_CONTEXT_INIT"), "spec-text", (RING_MAY,),
-                     errors=None, when=ring,
-                     note="the flag is only defined with CONTEXT_INIT; what a device does otherwise is open"))
+    out.append(
+        Check(
+            "ring-idx-needs-context-init",
+            F("VIRTIO_GPU_F_CONTEXT_INIT"),
+            "spec-text",
+            (RING_MAY,),
+            errors=None,
+            when=ring,
+            note="the flag is only defined with CONTEXT_INIT; what a device does otherwise is open",
+        )
+    )
     if hi is not None:
-        out.append(Check("ring-idx-range", c["hdr.ring_idx"].ule(hi), "informal", (RING_MAY,),
-                         prefer=ERR_PARAM, when=ring, note=f"ring_idx is 0..{hi}; " + OPEN_CODE))
-    out.append(Check("fence-sequence", c["hdr.fence_id"].ugt(S("st.tl.last")), "informal", errors=None,
-                     when=fenced & S("st.tl.any"),
-                     note="fence_id is a sequence number on its timeline, so it grows; a device need not reject"))
+        out.append(
+            Check(
+                "ring-idx-range",
+                c["hdr.ring_idx"].ule(hi),
+                "informal",
+                (RING_MAY,),
+                prefer=ERR_PARAM,
+                when=ring,
+                note=f"ring_idx is 0..{hi}; " + OPEN_CODE,
+            )
+        )
+    out.append(
+        Check(
+            "fence-sequence",
+            c["hdr.fence_id"].ugt(S("st.tl.last")),
+            "informal",
+            errors=None,
+            when=fenced & S("st.tl.any"),
+            note="fence_id is a sequence number on its timeline, so it grows; a device need not reject",
+        )
+    )
     return out
 
 
@@ -76,25 +115,50 @@ def header_obligations(b: Build, command: str) -> list[Obligation]:
     fence, ring = b.k("VIRTIO_GPU_FLAG_FENCE"), b.k("VIRTIO_GPU_FLAG_INFO_RING_IDX")
     fenced = (c["hdr.flags"] & fence).ne(0)
     return [
-        Obligation("fence-echo", (r["hdr.flags"] & fence).ne(0) & r["hdr.fence_id"].eq(c["hdr.fence_id"]),
-                   "spec-text", (FENCE_ECHO,), when=fenced),
-        Obligation("ring-echo", r["hdr.ctx_id"].eq(c["hdr.ctx_id"]) & r["hdr.ring_idx"].eq(c["hdr.ring_idx"]),
-                   "implementation", when=fenced & (c["hdr.flags"] & ring).ne(0),
-                   note="echoing ctx_id and ring_idx is what QEMU and crosvm do; the spec does not ask"),
+        Obligation(
+            "fence-echo",
+            (r["hdr.flags"] & fence).ne(0) & r["hdr.fence_id"].eq(c["hdr.fence_id"]),
+            "spec-text",
+            (FENCE_ECHO,),
+            when=fenced,
+        ),
+        Obligation(
+            "ring-echo",
+            r["hdr.ctx_id"].eq(c["hdr.ctx_id"]) & r["hdr.ring_idx"].eq(c["hdr.ring_idx"]),
+            "implementation",
+            when=fenced & (c["hdr.flags"] & ring).ne(0),
+            note="echoing ctx_id and ring_idx is what QEMU and crosvm do; the spec does not ask",
+        ),
     ]
 
 
 def resource_exists(when: E | None = None) -> Check:
-    return Check("resource-exists", S("st.res.exists"), "informal", prefer=ERR_RESOURCE, when=when,
-                 note="resource ids are live from their create to their unref; " + OPEN_CODE)
+    return Check(
+        "resource-exists",
+        S("st.res.exists"),
+        "informal",
+        prefer=ERR_RESOURCE,
+        when=when,
+        note="resource ids are live from their create to their unref; " + OPEN_CODE,
+    )
 
 
 def resource_id_free(c: Fields) -> list[Check]:
     return [
-        Check("resource-id-nonzero", c["resource_id"].ne(0), "informal", prefer=ERR_RESOURCE,
-              note="0 means 'no resource' in SET_SCANOUT and UPDATE_CURSOR"),
-        Check("resource-id-free", ~S("st.res.exists"), "informal", prefer=ERR_RESOURCE,
-              note="an id names one live resource"),
+        Check(
+            "resource-id-nonzero",
+            c["resource_id"].ne(0),
+            "informal",
+            prefer=ERR_RESOURCE,
+            note="0 means 'no resource' in SET_SCANOUT and UPDATE_CURSOR",
+        ),
+        Check(
+            "resource-id-free",
+            ~S("st.res.exists"),
+            "informal",
+            prefer=ERR_RESOURCE,
+            note="an id names one live resource",
+        ),
     ]
 
 
@@ -104,6 +168,11 @@ def rect_inside(prefix: str, c: Fields, width: E, height: E) -> E:
 
 
 def scanout_id_valid(c: Fields, key: str = "scanout_id", prefer: str = ERR_SCANOUT, answer_open: bool = False) -> Check:
-    return Check("scanout-id", c[key].ult(S("st.num_scanouts")), "informal", prefer=prefer,
-                 errors=None if answer_open else (ANY_ERROR,),
-                 note="scanouts are numbered below num_scanouts; " + OPEN_CODE)
+    return Check(
+        "scanout-id",
+        c[key].ult(S("st.num_scanouts")),
+        "informal",
+        prefer=prefer,
+        errors=None if answer_open else (ANY_ERROR,),
+        note="scanouts are numbered below num_scanouts; " + OPEN_CODE,
+    )

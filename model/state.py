@@ -116,8 +116,9 @@ class State:
         new.scanouts = dict(self.scanouts)
         new.contexts = dict(self.contexts)
         new.cursor = _shallow(self.cursor)
-        new.timelines = {k: Timeline(t.last_submitted, t.last_completed, list(t.pending))
-                         for k, t in self.timelines.items()}
+        new.timelines = {
+            k: Timeline(t.last_submitted, t.last_completed, list(t.pending)) for k, t in self.timelines.items()
+        }
         return new
 
     def mappings(self) -> dict[int, tuple[int, int]]:

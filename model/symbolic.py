@@ -18,8 +18,9 @@ def assumptions(p: Protocol) -> E:
     """Reachable-state axioms plus the config ranges the SpecIR states (e.g. num_scanouts 1..16)."""
     cfg = p.ir.config
     # the config's stated range, else the scanout arrays' size
-    hi = next((f.value_max for f in cfg.fields if f.name == "num_scanouts"), None) \
-        or p.ir.constant("VIRTIO_GPU_MAX_SCANOUTS")
+    hi = next((f.value_max for f in cfg.fields if f.name == "num_scanouts"), None) or p.ir.constant(
+        "VIRTIO_GPU_MAX_SCANOUTS"
+    )
     out = axioms(hi)
     lo_align = next((f.value_min for f in cfg.fields if f.name == "blob_alignment"), None)
     if lo_align:
@@ -57,6 +58,7 @@ class Conflict:
     def __str__(self) -> str:
         def side(c: Check) -> str:
             return f"{c.id} [{', '.join(c.reqs) or c.basis}] wants {c.prefer}"
+
         return f"{self.command}: {side(self.first)}; {side(self.second)}"
 
 
@@ -121,8 +123,7 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
                 continue
             r, m = solve(base + [z3.Not(holds[a.id]), z3.Not(holds[b.id])], PROOF_TIMEOUT_MS)
             if r == "sat":
-                conflicts.append(Conflict(name, a, b, env.model_values(
-                    m, {**a.full.vars(), **b.full.vars()})))
+                conflicts.append(Conflict(name, a, b, env.model_values(m, {**a.full.vars(), **b.full.vars()})))
             elif r == "unknown":
                 unknown.append(f"{name}: {a.id} / {b.id}")
     return Proof(reading, valid, contra, conflicts, unknown)

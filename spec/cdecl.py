@@ -75,8 +75,7 @@ class CUnit:
     defects: list[tuple[int, int, str]] = field(default_factory=list)  # line, col, message
 
 
-def parse_c(text: str, path: str, line_offset: int = 0,
-            constants: Optional[dict[str, int]] = None) -> CUnit:
+def parse_c(text: str, path: str, line_offset: int = 0, constants: Optional[dict[str, int]] = None) -> CUnit:
     """Parse a header or a listing body; line_offset maps its lines into the enclosing file."""
     unit = CUnit(path)
     comments: list[Token] = []
@@ -85,8 +84,7 @@ def parse_c(text: str, path: str, line_offset: int = 0,
     except UnexpectedInput as exc:
         raise _translate(exc, text, path, line_offset) from None
     for tok in comments:
-        unit.comments.append(CComment(tok.value, tok.line + line_offset,
-                                      tok.end_line + line_offset))
+        unit.comments.append(CComment(tok.value, tok.line + line_offset, tok.end_line + line_offset))
     env = dict(constants or {})
     _Builder(unit, env, line_offset, path, text).top(tree)
     return unit
@@ -107,20 +105,23 @@ def _translate(exc: UnexpectedInput, text: str, path: str, off: int) -> SpecSour
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         if tok.type == "$END":
-            return SpecSourceError(path, line + off, col, "unexpected end of C declarations "
-                                   "(a struct or enum is not closed)", ctx,
-                                   "the file may be truncated")
+            return SpecSourceError(
+                path,
+                line + off,
+                col,
+                "unexpected end of C declarations (a struct or enum is not closed)",
+                ctx,
+                "the file may be truncated",
+            )
         expected = ", ".join(sorted(exc.expected)[:8])
-        return SpecSourceError(path, line + off, col,
-                               f"unexpected {tok.type} {tok.value!r} in C declaration; "
-                               f"expected {expected}", ctx)
+        return SpecSourceError(
+            path, line + off, col, f"unexpected {tok.type} {tok.value!r} in C declaration; expected {expected}", ctx
+        )
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
         if text.startswith("/*", exc.pos_in_stream):
-            return SpecSourceError(path, line + off, col, "comment is never closed", ctx,
-                                   "the file may be truncated")
-        return SpecSourceError(path, line + off, col,
-                               f"unexpected character {ch!r} in C declaration", ctx)
+            return SpecSourceError(path, line + off, col, "comment is never closed", ctx, "the file may be truncated")
+        return SpecSourceError(path, line + off, col, f"unexpected character {ch!r} in C declaration", ctx)
     return SpecSourceError(path, line + off, col, str(exc).splitlines()[0], ctx)
 
 
@@ -138,8 +139,9 @@ def eval_expr(node: Union[Tree, Token], env: dict[str, int]) -> Optional[int]:
     if node.data == "inv":
         v = eval_expr(node.children[1], env)
         return None if v is None else ~v
-    if node.data == "atom" or (len(node.children) == 3 and isinstance(node.children[0], Token)
-                               and node.children[0].type == "LPAR"):
+    if node.data == "atom" or (
+        len(node.children) == 3 and isinstance(node.children[0], Token) and node.children[0].type == "LPAR"
+    ):
         return eval_expr(node.children[1], env)
     vals = node.children
     acc = eval_expr(vals[0], env)
@@ -147,9 +149,15 @@ def eval_expr(node: Union[Tree, Token], env: dict[str, int]) -> Optional[int]:
         op, rhs = vals[i].value, eval_expr(vals[i + 1], env)
         if acc is None or rhs is None:
             return None
-        acc = {"<<": lambda a, b: a << b, ">>": lambda a, b: a >> b, "|": lambda a, b: a | b,
-               "&": lambda a, b: a & b, "+": lambda a, b: a + b, "-": lambda a, b: a - b,
-               "*": lambda a, b: a * b}[op](acc, rhs)
+        acc = {
+            "<<": lambda a, b: a << b,
+            ">>": lambda a, b: a >> b,
+            "|": lambda a, b: a | b,
+            "&": lambda a, b: a & b,
+            "+": lambda a, b: a + b,
+            "-": lambda a, b: a - b,
+            "*": lambda a, b: a * b,
+        }[op](acc, rhs)
     return acc
 
 
@@ -200,7 +208,9 @@ class _Builder:
                 val = eval_expr(en.children[2], self.env)
                 if val is None:
                     raise SpecSourceError(
-                        self.path, ident.line + self.off, ident.column,
+                        self.path,
+                        ident.line + self.off,
+                        ident.column,
                         f"cannot evaluate the value of enumerator {ident.value}",
                         source_context(self.text, ident.line, ident.column),
                     )
@@ -249,7 +259,9 @@ class _Builder:
                 value = eval_expr(inner[0], self.env)
                 if value is None:
                     raise SpecSourceError(
-                        self.path, ident.line + self.off, ident.column,
+                        self.path,
+                        ident.line + self.off,
+                        ident.column,
                         f"array length {array!r} of {ident.value} is not a known constant",
                         source_context(self.text, ident.line, ident.column),
                         "define it before the struct",
@@ -265,20 +277,24 @@ class _Builder:
             tree = c_parser().parse(body, start="define_body")
         except UnexpectedInput as exc:
             col = tok.column + lead + (getattr(exc, "column", 1) or 1) - 1
-            raise SpecSourceError(self.path, tok.line + self.off, col,
-                                  "cannot parse #define", source_context(self.text, tok.line, col)
-                                  ) from None
+            raise SpecSourceError(
+                self.path, tok.line + self.off, col, "cannot parse #define", source_context(self.text, tok.line, col)
+            ) from None
         name = tree.children[0]
         rest = tree.children[1:]
         stray = bool(rest) and isinstance(rest[-1], Token) and rest[-1].type == "SEMI"
         if stray:
             semi = rest[-1]
-            self.unit.defects.append((tok.line + self.off, tok.column + lead + semi.column - 1,
-                                      f"stray ';' after the value of #define {name.value}"))
+            self.unit.defects.append(
+                (
+                    tok.line + self.off,
+                    tok.column + lead + semi.column - 1,
+                    f"stray ';' after the value of #define {name.value}",
+                )
+            )
             rest = rest[:-1]
         value = eval_expr(rest[0], self.env) if rest else None
         text = expr_text(rest[0]) if rest else ""
         if value is not None:
             self.env[name.value] = value
-        self.unit.defines.append(CDefine(name.value, value, text, tok.line + self.off,
-                                         tok.column, stray))
+        self.unit.defines.append(CDefine(name.value, value, text, tok.line + self.off, tok.column, stray))

@@ -210,15 +210,15 @@ class _Builder:
         elif isinstance(ev, L.BareGroup):
             # `field{x}` (backslash lost) or a bare `{x}`: keep the text, report the defect
             if ev.prev_word.endswith("field"):
-                d.defects.append((ev.line, ev.col - len("field"),
-                                  f"'field{{{ev.text}}}' lacks its backslash: \\field{{{ev.text}}}"))
+                d.defects.append(
+                    (ev.line, ev.col - len("field"), f"'field{{{ev.text}}}' lacks its backslash: \\field{{{ev.text}}}")
+                )
                 blk = self._blk()
                 if blk.text.endswith("field"):  # the word was the last piece added
                     blk.text = blk.text[: -len("field")]
                 self.feed(L.FieldRef(ev.text, ev.line, ev.col))
             elif re.fullmatch(r"[a-z_][a-z0-9_]*", ev.text):
-                d.defects.append((ev.line, ev.col,
-                                  f"bare group '{{{ev.text}}}' in text: missing \\field?"))
+                d.defects.append((ev.line, ev.col, f"bare group '{{{ev.text}}}' in text: missing \\field?"))
 
     def _sec(self) -> int:
         if self.sec is None:  # text before any heading
@@ -234,8 +234,7 @@ class _Builder:
     def _blk(self) -> Block:
         if self.block is None:
             label, fields = self._item()
-            self.block = Block(self._sec(), label, fields,
-                               self.env_stack[-1] if self.env_stack else None)
+            self.block = Block(self._sec(), label, fields, self.env_stack[-1] if self.env_stack else None)
         return self.block
 
     def _close_block(self) -> None:

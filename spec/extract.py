@@ -10,8 +10,7 @@ from typing import Optional
 
 from . import document as D
 from .cdecl import CStruct, CUnit, parse_c
-from .ir import (IR_SCHEMA, Citation, Command, Constant, Enum, Feature, Loc, Response, Section,
-                 SpecIR, Struct, Trailing)
+from .ir import IR_SCHEMA, Citation, Command, Constant, Enum, Feature, Loc, Response, Section, SpecIR, Struct, Trailing
 from .layout import lay_out
 from .requirements import extract_requirements
 
@@ -95,8 +94,7 @@ def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
         m = re.search(r"Request data is\s+" + F + r"\s*,?\s*followed by\s+" + F + r"\s+entries", text)
         if m:
             holder = parsed.tex_structs.get(m.group(1))
-            count = next((mm.name for mm in holder.members if mm.name.startswith("nr_")), None) \
-                if holder else None
+            count = next((mm.name for mm in holder.members if mm.name.startswith("nr_")), None) if holder else None
             if count:
                 line = blocks[0].position(m.start(2))[0]
                 trailing[m.group(1)] = Trailing(m.group(2), count, Loc(chapter_file, line))
@@ -111,11 +109,18 @@ def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
 
     features = _features(doc, items, parsed, chapter_file, sources.get("header", ""))
     responses = _responses(parsed, enums, items, chapter_file, sources.get("header", ""))
-    commands = _commands(doc, parsed, enums, items, responses, struct_names, chapter_file,
-                         sources.get("header", ""))
+    commands = _commands(doc, parsed, enums, items, responses, struct_names, chapter_file, sources.get("header", ""))
     sections = tuple(
-        Section(s.id, s.title, tuple(x.title for x in doc.section_path(s.index)), s.level, s.label,
-                s.kind, Loc(chapter_file, s.line), s.end_line)
+        Section(
+            s.id,
+            s.title,
+            tuple(x.title for x in doc.section_path(s.index)),
+            s.level,
+            s.label,
+            s.kind,
+            Loc(chapter_file, s.line),
+            s.end_line,
+        )
         for s in doc.sections
     )
     reqs = extract_requirements(doc, commands, structs, responses)
@@ -124,13 +129,21 @@ def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
         clause = "driver" if "driver" in cdoc.path.lower() else "device"
         for ref in cdoc.refs:
             if ref.target.startswith(("devicenormative:", "drivernormative:")):
-                citations.append(Citation(clause, ref.target, ref.target in doc.labels,
-                                          Loc(cdoc.path, ref.line)))
+                citations.append(Citation(clause, ref.target, ref.target in doc.labels, Loc(cdoc.path, ref.line)))
     return SpecIR(
-        schema=IR_SCHEMA, version=version, sources=dict(sources), sections=sections,
-        features=tuple(features), config=config, enums=tuple(enums),
-        constants=tuple(constants), structs=tuple(structs), responses=tuple(responses),
-        commands=tuple(commands), requirements=tuple(reqs), citations=tuple(citations),
+        schema=IR_SCHEMA,
+        version=version,
+        sources=dict(sources),
+        sections=sections,
+        features=tuple(features),
+        config=config,
+        enums=tuple(enums),
+        constants=tuple(constants),
+        structs=tuple(structs),
+        responses=tuple(responses),
+        commands=tuple(commands),
+        requirements=tuple(reqs),
+        citations=tuple(citations),
     )
 
 
@@ -144,7 +157,7 @@ def _item_blocks(doc: D.Doc) -> dict[str, list[D.Block]]:
     for i, (label, line, sec, depth) in enumerate(doc.items):
         if label in items:
             continue
-        for nxt in doc.items[i + 1:]:
+        for nxt in doc.items[i + 1 :]:
             if nxt[2] != sec:
                 break
             if nxt[0] in items:
@@ -170,19 +183,16 @@ def _enums_and_constants(parsed: Parsed) -> tuple[list[Enum], list[Constant]]:
         hpath = h.path
         for e in h.enums:
             if e.name not in enums:
-                enums[e.name] = Enum(e.name, tuple((n, v) for n, v, _ in e.members), "header",
-                                     Loc(hpath, e.line))
+                enums[e.name] = Enum(e.name, tuple((n, v) for n, v, _ in e.members), "header", Loc(hpath, e.line))
             for n, v, line in e.members:
                 consts.setdefault(n, Constant(n, v, "enum", e.name, "header", Loc(hpath, line)))
         for d in h.defines:
             if d.value is not None and not d.name.startswith(FEAT) and not d.name.endswith("_H"):
-                consts.setdefault(d.name, Constant(d.name, d.value, "define", None, "header",
-                                                   Loc(hpath, d.line)))
+                consts.setdefault(d.name, Constant(d.name, d.value, "define", None, "header", Loc(hpath, d.line)))
     return list(enums.values()), list(consts.values())
 
 
-def _lay_out_all(parsed: Parsed, trailing: dict[str, Trailing], chapter_file: str,
-                 header_file: str) -> list[Struct]:
+def _lay_out_all(parsed: Parsed, trailing: dict[str, Trailing], chapter_file: str, header_file: str) -> list[Struct]:
     known: dict[str, Struct] = {}
     order: list[Struct] = []
 
@@ -211,12 +221,12 @@ _MIN = re.compile(r"minimum value is\s+(\d+|zero)", re.I)
 _MAX = re.compile(r"maximum value is\s+(\d+)", re.I)
 
 
-def _value_ranges(doc: D.Doc, items: dict[str, list[D.Block]], parsed: Parsed
-                  ) -> dict[tuple[str, str], tuple[Optional[int], Optional[int]]]:
+def _value_ranges(
+    doc: D.Doc, items: dict[str, list[D.Block]], parsed: Parsed
+) -> dict[tuple[str, str], tuple[Optional[int], Optional[int]]]:
     """Ranges stated in a field's description item, tied to the last struct declaring it."""
     out: dict[tuple[str, str], tuple[Optional[int], Optional[int]]] = {}
-    struct_lines = sorted((s.line, s.name, {m.name for m in s.members})
-                          for s in parsed.tex_structs.values())
+    struct_lines = sorted((s.line, s.name, {m.name for m in s.members}) for s in parsed.tex_structs.values())
     for label, line, sec, depth in doc.items:
         blocks = items.get(label)
         if not blocks or " " in label:
@@ -239,7 +249,8 @@ def _with_ranges(st: Struct, ranges) -> Struct:
         return st
     fields = tuple(
         dc.replace(f, value_min=ranges[(st.name, f.name)][0], value_max=ranges[(st.name, f.name)][1])
-        if (st.name, f.name) in ranges else f
+        if (st.name, f.name) in ranges
+        else f
         for f in st.fields
     )
     return dc.replace(st, fields=fields)
@@ -254,8 +265,7 @@ def _features(doc: D.Doc, items, parsed: Parsed, chapter_file: str, header_file:
         text = " ".join(b.text for b in items.get(label, []))
         requires = tuple(re.findall(r"Requires\s+(" + FEAT + r"\w+)", text))
         cfg = tuple(re.findall(r"configuration field\s+" + re.escape(D.FOPEN) + r"(\w+)", text))
-        feats[m.group(1)] = Feature(m.group(1), int(m.group(2)), requires, cfg, "tex",
-                                    Loc(chapter_file, line))
+        feats[m.group(1)] = Feature(m.group(1), int(m.group(2)), requires, cfg, "tex", Loc(chapter_file, line))
     if parsed.header:
         for d in parsed.header.defines:
             if d.name.startswith(FEAT) and d.value is not None:
@@ -267,14 +277,12 @@ def _features(doc: D.Doc, items, parsed: Parsed, chapter_file: str, header_file:
     return sorted(feats.values(), key=lambda f: f.bit)
 
 
-def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str,
-               header_file: str) -> list[Response]:
+def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str, header_file: str) -> list[Response]:
     ctrl = next(e for e in enums if e.name == "virtio_gpu_ctrl_type")
     stated: dict[str, tuple[str, int]] = {}  # response -> struct, line
     for label, blocks in items.items():
         for b in blocks:
-            for m in re.finditer(r"Response type is\s+(VIRTIO_GPU_RESP_\w+)\s*,\s*response data is\s+"
-                                 + F, b.text):
+            for m in re.finditer(r"Response type is\s+(VIRTIO_GPU_RESP_\w+)\s*,\s*response data is\s+" + F, b.text):
                 stated.setdefault(m.group(1), (m.group(2), b.position(m.start())[0]))
     by_comment = {n: s for s, names in parsed.header_struct_commands.items() for n in names}
     enum_line = {n: ln for n, v, ln in _enum_lines(parsed, ctrl.name)}
@@ -302,8 +310,16 @@ def _enum_lines(parsed: Parsed, name: str):
     return []
 
 
-def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: list[Response],
-              struct_names: set[str], chapter_file: str, header_file: str) -> list[Command]:
+def _commands(
+    doc: D.Doc,
+    parsed: Parsed,
+    enums: list[Enum],
+    items,
+    responses: list[Response],
+    struct_names: set[str],
+    chapter_file: str,
+    header_file: str,
+) -> list[Command]:
     ctrl = next(e for e in enums if e.name == "virtio_gpu_ctrl_type")
     errors = tuple(r.name for r in responses if r.kind == "error")
     by_comment = {n: s for s, names in parsed.header_struct_commands.items() for n in names}
@@ -325,8 +341,7 @@ def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: l
         line, sec = item_info.get(name, (0, None))
         # request struct: stated in the text, else from the header's comment
         request, req_src = None, "tex"
-        m = re.search(r"Request data is\s+" + F, text) or \
-            re.search(r"No request data \(just bare\s+" + F, text)
+        m = re.search(r"Request data is\s+" + F, text) or re.search(r"No request data \(just bare\s+" + F, text)
         if m:
             request = m.group(1)
         elif name in by_comment:
@@ -342,19 +357,32 @@ def _commands(doc: D.Doc, parsed: Parsed, enums: list[Enum], items, responses: l
             while s is not None and not gates:
                 gates = section_gate.get(s, ())
                 s = doc.sections[s].parent
-        needs_shm = "VIRTIO_GPU_SHM_ID_HOST_VISIBLE" if re.search(
-            r"presence of the host visible memory region", plain) else None
+        needs_shm = (
+            "VIRTIO_GPU_SHM_ID_HOST_VISIBLE"
+            if re.search(r"presence of the host visible memory region", plain)
+            else None
+        )
         queue = "controlq"
         if sec is not None and any("cursorq" in x.title for x in doc.section_path(sec)):
             queue = "cursorq"
         elif sec is None and _enum_group(parsed, name) == "cursor":
             queue = "cursorq"
-        out.append(Command(
-            name=name, code=code, queue=queue, request=request, responses=resp, errors=errors,
-            features=gates, needs_shm=needs_shm, section=doc.sections[sec].id if sec is not None else "",
-            source="tex+header" if req_src == "header" else "tex",
-            loc=Loc(chapter_file, line) if line else Loc(header_file, 0), request_source=req_src,
-        ))
+        out.append(
+            Command(
+                name=name,
+                code=code,
+                queue=queue,
+                request=request,
+                responses=resp,
+                errors=errors,
+                features=gates,
+                needs_shm=needs_shm,
+                section=doc.sections[sec].id if sec is not None else "",
+                source="tex+header" if req_src == "header" else "tex",
+                loc=Loc(chapter_file, line) if line else Loc(header_file, 0),
+                request_source=req_src,
+            )
+        )
     return out
 
 

@@ -143,8 +143,21 @@ class NewCommand:
 
 
 Event = Union[
-    Heading, Normative, Conformance, Label, EnvBegin, EnvEnd, Item, Listing, Text,
-    FieldRef, Ref, Href, BareGroup, ParBreak, NewCommand,
+    Heading,
+    Normative,
+    Conformance,
+    Label,
+    EnvBegin,
+    EnvEnd,
+    Item,
+    Listing,
+    Text,
+    FieldRef,
+    Ref,
+    Href,
+    BareGroup,
+    ParBreak,
+    NewCommand,
 ]
 
 
@@ -162,8 +175,9 @@ def parse_tex(text: str, path: str, start: str = "chapter") -> TexDocument:
     """Parse a chapter (or the macro file with start='macros'); raise SpecSourceError."""
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
-        raise SpecSourceError(path, line, 1, "binary data (NUL byte) in a LaTeX source",
-                              hint="point --spec-dir at a virtio-spec checkout")
+        raise SpecSourceError(
+            path, line, 1, "binary data (NUL byte) in a LaTeX source", hint="point --spec-dir at a virtio-spec checkout"
+        )
     try:
         tree = latex_parser().parse(text, start=start)
     except UnexpectedInput as exc:
@@ -182,13 +196,19 @@ def _translate(exc: UnexpectedInput, text: str, path: str) -> SpecSourceError:
             return _unexpected_end(text, path)
         if tok.type == "UNKNOWN_CMD":
             return SpecSourceError(
-                path, line, col, f"unknown macro {tok.value}",
+                path,
+                line,
+                col,
+                f"unknown macro {tok.value}",
                 source_context(text, line, col, len(tok)),
                 "the structural grammar knows: " + ", ".join("\\" + m for m in KNOWN_MACROS),
             )
         expected = ", ".join(sorted(_pretty(t) for t in exc.expected)[:8])
         return SpecSourceError(
-            path, line, col, f"unexpected {_pretty(tok.type)} {tok.value!r}; expected {expected}",
+            path,
+            line,
+            col,
+            f"unexpected {_pretty(tok.type)} {tok.value!r}; expected {expected}",
             source_context(text, line, col, max(len(tok), 1)),
         )
     if isinstance(exc, UnexpectedEOF):
@@ -196,17 +216,27 @@ def _translate(exc: UnexpectedInput, text: str, path: str) -> SpecSourceError:
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
         if text.startswith("\\begin{lstlisting}", exc.pos_in_stream):
-            return SpecSourceError(path, line, col, "\\begin{lstlisting} is never closed",
-                                   source_context(text, line, col, 18),
-                                   "the file may be truncated: add \\end{lstlisting}")
-        return SpecSourceError(path, line, col, f"unexpected character {ch!r}",
-                               source_context(text, line, col))
+            return SpecSourceError(
+                path,
+                line,
+                col,
+                "\\begin{lstlisting} is never closed",
+                source_context(text, line, col, 18),
+                "the file may be truncated: add \\end{lstlisting}",
+            )
+        return SpecSourceError(path, line, col, f"unexpected character {ch!r}", source_context(text, line, col))
     return SpecSourceError(path, line, col, str(exc).splitlines()[0])
 
 
 _PRETTY = {
-    "RBRACE": "'}'", "LBRACE": "'{'", "RSQB": "']'", "LSQB": "'['", "WORD": "text",
-    "WS": "space", "PARBREAK": "blank line", "$END": "end of file",
+    "RBRACE": "'}'",
+    "LBRACE": "'{'",
+    "RSQB": "']'",
+    "LSQB": "'['",
+    "WORD": "text",
+    "WS": "space",
+    "PARBREAK": "blank line",
+    "$END": "end of file",
 }
 
 
@@ -245,25 +275,36 @@ def _unexpected_end(text: str, path: str) -> SpecSourceError:
     if stack:
         what, line, col = stack[-1]
         return SpecSourceError(
-            path, line, col, f"{what} opened here is never closed (end of file at line {end_line})",
-            source_context(text, line, col, len(what)), "the file may be truncated",
+            path,
+            line,
+            col,
+            f"{what} opened here is never closed (end of file at line {end_line})",
+            source_context(text, line, col, len(what)),
+            "the file may be truncated",
         )
-    return SpecSourceError(path, end_line, 1, "unexpected end of file",
-                           hint="the file may be truncated")
+    return SpecSourceError(path, end_line, 1, "unexpected end of file", hint="the file may be truncated")
 
 
 def _check_envs(doc: TexDocument) -> None:
     for ev in doc.events:
         if isinstance(ev, EnvBegin) and ev.name == "lstlisting":  # not lexed as a verbatim block
             raise SpecSourceError(
-                doc.path, ev.line, 1, "\\begin{lstlisting} is never closed before the next one",
-                source_context(doc.text, ev.line, 1, 18), "add the missing \\end{lstlisting}",
+                doc.path,
+                ev.line,
+                1,
+                "\\begin{lstlisting} is never closed before the next one",
+                source_context(doc.text, ev.line, 1, 18),
+                "add the missing \\end{lstlisting}",
             )
         if isinstance(ev, EnvEnd) and ev.name.startswith("!"):
             begin, end = ev.name[1:].split("|")
             raise SpecSourceError(
-                doc.path, ev.line, 1, f"\\end{{{end}}} closes \\begin{{{begin}}}",
-                source_context(doc.text, ev.line, 1), "fix the environment name",
+                doc.path,
+                ev.line,
+                1,
+                f"\\end{{{end}}} closes \\begin{{{begin}}}",
+                source_context(doc.text, ev.line, 1),
+                "fix the environment name",
             )
 
 
@@ -318,12 +359,21 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
         kind = child.data
         head = child.children[0]
         if kind == "heading":
-            out.append(Heading(head.value.lstrip("\\").rstrip("*"), group_text(child.children[1]),
-                               head.line, head.column))
+            out.append(
+                Heading(head.value.lstrip("\\").rstrip("*"), group_text(child.children[1]), head.line, head.column)
+            )
         elif kind == "normative":
             level = child.children[2].value.lstrip("\\").rstrip("*")
-            out.append(Normative(head.value.lstrip("\\"), level, group_text(child.children[4]),
-                                 group_text(child.children[5]), head.line, head.column))
+            out.append(
+                Normative(
+                    head.value.lstrip("\\"),
+                    level,
+                    group_text(child.children[4]),
+                    group_text(child.children[5]),
+                    head.line,
+                    head.column,
+                )
+            )
         elif kind == "conformance":
             level = child.children[2].value.lstrip("\\").rstrip("*")
             out.append(Conformance(level, group_text(child.children[4]), head.line, head.column))
@@ -341,22 +391,20 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
         elif kind == "listing":
             raw = head.value
             start = raw.index("}") + 1
-            body = raw[start: raw.rindex("\\end{lstlisting}")]
+            body = raw[start : raw.rindex("\\end{lstlisting}")]
             out.append(Listing(body, head.line + raw.count("\n", 0, start), head.line))
         elif kind == "item":
             if head.type == "ITEM":
                 out.append(Item(None, [], head.line, head.column))
             else:
                 label_tree = Tree("item_label", child.children[1:-1])
-                fields = [group_text(f.children[1]) for f in label_tree.iter_subtrees_topdown()
-                          if f.data == "field"]
+                fields = [group_text(f.children[1]) for f in label_tree.iter_subtrees_topdown() if f.data == "field"]
                 out.append(Item(group_text(label_tree), fields, head.line, head.column))
         elif kind == "field":
             out.append(FieldRef(group_text(child.children[1]), head.line, head.column))
             prev = ""
         elif kind in ("ref", "nameref"):
-            out.append(Ref(group_text(child.children[1]), head.line, head.column,
-                           named=kind == "nameref"))
+            out.append(Ref(group_text(child.children[1]), head.line, head.column, named=kind == "nameref"))
         elif kind == "href":
             text = group_text(child.children[2])
             out.append(Href(_tok_text(child.children[1]).strip(), text, head.line, head.column))
@@ -366,8 +414,7 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
         elif kind == "newcommand":
             name_tok = child.children[2]
             arity = 0
-            if len(child.children) > 5 and isinstance(child.children[4], Token) \
-                    and child.children[4].type == "LSQB":
+            if len(child.children) > 5 and isinstance(child.children[4], Token) and child.children[4].type == "LSQB":
                 arity = int(child.children[5].value) if child.children[5].value.isdigit() else -1
             out.append(NewCommand(name_tok.value.lstrip("\\"), arity, head.line))
         elif kind == "group":
@@ -380,4 +427,3 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
             continue  # macro-file material outside \newcommand: nothing to extract
         else:  # pragma: no cover - grammar and walker are kept in step by tests
             raise AssertionError(f"unhandled LaTeX node {kind}")
-

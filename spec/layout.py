@@ -27,8 +27,9 @@ def _align_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
 
-def lay_out(cstruct: CStruct, known: dict[str, Struct], file: str, source: str,
-            trailing: Optional[Trailing] = None) -> Struct:
+def lay_out(
+    cstruct: CStruct, known: dict[str, Struct], file: str, source: str, trailing: Optional[Trailing] = None
+) -> Struct:
     """Compute offsets and sizes; `known` holds the structs already laid out."""
     offset, align, fields, flexible = 0, 1, [], False
     for m in cstruct.members:
@@ -48,13 +49,27 @@ def lay_out(cstruct: CStruct, known: dict[str, Struct], file: str, source: str,
         size = esize * (count if count is not None else 1)
         if count == 0:
             flexible = True
-        fields.append(Field(
-            name=m.name, wire_type=wire_type(m.type), offset=offset, size=size,
-            elem_size=esize, count=count, count_expr=m.array,
-            struct=sname, loc=Loc(file, m.line),
-        ))
+        fields.append(
+            Field(
+                name=m.name,
+                wire_type=wire_type(m.type),
+                offset=offset,
+                size=size,
+                elem_size=esize,
+                count=count,
+                count_expr=m.array,
+                struct=sname,
+                loc=Loc(file, m.line),
+            )
+        )
         offset += size
     return Struct(
-        name=cstruct.name, fields=tuple(fields), size=_align_up(offset, align), align=align,
-        flexible=flexible, trailing=trailing, source=source, loc=Loc(file, cstruct.line),
+        name=cstruct.name,
+        fields=tuple(fields),
+        size=_align_up(offset, align),
+        align=align,
+        flexible=flexible,
+        trailing=trailing,
+        source=source,
+        loc=Loc(file, cstruct.line),
     )

@@ -23,13 +23,17 @@ SNAPSHOT = "spec-v1.4.json"
 # Where the GPU chapter lives, newest layout first: a virtio-spec checkout since
 # v1.3, one before it, and a flat folder of copies (as in ../shared/spec-sources).
 LAYOUTS = (
-    {"chapter": "device-types/gpu/description.tex",
-     "device_conformance": "device-types/gpu/device-conformance.tex",
-     "driver_conformance": "device-types/gpu/driver-conformance.tex"},
+    {
+        "chapter": "device-types/gpu/description.tex",
+        "device_conformance": "device-types/gpu/device-conformance.tex",
+        "driver_conformance": "device-types/gpu/driver-conformance.tex",
+    },
     {"chapter": "virtio-gpu.tex"},
-    {"chapter": "gpu-description.tex",
-     "device_conformance": "gpu-device-conformance.tex",
-     "driver_conformance": "gpu-driver-conformance.tex"},
+    {
+        "chapter": "gpu-description.tex",
+        "device_conformance": "gpu-device-conformance.tex",
+        "driver_conformance": "gpu-driver-conformance.tex",
+    },
 )
 
 
@@ -51,8 +55,9 @@ def find_spec_files(spec: Path) -> SpecFiles:
     """Locate the chapter and its companions from a checkout folder or a chapter .tex file."""
     spec = Path(spec)
     if not spec.exists():
-        raise SpecSourceError(str(spec), 0, 0, "no such file or folder",
-                              hint="give a virtio-spec checkout or a GPU chapter .tex file")
+        raise SpecSourceError(
+            str(spec), 0, 0, "no such file or folder", hint="give a virtio-spec checkout or a GPU chapter .tex file"
+        )
     if spec.is_file():
         files = SpecFiles(spec.parent, {"chapter": spec})
         m = re.search(r"v(\d+\.\d+)", spec.name)
@@ -64,9 +69,13 @@ def find_spec_files(spec: Path) -> SpecFiles:
                 break
         else:
             tried = ", ".join(lay["chapter"] for lay in LAYOUTS)
-            raise SpecSourceError(str(spec), 0, 0, "no virtio-gpu chapter found here",
-                                  hint=f"looked for {tried}; give a virtio-spec checkout "
-                                       "or the chapter .tex file itself")
+            raise SpecSourceError(
+                str(spec),
+                0,
+                0,
+                "no virtio-gpu chapter found here",
+                hint=f"looked for {tried}; give a virtio-spec checkout or the chapter .tex file itself",
+            )
         rev = spec / "REVISION"
         if rev.is_file():
             m = re.search(r"v\d+\.\d+(-\w+)?", rev.read_text(errors="replace"))
@@ -87,12 +96,16 @@ def read_source(path: Path, shown: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SpecSourceError(shown, line, col, "not UTF-8 text (binary or wrongly encoded file)",
-                              hint="point at the LaTeX sources of the virtio spec") from None
+        raise SpecSourceError(
+            shown,
+            line,
+            col,
+            "not UTF-8 text (binary or wrongly encoded file)",
+            hint="point at the LaTeX sources of the virtio spec",
+        ) from None
 
 
-def parse_sources(spec: Path, header: Optional[Path] = None,
-                  version: Optional[str] = None) -> tuple[SpecIR, Parsed]:
+def parse_sources(spec: Path, header: Optional[Path] = None, version: Optional[str] = None) -> tuple[SpecIR, Parsed]:
     """Parse a chapter (and companions) plus a C header into the SpecIR."""
     files = find_spec_files(spec)
     chapter_rel = files.rel("chapter")
@@ -129,8 +142,9 @@ def load_spec(spec_dir: Optional[Path] = None, header: Optional[Path] = None) ->
     if spec_dir is None and header is None:
         return load_snapshot()
     if spec_dir is None:
-        raise SpecSourceError(str(header), 0, 0, "--header needs --spec-dir",
-                              hint="the snapshot was built with its own header; give both")
+        raise SpecSourceError(
+            str(header), 0, 0, "--header needs --spec-dir", hint="the snapshot was built with its own header; give both"
+        )
     return parse_sources(Path(spec_dir), header)[0]
 
 

@@ -14,9 +14,17 @@ def grammar_text(name: str) -> str:
     return resources.files(__package__).joinpath("grammars", name).read_text()
 
 
-def lalr(name: str, starts: list[str], strict: bool = False,
-         callbacks: Optional[dict[str, Callable[[Token], object]]] = None) -> Lark:
+def lalr(
+    name: str, starts: list[str], strict: bool = False, callbacks: Optional[dict[str, Callable[[Token], object]]] = None
+) -> Lark:
     # cache=True keeps the LALR tables on disk, keyed by the grammar's hash; strict
     # mode (tests) rebuilds them and fails on any conflict or terminal collision.
-    return Lark(grammar_text(name), parser="lalr", start=starts, maybe_placeholders=False,
-                cache=not strict, strict=strict, lexer_callbacks=callbacks or {})
+    return Lark(
+        grammar_text(name),
+        parser="lalr",
+        start=starts,
+        maybe_placeholders=False,
+        cache=not strict,
+        strict=strict,
+        lexer_callbacks=callbacks or {},
+    )

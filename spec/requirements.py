@@ -37,8 +37,9 @@ def _sentences(text: str) -> Iterable[tuple[int, int]]:
     yield start, len(text)
 
 
-def extract_requirements(doc: D.Doc, commands: list[Command], structs: list[Struct],
-                         responses: list[Response]) -> list[Requirement]:
+def extract_requirements(
+    doc: D.Doc, commands: list[Command], structs: list[Struct], responses: list[Response]
+) -> list[Requirement]:
     cmd_by_name = {c.name: c for c in commands}
     struct_by_name = {s.name: s for s in structs}
     resp_struct = {r.name: r.struct for r in responses}
@@ -47,10 +48,8 @@ def extract_requirements(doc: D.Doc, commands: list[Command], structs: list[Stru
     found: list[tuple[str, dict]] = []
     for blk in doc.blocks:
         sec = doc.sections[blk.section]
-        normative = any(s.kind in ("devicenormative", "drivernormative")
-                        for s in doc.section_path(blk.section))
-        block_kind = next((s.kind for s in reversed(doc.section_path(blk.section))
-                           if s.kind != "plain"), "plain")
+        normative = any(s.kind in ("devicenormative", "drivernormative") for s in doc.section_path(blk.section))
+        block_kind = next((s.kind for s in reversed(doc.section_path(blk.section)) if s.kind != "plain"), "plain")
         for s0, s1 in _sentences(blk.text):
             sentence = blk.text[s0:s1]
             for m in KEYWORD.finditer(sentence):
@@ -60,20 +59,32 @@ def extract_requirements(doc: D.Doc, commands: list[Command], structs: list[Stru
                 before = sentence[: m.start()]
                 fields = [name for name, off in blk.fields if s0 <= off < s1]
                 idents = list(dict.fromkeys(IDENT.findall(D.FOPEN.join(sentence.split(D.FOPEN)))))
-                binds, how = _binds(before, sentence, fields, blk, cmd_by_name, struct_by_name,
-                                    resp_struct, resp_structs, block_kind)
+                binds, how = _binds(
+                    before, sentence, fields, blk, cmd_by_name, struct_by_name, resp_struct, resp_structs, block_kind
+                )
                 anchor = _anchor(blk, idents, fields, before)
                 # ID: where it stands, what it is about, whom it binds and how strongly;
                 # a position counter is added only to tell apart statements sharing all four
                 base = f"{sec.id}/{anchor}/{binds}-{level.replace(' ', '-')}"
                 counts[base] = counts.get(base, 0) + 1
-                found.append((base, dict(
-                    level=level, binds=binds, binds_by=how, normative=normative,
-                    basis=basis_of(level, normative), section=sec.id, anchor=anchor,
-                    identifiers=tuple(dict.fromkeys(idents + [f for f in fields
-                                                              if not f.startswith(("struct ", "enum "))])),
-                    loc=Loc(doc.path, line, col),
-                )))
+                found.append(
+                    (
+                        base,
+                        dict(
+                            level=level,
+                            binds=binds,
+                            binds_by=how,
+                            normative=normative,
+                            basis=basis_of(level, normative),
+                            section=sec.id,
+                            anchor=anchor,
+                            identifiers=tuple(
+                                dict.fromkeys(idents + [f for f in fields if not f.startswith(("struct ", "enum "))])
+                            ),
+                            loc=Loc(doc.path, line, col),
+                        ),
+                    )
+                )
     out, ordinal = [], {}
     for base, kw in found:
         ordinal[base] = ordinal.get(base, 0) + 1
@@ -82,9 +93,17 @@ def extract_requirements(doc: D.Doc, commands: list[Command], structs: list[Stru
     return out
 
 
-def _binds(before: str, sentence: str, fields: list[str], blk: D.Block,
-           cmds: dict[str, Command], structs: dict[str, Struct], resp_struct: dict[str, str],
-           resp_structs: set[str], block_kind: str) -> tuple[str, str]:
+def _binds(
+    before: str,
+    sentence: str,
+    fields: list[str],
+    blk: D.Block,
+    cmds: dict[str, Command],
+    structs: dict[str, Struct],
+    resp_struct: dict[str, str],
+    resp_structs: set[str],
+    block_kind: str,
+) -> tuple[str, str]:
     """Who the statement binds: its grammatical subject, else the struct its fields belong to."""
     clause = CLAUSE.split(before)[-1] if CLAUSE.search(before) else before
     for text in (clause, before):
@@ -93,8 +112,7 @@ def _binds(before: str, sentence: str, fields: list[str], blk: D.Block,
             word = subj[-1].lower()
             return ("driver" if word in ("driver", "guest") else "device"), "subject"
     # the command the statement is about: its item, else one the sentence names
-    cmd = cmds.get(blk.item or "") or next(
-        (cmds[i] for i in IDENT.findall(sentence) if i in cmds), None)
+    cmd = cmds.get(blk.item or "") or next((cmds[i] for i in IDENT.findall(sentence) if i in cmds), None)
     if cmd is not None:
         req = structs.get(cmd.request)
         req_fields = {f.name for f in req.fields} if req else set()
@@ -115,7 +133,8 @@ def _binds(before: str, sentence: str, fields: list[str], blk: D.Block,
         for s in structs.values():
             if name in {f.name for f in s.fields}:
                 return ("device" if s.name in resp_structs else "driver"), (
-                    "response-field" if s.name in resp_structs else "request-field")
+                    "response-field" if s.name in resp_structs else "request-field"
+                )
     return "driver", "default"
 
 

@@ -16,9 +16,12 @@ SYSTEM_HEADER = Path("/usr/include/linux/virtio_gpu.h")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--mutate-host", action="store_true",
-                     help="also run the tests marked mutates_host (they install packages with apt-get and write "
-                          "outside their temp dirs); VIRTGPU_MUTATE_HOST=1 does the same")
+    parser.addoption(
+        "--mutate-host",
+        action="store_true",
+        help="also run the tests marked mutates_host (they install packages with apt-get and write "
+        "outside their temp dirs); VIRTGPU_MUTATE_HOST=1 does the same",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
@@ -69,8 +72,10 @@ def shared_file(path: Path, what: str) -> Path:
 
 def _need_sources() -> Path:
     if not (SPEC_SOURCES / "gpu-description.tex").is_file():
-        msg = (f"the real spec sources are not at {SPEC_SOURCES}: check out ../shared beside "
-               "the repository or set VIRTGPU_SPEC_SOURCES")
+        msg = (
+            f"the real spec sources are not at {SPEC_SOURCES}: check out ../shared beside "
+            "the repository or set VIRTGPU_SPEC_SOURCES"
+        )
         if os.environ.get("CI"):
             pytest.fail(msg)  # CI always has them: their absence is a broken setup
         pytest.skip(msg)

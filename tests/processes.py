@@ -37,8 +37,12 @@ def assert_children_die_with_tool(child: str, count: int, what: str) -> None:
     for how in (signal.SIGKILL, signal.SIGINT):
         temp = Path(tempfile.mkdtemp(prefix="vgc-test-"))
         try:
-            p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "TMPDIR": str(temp)})
+            p = subprocess.Popen(
+                [sys.executable, "-c", child],
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TMPDIR": str(temp)},
+            )
             pids = [int(x) for x in p.stdout.readline().split()]
             assert len(pids) == count and all(alive(pid) for pid in pids), pids
             p.send_signal(how)

@@ -29,19 +29,32 @@ _SELECTORS = ("resource_id", "scanout_id", "pos.scanout_id")  # fields an effect
 _CTX_SELECTOR = "hdr.ctx_id"  # ... and, for the CTX_* commands, the context in the header
 # the state facts an effect with an unknown selector may have made wrong
 # (no fact reads scanouts or the cursor, so an unnamed scanout leaves every fact as it was)
-_TOUCHES = {"resource_id": ("st.res.", "st.map."), "hdr.ctx_id": ("st.ctx.", "st.res.in_ctx"),
-            "scanout_id": (), "pos.scanout_id": ()}
+_TOUCHES = {
+    "resource_id": ("st.res.", "st.map."),
+    "hdr.ctx_id": ("st.ctx.", "st.res.in_ctx"),
+    "scanout_id": (),
+    "pos.scanout_id": (),
+}
 
 
 def settings_from(session: Session) -> Settings:
     """Settings for the model. Unless the trace states all of them, they are all unknown to the
     rules (a guessed num_scanouts or capset list would let a definite finding rest on a guess)."""
-    known = (session.features is not None and session.num_scanouts is not None
-             and (session.capsets is not None or session.num_capsets == 0))
+    known = (
+        session.features is not None
+        and session.num_scanouts is not None
+        and (session.capsets is not None or session.num_capsets == 0)
+    )
     caps = tuple(Capset(*c) for c in (session.capsets or ()))
     hv = session.host_visible
-    return Settings(features=session.features or frozenset(), num_scanouts=session.num_scanouts or 1, known=known,
-                    capsets=caps, blob_alignment=session.blob_alignment or 0, host_visible=hv if hv else None)
+    return Settings(
+        features=session.features or frozenset(),
+        num_scanouts=session.num_scanouts or 1,
+        known=known,
+        capsets=caps,
+        blob_alignment=session.blob_alignment or 0,
+        host_visible=hv if hv else None,
+    )
 
 
 # Device findings that read nothing of the state: an uncertain state does not make them possible.
@@ -52,8 +65,9 @@ class Checker:
     """Feeds on a trace's events (session facts, exchanges, resets, diagnostics) and keeps its
     readings of the device's state, the findings, and the requirement ledger."""
 
-    def __init__(self, protocol: Protocol, profile: str = "strict", max_candidates: int = MAX_CANDIDATES,
-                 fast: bool = True):
+    def __init__(
+        self, protocol: Protocol, profile: str = "strict", max_candidates: int = MAX_CANDIDATES, fast: bool = True
+    ):
         """`fast=False`: every exchange takes the general path (no remembered verdicts, no clean
         path): the same findings, marks and readings, slower; what the fast paths are tested against."""
         self.p = protocol
@@ -143,8 +157,7 @@ class Checker:
     def finish(self) -> None:
         for b in self.p.finish(self.cands[0].state):
             why = self.uncertain.get("st.", "")
-            self._finding(b, len(self.cands) == 1 and not why, why,
-                          Where(self.session.where.file, 0), None, None, [])
+            self._finding(b, len(self.cands) == 1 and not why, why, Where(self.session.where.file, 0), None, None, [])
 
     # --- one exchange -----------------------------------------------------------
     def exchange(self, ex: Exchange) -> None:
@@ -154,9 +167,13 @@ class Checker:
         rule = self.p.compiled.get(req.name) if req.name else None
         if rule is None:
             self.unidentified += 1
-            refused = ex.resp is not None and ex.answered and ex.resp.name is not None and ex.resp.name not in self.p.ok_types
+            refused = (
+                ex.resp is not None and ex.answered and ex.resp.name is not None and ex.resp.name not in self.p.ok_types
+            )
             if not refused:  # a command the device refused changed nothing; any other may have
-                self.uncertain.setdefault("st.", f"an exchange of unknown command at {ex.where} may have changed the state")
+                self.uncertain.setdefault(
+                    "st.", f"an exchange of unknown command at {ex.where} may have changed the state"
+                )
             if not ex.answered and ex.unanswered != RESET and "informal" in self.profile:
                 # An unknown type, or a chain too short to hold one, is still a request: the device
                 # must answer it (an error) like any other, or the driver waits for ever.
@@ -225,9 +242,13 @@ class Checker:
                 continue
             nxt.append(Candidate(st, q.rank, q.guesses))
         if len(nxt) > self.max_candidates:
-            self.uncertain.setdefault("st.", (
-                f"more than {self.max_candidates} readings of what the trace leaves unsaid by {ex.where}; "
-                "the least likely were dropped"))
+            self.uncertain.setdefault(
+                "st.",
+                (
+                    f"more than {self.max_candidates} readings of what the trace leaves unsaid by {ex.where}; "
+                    "the least likely were dropped"
+                ),
+            )
             nxt = nxt[: self.max_candidates]
         self.max_split = max(self.max_split, len(nxt))
         base = min(c.rank for c in nxt)
@@ -240,8 +261,10 @@ class Checker:
         req = ex.req
         sel = self.selectors.get(req.name)
         if sel is None:
-            sel = self.selectors[req.name] = (self.p.rules[req.name], _SELECTORS + (
-                (_CTX_SELECTOR,) if "_CMD_CTX_" in req.name else ()))
+            sel = self.selectors[req.name] = (
+                self.p.rules[req.name],
+                _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in req.name else ()),
+            )
         rule, keys = sel
         if rule.effect:
             fields = req.fields
@@ -258,8 +281,10 @@ class Checker:
     def _unnamed(self, ex: Exchange, st: State, unnamed: list[str]) -> None:
         for k in unnamed:
             for prefix in _TOUCHES[k]:
-                self.uncertain.setdefault(prefix, f"{short(ex.req.name)} at {ex.where} changed an object "
-                                                  f"the trace does not name ({k} unknown)")
+                self.uncertain.setdefault(
+                    prefix,
+                    f"{short(ex.req.name)} at {ex.where} changed an object the trace does not name ({k} unknown)",
+                )
         self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
 
     # --- findings ------------------------------------------------------------
@@ -268,9 +293,13 @@ class Checker:
         reason, proven = "", set()
         if alt is not None:
             differ = [g for g in alt.guesses if g not in primary.guesses]
-            reason = ("conformant if the device " + " and ".join(f"{what} at {w}" for w, what in differ)
-                      + " (the trace does not show those answers)" if differ else
-                      "another completion of what the trace leaves unsaid is conformant")
+            reason = (
+                "conformant if the device "
+                + " and ".join(f"{what} at {w}" for w, what in differ)
+                + " (the trace does not show those answers)"
+                if differ
+                else "another completion of what the trace leaves unsaid is conformant"
+            )
         elif self.uncertain:
             why = [r for pre, r in self.uncertain.items() if any(k.startswith(pre) for k in primary.outcome.values)]
             if why:
@@ -284,9 +313,18 @@ class Checker:
                 self._finding(b, True, "", ex.where, ex, primary, self.history.related(ex))
             else:
                 instead = sorted({f"{x.side} {x.check}" for q in others for x in q.breaches} - {f"{b.side} {b.check}"})
-                self._finding(b, False, reason or "another reading of what the trace leaves unsaid breaks "
-                              + (", ".join(instead) or "something else") + " instead", ex.where, ex, primary,
-                              self.history.related(ex))
+                self._finding(
+                    b,
+                    False,
+                    reason
+                    or "another reading of what the trace leaves unsaid breaks "
+                    + (", ".join(instead) or "something else")
+                    + " instead",
+                    ex.where,
+                    ex,
+                    primary,
+                    self.history.related(ex),
+                )
         return proven
 
     def _report_open(self, ex: Exchange, primary: Pair) -> None:
@@ -294,13 +332,28 @@ class Checker:
             if b.basis not in self.profile:
                 continue
             if b.check == "response-type":
-                self._finding(b, False, "the trace does not show the fields that decide which side is at fault",
-                              ex.where, ex, primary, self.history.related(ex))
+                self._finding(
+                    b,
+                    False,
+                    "the trace does not show the fields that decide which side is at fault",
+                    ex.where,
+                    ex,
+                    primary,
+                    self.history.related(ex),
+                )
             elif b.check == "no-response":
                 self._finding(b, False, ex.unanswered, ex.where, ex, primary, self.history.related(ex))
 
-    def _finding(self, b: Breach, definite: bool, reason: str, where: Where, ex: Optional[Exchange],
-                 pair: Optional[Pair], related: list) -> None:
+    def _finding(
+        self,
+        b: Breach,
+        definite: bool,
+        reason: str,
+        where: Where,
+        ex: Optional[Exchange],
+        pair: Optional[Pair],
+        related: list,
+    ) -> None:
         spec = []
         for rid in b.reqs:
             r = self.reqs.get(rid)
@@ -309,6 +362,21 @@ class Checker:
         msg = message(b, ex)
         if definite and pair is not None and b.side == "driver":
             msg += symbolic_why(b, pair.outcome)
-        self.findings.append(Finding(definite, b.side, b.command, b.check, b.basis, b.reqs, where,
-                                     ex.index if ex else 0, msg, reason, ex.resp_where if ex else None,
-                                     list(ex.also) if ex else [], related, spec))
+        self.findings.append(
+            Finding(
+                definite,
+                b.side,
+                b.command,
+                b.check,
+                b.basis,
+                b.reqs,
+                where,
+                ex.index if ex else 0,
+                msg,
+                reason,
+                ex.resp_where if ex else None,
+                list(ex.also) if ex else [],
+                related,
+                spec,
+            )
+        )

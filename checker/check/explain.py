@@ -42,8 +42,10 @@ class History:
         rid = ex.req.fields.get("resource_id")
         if rid is None:
             return []
-        return [(w, f"{short(name)} of resource {rid}{'' if accepted else ' (rejected)'}")
-                for w, name, accepted in self.by_resource.get(rid, ())]
+        return [
+            (w, f"{short(name)} of resource {rid}{'' if accepted else ' (rejected)'}")
+            for w, name, accepted in self.by_resource.get(rid, ())
+        ]
 
 
 def short(name: Optional[str]) -> str:
@@ -67,8 +69,10 @@ def answer_names(answers, errors: frozenset[str]) -> str:
 def unknown_fields(outcome: Outcome) -> str:
     found = sorted({n for c in outcome.unknown for n in c.full.vars() if outcome.values.get(n) is None})
     # what the trace left out, not the state facts that are unknown because of it
-    fields = sorted({n for n in found if not n.startswith("st.")}
-                    | {d for n in found if n.startswith("st.") for d in depends(n) if outcome.values.get(d) is None})
+    fields = sorted(
+        {n for n in found if not n.startswith("st.")}
+        | {d for n in found if n.startswith("st.") for d in depends(n) if outcome.values.get(d) is None}
+    )
     return "the values of " + ", ".join(fields or found) if found else "unknown values"
 
 
@@ -84,8 +88,15 @@ _PLAIN = {
 
 def no_response(command: str, ex: Exchange) -> Breach:
     """The device's breach for a request it never answered; definite when the trace says no answer came."""
-    return Breach(command, "no-response", "device", "informal", (), ex.unanswered == NO_ANSWER,
-                  "the device never answered this request" + (f" ({'; '.join(ex.evidence)})" if ex.evidence else ""))
+    return Breach(
+        command,
+        "no-response",
+        "device",
+        "informal",
+        (),
+        ex.unanswered == NO_ANSWER,
+        "the device never answered this request" + (f" ({'; '.join(ex.evidence)})" if ex.evidence else ""),
+    )
 
 
 def message(b: Breach, ex: Optional[Exchange]) -> str:
@@ -112,5 +123,4 @@ def symbolic_why(b: Breach, outcome: Outcome) -> str:
     core = why_false(check.full, outcome.values)
     if not core:
         return ""
-    return " (whatever the trace leaves unknown, because " + ", ".join(
-        f"{n}={outcome.values[n]}" for n in core) + ")"
+    return " (whatever the trace leaves unknown, because " + ", ".join(f"{n}={outcome.values[n]}" for n in core) + ")"

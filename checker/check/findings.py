@@ -31,9 +31,17 @@ class Finding:
 
     def to_json(self) -> dict:
         return {
-            "definite": self.definite, "side": self.side, "command": self.command, "check": self.check,
-            "basis": self.basis, "requirements": list(self.reqs), "file": self.where.file, "line": self.where.line,
-            "event": self.index, "message": self.message, "reason": self.reason or None,
+            "definite": self.definite,
+            "side": self.side,
+            "command": self.command,
+            "check": self.check,
+            "basis": self.basis,
+            "requirements": list(self.reqs),
+            "file": self.where.file,
+            "line": self.where.line,
+            "event": self.index,
+            "message": self.message,
+            "reason": self.reason or None,
             "response_at": str(self.resp_where) if self.resp_where else None,
             "also_at": [str(w) for w in self.also],
             "related": [{"at": str(w), "what": what} for w, what in self.related],

@@ -28,28 +28,47 @@ class Judge:
         st, req, p = cand.state, ex.req, self.p
         outcome = p.expect(st, req)
         p.submit(st, req)
-        driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note)
-                  for c in outcome.failed]
+        driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note) for c in outcome.failed]
         expected_ok = outcome.expected in p.ok_types
         if req.problems:
             driver += self._malformed(outcome.rule.command, "driver", req)
         cramped = ex.resp is not None and ex.resp_room is not None and ex.resp.problems and ex.resp.size >= ex.resp_room
         if cramped:
             # The device filled all the room the driver gave it: the short answer is the driver's doing.
-            driver.append(Breach(outcome.rule.command, "response-buffer-size", "driver", "informal", (), True,
-                                 f"the driver gave {ex.resp_room} bytes for the answer; "
-                                 f"{short(outcome.expected)} needs {p.codec.layout(outcome.expected).size}"))
+            driver.append(
+                Breach(
+                    outcome.rule.command,
+                    "response-buffer-size",
+                    "driver",
+                    "informal",
+                    (),
+                    True,
+                    f"the driver gave {ex.resp_room} bytes for the answer; "
+                    f"{short(outcome.expected)} needs {p.codec.layout(outcome.expected).size}",
+                )
+            )
         if ex.resp is not None and ex.answered and p.unusable(req):
             # Nothing sound to act on: any refusal is right, and which one is open.
-            malformed = driver[len(outcome.failed):]
+            malformed = driver[len(outcome.failed) :]
             accepted = ex.resp.name in p.ok_types
             if accepted:
-                malformed.append(Breach(outcome.rule.command, "malformed-accepted", "device", "informal", (), True,
-                                        f"answered {short(ex.resp.name)} to a request it cannot have read whole "
-                                        f"({'; '.join(str(pr) for pr in req.problems)})"))
+                malformed.append(
+                    Breach(
+                        outcome.rule.command,
+                        "malformed-accepted",
+                        "device",
+                        "informal",
+                        (),
+                        True,
+                        f"answered {short(ex.resp.name)} to a request it cannot have read whole "
+                        f"({'; '.join(str(pr) for pr in req.problems)})",
+                    )
+                )
                 # What the device did with what it read is unknown: later findings must not rest on a guess
                 # (this one's does not: it rests on the answer alone).
-                self.later_uncertain.append(("st.", f"the device accepted a request it cannot have read whole at {ex.where}"))
+                self.later_uncertain.append(
+                    ("st.", f"the device accepted a request it cannot have read whole at {ex.where}")
+                )
             return [self._pair(cand, accepted, malformed, outcome, 0, None)]
         if ex.resp is not None and ex.answered and cramped and ex.resp.name is None:
             return [self._pair(cand, expected_ok, driver, outcome, 0, None)]  # not even a header fitted
@@ -57,28 +76,52 @@ class Judge:
             breaches = p.judge(st, req, outcome, ex.resp)
             if ex.resp.problems and not cramped:
                 breaches += self._malformed(outcome.rule.command, "device", ex.resp)
-            if driver[len(outcome.failed):]:
-                breaches += driver[len(outcome.failed):]
+            if driver[len(outcome.failed) :]:
+                breaches += driver[len(outcome.failed) :]
             if ex.resp_types is not None and ex.resp.name and ex.resp.name not in ex.resp_types:
-                breaches.append(Breach(outcome.rule.command, "response-length", "device", "informal", (), True,
-                                       f"{short(ex.resp.name)} with {'; '.join(ex.evidence) or 'a length that does not fit it'}"
-                                       f" (a {short(ex.resp.name)} is {self.p.codec.layout(ex.resp.name).size} bytes)"))
+                breaches.append(
+                    Breach(
+                        outcome.rule.command,
+                        "response-length",
+                        "device",
+                        "informal",
+                        (),
+                        True,
+                        f"{short(ex.resp.name)} with {'; '.join(ex.evidence) or 'a length that does not fit it'}"
+                        f" (a {short(ex.resp.name)} is {self.p.codec.layout(ex.resp.name).size} bytes)",
+                    )
+                )
             allowed = self._allowed(outcome)
             widest = self._widest(outcome)
             if outcome.unknown and ex.resp.name and widest is not None and ex.resp.name not in widest:
                 # What the known failures demand, more failures only widen: no completion helps.
-                breaches.append(Breach(outcome.rule.command, "response-type", "device",
-                                       *outcome.duty(self.profile), True,
-                                       f"answered {short(ex.resp.name)} to a request that fails "
-                                       f"{', '.join(c.id for c in outcome.failed)}; a conformant device answers "
-                                       f"{answer_names(widest, self.errors)}"))
+                breaches.append(
+                    Breach(
+                        outcome.rule.command,
+                        "response-type",
+                        "device",
+                        *outcome.duty(self.profile),
+                        True,
+                        f"answered {short(ex.resp.name)} to a request that fails "
+                        f"{', '.join(c.id for c in outcome.failed)}; a conformant device answers "
+                        f"{answer_names(widest, self.errors)}",
+                    )
+                )
             elif outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
                 # No completion is clean: either some unknown field breaks a check, or the device
                 # refused a valid request. The trace cannot say which side: a possible finding.
-                breaches.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile), False,
-                                       f"answered {short(ex.resp.name)}; a conformant device answers {answer_names(allowed, self.errors)} "
-                                       f"unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
-                                       " (then the driver is at fault)"))
+                breaches.append(
+                    Breach(
+                        outcome.rule.command,
+                        "response-type",
+                        "device",
+                        *outcome.duty(self.profile),
+                        False,
+                        f"answered {short(ex.resp.name)}; a conformant device answers {answer_names(allowed, self.errors)} "
+                        f"unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
+                        " (then the driver is at fault)",
+                    )
+                )
             accepted = ex.resp.name in p.ok_types
             return [self._pair(cand, accepted, breaches, outcome, 0, None)]
         device: list[Breach] = []
@@ -95,12 +138,23 @@ class Judge:
             classes = {n in p.ok_types for n in fits}
             if not fits:
                 # With checks undecided, either side may be at fault: possible, not definite.
-                why = (f"; unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
-                       " (then the driver is at fault)" if outcome.unknown else "")
-                device.append(Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile),
-                                     not outcome.unknown,
-                                     f"answered {answer_names(names, self.errors)} ({'; '.join(ex.evidence) or 'from the trace'}); "
-                                     f"a conformant device answers {answer_names(allowed, self.errors)}{why}"))
+                why = (
+                    f"; unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
+                    " (then the driver is at fault)"
+                    if outcome.unknown
+                    else ""
+                )
+                device.append(
+                    Breach(
+                        outcome.rule.command,
+                        "response-type",
+                        "device",
+                        *outcome.duty(self.profile),
+                        not outcome.unknown,
+                        f"answered {answer_names(names, self.errors)} ({'; '.join(ex.evidence) or 'from the trace'}); "
+                        f"a conformant device answers {answer_names(allowed, self.errors)}{why}",
+                    )
+                )
                 classes = {n in p.ok_types for n in names} or {expected_ok}
             choices = sorted(classes, key=lambda c: c != expected_ok)
         out = []
@@ -113,8 +167,18 @@ class Judge:
     @staticmethod
     def _malformed(command: str, side: str, msg) -> list[Breach]:
         """What was wrong with the bytes themselves (only traces that carry bytes have problems)."""
-        return [Breach(command, "malformed-" + ("request" if side == "driver" else "response"), side, "informal",
-                       (), True, str(pr)) for pr in msg.problems]
+        return [
+            Breach(
+                command,
+                "malformed-" + ("request" if side == "driver" else "response"),
+                side,
+                "informal",
+                (),
+                True,
+                str(pr),
+            )
+            for pr in msg.problems
+        ]
 
     def _allowed(self, outcome: Outcome) -> Optional[frozenset[str]]:
         """The answers of the clean completions: unknown checks the profile enforces pass (else the
@@ -135,14 +199,23 @@ class Judge:
             return None
         return Outcome(outcome.rule, outcome.failed + outcome.unknown, [], outcome.values).acceptable(self.profile)
 
-    def _pair(self, cand: Candidate, accepted: bool, breaches: list[Breach], outcome: Outcome,
-              rank: int, guess) -> Pair:
+    def _pair(
+        self, cand: Candidate, accepted: bool, breaches: list[Breach], outcome: Outcome, rank: int, guess
+    ) -> Pair:
         inside = [b for b in breaches if b.definite and b.basis in self.profile]
         self._diverging(breaches)
         guesses = (cand.guesses + (guess,))[-GUESSES:] if guess else cand.guesses
-        return Pair(cand, accepted, inside, cand.rank + rank, guesses, outcome,
-                     [b for b in breaches if not b.definite], not breaches,
-                     any(b.basis == "implementation" and b.definite for b in breaches))
+        return Pair(
+            cand,
+            accepted,
+            inside,
+            cand.rank + rank,
+            guesses,
+            outcome,
+            [b for b in breaches if not b.definite],
+            not breaches,
+            any(b.basis == "implementation" and b.definite for b in breaches),
+        )
 
     def _diverging(self, breaches: list[Breach]) -> None:
         for b in breaches:

@@ -102,8 +102,9 @@ class Ledger:
             items = [c for c in rule.checks if c.reqs and c.basis in self.profile]
             if answered:
                 items += [o for o in rule.obligations if o.reqs and o.basis in self.profile]
-            fn = eval("lambda v: (" + "".join(f"{i.when.py() if i.when is not None else 'True'}, " for i in items)
-                      + ")", {})  # noqa: S307 - generated from our own expression nodes
+            fn = eval(
+                "lambda v: (" + "".join(f"{i.when.py() if i.when is not None else 'True'}, " for i in items) + ")", {}
+            )  # noqa: S307 - generated from our own expression nodes
             fast = self.fast_tally[key] = (fn, items, {})
         fn, items, by_holds = fast
         holds = fn(values)
@@ -143,7 +144,13 @@ class Ledger:
                     v, reason = "not-applicable", f"its rules' basis is outside the {self.profile_name} profile"
                 else:
                     v = "not-exercised"
-            out[req.id] = {"verdict": v, "events": t.events, "passed": t.passed, "failed": t.failed,
-                           "inconclusive": t.inconclusive, "reason": reason or None,
-                           "first_failure": str(t.first_fail) if t.first_fail else None}
+            out[req.id] = {
+                "verdict": v,
+                "events": t.events,
+                "passed": t.passed,
+                "failed": t.failed,
+                "inconclusive": t.inconclusive,
+                "reason": reason or None,
+                "first_failure": str(t.first_fail) if t.first_fail else None,
+            }
         return out

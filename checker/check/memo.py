@@ -91,8 +91,12 @@ class FastPaths:
                 inconclusive = tuple(ledger.t(r) for r, lv in mine.items() if lv == 1)
             if len(self.settled) >= SETTLED:
                 self.settled.clear()
-            self.settled[key] = (tuple((g.accepted, g.rank - g.cand.rank) for g in got), passed, inconclusive,
-                                 not q.breaches)
+            self.settled[key] = (
+                tuple((g.accepted, g.rank - g.cand.rank) for g in got),
+                passed,
+                inconclusive,
+                not q.breaches,
+            )
 
     def _replay(self, ex: Exchange, hit: tuple) -> None:
         """What the general path does for an exchange that broke nothing, from its remembered

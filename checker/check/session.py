@@ -78,18 +78,24 @@ def plan(paths: Paths, fmt: Optional[str] = None) -> list[Recording]:
             kinds[kind] = name
             rec.files.append((full, kind))
         if not rec.files:
-            raise TraceError(Where(path, 0), "the directory holds no trace file this tool reads",
-                             "see README.md, 'Checking traces'")
+            raise TraceError(
+                Where(path, 0), "the directory holds no trace file this tool reads", "see README.md, 'Checking traces'"
+            )
         if "native" in kinds and "qemu" in kinds:
-            raise TraceError(Where(path, 0), "a native trace and a QEMU log in one session directory",
-                             "check them as separate files")
+            raise TraceError(
+                Where(path, 0), "a native trace and a QEMU log in one session directory", "check them as separate files"
+            )
         rec.files.sort(key=lambda f: f[1] == "guest")
         out.append(rec)
     return out
 
 
-def feed(rec: Recording, checker: Checker, progress: Optional[Callable[[int], None]] = None,
-         timeline: Optional[Timeline] = None) -> Optional[str]:
+def feed(
+    rec: Recording,
+    checker: Checker,
+    progress: Optional[Callable[[int], None]] = None,
+    timeline: Optional[Timeline] = None,
+) -> Optional[str]:
     """Every event of the session into the checker, then its end; returns where it stopped when
     interrupted (Ctrl-C keeps what was checked), else None."""
     codec = checker.p.codec
@@ -160,9 +166,13 @@ class SessionResult:
             "commands": dict(sorted(c.commands.items())),
             "max_candidates": c.max_split,
             "uncertain": sorted(set(c.uncertain.values())),
-            "diagnostics": {"counts": dict(sorted(c.diagnostics.items())),
-                            "first": [{"at": str(d.where), "level": d.level, "code": d.code, "message": d.message}
-                                      for d in c.first_diagnostics]},
+            "diagnostics": {
+                "counts": dict(sorted(c.diagnostics.items())),
+                "first": [
+                    {"at": str(d.where), "level": d.level, "code": d.code, "message": d.message}
+                    for d in c.first_diagnostics
+                ],
+            },
             "findings": [f.to_json() for f in c.findings],
             "divergences": [{"command": k[0], "check": k[1], **v} for k, v in sorted(c.divergences.items())],
             "requirements": verdicts,
@@ -201,13 +211,21 @@ class CheckResult:
     def to_json(self) -> dict:
         """The versioned result `check --json` writes (schema virtgpu-conform/check-result, version 1)."""
         sessions = [s.to_json() for s in self.sessions]
-        return {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "tool": self.tool, "profile": self.profile,
-                "spec_version": self.spec_version, "sessions": sessions,
-                "totals": {"sessions": len(sessions),
-                           "exchanges": sum(s["exchanges"] for s in sessions),
-                           "definite": sum(1 for s in sessions for f in s["findings"] if f["definite"]),
-                           "possible": sum(1 for s in sessions for f in s["findings"] if not f["definite"]),
-                           "diagnostics": sum(sum(s["diagnostics"]["counts"].values()) for s in sessions)}}
+        return {
+            "schema": RESULT_SCHEMA,
+            "version": RESULT_VERSION,
+            "tool": self.tool,
+            "profile": self.profile,
+            "spec_version": self.spec_version,
+            "sessions": sessions,
+            "totals": {
+                "sessions": len(sessions),
+                "exchanges": sum(s["exchanges"] for s in sessions),
+                "definite": sum(1 for s in sessions for f in s["findings"] if f["definite"]),
+                "possible": sum(1 for s in sessions for f in s["findings"] if not f["definite"]),
+                "diagnostics": sum(sum(s["diagnostics"]["counts"].values()) for s in sessions),
+            },
+        }
 
     def problems(self, possible: bool = False) -> list[str]:
         """Why the sessions are not shown conformant, a line each: nothing checked, an interrupted
@@ -228,16 +246,20 @@ class CheckResult:
         a session with nothing checked never passes."""
         lines = self.problems(possible)
         if lines:
-            raise NotConformant(f"{len(lines)} problem{'s' if len(lines) > 1 else ''} in "
-                                f"{', '.join(s.label for s in self.sessions)}:\n" + "\n".join(lines))
+            raise NotConformant(
+                f"{len(lines)} problem{'s' if len(lines) > 1 else ''} in "
+                f"{', '.join(s.label for s in self.sessions)}:\n" + "\n".join(lines)
+            )
 
 
 def describe(f: Finding) -> str:
     """One finding in one line of plain text: where, how sure, whose fault, what."""
     reqs = f" [{', '.join(f.reqs)}]" if f.reqs else ""
     why = f" (possible: {f.reason})" if f.reason else ""
-    return (f"{f.where}: {'definite' if f.definite else 'possible'} {f.side} finding, {f.basis} {f.check}{reqs}: "
-            f"{f.message}{why}")
+    return (
+        f"{f.where}: {'definite' if f.definite else 'possible'} {f.side} finding, {f.basis} {f.check}{reqs}: "
+        f"{f.message}{why}"
+    )
 
 
 def protocol_for(spec: Union[SpecIR, Protocol, str, PathLike, None]) -> Protocol:
@@ -268,21 +290,35 @@ def _ticker(rec: Recording, checker: Checker, progress: Progress) -> Callable[[i
     def tick(chars: int) -> None:
         done[0] += chars
         progress(rec.label, done[0], total, checker.exchanges)
+
     return tick
 
 
-def check_session(rec: Recording, protocol: Protocol, profile: str = "strict",
-                  candidates: int = MAX_CANDIDATES, timeline: bool = False, fast: bool = True,
-                  progress: Optional[Progress] = None) -> SessionResult:
+def check_session(
+    rec: Recording,
+    protocol: Protocol,
+    profile: str = "strict",
+    candidates: int = MAX_CANDIDATES,
+    timeline: bool = False,
+    fast: bool = True,
+    progress: Optional[Progress] = None,
+) -> SessionResult:
     checker = Checker(protocol, profile, candidates, fast=fast)
     tl = Timeline() if timeline else None
     stopped = feed(rec, checker, None if progress is None else _ticker(rec, checker, progress), tl)
     return SessionResult(rec, checker, stopped, tl.to_json(checker.exchanges) if tl is not None else None)
 
 
-def check_trace(paths: Paths, profile: str = "strict", spec: Union[SpecIR, Protocol, str, PathLike, None] = None,
-                format: Optional[str] = None, candidates: int = MAX_CANDIDATES, timeline: bool = False,
-                fast: bool = True, progress: Optional[Progress] = None) -> CheckResult:
+def check_trace(
+    paths: Paths,
+    profile: str = "strict",
+    spec: Union[SpecIR, Protocol, str, PathLike, None] = None,
+    format: Optional[str] = None,
+    candidates: int = MAX_CANDIDATES,
+    timeline: bool = False,
+    fast: bool = True,
+    progress: Optional[Progress] = None,
+) -> CheckResult:
     """Check recorded sessions against the protocol model.
 
     `paths`: a trace file or session directory, or several (each one session). `profile`:

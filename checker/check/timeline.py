@@ -13,8 +13,9 @@ from typing import Optional
 
 LIMIT = 300
 BINS = 120
-CREATES = frozenset({"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
-                     "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"})
+CREATES = frozenset(
+    {"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"}
+)
 SCANOUTS = frozenset({"VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_SET_SCANOUT_BLOB"})
 KINDS = {1: "2d", 2: "3d", 3: "blob"}
 
@@ -38,7 +39,9 @@ class Timeline:
             rid = f.get("resource_id")
             res = state.resources.get(rid)
             if res is not None and rid not in self.open_res:
-                label = f"{KINDS.get(res.kind, '?')} {res.width}x{res.height}" if res.width else KINDS.get(res.kind, "?")
+                label = (
+                    f"{KINDS.get(res.kind, '?')} {res.width}x{res.height}" if res.width else KINDS.get(res.kind, "?")
+                )
                 self._open("resource", self.open_res, rid, ex.index, {"resource": rid, "what": label})
         elif name == "VIRTIO_GPU_CMD_RESOURCE_UNREF":
             rid = f.get("resource_id")
@@ -78,6 +81,11 @@ class Timeline:
     def to_json(self, exchanges: int) -> Optional[dict]:
         if not exchanges:
             return None
-        return {"exchanges": exchanges, "resources": self.spans["resource"], "scanouts": self.spans["scanout"],
-                "dropped": self.dropped, "fence_bin_width": self.width,
-                "fences": self.fences[: exchanges // self.width + 1]}
+        return {
+            "exchanges": exchanges,
+            "resources": self.spans["resource"],
+            "scanouts": self.spans["scanout"],
+            "dropped": self.dropped,
+            "fence_bin_width": self.width,
+            "fences": self.fences[: exchanges // self.width + 1],
+        }

@@ -24,19 +24,41 @@ _PROGRESS_BYTES = 8 << 20  # files smaller than this finish before a progress ba
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(sources.FORMATS), help="Force the trace format (default: detected).")
-@click.option("--profile", type=click.Choice(["strict", "spec"]), default="strict", show_default=True,
-              help="strict: normative + spec-text + informal rules; spec: only what the spec states in upper case.")
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "spec"]),
+    default="strict",
+    show_default=True,
+    help="strict: normative + spec-text + informal rules; spec: only what the spec states in upper case.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result (versioned JSON) here.")
-@click.option("--candidates", type=click.IntRange(1, 256), default=MAX_CANDIDATES, show_default=True,
-              help="Readings of what the trace leaves unsaid kept at once; beyond it, definite findings become "
-                   "possible.")
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, 256),
+    default=MAX_CANDIDATES,
+    show_default=True,
+    help="Readings of what the trace leaves unsaid kept at once; beyond it, definite findings become possible.",
+)
 @click.option("--all-requirements", is_flag=True, help="List every requirement, also those not exercised.")
-@click.option("--report", "report_fmt", type=click.Choice(("json", "md", "html", "junit", "sarif", "text")),
-              help="Also write a spec-compliance report (as `virtgpu-conform report` renders it) to -o FILE.")
+@click.option(
+    "--report",
+    "report_fmt",
+    type=click.Choice(("json", "md", "html", "junit", "sarif", "text")),
+    help="Also write a spec-compliance report (as `virtgpu-conform report` renders it) to -o FILE.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where --report writes.")
 @click.option("--spec-dir", type=click.Path(), help="With --report: a virtio-spec checkout to quote requirements from.")
-def check(traces: tuple[str, ...], fmt: Optional[str], profile: str, json_path: Optional[str], candidates: int,
-          all_requirements: bool, report_fmt: Optional[str], output: Optional[str], spec_dir: Optional[str]) -> None:
+def check(
+    traces: tuple[str, ...],
+    fmt: Optional[str],
+    profile: str,
+    json_path: Optional[str],
+    candidates: int,
+    all_requirements: bool,
+    report_fmt: Optional[str],
+    output: Optional[str],
+    spec_dir: Optional[str],
+) -> None:
     """Check captured traces against the protocol model.
 
     TRACE is a QEMU trace log, a guest tracepoint log, a native NDJSON trace, or a
@@ -97,8 +119,14 @@ def _with_progress(rec: Recording, protocol, profile: str, candidates: int, time
         return check_session(rec, protocol, profile, candidates, timeline)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeRemainingColumn(), console=console.err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console.err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"checking {rec.label}", total=rec.size, rate="")
 
         def progress(label: str, done: int, total: int, exchanges: int) -> None:
@@ -112,7 +140,9 @@ def _print(s: SessionResult, all_requirements: bool) -> None:
     c, target, r = s.checker, s.recording, s.to_json()
     kinds = " + ".join(k for _, k in target.files)
     out.print(f"[bold]{escape(target.label)}[/] ({kinds}{', merged' if len(target.files) > 1 else ''})")
-    cmds = ", ".join(f"{k.removeprefix('VIRTIO_GPU_CMD_')} {v}" for k, v in sorted(c.commands.items(), key=lambda x: -x[1]))
+    cmds = ", ".join(
+        f"{k.removeprefix('VIRTIO_GPU_CMD_')} {v}" for k, v in sorted(c.commands.items(), key=lambda x: -x[1])
+    )
     out.print(f"  {c.exchanges} exchanges ({c.unidentified} of unknown command); {escape(cmds)}")
     if r["interrupted"]:
         out.print(f"  [yellow]{r['interrupted']}: the results below cover what was read[/]")
@@ -139,15 +169,24 @@ def _print(s: SessionResult, all_requirements: bool) -> None:
             what = f.message + (f"\n[dim]possible: {escape(f.reason)}[/]" if f.reason else "")
             if f.related:
                 what += "\n[dim]" + escape("; ".join(f"{w}: {x}" for w, x in f.related[-2:])) + "[/]"
-            t.add_row(escape(str(f.where)), "definite" if f.definite else "possible", f.side, f.basis,
-                      escape("\n".join(f.reqs) or f.check), what if f.reason or f.related else escape(what))
+            t.add_row(
+                escape(str(f.where)),
+                "definite" if f.definite else "possible",
+                f.side,
+                f.basis,
+                escape("\n".join(f.reqs) or f.check),
+                what if f.reason or f.related else escape(what),
+            )
         out.print(t)
         if len(c.findings) > 50:
             out.print(f"  ... and {len(c.findings) - 50} more (see --json)")
     counts = r["verdict_counts"]
     out.print("  requirements: " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS))
-    rows = [(rid, v) for rid, v in r["requirements"].items()
-            if all_requirements or v["verdict"] in ("fail", "inconclusive", "pass")]
+    rows = [
+        (rid, v)
+        for rid, v in r["requirements"].items()
+        if all_requirements or v["verdict"] in ("fail", "inconclusive", "pass")
+    ]
     if rows:
         t = Table(show_edge=False, pad_edge=False)
         for col in ("verdict", "events", "requirement"):
@@ -156,5 +195,12 @@ def _print(s: SessionResult, all_requirements: bool) -> None:
             t.add_row(v["verdict"], str(v["events"]), escape(rid))
         out.print(t)
     if r["divergences"]:
-        out.print("  divergences from the reference device (the spec leaves these open): " + escape(", ".join(
-            f"{d['command'].removeprefix('VIRTIO_GPU_CMD_')}/{d['check']} x{d['count']}" for d in r["divergences"])))
+        out.print(
+            "  divergences from the reference device (the spec leaves these open): "
+            + escape(
+                ", ".join(
+                    f"{d['command'].removeprefix('VIRTIO_GPU_CMD_')}/{d['check']} x{d['count']}"
+                    for d in r["divergences"]
+                )
+            )
+        )

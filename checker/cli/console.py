@@ -16,8 +16,7 @@ def _console(stream) -> Console:
     tty = stream.isatty()
     # a pipe or file gets plain text and no live display; tables get room to be read
     width = None if tty else int(os.environ.get("COLUMNS", "160"))
-    return Console(file=stream, no_color="NO_COLOR" in os.environ or None,
-                   highlight=False, width=width)
+    return Console(file=stream, no_color="NO_COLOR" in os.environ or None, highlight=False, width=width)
 
 
 out = _console(sys.stdout)
@@ -32,5 +31,7 @@ def reset() -> None:
 
 def bug_line(kind: str, message: str, path: str) -> str:
     first = message.splitlines()[0] if message else ""
-    return (f"internal error (a bug in virtgpu-conform, not in the input or the device): "
-            f"{kind}: {first}; traceback saved to {path}")
+    return (
+        f"internal error (a bug in virtgpu-conform, not in the input or the device): "
+        f"{kind}: {first}; traceback saved to {path}"
+    )

@@ -31,47 +31,113 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 
 
 @click.command()
-@click.option("--target", "targets", type=click.Choice(TARGETS), multiple=True,
-              help="The device under test (default: reference). Give it more than once for a differential run: "
-                   "the same chains go to every target, the first one leads.")
+@click.option(
+    "--target",
+    "targets",
+    type=click.Choice(TARGETS),
+    multiple=True,
+    help="The device under test (default: reference). Give it more than once for a differential run: "
+    "the same chains go to every target, the first one leads.",
+)
 @click.option("--qemu", default="qemu-system-x86_64", show_default=True, help="QEMU binary (qemu, vhost-user-gpu).")
-@click.option("--qemu-arg", "qemu_args", multiple=True,
-              help="Extra QEMU argument, repeatable (e.g. --qemu-arg=-L --qemu-arg=DIR for an unpacked QEMU; "
-                   "its modules come from QEMU_MODULE_DIR).")
-@click.option("--backend", "vhost_backend", type=click.Path(dir_okay=False),
-              help="vhost-user-gpu: the backend program (default /usr/lib/qemu/vhost-user-gpu; another QEMU's, "
-                   "e.g. from an unpacked qemu-system-gui).")
+@click.option(
+    "--qemu-arg",
+    "qemu_args",
+    multiple=True,
+    help="Extra QEMU argument, repeatable (e.g. --qemu-arg=-L --qemu-arg=DIR for an unpacked QEMU; "
+    "its modules come from QEMU_MODULE_DIR).",
+)
+@click.option(
+    "--backend",
+    "vhost_backend",
+    type=click.Path(dir_okay=False),
+    help="vhost-user-gpu: the backend program (default /usr/lib/qemu/vhost-user-gpu; another QEMU's, "
+    "e.g. from an unpacked qemu-system-gui).",
+)
 @click.option("--device-opts", default="", help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'.")
 @click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
 @click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
 @click.option("--time", "duration", help="Stop after this long (30s, 5m, 1h). Default 1m unless --examples.")
 @click.option("--examples", type=click.IntRange(1), help="Stop after this many generated cases.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Campaign seed (repeatable on the reference target).")
-@click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rule steps per case, at most (a step sends one command, a few, or a whole display scene).")
-@click.option("--out", "out", type=click.Path(file_okay=False), help="Write findings and reproducers here (default: ./fuzz-out).")
-@click.option("--profile", type=click.Choice(["strict", "spec"]), default="strict", show_default=True,
-              help="Which rules count: spec (normative and spec text) or strict (also informal).")
-@click.option("--timeout", type=float, default=0.2, show_default=True,
-              help="Seconds to wait for one answer (QEMU answers within milliseconds; a wait past this is a finding).")
-@click.option("--cpu", default="auto", show_default=True,
-              help="Run the fuzzer and the device processes it starts on this one CPU (a number), on the last "
-                   "CPU it may use (auto), or wherever the kernel puts them (any). qtest round trips between "
-                   "two processes sharing a CPU are several times faster.")
-@click.option("--pixels/--no-pixels", default=True, show_default=True,
-              help="The pixel oracle on QEMU-hosted targets: after a flush of a scanout whose every pixel "
-                   "the model knows, a screendump must show them.")
-@click.option("--pipeline/--no-pipeline", default=None,
-              help="Send from a process of its own, on --cpu with the device, while generating and judging go on "
-                   "on the other CPUs. Default: on for a --survey of a target with device processes, when two or more "
-                   "CPUs are usable (a hunt spends its time shrinking, where answers must be judged as they come).")
-@click.option("--survey", is_flag=True,
-              help="Note each finding with the case that showed it, shrink none: a quicker look at what a device "
-                   "gets wrong (what benchmarks/fuzz_speed.py measures).")
-@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead.")
-def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device_opts: str, adapter: Optional[str], adapter_socket: Optional[str],
-         duration: Optional[str], examples: Optional[int], seed: int, steps: int, out: Optional[str], profile: str,
-         timeout: float, cpu: str, pixels: bool, pipeline: Optional[bool], survey: bool, replay_path: Optional[str],
-         vhost_backend: Optional[str]) -> None:
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Campaign seed (repeatable on the reference target)."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=40,
+    show_default=True,
+    help="Rule steps per case, at most (a step sends one command, a few, or a whole display scene).",
+)
+@click.option(
+    "--out", "out", type=click.Path(file_okay=False), help="Write findings and reproducers here (default: ./fuzz-out)."
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "spec"]),
+    default="strict",
+    show_default=True,
+    help="Which rules count: spec (normative and spec text) or strict (also informal).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Seconds to wait for one answer (QEMU answers within milliseconds; a wait past this is a finding).",
+)
+@click.option(
+    "--cpu",
+    default="auto",
+    show_default=True,
+    help="Run the fuzzer and the device processes it starts on this one CPU (a number), on the last "
+    "CPU it may use (auto), or wherever the kernel puts them (any). qtest round trips between "
+    "two processes sharing a CPU are several times faster.",
+)
+@click.option(
+    "--pixels/--no-pixels",
+    default=True,
+    show_default=True,
+    help="The pixel oracle on QEMU-hosted targets: after a flush of a scanout whose every pixel "
+    "the model knows, a screendump must show them.",
+)
+@click.option(
+    "--pipeline/--no-pipeline",
+    default=None,
+    help="Send from a process of its own, on --cpu with the device, while generating and judging go on "
+    "on the other CPUs. Default: on for a --survey of a target with device processes, when two or more "
+    "CPUs are usable (a hunt spends its time shrinking, where answers must be judged as they come).",
+)
+@click.option(
+    "--survey",
+    is_flag=True,
+    help="Note each finding with the case that showed it, shrink none: a quicker look at what a device "
+    "gets wrong (what benchmarks/fuzz_speed.py measures).",
+)
+@click.option(
+    "--replay", "replay_path", type=click.Path(dir_okay=False), help="Re-run a saved case (repro.ndjson) instead."
+)
+def fuzz(
+    targets: tuple[str, ...],
+    qemu: str,
+    qemu_args: tuple[str, ...],
+    device_opts: str,
+    adapter: Optional[str],
+    adapter_socket: Optional[str],
+    duration: Optional[str],
+    examples: Optional[int],
+    seed: int,
+    steps: int,
+    out: Optional[str],
+    profile: str,
+    timeout: float,
+    cpu: str,
+    pixels: bool,
+    pipeline: Optional[bool],
+    survey: bool,
+    replay_path: Optional[str],
+    vhost_backend: Optional[str],
+) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
     Each new finding (a spec violation, a divergence from the reference device, an answer
@@ -89,9 +155,20 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         raise click.BadParameter(str(exc), param_hint="--cpu") from None
     names = tuple(dict.fromkeys(targets)) or ("reference",)
     try:
-        devices = [DeviceSpec(n, qemu=qemu, qemu_args=qemu_args, device_opts=device_opts, backend=vhost_backend,
-                              adapter=adapter, adapter_socket=adapter_socket, timeout=timeout, pixels=pixels)
-                   for n in names]
+        devices = [
+            DeviceSpec(
+                n,
+                qemu=qemu,
+                qemu_args=qemu_args,
+                device_opts=device_opts,
+                backend=vhost_backend,
+                adapter=adapter,
+                adapter_socket=adapter_socket,
+                timeout=timeout,
+                pixels=pixels,
+            )
+            for n in names
+        ]
     except ValueError as exc:
         raise click.UsageError(f"--target {exc}") from None
     try:
@@ -101,8 +178,18 @@ def fuzz(targets: tuple[str, ...], qemu: str, qemu_args: tuple[str, ...], device
         if replay_path:
             code = _replay(devices[0], replay_path, out, profile, cpu)
         else:
-            code = _campaign(devices, seconds, examples, seed, steps, out or "fuzz-out", profile, cpu,
-                             pipeline=pipeline, survey=survey)
+            code = _campaign(
+                devices,
+                seconds,
+                examples,
+                seed,
+                steps,
+                out or "fuzz-out",
+                profile,
+                cpu,
+                pipeline=pipeline,
+                survey=survey,
+            )
         sys.exit(code)
     except TargetError as exc:
         console.err.print(f"fuzz: the {'+'.join(names)} target cannot run here: {exc}", markup=False, soft_wrap=True)
@@ -121,8 +208,10 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
     def line(c) -> Text:
         rate = c.commands / max(1e-9, time.monotonic() - c.started)
         hunting = f", shrinking {c.hunting}" if c.hunting else ""
-        return Text(f"fuzz {c.target.name}: {c.commands} commands ({rate:,.0f}/s), {c.cases} cases, "
-                    f"{len(c.found)} findings{hunting}")
+        return Text(
+            f"fuzz {c.target.name}: {c.commands} commands ({rate:,.0f}/s), {c.cases} cases, "
+            f"{len(c.found)} findings{hunting}"
+        )
 
     def progress(c) -> None:
         for f in c.found.values():
@@ -139,26 +228,45 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
             live.start()
 
     try:
-        result = run_campaign(devices, time=seconds, examples=examples, seed=seed, steps=steps, out=out,
-                              profile=profile, survey=survey, pipeline=pipeline, cpu=cpu, progress=progress,
-                              started=started)
+        result = run_campaign(
+            devices,
+            time=seconds,
+            examples=examples,
+            seed=seed,
+            steps=steps,
+            out=out,
+            profile=profile,
+            survey=survey,
+            pipeline=pipeline,
+            cpu=cpu,
+            progress=progress,
+            started=started,
+        )
     finally:
         if live is not None:
             live.stop()
     progress(result.campaign)
     r = result.doc
     why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
-    console.out.print(f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
-                      f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s"
-                      f"{', pipelined' if r['pipelined'] else ''}), seed {r['seed']}; "
-                      f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}", soft_wrap=True)
+    console.out.print(
+        f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "
+        f"{r['seconds']:.1f} s ({r['commands'] / max(r['seconds'], 1e-9):,.0f}/s"
+        f"{', pipelined' if r['pipelined'] else ''}), seed {r['seed']}; "
+        f"stopped: {why.get(r['stopped'] or '', r['stopped'] or 'budget used')}",
+        soft_wrap=True,
+    )
     for f in r["findings"]:
         state = "shrunk" if f["shrunk"] else "not shrunk"
-        rep = {True: "reproduced on a fresh device", False: "NOT reproduced on a fresh device", None: ""}[f["reproduced"]]
+        rep = {True: "reproduced on a fresh device", False: "NOT reproduced on a fresh device", None: ""}[
+            f["reproduced"]
+        ]
         reqs = f" [{', '.join(f['requirements'])}]" if f["requirements"] else ""
-        console.out.print(f"  {f['kind']}: {escape(f['command'].removeprefix('VIRTIO_GPU_CMD_') or 'any command')} {f['check']}"
-                          f"{escape(reqs)} x{f['hits']}: {escape(f['message'])}\n    {f['steps']} steps, {state}"
-                          f"{', ' + rep if rep else ''}: {escape(f['reproducer'] or '')}", soft_wrap=True)
+        console.out.print(
+            f"  {f['kind']}: {escape(f['command'].removeprefix('VIRTIO_GPU_CMD_') or 'any command')} {f['check']}"
+            f"{escape(reqs)} x{f['hits']}: {escape(f['message'])}\n    {f['steps']} steps, {state}"
+            f"{', ' + rep if rep else ''}: {escape(f['reproducer'] or '')}",
+            soft_wrap=True,
+        )
     if r["differential"] is not None:
         _print_differential(r)
     for note in r["flaky"]:
@@ -166,8 +274,12 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
     console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
     if r["error"] is not None:
         e = r["error"]
-        console.err.print(f"fuzz: {console.bug_line(e['type'], e['message'], e['traceback'])}; the campaign stopped "
-                          "there and the findings so far are kept", markup=False, soft_wrap=True)
+        console.err.print(
+            f"fuzz: {console.bug_line(e['type'], e['message'], e['traceback'])}; the campaign stopped "
+            "there and the findings so far are kept",
+            markup=False,
+            soft_wrap=True,
+        )
         return EXIT_BUG
     if r["stopped"] == "interrupted":
         return 130
@@ -191,8 +303,13 @@ def _print_differential(r: dict) -> None:
     t.add_column("requirements / basis")
     for row in rows:
         verdict = row["verdict"] + ": " + row["why"]
-        t.add_row(escape(row["command"]), *[escape(row["answers"][n]) for n in names], str(row["count"]),
-                  escape(verdict), escape(", ".join(row["requirements"]) or (row["basis"] or "")))
+        t.add_row(
+            escape(row["command"]),
+            *[escape(row["answers"][n]) for n in names],
+            str(row["count"]),
+            escape(verdict),
+            escape(", ".join(row["requirements"]) or (row["basis"] or "")),
+        )
     console.out.print(t)
 
 
@@ -200,8 +317,9 @@ def _replay(device, path: str, out: Optional[str], profile: str, cpu: str) -> in
     from virtgpu_conform.checker.fuzz.run import replay
 
     r = replay(path, device, out, profile, cpu)
-    console.out.print(f"replayed {r.steps} requests of {escape(path)} on {device.name}: {escape(r.trace)}",
-                      soft_wrap=True)
+    console.out.print(
+        f"replayed {r.steps} requests of {escape(path)} on {device.name}: {escape(r.trace)}", soft_wrap=True
+    )
     for o in r.observations:
         console.out.print(f"  line {o.line}: {escape(str(o.signature))}: {escape(o.message)}", soft_wrap=True)
     if not r.observations:

@@ -47,7 +47,9 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):  # click's own ways out
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the bug, one line and a saved traceback
-            console.err.print(console.bug_line(type(exc).__name__, str(exc), save_traceback(exc)), markup=False, soft_wrap=True)
+            console.err.print(
+                console.bug_line(type(exc).__name__, str(exc), save_traceback(exc)), markup=False, soft_wrap=True
+            )
             sys.exit(EXIT_BUG)
 
 

@@ -38,8 +38,10 @@ def rules(command: Optional[str]) -> None:
         names = [n for n in names if n == want or n.removeprefix("VIRTIO_GPU_CMD_") == want]
         names = names or [n for n in p.rules if n.endswith("_" + want)]  # map_blob -> RESOURCE_MAP_BLOB
         if not names:
-            console.err.print(f"no rule for {command!r}; commands: "
-                              + ", ".join(n.removeprefix("VIRTIO_GPU_CMD_") for n in p.rules), markup=False)
+            console.err.print(
+                f"no rule for {command!r}; commands: " + ", ".join(n.removeprefix("VIRTIO_GPU_CMD_") for n in p.rules),
+                markup=False,
+            )
             sys.exit(EXIT_USAGE)
     for name in names:
         rule = p.rules[name]
@@ -47,8 +49,9 @@ def rules(command: Optional[str]) -> None:
         for col in ("check", "basis", "requirements", "if broken, a device answers", "why"):
             t.add_column(col, overflow="fold")
         for c in rule.checks:
-            answer = "anything (open)" if c.errors is None else (
-                "any error" if len(c.errors) > 2 else ", ".join(c.errors))
+            answer = (
+                "anything (open)" if c.errors is None else ("any error" if len(c.errors) > 2 else ", ".join(c.errors))
+            )
             if c.prefer:
                 answer += f"; reference: {c.prefer.removeprefix('VIRTIO_GPU_RESP_')}"
             t.add_row(c.id, c.basis, "\n".join(c.reqs), answer, escape(c.note))
@@ -58,9 +61,14 @@ def rules(command: Optional[str]) -> None:
 
 
 @model.command()
-@click.option("--reading", type=click.Choice(["conformant", "preferred"]), default="conformant", show_default=True,
-              help="conformant: a failed check accepts every error the spec allows; preferred: only the "
-                   "single code each rule prefers (shows which checks the spec leaves unordered).")
+@click.option(
+    "--reading",
+    type=click.Choice(["conformant", "preferred"]),
+    default="conformant",
+    show_default=True,
+    help="conformant: a failed check accepts every error the spec allows; preferred: only the "
+    "single code each rule prefers (shows which checks the spec leaves unordered).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prove(reading: str, as_json: bool) -> None:
     """Ask z3 whether any request, in any state, meets demands no response can satisfy.
@@ -74,19 +82,36 @@ def prove(reading: str, as_json: bool) -> None:
     with console.err.status(f"proving {len(p.rules)} rules with z3 ({reading} reading)"):
         proof = run(p, reading)
     if as_json:
-        sys.stdout.write(json.dumps({
-            "reading": reading, "holds": proof.holds, "valid_request_exists": proof.valid_exists,
-            "contradictions": proof.contradictions, "unknown": proof.unknown,
-            "conflicts": [{"command": c.command, "first": c.first.id, "second": c.second.id,
-                           "first_requirements": list(c.first.reqs), "second_requirements": list(c.second.reqs),
-                           "witness": c.witness} for c in proof.conflicts]}, indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "reading": reading,
+                    "holds": proof.holds,
+                    "valid_request_exists": proof.valid_exists,
+                    "contradictions": proof.contradictions,
+                    "unknown": proof.unknown,
+                    "conflicts": [
+                        {
+                            "command": c.command,
+                            "first": c.first.id,
+                            "second": c.second.id,
+                            "first_requirements": list(c.first.reqs),
+                            "second_requirements": list(c.second.reqs),
+                            "witness": c.witness,
+                        }
+                        for c in proof.conflicts
+                    ],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     else:
         out = console.out
         no_valid = [n for n, v in proof.valid_exists.items() if v != "sat"]
         out.print(f"{len(p.rules)} rules, {reading} reading", markup=False)
         out.print(f"commands with no valid request: {', '.join(no_valid) or 'none'}", markup=False)
-        out.print(f"commands whose demands can contradict: {', '.join(proof.contradictions) or 'none'}",
-                  markup=False)
+        out.print(f"commands whose demands can contradict: {', '.join(proof.contradictions) or 'none'}", markup=False)
         for c in proof.conflicts:
             out.print(f"  conflict: {c}", markup=False, soft_wrap=True)
         out.print(f"{len(proof.conflicts)} conflicting check pairs; undecided: {len(proof.unknown)}", markup=False)

@@ -12,6 +12,7 @@ from . import console
 from .console import EXIT_USAGE
 from virtgpu_conform.checker.report import FORMATS, make_report, render
 
+
 def write(doc: dict, fmt: str, output: Optional[str]) -> None:
     """Print (text, or any format without -o) or write the report atomically."""
     if fmt == "text" and not output:
@@ -31,13 +32,23 @@ def write(doc: dict, fmt: str, output: Optional[str]) -> None:
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="text for a terminal; json (the primary, versioned form), md, html (one self-contained file), "
-                   "junit (XML), sarif (2.1.0).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for a terminal; json (the primary, versioned form), md, html (one self-contained file), "
+    "junit (XML), sarif (2.1.0).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-@click.option("--spec-dir", type=click.Path(), help="A virtio-spec checkout (or a folder of the GPU chapter's "
-              ".tex files) to quote each requirement's text from; without it the report links to the spec "
-              "and quotes nothing.")
+@click.option(
+    "--spec-dir",
+    type=click.Path(),
+    help="A virtio-spec checkout (or a folder of the GPU chapter's "
+    ".tex files) to quote each requirement's text from; without it the report links to the spec "
+    "and quotes nothing.",
+)
 def report(results: tuple[str, ...], fmt: str, output: Optional[str], spec_dir: Optional[str]) -> None:
     """Render saved results as one spec-compliance report.
 
@@ -66,5 +77,6 @@ def report(results: tuple[str, ...], fmt: str, output: Optional[str], spec_dir: 
         console.err.print(f"{output}: cannot write the report: {exc.strerror}", markup=False)
         sys.exit(EXIT_USAGE)
     if output:
-        console.err.print(f"wrote {output} ({fmt}, {len(columns)} column{'s' if len(columns) > 1 else ''})",
-                          markup=False)
+        console.err.print(
+            f"wrote {output} ({fmt}, {len(columns)} column{'s' if len(columns) > 1 else ''})", markup=False
+        )

@@ -21,11 +21,17 @@ from . import console
 from .console import EXIT_FINDINGS, EXIT_OK
 
 _spec_dir = click.option(
-    "--spec-dir", type=click.Path(path_type=Path), default=None,
-    help="A virtio-spec checkout (or a GPU chapter .tex file). Default: the embedded v1.4 snapshot.")
+    "--spec-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A virtio-spec checkout (or a GPU chapter .tex file). Default: the embedded v1.4 snapshot.",
+)
 _header = click.option(
-    "--header", type=click.Path(path_type=Path), default=None,
-    help="C header to read beside the chapter. Default: /usr/include/linux/virtio_gpu.h.")
+    "--header",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="C header to read beside the chapter. Default: /usr/include/linux/virtio_gpu.h.",
+)
 
 
 @click.group()
@@ -55,8 +61,10 @@ def show(spec_dir: Optional[Path], header: Optional[Path], as_json: bool) -> Non
 
 def _show_rich(ir: SpecIR) -> None:
     out = console.out
-    out.print(f"[bold]virtio-gpu {ir.version}[/bold]  sources: "
-              + ", ".join(f"{k}={v}" for k, v in ir.sources.items()), markup=True)
+    out.print(
+        f"[bold]virtio-gpu {ir.version}[/bold]  sources: " + ", ".join(f"{k}={v}" for k, v in ir.sources.items()),
+        markup=True,
+    )
     t = Table(title=f"Feature bits ({len(ir.features)})")
     for col in ("bit", "name", "requires", "makes valid", "source"):
         t.add_column(col)
@@ -67,8 +75,11 @@ def _show_rich(ir: SpecIR) -> None:
     for col in ("offset", "field", "type", "range"):
         t.add_column(col)
     for f in ir.config.fields:
-        rng = "" if f.value_min is None and f.value_max is None else \
-            f"{'' if f.value_min is None else f.value_min}..{'' if f.value_max is None else f.value_max}"
+        rng = (
+            ""
+            if f.value_min is None and f.value_max is None
+            else f"{'' if f.value_min is None else f.value_min}..{'' if f.value_max is None else f.value_max}"
+        )
         t.add_row(str(f.offset), f.name, f.wire_type, rng)
     out.print(t)
     t = Table(title=f"Commands ({len(ir.commands)})")
@@ -77,12 +88,22 @@ def _show_rich(ir: SpecIR) -> None:
     sizes = {s.name: s for s in ir.structs}
     for c in ir.commands:
         st = sizes.get(c.request)
-        size = f"{st.size}" + (f"+{st.trailing.element}[{st.trailing.count_field}]"
-                               if st and st.trailing else "") if st else "?"
+        size = (
+            f"{st.size}" + (f"+{st.trailing.element}[{st.trailing.count_field}]" if st and st.trailing else "")
+            if st
+            else "?"
+        )
         gates = ", ".join(c.features) + (f" + {c.needs_shm}" if c.needs_shm else "")
-        t.add_row(f"{c.code:#06x}", c.name.removeprefix("VIRTIO_GPU_CMD_"), c.queue,
-                  c.request.removeprefix("virtio_gpu_"), escape(size),
-                  ", ".join(r.removeprefix("VIRTIO_GPU_RESP_") for r in c.responses), gates, c.source)
+        t.add_row(
+            f"{c.code:#06x}",
+            c.name.removeprefix("VIRTIO_GPU_CMD_"),
+            c.queue,
+            c.request.removeprefix("virtio_gpu_"),
+            escape(size),
+            ", ".join(r.removeprefix("VIRTIO_GPU_RESP_") for r in c.responses),
+            gates,
+            c.source,
+        )
     out.print(t)
     t = Table(title=f"Structs ({len(ir.structs)})")
     for col in ("name", "size", "fields", "source", "where"):
@@ -105,10 +126,14 @@ def _counts_line(ir: SpecIR) -> str:
     for r in ir.requirements:
         by_level[r.level] = by_level.get(r.level, 0) + 1
         by_basis[r.basis] = by_basis.get(r.basis, 0) + 1
-    return (f"{len(ir.commands)} commands, {len(ir.structs)} structs, {len(ir.features)} features, "
-            f"{len(ir.requirements)} requirements (by level: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(by_level.items()))
-            + "; by basis: " + ", ".join(f"{k} {v}" for k, v in sorted(by_basis.items())) + ")")
+    return (
+        f"{len(ir.commands)} commands, {len(ir.structs)} structs, {len(ir.features)} features, "
+        f"{len(ir.requirements)} requirements (by level: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(by_level.items()))
+        + "; by basis: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(by_basis.items()))
+        + ")"
+    )
 
 
 @spec.command()
@@ -122,19 +147,33 @@ def lint(spec_dir: Optional[Path], header: Optional[Path], as_json: bool) -> Non
     """
     if spec_dir is None:
         # lint needs the sources themselves; the snapshot holds facts only
-        raise SpecSourceError("--spec-dir", 0, 0, "spec lint reads sources: give --spec-dir",
-                              hint="e.g. --spec-dir ../shared/spec-sources or a virtio-spec checkout")
+        raise SpecSourceError(
+            "--spec-dir",
+            0,
+            0,
+            "spec lint reads sources: give --spec-dir",
+            hint="e.g. --spec-dir ../shared/spec-sources or a virtio-spec checkout",
+        )
     ir, parsed = parse_sources(spec_dir, header)
     findings = spec_lint(ir, parsed)
     if as_json:
-        sys.stdout.write(json.dumps([{"kind": f.kind, "severity": f.severity, "location": str(f.loc),
-                                      "message": f.message} for f in findings], indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                [
+                    {"kind": f.kind, "severity": f.severity, "location": str(f.loc), "message": f.message}
+                    for f in findings
+                ],
+                indent=1,
+            )
+            + "\n"
+        )
     else:
         for f in findings:
             console.out.print(str(f), markup=False, soft_wrap=True)
         counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
-        console.err.print(f"{counts['error']} errors, {counts['warning']} warnings, "
-                          f"{counts['info']} notes", markup=False)
+        console.err.print(
+            f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes", markup=False
+        )
     serious = any(f.severity in ("error", "warning") for f in findings)
     sys.exit(EXIT_FINDINGS if serious else EXIT_OK)
 
@@ -154,8 +193,7 @@ def diff_cmd(old: Path, new: Path, header: Optional[Path], as_json: bool) -> Non
         return
     for c in changes:
         console.out.print(str(c), markup=False, soft_wrap=True)
-    console.err.print(f"{len(changes)} changes from {a.version} ({old}) to {b.version} ({new})",
-                      markup=False)
+    console.err.print(f"{len(changes)} changes from {a.version} ({old}) to {b.version} ({new})", markup=False)
 
 
 @spec.command()
@@ -176,40 +214,76 @@ def requirements(spec_dir: Optional[Path], header: Optional[Path], as_json: bool
     except ModelError as exc:
         raise SpecSourceError(str(spec_dir or "snapshot"), 0, 0, str(exc)) from None
     if as_json:
-        sys.stdout.write(json.dumps([{"id": r.requirement.id, "level": r.requirement.level,
-                                      "binds": r.requirement.binds, "basis": r.requirement.basis,
-                                      "status": r.status, "by": list(r.by), "reason": r.reason,
-                                      "where": str(r.requirement.loc)} for r in rows], indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                [
+                    {
+                        "id": r.requirement.id,
+                        "level": r.requirement.level,
+                        "binds": r.requirement.binds,
+                        "basis": r.requirement.basis,
+                        "status": r.status,
+                        "by": list(r.by),
+                        "reason": r.reason,
+                        "where": str(r.requirement.loc),
+                    }
+                    for r in rows
+                ],
+                indent=1,
+            )
+            + "\n"
+        )
     else:
         t = Table(title=f"Requirement coverage, virtio-gpu {ir.version}")
         for col in ("id", "level", "basis", "status", "enforced by / why not"):
             t.add_column(col, overflow="fold")
         for r in rows:
-            t.add_row(r.requirement.id, r.requirement.level, r.requirement.basis, r.status,
-                      escape("; ".join(r.by) or r.reason))
+            t.add_row(
+                r.requirement.id,
+                r.requirement.level,
+                r.requirement.basis,
+                r.status,
+                escape("; ".join(r.by) or r.reason),
+            )
         console.out.print(t)
         for status, by_basis in counts(rows).items():
-            console.out.print(f"{status}: {sum(by_basis.values())} ("
-                              + ", ".join(f"{b} {n}" for b, n in sorted(by_basis.items())) + ")", markup=False)
+            console.out.print(
+                f"{status}: {sum(by_basis.values())} ("
+                + ", ".join(f"{b} {n}" for b, n in sorted(by_basis.items()))
+                + ")",
+                markup=False,
+            )
     sys.exit(EXIT_FINDINGS if any(r.status == "uncovered" for r in rows) else EXIT_OK)
 
 
 @spec.command(name="import")
 @click.argument("spec_dir", type=click.Path(path_type=Path))
 @_header
-@click.option("--version-label", default=None, help="Version recorded in the snapshot (default: "
-              "from the checkout's REVISION file).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Where to write the snapshot JSON. Default: the embedded snapshot in spec/.")
-def import_cmd(spec_dir: Path, header: Optional[Path], version_label: Optional[str],
-               output: Optional[Path]) -> None:
+@click.option(
+    "--version-label",
+    default=None,
+    help="Version recorded in the snapshot (default: from the checkout's REVISION file).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the snapshot JSON. Default: the embedded snapshot in spec/.",
+)
+def import_cmd(spec_dir: Path, header: Optional[Path], version_label: Optional[str], output: Optional[Path]) -> None:
     """Regenerate the SpecIR snapshot from a spec checkout (facts only, no spec prose)."""
     ir, _ = parse_sources(spec_dir, header, version_label)
     import virtgpu_conform.spec as spec_pkg
 
     target = output or Path(spec_pkg.__file__).resolve().parent / "snapshot" / SNAPSHOT
     if output is None and not target.parent.is_dir():
-        raise SpecSourceError(str(target.parent), 0, 0, "the embedded snapshot folder is not here "
-                              "(installed package?)", hint="give -o FILE")
+        raise SpecSourceError(
+            str(target.parent),
+            0,
+            0,
+            "the embedded snapshot folder is not here (installed package?)",
+            hint="give -o FILE",
+        )
     target.write_text(snapshot_json(ir))
     console.err.print(f"wrote {target}: " + _counts_line(ir), markup=False)

@@ -13,8 +13,23 @@ from typing import Optional, Sequence, Union
 from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.spec.ir import SpecIR
 
-from .adapter_wire import (ERROR, FRAME_NAMES, HELLO, NO_ANSWER, REPLY, RESET, Closed, ProtocolError, Stream, Timeout,
-                           driver_hello, frame, parse_device_hello, parse_reply, request)
+from .adapter_wire import (
+    ERROR,
+    FRAME_NAMES,
+    HELLO,
+    NO_ANSWER,
+    REPLY,
+    RESET,
+    Closed,
+    ProtocolError,
+    Stream,
+    Timeout,
+    driver_hello,
+    frame,
+    parse_device_hello,
+    parse_reply,
+    request,
+)
 from . import scratch
 from .children import Child, tail
 from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
@@ -29,9 +44,17 @@ class AdapterTarget(Target):
     Anything that is not this protocol raises TargetError saying what was wrong.
     """
 
-    def __init__(self, ir: SpecIR, command: Union[str, Sequence[str], None] = None, socket_path: Optional[str] = None,
-                 features: Optional[frozenset[str]] = None, timeout: float = 2.0, start_timeout: float = 10.0,
-                 log_path: Optional[str] = None, name: str = "adapter"):
+    def __init__(
+        self,
+        ir: SpecIR,
+        command: Union[str, Sequence[str], None] = None,
+        socket_path: Optional[str] = None,
+        features: Optional[frozenset[str]] = None,
+        timeout: float = 2.0,
+        start_timeout: float = 10.0,
+        log_path: Optional[str] = None,
+        name: str = "adapter",
+    ):
         super().__init__(name)
         if (command is None) == (socket_path is None):
             raise ValueError("give exactly one of command (a program to start) and socket_path")
@@ -61,8 +84,9 @@ class AdapterTarget(Target):
             if self.command:
                 with open(self.log_path, "ab") as log:
                     try:
-                        self.child = Child(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                           bufsize=0)
+                        self.child = Child(
+                            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0
+                        )
                     except OSError as exc:
                         raise TargetError(f"cannot start the device program {self.describe}: {exc}") from None
                 self.stream = Stream(self.child.proc.stdout.fileno(), self.child.proc.stdin.fileno())
@@ -99,17 +123,23 @@ class AdapterTarget(Target):
                 raise ProtocolError(f"the device answered {what} with a {FRAME_NAMES[kind]} frame, not HELLO")
             agreed, host_visible, capsets, config = parse_device_hello(body)
         except (Timeout, Closed) as exc:
-            raise TargetError(f"{self.describe} gave no HELLO in answer to {what} within "
-                              f"{self.start_timeout:g} s ({exc}){self._gone()}") from None
+            raise TargetError(
+                f"{self.describe} gave no HELLO in answer to {what} within "
+                f"{self.start_timeout:g} s ({exc}){self._gone()}"
+            ) from None
         except ProtocolError as exc:
             raise TargetError(f"{self.describe} does not speak the adapter protocol: {exc}") from None
         offered = feature_bits(self.ir, self.want)
         if agreed & ~offered & 0xFFFFFF:
-            raise TargetError(f"{self.describe} agreed to feature bits {agreed & ~offered:#x} the driver did not accept")
+            raise TargetError(
+                f"{self.describe} agreed to feature bits {agreed & ~offered:#x} the driver did not accept"
+            )
         num_capsets = codec_for(self.ir).decode_config(config).get("num_capsets") or 0
         if capsets and len(capsets) != num_capsets:
-            raise TargetError(f"{self.describe} does not speak the adapter protocol: its HELLO lists "
-                              f"{len(capsets)} capsets; its config says num_capsets {num_capsets}")
+            raise TargetError(
+                f"{self.describe} does not speak the adapter protocol: its HELLO lists "
+                f"{len(capsets)} capsets; its config says num_capsets {num_capsets}"
+            )
         self.settings = settings_from_config(self.ir, agreed, config, capsets, host_visible)
         self.config = config
 
@@ -152,7 +182,9 @@ class AdapterTarget(Target):
         if status == NO_ANSWER:
             return Reply("no-answer", detail="the device reports that it did not complete the chain")
         total = sum(in_sizes)
-        return Reply("answered", data, detail=f"used length {used} exceeds the buffers ({total})" if used > total else "")
+        return Reply(
+            "answered", data, detail=f"used length {used} exceeds the buffers ({total})" if used > total else ""
+        )
 
     def reset(self) -> None:
         """RESET and the device's new HELLO; a new program (or connection) when the last one died, hung or failed."""

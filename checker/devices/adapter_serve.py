@@ -28,8 +28,9 @@ QUEUE_NAMES = {0: "controlq", 1: "cursorq"}
 def config_bytes(ir: SpecIR, s: Settings) -> bytes:
     """virtio_gpu_config as the device's settings fill it (the codec lays it out from the SpecIR)."""
     align = s.blob_alignment if "VIRTIO_GPU_F_BLOB_ALIGNMENT" in s.features else 0
-    return codec_for(ir).encode_config({"num_scanouts": s.num_scanouts, "num_capsets": s.num_capsets,
-                                        "blob_alignment": align})
+    return codec_for(ir).encode_config(
+        {"num_scanouts": s.num_scanouts, "num_capsets": s.num_capsets, "blob_alignment": align}
+    )
 
 
 def _read_exact(f: BinaryIO, n: int) -> Optional[bytes]:
@@ -58,8 +59,13 @@ def read_frame(f: BinaryIO) -> Optional[tuple[int, bytes]]:
     return kind, body
 
 
-def serve(ir: SpecIR, rfile: BinaryIO, wfile: BinaryIO, make: Callable[[frozenset[str]], Target],
-          offered: Optional[frozenset[str]] = None) -> None:
+def serve(
+    ir: SpecIR,
+    rfile: BinaryIO,
+    wfile: BinaryIO,
+    make: Callable[[frozenset[str]], Target],
+    offered: Optional[frozenset[str]] = None,
+) -> None:
     """One session: HELLO, then REQUEST/RESET until end of stream. `make(features)` builds the device."""
     offered = offered if offered is not None else frozenset(f.name for f in ir.features)
     target: Optional[Target] = None
@@ -70,8 +76,14 @@ def serve(ir: SpecIR, rfile: BinaryIO, wfile: BinaryIO, make: Callable[[frozense
 
     def hello() -> None:
         s = target.settings
-        put(ap.device_hello(feature_bits(ir, s.features), config_bytes(ir, s), s.host_visible or 0,
-                            [(c.id, c.max_version, c.max_size) for c in s.capsets] if s.known else ()))
+        put(
+            ap.device_hello(
+                feature_bits(ir, s.features),
+                config_bytes(ir, s),
+                s.host_visible or 0,
+                [(c.id, c.max_version, c.max_size) for c in s.capsets] if s.known else (),
+            )
+        )
 
     try:
         while True:
@@ -113,8 +125,10 @@ def serve(ir: SpecIR, rfile: BinaryIO, wfile: BinaryIO, make: Callable[[frozense
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m virtgpu_conform.checker.devices.adapter_serve",
-                                description="Serve the embedded reference device over the adapter protocol.")
+    p = argparse.ArgumentParser(
+        prog="python -m virtgpu_conform.checker.devices.adapter_serve",
+        description="Serve the embedded reference device over the adapter protocol.",
+    )
     p.add_argument("--socket", metavar="PATH", help="listen on this unix socket (default: stdin/stdout)")
     p.add_argument("--once", action="store_true", help="with --socket: serve one connection, then exit")
     p.add_argument("--features", metavar="NAMES", help="comma-separated feature names to offer (default: all)")

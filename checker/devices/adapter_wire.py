@@ -75,8 +75,9 @@ def driver_hello(features: int) -> bytes:
     return frame(HELLO, _HELLO_DRIVER.pack(MAGIC, VERSION, 0, features))
 
 
-def device_hello(features: int, config: bytes, host_visible: int = 0,
-                 capsets: Sequence[tuple[int, int, int]] = ()) -> bytes:
+def device_hello(
+    features: int, config: bytes, host_visible: int = 0, capsets: Sequence[tuple[int, int, int]] = ()
+) -> bytes:
     caps = struct.pack("<I", len(capsets)) + b"".join(struct.pack("<3I", *c) for c in capsets)
     return frame(HELLO, _HELLO_DEVICE.pack(MAGIC, VERSION, 0, features, host_visible) + caps + config)
 
@@ -120,10 +121,11 @@ def parse_device_hello(body: bytes) -> tuple[int, int, list[tuple[int, int, int]
     if len(body) < pos + 12 * n:
         raise ProtocolError(f"the device's HELLO announces {n} capsets but ends inside them")
     capsets = [struct.unpack_from("<3I", body, pos + 12 * i) for i in range(n)]
-    config = body[pos + 12 * n:]
+    config = body[pos + 12 * n :]
     if len(config) < CONFIG_MIN:
-        raise ProtocolError(f"the device's HELLO carries {len(config)} config bytes; virtio-gpu's config has "
-                            f"at least {CONFIG_MIN}")
+        raise ProtocolError(
+            f"the device's HELLO carries {len(config)} config bytes; virtio-gpu's config has at least {CONFIG_MIN}"
+        )
     return features, host_visible, capsets, config
 
 
@@ -138,7 +140,7 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], list[int]]:
         (n,) = struct.unpack_from("<I", body, pos)
         if pos + 4 + n > len(body):
             raise ProtocolError(f"REQUEST ends inside driver-readable buffer {i} ({n} bytes)")
-        outs.append(body[pos + 4: pos + 4 + n])
+        outs.append(body[pos + 4 : pos + 4 + n])
         pos += 4 + n
     if len(body) - pos != 4 * n_in:
         raise ProtocolError(f"REQUEST has {len(body) - pos} bytes for {n_in} device-writable sizes")
@@ -150,7 +152,7 @@ def parse_reply(body: bytes, in_sizes: Sequence[int]) -> tuple[int, int, bytes]:
     if len(body) < _REPLY.size:
         raise ProtocolError(f"REPLY of {len(body)} bytes, shorter than its fixed part ({_REPLY.size})")
     status, used = _REPLY.unpack_from(body)
-    data = body[_REPLY.size:]
+    data = body[_REPLY.size :]
     if status == NO_ANSWER:
         if data:
             raise ProtocolError(f"REPLY with status 1 (no answer) carries {len(data)} written bytes")
@@ -159,8 +161,10 @@ def parse_reply(body: bytes, in_sizes: Sequence[int]) -> tuple[int, int, bytes]:
         raise ProtocolError(f"REPLY status {status}: not 0 (answered) or 1 (no answer)")
     want = min(used, sum(in_sizes))
     if len(data) != want:
-        raise ProtocolError(f"REPLY with used length {used} carries {len(data)} written bytes, not {want} "
-                            f"(the request's device-writable buffers hold {sum(in_sizes)})")
+        raise ProtocolError(
+            f"REPLY with used length {used} carries {len(data)} written bytes, not {want} "
+            f"(the request's device-writable buffers hold {sum(in_sizes)})"
+        )
     return status, used, data
 
 
@@ -206,20 +210,23 @@ class Stream:
             except (ConnectionResetError, OSError) as exc:
                 raise Closed(f"reading failed: {exc.strerror or exc}") from None
             if not chunk:
-                raise Closed("end of stream" + (f" inside a frame ({len(self._buf)} bytes of it read)"
-                                                 if self._buf else ""))
+                raise Closed(
+                    "end of stream" + (f" inside a frame ({len(self._buf)} bytes of it read)" if self._buf else "")
+                )
             self._buf += chunk
 
     def read_frame(self, deadline: float) -> tuple[int, bytes]:
         self._fill(5, deadline)
         length, kind = struct.unpack_from("<IB", self._buf)
         if length < 1 or length > MAX_FRAME:
-            raise ProtocolError(f"a frame length of {length} (bytes {bytes(self._buf[:5]).hex()}): "
-                                f"not between 1 and {MAX_FRAME}")
+            raise ProtocolError(
+                f"a frame length of {length} (bytes {bytes(self._buf[:5]).hex()}): not between 1 and {MAX_FRAME}"
+            )
         if kind not in FRAME_NAMES:
-            raise ProtocolError(f"unknown frame type {kind:#04x} (length {length}, first bytes "
-                                f"{bytes(self._buf[:16]).hex()})")
+            raise ProtocolError(
+                f"unknown frame type {kind:#04x} (length {length}, first bytes {bytes(self._buf[:16]).hex()})"
+            )
         self._fill(4 + length, deadline)
-        body = bytes(self._buf[5: 4 + length])
+        body = bytes(self._buf[5 : 4 + length])
         del self._buf[: 4 + length]
         return kind, body

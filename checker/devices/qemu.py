@@ -26,9 +26,19 @@ class QemuTarget(Target):
     finding, negotiating and sending stay here.
     """
 
-    def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
-                 device: str = "virtio-gpu-pci", extra: Sequence[str] = (), log_path: Optional[str] = None,
-                 timeout: float = 2.0, qtest_log: Optional[str] = None, name: str = "qemu", pixels: bool = False):
+    def __init__(
+        self,
+        ir: SpecIR,
+        features: Optional[frozenset[str]] = None,
+        qemu: str = "qemu-system-x86_64",
+        device: str = "virtio-gpu-pci",
+        extra: Sequence[str] = (),
+        log_path: Optional[str] = None,
+        timeout: float = 2.0,
+        qtest_log: Optional[str] = None,
+        name: str = "qemu",
+        pixels: bool = False,
+    ):
         """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py)."""
         super().__init__(name)
         binary = shutil.which(qemu)
@@ -53,10 +63,35 @@ class QemuTarget(Target):
             raise
 
     def _argv(self) -> list[str]:
-        return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
-                "-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*",
-                "-trace", "virtqueue_pop", "-trace", "virtqueue_fill", "-d", "guest_errors",
-                "-D", self.log_path, "-device", f"{self.device},addr=04.0", *self._monitor(), *self.extra]
+        return [
+            self.binary,
+            "-machine",
+            "q35",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-m",
+            "256M",
+            "-qtest",
+            "stdio",
+            "-qtest-log",
+            self.qtest_log,
+            "-trace",
+            "virtio_gpu*",
+            "-trace",
+            "virtqueue_pop",
+            "-trace",
+            "virtqueue_fill",
+            "-d",
+            "guest_errors",
+            "-D",
+            self.log_path,
+            "-device",
+            f"{self.device},addr=04.0",
+            *self._monitor(),
+            *self.extra,
+        ]
 
     def _monitor(self) -> list[str]:
         """A monitor socket of its own for the QEMU about to start (the pixel oracle's screendumps)."""
@@ -89,8 +124,9 @@ class QemuTarget(Target):
             self._initialise()
         except (QemuGone, DeviceError) as exc:
             self._stop_qemu()  # this QEMU; the target's folders stay for the next
-            raise TargetError(f"{self.binary} {self.device}: {exc}"
-                              + (f"\n{exc.log}" if getattr(exc, "log", "") else "")) from None
+            raise TargetError(
+                f"{self.binary} {self.device}: {exc}" + (f"\n{exc.log}" if getattr(exc, "log", "") else "")
+            ) from None
 
     def argv_shape(self) -> tuple:
         """The command line but for its per-start parts (sockets, logs): what fixes the PCI layout."""
@@ -132,8 +168,11 @@ class QemuTarget(Target):
         except QemuGone as exc:
             return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
         if used.length > sum(in_sizes):
-            return Reply("answered", used.data, detail=f"used length {used.length} exceeds the {sum(in_sizes)} "
-                                                       "bytes of device-writable buffers")
+            return Reply(
+                "answered",
+                used.data,
+                detail=f"used length {used.length} exceeds the {sum(in_sizes)} bytes of device-writable buffers",
+            )
         return Reply("answered", used.data[: used.length])
 
     def screendump(self) -> Optional[tuple[int, int, bytes]]:

@@ -13,7 +13,6 @@ from typing import Optional
 from virtgpu_conform.spec.errors import Error
 
 
-
 class QmpError(Error):
     pass
 
@@ -102,9 +101,9 @@ def parse_ppm(data: bytes) -> Optional[tuple[int, int, bytes]]:
     if not m:
         return None
     w, h = int(m.group(1)), int(m.group(2))
-    body = data[m.end():]
+    body = data[m.end() :]
     row, padded = 3 * w, (3 * w + 3) & ~3
     if padded != row and len(body) == padded * h:
-        body = b"".join(body[y * padded:y * padded + row] for y in range(h))
-    body = body[:row * h]
+        body = b"".join(body[y * padded : y * padded + row] for y in range(h))
+    body = body[: row * h]
     return (w, h, body) if len(body) == row * h else None

@@ -82,8 +82,14 @@ class QemuProcess:
         self.timeout = timeout
         self.irqs: list[str] = []
         self._buf = b""
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, preexec_fn=starter(cpus), env=env)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=starter(cpus),
+            env=env,
+        )
         _LIVE.add(self)
 
     def __enter__(self) -> "QemuProcess":
@@ -119,8 +125,9 @@ class QemuProcess:
                 self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
-            raise QemuGone(f"QEMU exited ({exit_status(self.proc.poll())}) before {line.split()[0]}",
-                           self.stderr_tail()) from None
+            raise QemuGone(
+                f"QEMU exited ({exit_status(self.proc.poll())}) before {line.split()[0]}", self.stderr_tail()
+            ) from None
         while True:
             reply = self._readline()
             if reply.startswith("IRQ"):

@@ -74,18 +74,26 @@ def feature_bits(ir: SpecIR, names) -> int:
     return sum(1 << bits[n] for n in names if n in bits)
 
 
-def settings_from_config(ir: SpecIR, agreed: int, config: bytes,
-                         capsets: Optional[Sequence[tuple[int, int, int]]] = None,
-                         host_visible: Optional[int] = None) -> Settings:
+def settings_from_config(
+    ir: SpecIR,
+    agreed: int,
+    config: bytes,
+    capsets: Optional[Sequence[tuple[int, int, int]]] = None,
+    host_visible: Optional[int] = None,
+) -> Settings:
     """What the driver learnt at initialisation: the features agreed, the config it read (decoded by
     the codec from the SpecIR's layout), and the capsets when they were told (otherwise the model
     treats the device's settings as unknown, as it cannot know what GET_CAPSET_INFO would say)."""
     cfg = codec_for(ir).decode_config(config)
     num_capsets = cfg.get("num_capsets") or 0
     told = capsets is not None and len(capsets) == num_capsets
-    return Settings(features=frozenset(f.name for f in ir.features if agreed >> f.bit & 1),
-                    num_scanouts=cfg.get("num_scanouts") or 0,
-                    capsets=tuple(Capset(*c) for c in capsets) if told and capsets else
-                    tuple(Capset(0, 0, 0) for _ in range(num_capsets)),
-                    blob_alignment=cfg.get("blob_alignment") or 0, host_visible=host_visible or None,
-                    known=told or num_capsets == 0)
+    return Settings(
+        features=frozenset(f.name for f in ir.features if agreed >> f.bit & 1),
+        num_scanouts=cfg.get("num_scanouts") or 0,
+        capsets=tuple(Capset(*c) for c in capsets)
+        if told and capsets
+        else tuple(Capset(0, 0, 0) for _ in range(num_capsets)),
+        blob_alignment=cfg.get("blob_alignment") or 0,
+        host_visible=host_visible or None,
+        known=told or num_capsets == 0,
+    )

@@ -78,10 +78,21 @@ def _listening(path: str) -> bool:
 class VhostUserGpuTarget(QemuTarget):
     """vhost-user-gpu behind QEMU's vhost-user-gpu-pci; the backend's log (each command) in `backend_log`."""
 
-    def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None, qemu: str = "qemu-system-x86_64",
-                 backend: str = BACKEND, extra: Sequence[str] = (), log_path: Optional[str] = None,
-                 backend_log: Optional[str] = None, timeout: float = 2.0, qtest_log: Optional[str] = None,
-                 name: str = "vhost-user-gpu", spares: int = 0, pixels: bool = False):
+    def __init__(
+        self,
+        ir: SpecIR,
+        features: Optional[frozenset[str]] = None,
+        qemu: str = "qemu-system-x86_64",
+        backend: str = BACKEND,
+        extra: Sequence[str] = (),
+        log_path: Optional[str] = None,
+        backend_log: Optional[str] = None,
+        timeout: float = 2.0,
+        qtest_log: Optional[str] = None,
+        name: str = "vhost-user-gpu",
+        spares: int = 0,
+        pixels: bool = False,
+    ):
         """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's)."""
         if not (os.path.isfile(backend) and os.access(backend, os.X_OK)):
             raise TargetError(f"no vhost-user-gpu backend at {backend} (apt-get install qemu-system-gui)")
@@ -99,8 +110,18 @@ class VhostUserGpuTarget(QemuTarget):
         log_path = log_path or os.path.join(self.own_logs, "qemu-trace.log")
         self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), "vhost-user-gpu.log")
         try:
-            super().__init__(ir, features, qemu=qemu, device="vhost-user-gpu-pci", extra=extra, log_path=log_path,
-                             timeout=timeout, qtest_log=qtest_log, name=name, pixels=pixels)
+            super().__init__(
+                ir,
+                features,
+                qemu=qemu,
+                device="vhost-user-gpu-pci",
+                extra=extra,
+                log_path=log_path,
+                timeout=timeout,
+                qtest_log=qtest_log,
+                name=name,
+                pixels=pixels,
+            )
         except BaseException:
             self.close()
             raise
@@ -111,8 +132,10 @@ class VhostUserGpuTarget(QemuTarget):
         self._socks += 1
         self.sock = os.path.join(self.workdir, f"vug-{self._socks}.sock")  # one per pair: spares wait on theirs
         if len(os.fsencode(self.sock)) >= _SUN_PATH:
-            raise TargetError(f"the backend's socket path {self.sock} is longer than a unix socket's "
-                              f"{_SUN_PATH - 1} bytes: set TMPDIR to a shorter folder")
+            raise TargetError(
+                f"the backend's socket path {self.sock} is longer than a unix socket's "
+                f"{_SUN_PATH - 1} bytes: set TMPDIR to a shorter folder"
+            )
         self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
         if not os.path.exists(self.halt_bin):  # once: a spare QEMU may be reading it while the next is prepared
             with open(self.halt_bin, "wb") as f:
@@ -120,13 +143,42 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _argv(self) -> list[str]:
         self._prepare()
-        return [self.binary, "-accel", "kvm", "-machine", "q35,memory-backend=mem",
-                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M",
-                "-bios", self.halt_bin, "-nodefaults", "-display", "none",
-                "-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*", "-trace", "vhost_user*",
-                "-trace", "virtio_set_status", "-d", "guest_errors", "-D", self.log_path,
-                "-chardev", f"socket,id=vug,path={self.sock}", "-device", f"{self.device},chardev=vug,addr=04.0",
-                *self._monitor(), *self.extra]
+        return [
+            self.binary,
+            "-accel",
+            "kvm",
+            "-machine",
+            "q35,memory-backend=mem",
+            "-object",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-m",
+            "256M",
+            "-bios",
+            self.halt_bin,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qtest",
+            "stdio",
+            "-qtest-log",
+            self.qtest_log,
+            "-trace",
+            "virtio_gpu*",
+            "-trace",
+            "vhost_user*",
+            "-trace",
+            "virtio_set_status",
+            "-d",
+            "guest_errors",
+            "-D",
+            self.log_path,
+            "-chardev",
+            f"socket,id=vug,path={self.sock}",
+            "-device",
+            f"{self.device},chardev=vug,addr=04.0",
+            *self._monitor(),
+            *self.extra,
+        ]
 
     def _spawn(self) -> QemuProcess:
         q = None
@@ -186,13 +238,21 @@ class VhostUserGpuTarget(QemuTarget):
         with open(self.backend_log, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()
-            self.backend = Child(argv, cpus=cpus, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "G_MESSAGES_DEBUG": "all"})
+            self.backend = Child(
+                argv,
+                cpus=cpus,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "G_MESSAGES_DEBUG": "all"},
+            )
         deadline = time.monotonic() + 5.0
         while not _listening(self.sock):
             if not self.backend.alive:
-                raise TargetError(f"{self.backend_binary} exited (status {self.backend.returncode}) before listening "
-                                  f"on {self.sock}:\n{tail(self.backend_log)}")
+                raise TargetError(
+                    f"{self.backend_binary} exited (status {self.backend.returncode}) before listening "
+                    f"on {self.sock}:\n{tail(self.backend_log)}"
+                )
             if time.monotonic() > deadline:
                 self._stop_backend()
                 raise TargetError(f"{self.backend_binary} did not listen on {self.sock} within 5 s")

@@ -87,18 +87,36 @@ class Found:
 
     def to_json(self) -> dict:
         s = self.signature
-        return {"kind": s.kind, "command": s.command, "check": s.check, "basis": s.basis or None,
-                "requirements": list(self.requirements), "message": self.message, "hits": self.hits,
-                "first_seen_at_command": self.first_seen, "steps": len(self.steps), "shrunk": self.shrunk,
-                "reproduced": self.reproduced, "reproducer": self.path and os.path.join(self.path, "repro.ndjson"),
-                "reproducer_line": self.line or None}
+        return {
+            "kind": s.kind,
+            "command": s.command,
+            "check": s.check,
+            "basis": s.basis or None,
+            "requirements": list(self.requirements),
+            "message": self.message,
+            "hits": self.hits,
+            "first_seen_at_command": self.first_seen,
+            "steps": len(self.steps),
+            "shrunk": self.shrunk,
+            "reproduced": self.reproduced,
+            "reproducer": self.path and os.path.join(self.path, "repro.ndjson"),
+            "reproducer_line": self.line or None,
+        }
 
 
 class Campaign:
-    def __init__(self, protocol: Protocol, make_target: Callable[[Optional[str]], Target], profile: str = "strict",
-                 out: Optional[str] = None, seed: int = 0, steps: int = 40,
-                 progress: Optional[Callable[["Campaign"], None]] = None, hunt: bool = True,
-                 pipeline: bool = False):
+    def __init__(
+        self,
+        protocol: Protocol,
+        make_target: Callable[[Optional[str]], Target],
+        profile: str = "strict",
+        out: Optional[str] = None,
+        seed: int = 0,
+        steps: int = 40,
+        progress: Optional[Callable[["Campaign"], None]] = None,
+        hunt: bool = True,
+        pipeline: bool = False,
+    ):
         """`pipeline`: the target in a sender process of its own (pipeline.py), for one that drives a
         device process; the reference device gains nothing from it."""
         self.protocol, self.make_target, self.profile = protocol, make_target, profile
@@ -183,8 +201,9 @@ class Campaign:
         for o in obs:
             f = self.found.get(o.signature)
             if f is None:
-                f = self.found[o.signature] = Found(o.signature, o.message, o.requirements, self.commands,
-                                                    steps=list(machine.steps), line=o.line)
+                f = self.found[o.signature] = Found(
+                    o.signature, o.message, o.requirements, self.commands, steps=list(machine.steps), line=o.line
+                )
                 self._save(f, case=machine.oracle.text())  # as found: an interrupted shrink still leaves one
                 if self.hunt and self.out:
                     self._alone(f, machine.steps[-1], machine.oracle.text())
@@ -232,17 +251,28 @@ class Campaign:
 
         # Ctrl-C, and a SIGTERM (a service manager, `timeout`), stop the campaign the same way: at the
         # next command, keeping what was found.
-        previous = ({s: signal.signal(s, on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
-                    if threading.current_thread() is threading.main_thread() else {})
+        previous = (
+            {s: signal.signal(s, on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
+            if threading.current_thread() is threading.main_thread()
+            else {}
+        )
         try:
             while examples is None or self.cases < examples:
                 self.rounds += 1
                 self.hunting = None
                 left = 10_000 if examples is None else max(1, examples - self.cases)
-                config = settings(max_examples=left, stateful_step_count=self.max_steps, database=None,
-                                  deadline=None, derandomize=False, verbosity=Verbosity.quiet, print_blob=False,
-                                  report_multiple_bugs=False, phases=(Phase.generate, Phase.shrink),
-                                  suppress_health_check=list(HealthCheck))
+                config = settings(
+                    max_examples=left,
+                    stateful_step_count=self.max_steps,
+                    database=None,
+                    deadline=None,
+                    derandomize=False,
+                    verbosity=Verbosity.quiet,
+                    print_blob=False,
+                    report_multiple_bugs=False,
+                    phases=(Phase.generate, Phase.shrink),
+                    suppress_health_check=list(HealthCheck),
+                )
                 test = seed(self.seed * 1_000_003 + self.rounds)(get_state_machine_test(factory, settings=config))
                 try:
                     test()
@@ -264,8 +294,10 @@ class Campaign:
                     if "stopped drawing earlier" in detail or "continued to draw" in detail:
                         # Generation reads only the model, so a case that ends elsewhere on a rerun means
                         # the device answered it differently: timing (a stall), or state a reset leaves.
-                        detail = "the device answered a rerun of the same case differently, so hypothesis " \
-                                 "stopped shrinking it; " + detail
+                        detail = (
+                            "the device answered a rerun of the same case differently, so hypothesis "
+                            "stopped shrinking it; " + detail
+                        )
                     self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {detail[:700]}")
                     continue
                 break  # a round that found nothing new used the whole budget
@@ -279,8 +311,7 @@ class Campaign:
             raise  # the CLI says the target cannot run, or which line of a file is broken
         except Exception as exc:  # noqa: BLE001 - a bug in the fuzzer: keep what was found, say where the traceback is
             self.stopped = "internal error"
-            self.error = {"type": type(exc).__name__, "message": str(exc),
-                          "traceback": save_traceback(exc, self.out)}
+            self.error = {"type": type(exc).__name__, "message": str(exc), "traceback": save_traceback(exc, self.out)}
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -321,32 +352,63 @@ class Campaign:
 
     def result(self) -> dict:
         t = self.target
-        return {"schema": RESULT_SCHEMA, "version": RESULT_VERSION, "target": t.name,
-                "device": getattr(t, "describe", t.name), "seed": self.seed, "profile": self.profile,
-                "spec_version": self.protocol.ir.version,
-                "commands": self.commands, "cases": self.cases, "rounds": self.rounds,
-                "pipelined": isinstance(t, Pipeline), "seconds": round(time.monotonic() - self.started, 3),
-                "stopped": self.stopped or None, "error": self.error,
-                "z3_questions": self.edges.solved, "flaky": self.flaky, "cpus": self.cpus,
-                "not_sent": [{"device": self.chokes[k][0], "queue": k[0], "problems": list(k[1]),
-                              "whole_header": k[2], "answer_room": k[3], "command": k[4], "count": n}
-                             for k, n in sorted(self.skipped.items(), key=lambda kv: -kv[1])],
-                "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
-                "requirements": self.verdicts(),
-                "differential": self.differ.table() if self.differ else None}
+        return {
+            "schema": RESULT_SCHEMA,
+            "version": RESULT_VERSION,
+            "target": t.name,
+            "device": getattr(t, "describe", t.name),
+            "seed": self.seed,
+            "profile": self.profile,
+            "spec_version": self.protocol.ir.version,
+            "commands": self.commands,
+            "cases": self.cases,
+            "rounds": self.rounds,
+            "pipelined": isinstance(t, Pipeline),
+            "seconds": round(time.monotonic() - self.started, 3),
+            "stopped": self.stopped or None,
+            "error": self.error,
+            "z3_questions": self.edges.solved,
+            "flaky": self.flaky,
+            "cpus": self.cpus,
+            "not_sent": [
+                {
+                    "device": self.chokes[k][0],
+                    "queue": k[0],
+                    "problems": list(k[1]),
+                    "whole_header": k[2],
+                    "answer_room": k[3],
+                    "command": k[4],
+                    "count": n,
+                }
+                for k, n in sorted(self.skipped.items(), key=lambda kv: -kv[1])
+            ],
+            "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
+            "requirements": self.verdicts(),
+            "differential": self.differ.table() if self.differ else None,
+        }
 
     def verdicts(self) -> dict[str, dict]:
         """Per requirement, over the campaign. The fuzzer plays the driver, so a requirement the
         rules read as the driver's duty (a check on the request) is not-applicable here; what the
         device owes (obligations on the answer, what an OK needs) is judged."""
-        device_duty = {r for rule in self.protocol.rules.values()
-                       for r in (*(r for o in rule.obligations for r in o.reqs), *rule.ok_reqs)}
+        device_duty = {
+            r
+            for rule in self.protocol.rules.values()
+            for r in (*(r for o in rule.obligations for r in o.reqs), *rule.ok_reqs)
+        }
         driver_duty = {r for rule in self.protocol.rules.values() for c in rule.checks for r in c.reqs}
         out = Ledger(self.protocol, self.profile, self.tallies).verdicts()
         for rid in driver_duty - device_duty:
-            out[rid] = {**out[rid], "verdict": "not-applicable", "passed": 0, "failed": 0, "inconclusive": 0,
-                        "events": 0, "first_failure": None,
-                        "reason": "the rules hold the driver to it, and the fuzzer plays the driver"}
+            out[rid] = {
+                **out[rid],
+                "verdict": "not-applicable",
+                "passed": 0,
+                "failed": 0,
+                "inconclusive": 0,
+                "events": 0,
+                "first_failure": None,
+                "reason": "the rules hold the driver to it, and the fuzzer plays the driver",
+            }
         # A device finding citing a requirement fails it, whoever the rule's check is written against
         # (a device executing a request that breaks a driver's rule, say).
         hits: dict[str, int] = {}
@@ -361,8 +423,14 @@ class Campaign:
             if rid in out:
                 v = out[rid]
                 failed = max(v["failed"], n)
-                out[rid] = {**v, "verdict": "fail", "failed": failed, "events": max(v["events"], failed),
-                            "first_failure": v["first_failure"] or first.get(rid), "reason": None}
+                out[rid] = {
+                    **v,
+                    "verdict": "fail",
+                    "failed": failed,
+                    "events": max(v["events"], failed),
+                    "first_failure": v["first_failure"] or first.get(rid),
+                    "reason": None,
+                }
         return out
 
     def write_result(self, doc: Optional[dict] = None) -> None:

@@ -114,12 +114,12 @@ class Choices:
         return len(self.raw) - self.pos
 
     def take(self, n: int) -> bytes:
-        out = self.raw[self.pos:self.pos + n]
+        out = self.raw[self.pos : self.pos + n]
         self.pos += n
         return out if len(out) == n else out + bytes(n - len(out))
 
     def take_int(self, n: int) -> int:
-        out = int.from_bytes(self.raw[self.pos:self.pos + n], "little")  # short: the high bytes are 0
+        out = int.from_bytes(self.raw[self.pos : self.pos + n], "little")  # short: the high bytes are 0
         self.pos += n
         return out
 

@@ -29,8 +29,14 @@ class DeviceSession:
     differ = None  # a device test drives one device
     skip: frozenset = frozenset()
 
-    def __init__(self, device: DeviceSpec, out: str, profile: str = "strict",
-                 database: Optional[ExampleDatabase] = None, protocol: Optional[Protocol] = None):
+    def __init__(
+        self,
+        device: DeviceSpec,
+        out: str,
+        profile: str = "strict",
+        database: Optional[ExampleDatabase] = None,
+        protocol: Optional[Protocol] = None,
+    ):
         self.device, self.out, self.profile, self.database = device, out, profile, database
         self.protocol = protocol or protocol_for(None)
         self.edges = Edges(self.protocol)
@@ -72,11 +78,13 @@ class DeviceSession:
             self.reproducer = os.path.join(folder, "repro.ndjson")
             with open(self.reproducer, "w") as fh:
                 fh.write(machine.oracle.text())
-            raise Failure(f"{self.device.kind} device: {o.signature}: {o.message}\n"
-                          f"  requirements: {', '.join(o.requirements) or '-'}\n"
-                          f"  the case, as a native trace (line {o.line}): {self.reproducer}\n"
-                          f"  replay it: virtgpu-conform fuzz --replay {self.reproducer} "
-                          f"{' '.join(map(shlex.quote, self.device.cli_args()))}")
+            raise Failure(
+                f"{self.device.kind} device: {o.signature}: {o.message}\n"
+                f"  requirements: {', '.join(o.requirements) or '-'}\n"
+                f"  the case, as a native trace (line {o.line}): {self.reproducer}\n"
+                f"  replay it: virtgpu-conform fuzz --replay {self.reproducer} "
+                f"{' '.join(map(shlex.quote, self.device.cli_args()))}"
+            )
 
     # --- running -------------------------------------------------------------------------
     def key(self) -> str:
@@ -89,9 +97,15 @@ class DeviceSession:
         example database holds for this device run first; `generate=False` runs only those."""
         __tracebackhide__ = True
         phases = [Phase.explicit, Phase.reuse] + ([Phase.generate] if generate else []) + [Phase.shrink]
-        config = settings(max_examples=max_examples, stateful_step_count=steps, deadline=None,
-                          suppress_health_check=list(HealthCheck), phases=phases, report_multiple_bugs=False,
-                          **({"database": self.database} if self.database is not None else {}))
+        config = settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            phases=phases,
+            report_multiple_bugs=False,
+            **({"database": self.database} if self.database is not None else {}),
+        )
         self.hunting = None
         try:
             run_state_machine_as_test(DeviceMachine.bind(self, self.key()), settings=config)

@@ -68,9 +68,16 @@ class Row:
     first: Optional[str] = None  # a trace of the first case that showed it
 
     def to_json(self, names: Sequence[str]) -> dict:
-        return {"command": self.command, "answers": dict(zip(names, self.answers)), "verdict": self.verdict,
-                "why": self.why, "requirements": list(self.requirements), "basis": self.basis or None,
-                "count": self.count, "first_case": self.first}
+        return {
+            "command": self.command,
+            "answers": dict(zip(names, self.answers)),
+            "verdict": self.verdict,
+            "why": self.why,
+            "requirements": list(self.requirements),
+            "basis": self.basis or None,
+            "count": self.count,
+            "first_case": self.first,
+        }
 
 
 @dataclass
@@ -112,8 +119,13 @@ class Differ:
             bad = [n for n, a in zip(self.names, answers) if a not in self.errors]
             if not bad:
                 return Row(cmd, answers, "open", f"each answer refuses a request that cannot be read ({why})")
-            return Row(cmd, answers, "violation", f"{', '.join(bad)} does not refuse a request that cannot be "
-                       f"read ({why})", basis="informal")
+            return Row(
+                cmd,
+                answers,
+                "violation",
+                f"{', '.join(bad)} does not refuse a request that cannot be read ({why})",
+                basis="informal",
+            )
         outcome = self.protocol.expect(state, req)
         allowed = outcome.acceptable(PROFILES[self.profile])
         typed = [a for a in answers if a in self.typed]
@@ -129,8 +141,14 @@ class Differ:
         basis, reqs = outcome.duty(PROFILES[self.profile])
         failed = ", ".join(c.id for c in outcome.failed) or "no check (a valid request)"
         who = ", ".join(wrong + silent)
-        return Row(cmd, answers, "violation", f"{who} answers outside {said} (request fails: {failed})",
-                   tuple(reqs), basis or "")
+        return Row(
+            cmd,
+            answers,
+            "violation",
+            f"{who} answers outside {said} (request fails: {failed})",
+            tuple(reqs),
+            basis or "",
+        )
 
     def table(self) -> list[dict]:
         return [r.to_json(self.names) for r in sorted(self.rows.values(), key=lambda r: (r.command, -r.count))]

@@ -74,8 +74,13 @@ def _scanout(n: int, most: int) -> OneOf:
 def _bad_entries(need: int) -> Lists:
     # An entry's length is a u32: a resource of 4 GiB or more needs more than one entry can say,
     # and "one past" is then the field's top.
-    return Lists(Fields(addr=OneOf(RAM_BACKING, Among([0, U64 - 4095, 1 << 40])),
-                        length=OneOf(need, Among([0, need - 1, min(need + 1, U32), U32]))), 3)
+    return Lists(
+        Fields(
+            addr=OneOf(RAM_BACKING, Among([0, U64 - 4095, 1 << 40])),
+            length=OneOf(need, Among([0, need - 1, min(need + 1, U32), U32])),
+        ),
+        3,
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,8 +115,9 @@ EXTRA = Bytes(1, 64)
 CUT = Ints(0, 0xFFFF)
 EDGE_X = Ints(1, 2)
 PART = Ints(0, 1)
-RECT_COMMANDS = Among(["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
-                       "VIRTIO_GPU_CMD_SET_SCANOUT"])  # where a framing cuts, reduced modulo what there is to cut
+RECT_COMMANDS = Among(
+    ["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH", "VIRTIO_GPU_CMD_SET_SCANOUT"]
+)  # where a framing cuts, reduced modulo what there is to cut
 BURST = Ints(0, 7)  # more valid commands after the first, while the rule's bytes last
 PER_COMMAND = 16  # bytes a command reads, about (more with a payload): a burst stops when fewer are left
 # One draw a rule (see choices.py), sized so that what a rule reads is mostly drawn bytes, not the
@@ -127,8 +133,13 @@ def choke_key(step: Step, req, header: int) -> Optional[tuple]:
     if not req.problems:
         return None
     whole = sum(map(len, step.outs)) >= header  # the request header's size
-    return (step.queue, tuple(sorted({p.code for p in req.problems})), whole, bool(step.ins),
-            req.name if whole else None)  # a cut header's type is a guess at best
+    return (
+        step.queue,
+        tuple(sorted({p.code for p in req.problems})),
+        whole,
+        bool(step.ins),
+        req.name if whole else None,
+    )  # a cut header's type is a guess at best
 
 
 @dataclass(frozen=True)
@@ -156,11 +167,17 @@ class Vocabulary:
 
 
 # Commands that create what they name, and whose id must be free to succeed.
-CREATES = frozenset({"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
-                     "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"})
+CREATES = frozenset(
+    {"VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D", "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB"}
+)
 # The display path weighs more among valid commands: it is where devices keep state.
-COMMON = ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
-          "VIRTIO_GPU_CMD_SET_SCANOUT", "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH")
+COMMON = (
+    "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+    "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+    "VIRTIO_GPU_CMD_SET_SCANOUT",
+    "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
+    "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
+)
 _VOCABULARIES: dict[int, Vocabulary] = {}
 
 
@@ -177,16 +194,25 @@ def vocabulary(p: Protocol) -> Vocabulary:
     weighted = commands + tuple(c for c in COMMON if c in p.rules) * 2
     formats = tuple(c.value for c in ir.constants if c.name.startswith("VIRTIO_GPU_FORMAT_"))
     v = _VOCABULARIES[id(p)] = Vocabulary(
-        codec=codec, ir=ir, protocol=p,
+        codec=codec,
+        ir=ir,
+        protocol=p,
         ok_nodata=codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code.to_bytes(4, "little"),
-        commands=commands, queue_of={c.name: c.queue for c in ir.commands}, formats=formats,
-        fence=ir.constant("VIRTIO_GPU_FLAG_FENCE"), max_scanouts=ir.constant("VIRTIO_GPU_MAX_SCANOUTS"),
+        commands=commands,
+        queue_of={c.name: c.queue for c in ir.commands},
+        formats=formats,
+        fence=ir.constant("VIRTIO_GPU_FLAG_FENCE"),
+        max_scanouts=ir.constant("VIRTIO_GPU_MAX_SCANOUTS"),
         answer_size=answer_size,
-        any_command=_among(commands), pool=_among(weighted), sizes=_among(SIZES), format_of=_among(formats),
+        any_command=_among(commands),
+        pool=_among(weighted),
+        sizes=_among(SIZES),
+        format_of=_among(formats),
         wild_fields={c: leaves(codec.layout(c)) for c in commands},
         wild_choices={c: _leaf_choices(codec.layout(c)) for c in commands},
         # Counts the encoder fills in from what follows; a wrong one is a framing case, not a field value.
-        counts=frozenset({s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())))
+        counts=frozenset({s.trailing.count_field for s in ir.structs if s.trailing} | set(PAYLOAD_LENGTH.values())),
+    )
     return v
 
 
@@ -232,14 +258,22 @@ class DeviceMachine(RuleBasedStateMachine):
         process that binds the same device replays the cases another one saved."""
         pipe = host.target if isinstance(host.target, Pipeline) else None
         name = f"DeviceMachine_{host.target.name}" + (f"_{key}" if key else "")
-        return type(name.replace("-", "_"), (cls,),
-                    {"host": host, "vocab": vocabulary(host.protocol), "pipe": pipe, "__module__": cls.__module__})
+        return type(
+            name.replace("-", "_"),
+            (cls,),
+            {"host": host, "vocab": vocabulary(host.protocol), "pipe": pipe, "__module__": cls.__module__},
+        )
 
     def __init__(self):
         super().__init__()
         self.handling = sys.exc_info()[1]
         self.host.begin_case()
-        self.oracle = Oracle(self.host.protocol, session_header(self.vocab.ir, self.host.target), self.host.profile, screen=screen_of(self.host.target))
+        self.oracle = Oracle(
+            self.host.protocol,
+            session_header(self.vocab.ir, self.host.target),
+            self.host.profile,
+            screen=screen_of(self.host.target),
+        )
         # What the model predicts, not what the device answered, steers generation: a case then
         # draws the same way however the device behaves, so hypothesis can replay and shrink it.
         self.model = ReferenceDevice(self.vocab.ir, self.host.target.settings, protocol=self.host.protocol)
@@ -357,7 +391,11 @@ class DeviceMachine(RuleBasedStateMachine):
                     fields.update({k: v for k, v in got.items() if k not in self.vocab.counts})
                     label = f"edge {check} {edge}"
         elif how == "wild":
-            source = self.vocab.wild_fields if data.data is not None and data.draw(WILD_FROM) == 3 else self.vocab.wild_choices
+            source = (
+                self.vocab.wild_fields
+                if data.data is not None and data.draw(WILD_FROM) == 3
+                else self.vocab.wild_choices
+            )
             fields = {**data.draw(source[cmd]), **fixed}
         entries = self._entries(data, cmd, fields, how == "valid")
         fields.pop("hdr.type", None)
@@ -480,25 +518,52 @@ class DeviceMachine(RuleBasedStateMachine):
         part, view = dict(rect), dict(rect)
         if data.draw(PART):
             x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
-            part.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
-                         "r.height": data.draw(_ints(1, h - y)), "offset": (y * w + x) * 4})
+            part.update(
+                {
+                    "r.x": x,
+                    "r.y": y,
+                    "r.width": data.draw(_ints(1, w - x)),
+                    "r.height": data.draw(_ints(1, h - y)),
+                    "offset": (y * w + x) * 4,
+                }
+            )
         if data.draw(PART):
             x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
-            view.update({"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)),
-                         "r.height": data.draw(_ints(1, h - y))})
+            view.update(
+                {"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)), "r.height": data.draw(_ints(1, h - y))}
+            )
         if not self.model.state.display_info_read:
-            self._send(Step("controlq", [self.vocab.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
-                            [self.vocab.answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]], "scene GET_DISPLAY_INFO"))
+            self._send(
+                Step(
+                    "controlq",
+                    [self.vocab.codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")],
+                    [self.vocab.answer_size["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"]],
+                    "scene GET_DISPLAY_INFO",
+                )
+            )
         for cmd, fields, entries in (
-                ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": self.vocab.formats[0], "width": w,
-                                                       "height": h}, None),
-                ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
-                 [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}]),
-                ("VIRTIO_GPU_CMD_SET_SCANOUT", {**view, "scanout_id": 0}, None),
-                ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
-                ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)):
-            self._send(Step("controlq", [self.vocab.codec.encode(cmd, fields, entries)], [self.vocab.answer_size[cmd]],
-                            f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+            (
+                "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+                {"resource_id": rid, "format": self.vocab.formats[0], "width": w, "height": h},
+                None,
+            ),
+            (
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": rid},
+                [{"addr": RAM_BACKING, "length": max(4096, w * h * 4)}],
+            ),
+            ("VIRTIO_GPU_CMD_SET_SCANOUT", {**view, "scanout_id": 0}, None),
+            ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
+            ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None),
+        ):
+            self._send(
+                Step(
+                    "controlq",
+                    [self.vocab.codec.encode(cmd, fields, entries)],
+                    [self.vocab.answer_size[cmd]],
+                    f"scene {cmd.removeprefix('VIRTIO_GPU_CMD_')}",
+                )
+            )
 
     # --- the classic mistakes, each enabled when the predicted state has what it needs -------
     def _mistakes(self) -> list[tuple[str, int]]:
@@ -534,9 +599,11 @@ class DeviceMachine(RuleBasedStateMachine):
         elif kind == "attach-twice":
             plan = [("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", res, [{"addr": RAM_BACKING, "length": 4096}])]
         elif kind == "transfer-after-detach":
-            plan = [("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", res, None),
-                    ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
-                    ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None)]
+            plan = [
+                ("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", res, None),
+                ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
+                ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None),
+            ]
         elif kind == "rect-past-edge":
             x = data.draw(EDGE_X)  # one past the right edge, or wrapped round u32
             past = {**whole, "r.x": r.width - whole["r.width"] + 1 if x == 1 else U32, "r.width": whole["r.width"]}
@@ -546,8 +613,14 @@ class DeviceMachine(RuleBasedStateMachine):
         for cmd, fields, entries in plan:
             if cmd == "VIRTIO_GPU_CMD_SET_SCANOUT":
                 fields = {**fields, "scanout_id": 0}
-            self._send(Step(self.vocab.queue_of.get(cmd) or "controlq", [self.vocab.codec.encode(cmd, fields, entries)],
-                            [self.vocab.answer_size[cmd]], f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}"))
+            self._send(
+                Step(
+                    self.vocab.queue_of.get(cmd) or "controlq",
+                    [self.vocab.codec.encode(cmd, fields, entries)],
+                    [self.vocab.answer_size[cmd]],
+                    f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}",
+                )
+            )
 
     @rule(raw=ENTROPY)
     def framing(self, raw):
@@ -562,7 +635,7 @@ class DeviceMachine(RuleBasedStateMachine):
         q = self.vocab.queue_of.get(cmd) or "controlq"
         outs, ins = [raw], [self.vocab.answer_size[cmd]]
         if kind == "truncate":
-            outs = [raw[:cut % len(raw)]] if len(raw) > 1 else [b""]
+            outs = [raw[: cut % len(raw)]] if len(raw) > 1 else [b""]
         elif kind == "oversize":
             outs = [raw + data.draw(EXTRA)]
         elif kind == "split":
@@ -577,4 +650,3 @@ class DeviceMachine(RuleBasedStateMachine):
             ins = []
         outs = [o for o in outs if o] or [bytes(1)]
         self._send(Step(q, outs, ins, f"framing {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}", framed=True))
-

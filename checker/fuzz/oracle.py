@@ -74,8 +74,9 @@ class Oracle:
     # bug shows on the first flush it touches.
     PIXEL_CHECKS = 2
 
-    def __init__(self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson",
-                 screen=None):
+    def __init__(
+        self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson", screen=None
+    ):
         """`screen`: the target's screendump, for the pixel oracle (pixels.py); None: no pixels judged."""
         self.p, self.name = protocol, name
         self.screen = screen
@@ -100,8 +101,7 @@ class Oracle:
     def state(self):
         return self.checker.cands[0].state
 
-    def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply,
-             req=None) -> list[Observation]:
+    def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply, req=None) -> list[Observation]:
         """`req`: the request decoded already, when the caller has it."""
         data = b"".join(outs)
         before = len(self.checker.findings)
@@ -148,8 +148,11 @@ class Oracle:
             self.pixel_checks += 1
             wrong = self.pixels.check(shot)
             if wrong is not None:
-                out.append(Observation(Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_FLUSH", PIXELS, "informal"),
-                                       wrong.message, line))
+                out.append(
+                    Observation(
+                        Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_FLUSH", PIXELS, "informal"), wrong.message, line
+                    )
+                )
 
     @staticmethod
     def _observe(f: Finding, reply: Reply, shared: frozenset[str], req) -> Optional[Observation]:

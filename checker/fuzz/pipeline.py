@@ -50,8 +50,17 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
         except TargetError as exc:
             _say(conn, ("target-error", str(exc)))
             return
-        if not _say(conn, ("ready", target.name, target.settings, getattr(target, "describe", target.name),
-                           bool(getattr(target, "pixels", False)), getattr(target, "parts", None))):
+        if not _say(
+            conn,
+            (
+                "ready",
+                target.name,
+                target.settings,
+                getattr(target, "describe", target.name),
+                bool(getattr(target, "pixels", False)),
+                getattr(target, "parts", None),
+            ),
+        ):
             return
         over = False  # the device did not answer a chain of this case
         while True:
@@ -115,8 +124,9 @@ class Pipeline(Target):
         scratch.root()  # the sender's folders go in this process's, which it removes whatever becomes of the sender
         self.conn, child = ctx.Pipe()
         # Forked here, it starts on the CPU this process is pinned to, and its QEMU with it.
-        self.proc = ctx.Process(target=_serve, args=(child, make_target, log_dir), daemon=True,
-                                name="virtgpu-conform sender")
+        self.proc = ctx.Process(
+            target=_serve, args=(child, make_target, log_dir), daemon=True, name="virtgpu-conform sender"
+        )
         self.proc.start()
         child.close()
         self.pending = 0  # chains submitted and not yet answered
@@ -146,8 +156,9 @@ class Pipeline(Target):
             msg = self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(5)
-            self.failed = SenderFailed(f"the process sending to the device exited (exit code "
-                                       f"{self.proc.exitcode}) without a word")
+            self.failed = SenderFailed(
+                f"the process sending to the device exited (exit code {self.proc.exitcode}) without a word"
+            )
             raise self.failed from None
         if msg[0] == "bug":
             self.failed = SenderFailed(f"the process sending to the device failed: {msg[1]}\n{msg[2]}")

@@ -79,8 +79,9 @@ class PixelModel:
         if name == "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D":
             w, h, fmt = f.get("width") or 0, f.get("height") or 0, f.get("format")
             known = fmt in self.order and 0 < w * h <= MAX_PIXELS
-            self.resources[rid] = _Resource(w, h, self.order.get(fmt, (0, 1, 2)),
-                                            bytearray(w * h * BPP) if known else None)
+            self.resources[rid] = _Resource(
+                w, h, self.order.get(fmt, (0, 1, 2)), bytearray(w * h * BPP) if known else None
+            )
         elif name == "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING" and rid in self.resources:
             self.resources[rid].backing = [(e.get("addr") or 0, e.get("length") or 0) for e in req.entries]
         elif name == "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING" and rid in self.resources:
@@ -96,9 +97,15 @@ class PixelModel:
             self.scanout = (rid, rect) if rid else None
         elif name == "VIRTIO_GPU_CMD_RESOURCE_FLUSH":
             return self._covers(rid, f)
-        elif name not in ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "VIRTIO_GPU_CMD_GET_EDID", "VIRTIO_GPU_CMD_GET_CAPSET_INFO",
-                          "VIRTIO_GPU_CMD_GET_CAPSET", "VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID",
-                          "VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR"):
+        elif name not in (
+            "VIRTIO_GPU_CMD_GET_DISPLAY_INFO",
+            "VIRTIO_GPU_CMD_GET_EDID",
+            "VIRTIO_GPU_CMD_GET_CAPSET_INFO",
+            "VIRTIO_GPU_CMD_GET_CAPSET",
+            "VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID",
+            "VIRTIO_GPU_CMD_UPDATE_CURSOR",
+            "VIRTIO_GPU_CMD_MOVE_CURSOR",
+        ):
             self.lost = True  # 3D, blobs, contexts, scanout blobs: beyond what this oracle follows
         return False
 
@@ -121,7 +128,7 @@ class PixelModel:
                 r.data = None
                 return
             at = ((y + row) * r.width + x) * BPP
-            r.data[at:at + w * BPP] = src
+            r.data[at : at + w * BPP] = src
 
     @staticmethod
     def _backing_bytes(r: _Resource, start: int, n: int) -> Optional[bytes]:
@@ -134,7 +141,7 @@ class PixelModel:
                 a = addr + lo - pos
                 if not (PATTERN_BASE <= a and a + hi - lo <= PATTERN_BASE + PATTERN_SIZE):
                     return None
-                out += PATTERN[a - PATTERN_BASE:a - PATTERN_BASE + hi - lo]
+                out += PATTERN[a - PATTERN_BASE : a - PATTERN_BASE + hi - lo]
             pos += length
         return out if len(out) == n else None
 
@@ -144,8 +151,18 @@ class PixelModel:
         r = self.resources.get(rid)
         sx, sy, sw, sh = self.scanout[1]
         fx, fy, fw, fh = (f.get(k) or 0 for k in ("r.x", "r.y", "r.width", "r.height"))
-        return (r is not None and r.data is not None and sw and sh and sx + sw <= r.width and sy + sh <= r.height
-                and fx <= sx and fy <= sy and fx + fw >= sx + sw and fy + fh >= sy + sh)
+        return (
+            r is not None
+            and r.data is not None
+            and sw
+            and sh
+            and sx + sw <= r.width
+            and sy + sh <= r.height
+            and fx <= sx
+            and fy <= sy
+            and fx + fw >= sx + sw
+            and fy + fh >= sy + sh
+        )
 
     def expected(self) -> tuple[int, int, bytes]:
         """(width, height, RGB bytes) scanout 0 must show."""
@@ -154,7 +171,7 @@ class PixelModel:
         ri, gi, bi = r.rgb
         out = bytearray()
         for y in range(sy, sy + sh):
-            row = r.data[(y * r.width + sx) * BPP:(y * r.width + sx + sw) * BPP]
+            row = r.data[(y * r.width + sx) * BPP : (y * r.width + sx + sw) * BPP]
             for p in range(0, len(row), BPP):
                 out += bytes((row[p + ri], row[p + gi], row[p + bi]))
         return sw, sh, bytes(out)
@@ -166,11 +183,17 @@ class PixelModel:
         w, h, want = self.expected()
         sw, sh, got = shot
         if (sw, sh) != (w, h):
-            return Mismatch(f"scanout 0 shows a {sw}x{sh} picture, the {w}x{h} scanout rectangle was expected", w * h, w * h)
-        bad = [i for i in range(w * h) if got[3 * i:3 * i + 3] != want[3 * i:3 * i + 3]]
+            return Mismatch(
+                f"scanout 0 shows a {sw}x{sh} picture, the {w}x{h} scanout rectangle was expected", w * h, w * h
+            )
+        bad = [i for i in range(w * h) if got[3 * i : 3 * i + 3] != want[3 * i : 3 * i + 3]]
         if not bad:
             return None
         i = bad[0]
-        return Mismatch(f"{len(bad)} of {w * h} pixels of scanout 0 differ from what was transferred and flushed; "
-                        f"first at ({i % w},{i // w}): #{got[3 * i:3 * i + 3].hex()} shown, "
-                        f"#{want[3 * i:3 * i + 3].hex()} expected", len(bad), w * h)
+        return Mismatch(
+            f"{len(bad)} of {w * h} pixels of scanout 0 differ from what was transferred and flushed; "
+            f"first at ({i % w},{i // w}): #{got[3 * i : 3 * i + 3].hex()} shown, "
+            f"#{want[3 * i : 3 * i + 3].hex()} expected",
+            len(bad),
+            w * h,
+        )

@@ -12,10 +12,16 @@ from virtgpu_conform.checker.devices.target import Reply, Target
 
 def session_header(ir: SpecIR, target: Target) -> dict:
     s = target.settings
-    head = {"spec": ir.version, "features": sorted(s.features), "num_scanouts": s.num_scanouts,
-            "num_capsets": s.num_capsets, "blob_alignment": s.blob_alignment,
-            "host_visible": s.host_visible or 0, "from_reset": True,
-            "producer": f"virtgpu-conform fuzz --target {target.name}"}
+    head = {
+        "spec": ir.version,
+        "features": sorted(s.features),
+        "num_scanouts": s.num_scanouts,
+        "num_capsets": s.num_capsets,
+        "blob_alignment": s.blob_alignment,
+        "host_visible": s.host_visible or 0,
+        "from_reset": True,
+        "producer": f"virtgpu-conform fuzz --target {target.name}",
+    }
     if s.known:
         head["capsets"] = [[c.id, c.max_version, c.max_size] for c in s.capsets]
     return head

@@ -15,8 +15,9 @@ from .record import session_header
 from virtgpu_conform.checker.devices.target import Target
 
 
-def replay(protocol: Protocol, target: Target, steps: Sequence[Step], path: str,
-           profile: str = "strict") -> list[Observation]:
+def replay(
+    protocol: Protocol, target: Target, steps: Sequence[Step], path: str, profile: str = "strict"
+) -> list[Observation]:
     """Send `steps` to a freshly reset target and save the exchanges at `path` as they happen."""
     target.reset()
     oracle = Oracle(protocol, session_header(protocol.ir, target), profile, name=path, screen=screen_of(target))
@@ -51,14 +52,20 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise TraceError(Where(path, n), f"not a native trace record ({exc.msg})",
-                                 "replay takes a repro.ndjson written by `fuzz`") from None
+                raise TraceError(
+                    Where(path, n),
+                    f"not a native trace record ({exc.msg})",
+                    "replay takes a repro.ndjson written by `fuzz`",
+                ) from None
             if not isinstance(rec, dict) or rec.get("kind") != "request":
                 continue
             data = rec.get("bytes")
             if not isinstance(data, str):
-                raise TraceError(Where(path, n), "a request without 'bytes' cannot be replayed",
-                                 "replay needs full-fidelity records as `fuzz` writes them")
+                raise TraceError(
+                    Where(path, n),
+                    "a request without 'bytes' cannot be replayed",
+                    "replay needs full-fidelity records as `fuzz` writes them",
+                )
             try:
                 raw = bytes.fromhex(data)
             except ValueError:
@@ -68,7 +75,7 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
             if isinstance(framing, dict):
                 outs, pos = [], 0
                 for size in framing.get("outs", [len(raw)]):
-                    outs.append(raw[pos:pos + size])
+                    outs.append(raw[pos : pos + size])
                     pos += size
                 steps.append(Step(queue, outs, list(framing.get("ins", [])), "replay", framed=True))
             else:
@@ -76,5 +83,3 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
     if not steps:
         raise TraceError(Where(path, 0), "the file has no request records", "pass a repro.ndjson written by `fuzz`")
     return steps
-
-

@@ -90,22 +90,45 @@ class DeviceSpec:
                 from virtgpu_conform.checker.devices.qemu import QemuTarget
 
                 device = "virtio-gpu-pci" + (f",{self.device_opts}" if self.device_opts else "")
-                return QemuTarget(ir, want, qemu=self.qemu, device=device, log_path=at("qemu-trace.log"),
-                                  qtest_log=at("qtest.log"), timeout=self.timeout, extra=self.qemu_args,
-                                  pixels=self.pixels)
+                return QemuTarget(
+                    ir,
+                    want,
+                    qemu=self.qemu,
+                    device=device,
+                    log_path=at("qemu-trace.log"),
+                    qtest_log=at("qtest.log"),
+                    timeout=self.timeout,
+                    extra=self.qemu_args,
+                    pixels=self.pixels,
+                )
             if self.kind == "vhost-user-gpu":
                 from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES, VhostUserGpuTarget
 
                 # a campaign's own target is reset for every case; one for a saved case's replay is used once
-                return VhostUserGpuTarget(ir, want, qemu=self.qemu, extra=self.qemu_args,
-                                          log_path=at("qemu-trace.log"), qtest_log=at("qtest.log"),
-                                          backend_log=at("backend.log"), timeout=self.timeout,
-                                          spares=0 if log_dir else SPARES, pixels=self.pixels,
-                                          backend=self.backend or BACKEND)
+                return VhostUserGpuTarget(
+                    ir,
+                    want,
+                    qemu=self.qemu,
+                    extra=self.qemu_args,
+                    log_path=at("qemu-trace.log"),
+                    qtest_log=at("qtest.log"),
+                    backend_log=at("backend.log"),
+                    timeout=self.timeout,
+                    spares=0 if log_dir else SPARES,
+                    pixels=self.pixels,
+                    backend=self.backend or BACKEND,
+                )
             from virtgpu_conform.checker.devices.adapter import AdapterTarget
 
-            return AdapterTarget(ir, command=self.adapter, features=want, socket_path=self.adapter_socket,
-                                 log_path=at("device-stderr.log"), timeout=self.timeout)
+            return AdapterTarget(
+                ir,
+                command=self.adapter,
+                features=want,
+                socket_path=self.adapter_socket,
+                log_path=at("device-stderr.log"),
+                timeout=self.timeout,
+            )
+
         return make
 
 
@@ -137,8 +160,11 @@ def target_factory(devices: Sequence[DeviceSpec], ir: SpecIR) -> MakeTarget:
                 sub = os.path.join(log_dir, d.name) if log_dir else None
                 if sub:
                     os.makedirs(sub, exist_ok=True)
-                built.append(d.factory(ir, features if features is not None else
-                                       (built[0].settings.features if built else None))(sub))
+                built.append(
+                    d.factory(
+                        ir, features if features is not None else (built[0].settings.features if built else None)
+                    )(sub)
+                )
         except BaseException:
             for b in built:
                 b.close()
@@ -155,6 +181,7 @@ def target_factory(devices: Sequence[DeviceSpec], ir: SpecIR) -> MakeTarget:
                 b.close()
             built = build(log_dir, common)
         return MirrorTarget(built)
+
     return make
 
 
@@ -185,23 +212,39 @@ class FuzzResult:
     def assert_conformant(self) -> None:
         """Raise DeviceNotConformant listing each failing finding with its reproducer; a campaign that
         sent nothing, or stopped on a bug in the tool, never passes."""
-        lines = [f"{f['kind']}: {f['command'] or 'any command'} {f['check']}: {f['message']}"
-                 + (f" (reproducer: {f['reproducer']})" if f["reproducer"] else "") for f in self.failing]
+        lines = [
+            f"{f['kind']}: {f['command'] or 'any command'} {f['check']}: {f['message']}"
+            + (f" (reproducer: {f['reproducer']})" if f["reproducer"] else "")
+            for f in self.failing
+        ]
         if self.doc["commands"] == 0:
             lines.append("nothing was sent to the device")
         if self.doc["error"]:
-            lines.append(f"the campaign stopped on a bug in the tool: {self.doc['error']['type']}: "
-                         f"{self.doc['error']['message']}")
+            lines.append(
+                f"the campaign stopped on a bug in the tool: {self.doc['error']['type']}: "
+                f"{self.doc['error']['message']}"
+            )
         if lines:
-            raise DeviceNotConformant(f"{self.doc['target']}: {len(lines)} problem{'s' if len(lines) > 1 else ''}:\n"
-                                      + "\n".join(lines))
+            raise DeviceNotConformant(
+                f"{self.doc['target']}: {len(lines)} problem{'s' if len(lines) > 1 else ''}:\n" + "\n".join(lines)
+            )
 
 
-def fuzz(target: Devices = "reference", time: Optional[float] = None, examples: Optional[int] = None,
-         seed: int = 0, steps: int = 40, out: Optional[str] = None, profile: str = "strict", survey: bool = False,
-         pipeline: Optional[bool] = None, cpu: str = "auto", spec: Union[SpecIR, Protocol, None] = None,
-         progress: Optional[Callable[[Campaign], None]] = None,
-         started: Optional[Callable[[Campaign], None]] = None) -> FuzzResult:
+def fuzz(
+    target: Devices = "reference",
+    time: Optional[float] = None,
+    examples: Optional[int] = None,
+    seed: int = 0,
+    steps: int = 40,
+    out: Optional[str] = None,
+    profile: str = "strict",
+    survey: bool = False,
+    pipeline: Optional[bool] = None,
+    cpu: str = "auto",
+    spec: Union[SpecIR, Protocol, None] = None,
+    progress: Optional[Callable[[Campaign], None]] = None,
+    started: Optional[Callable[[Campaign], None]] = None,
+) -> FuzzResult:
     """Drive a device with model-guided command sequences for `time` seconds or `examples` cases
     (60 s when neither is given).
 
@@ -222,8 +265,17 @@ def fuzz(target: Devices = "reference", time: Optional[float] = None, examples: 
     if pipeline is None:  # before pinning narrows what this process may use
         pipeline = survey and any(d.kind != "reference" for d in devices) and len(affinity.usable()) >= 2
     with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
-        camp = Campaign(protocol, target_factory(devices, protocol.ir), profile=profile, out=out, seed=seed,
-                        steps=steps, progress=progress, pipeline=pipeline, hunt=not survey)
+        camp = Campaign(
+            protocol,
+            target_factory(devices, protocol.ir),
+            profile=profile,
+            out=out,
+            seed=seed,
+            steps=steps,
+            progress=progress,
+            pipeline=pipeline,
+            hunt=not survey,
+        )
         if started is not None:
             started(camp)
         camp.run(seconds=time, examples=examples)
@@ -243,8 +295,14 @@ class ReplayResult:
         return [o for o in self.observations if o.signature.kind in FAILING]
 
 
-def replay(case: str, target: Union[str, DeviceSpec] = "reference", out: Optional[str] = None,
-           profile: str = "strict", cpu: str = "auto", spec: Union[SpecIR, Protocol, None] = None) -> ReplayResult:
+def replay(
+    case: str,
+    target: Union[str, DeviceSpec] = "reference",
+    out: Optional[str] = None,
+    profile: str = "strict",
+    cpu: str = "auto",
+    spec: Union[SpecIR, Protocol, None] = None,
+) -> ReplayResult:
     """Re-run a saved case (a `repro.ndjson`) on a fresh device; its new trace and the device's logs go
     to `out` (default: the case's own directory) as `replay.ndjson`."""
     from .replay import replay as send_again, steps_from_trace

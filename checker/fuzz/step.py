@@ -21,5 +21,6 @@ class Step:
 
     @classmethod
     def from_json(cls, d: dict) -> "Step":
-        return cls(d["queue"], [bytes.fromhex(h) for h in d["outs"]], list(d["ins"]), d.get("how", ""),
-                   bool(d.get("framed")))
+        return cls(
+            d["queue"], [bytes.fromhex(h) for h in d["outs"]], list(d["ins"]), d.get("how", ""), bool(d.get("framed"))
+        )

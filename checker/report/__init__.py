@@ -37,6 +37,7 @@ def make_report(columns, inputs: list[str], spec_dir: Optional[str]) -> dict:
     quotes = None
     if spec_dir:
         from virtgpu_conform.spec.quote import quotes as read_quotes
+
         _, quotes = read_quotes(Path(spec_dir))  # SpecSourceError: reported by the CLI with file:line
     for c in columns:
         if c.spec_version and c.spec_version != ir.version:

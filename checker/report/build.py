@@ -57,8 +57,15 @@ def spec_url(version: str, file: str, line: int, end: int = 0) -> str:
     return f"{SPEC_REPO}/blob/{ref}/{path}{frag}"
 
 
-def build(columns: list[Column], ir: SpecIR, protocol: Protocol, inputs: list[str], tool: str,
-          quotes: Optional[dict[str, str]] = None, quoted_from: Optional[str] = None) -> dict:
+def build(
+    columns: list[Column],
+    ir: SpecIR,
+    protocol: Protocol,
+    inputs: list[str],
+    tool: str,
+    quotes: Optional[dict[str, str]] = None,
+    quoted_from: Optional[str] = None,
+) -> dict:
     ids = _column_ids(columns)
     col_by_id = dict(zip(ids, columns))
     notes_by_rule = _rule_notes(protocol)
@@ -71,16 +78,26 @@ def build(columns: list[Column], ir: SpecIR, protocol: Protocol, inputs: list[st
         for cid, col in col_by_id.items():
             v = col.requirements.get(req.id)
             if v is not None:
-                verdicts[cid] = {k: v.get(k) for k in ("verdict", "events", "passed", "failed", "inconclusive",
-                                                        "reason")}
+                verdicts[cid] = {
+                    k: v.get(k) for k in ("verdict", "events", "passed", "failed", "inconclusive", "reason")
+                }
         exercised = {v["verdict"] for v in verdicts.values() if v["verdict"] in ("pass", "fail", "inconclusive")}
         reqs_out[req.id] = {
-            "id": req.id, "level": req.level, "basis": req.basis, "binds": req.binds, "summary": req.summary,
-            "section": req.section, "loc": {"file": req.loc.file, "line": req.loc.line},
+            "id": req.id,
+            "level": req.level,
+            "basis": req.basis,
+            "binds": req.binds,
+            "summary": req.summary,
+            "section": req.section,
+            "loc": {"file": req.loc.file, "line": req.loc.line},
             "url": spec_url(ir.version, req.loc.file, req.loc.line),
             "quote": (quotes or {}).get(req.id),
-            "checkable": req.id not in NOT_CHECKABLE, "why_not": NOT_CHECKABLE.get(req.id),
-            "verdicts": verdicts, "divergent": len(exercised) > 1, "findings": []}
+            "checkable": req.id not in NOT_CHECKABLE,
+            "why_not": NOT_CHECKABLE.get(req.id),
+            "verdicts": verdicts,
+            "divergent": len(exercised) > 1,
+            "findings": [],
+        }
 
     rules: dict[str, dict] = {}
     for cid, col in col_by_id.items():
@@ -94,10 +111,17 @@ def build(columns: list[Column], ir: SpecIR, protocol: Protocol, inputs: list[st
                 rule = rules.get(key)
                 if rule is None:
                     rule = rules[key] = {
-                        "id": key, "command": f["command"], "check": f["check"], "basis": f["basis"],
-                        "summary": notes_by_rule.get((f["command"], f["check"])) or notes_by_rule.get(("", f["check"]))
+                        "id": key,
+                        "command": f["command"],
+                        "check": f["check"],
+                        "basis": f["basis"],
+                        "summary": notes_by_rule.get((f["command"], f["check"]))
+                        or notes_by_rule.get(("", f["check"]))
                         or _engine_summary(f["check"]),
-                        "section": sec_of_cmd.get(f["command"]) or ACROSS, "verdicts": {}, "findings": []}
+                        "section": sec_of_cmd.get(f["command"]) or ACROSS,
+                        "verdicts": {},
+                        "findings": [],
+                    }
                 rule["findings"].append(f)
                 worst = "fail" if f["severity"] == "definite" else "inconclusive"
                 if rule["verdicts"].get(cid) != "fail":
@@ -111,18 +135,30 @@ def build(columns: list[Column], ir: SpecIR, protocol: Protocol, inputs: list[st
             out_sections.append(_section(ir, sec, rq, ru))
     across = [r for r in rules.values() if r["section"] not in sections]
     if across:
-        out_sections.append({"id": ACROSS, "title": "Across commands", "path": ["Across commands"], "loc": None,
-                             "url": None, "requirements": [], "rules": sorted(across, key=lambda r: r["id"])})
+        out_sections.append(
+            {
+                "id": ACROSS,
+                "title": "Across commands",
+                "path": ["Across commands"],
+                "loc": None,
+                "url": None,
+                "requirements": [],
+                "rules": sorted(across, key=lambda r: r["id"]),
+            }
+        )
 
     return {
-        "schema": SCHEMA, "version": VERSION, "tool": tool,
+        "schema": SCHEMA,
+        "version": VERSION,
+        "tool": tool,
         "spec": {"version": ir.version, "repository": SPEC_REPO, "quoted_from": quoted_from},
         "inputs": inputs,
         "columns": [_column(cid, col) for cid, col in col_by_id.items()],
         "sections": out_sections,
         "divergences": _divergences(col_by_id),
-        "differential": [{"column": cid, "rows": col.differential} for cid, col in col_by_id.items()
-                         if col.differential],
+        "differential": [
+            {"column": cid, "rows": col.differential} for cid, col in col_by_id.items() if col.differential
+        ],
         "totals": _totals(reqs_out, rules, col_by_id),
     }
 
@@ -130,7 +166,11 @@ def build(columns: list[Column], ir: SpecIR, protocol: Protocol, inputs: list[st
 def _engine_summary(check: str) -> str:
     base, _, cause = check.partition("-to-")  # the fuzzer's grouped form: no-response-to-short-buffer
     text = ENGINE_CHECKS.get(check) or ENGINE_CHECKS.get(base, "")
-    return f"{text} (here: to a {cause.replace('-', ' ')} request)" if text and cause and check not in ENGINE_CHECKS else text
+    return (
+        f"{text} (here: to a {cause.replace('-', ' ')} request)"
+        if text and cause and check not in ENGINE_CHECKS
+        else text
+    )
 
 
 def _column_ids(columns: list[Column]) -> list[str]:
@@ -149,15 +189,31 @@ def _column(cid: str, col: Column) -> dict:
     for r in col.requirements.values():
         if r.get("verdict") in counts:
             counts[r["verdict"]] += 1
-    return {"id": cid, "label": col.label, "kind": col.kind, "source": col.source, "profile": col.profile,
-            "spec_version": col.spec_version, "inputs": col.inputs, "stats": col.stats, "notes": col.notes,
-            "verdict_counts": counts, "timeline": col.timeline}
+    return {
+        "id": cid,
+        "label": col.label,
+        "kind": col.kind,
+        "source": col.source,
+        "profile": col.profile,
+        "spec_version": col.spec_version,
+        "inputs": col.inputs,
+        "stats": col.stats,
+        "notes": col.notes,
+        "verdict_counts": counts,
+        "timeline": col.timeline,
+    }
 
 
 def _section(ir: SpecIR, sec, rq: list[dict], ru: list[dict]) -> dict:
-    return {"id": sec.id, "title": sec.title, "path": list(sec.path), "loc": {"file": sec.loc.file, "line": sec.loc.line},
-            "url": spec_url(ir.version, sec.loc.file, sec.loc.line, sec.end_line), "requirements": rq,
-            "rules": sorted(ru, key=lambda r: r["id"])}
+    return {
+        "id": sec.id,
+        "title": sec.title,
+        "path": list(sec.path),
+        "loc": {"file": sec.loc.file, "line": sec.loc.line},
+        "url": spec_url(ir.version, sec.loc.file, sec.loc.line, sec.end_line),
+        "requirements": rq,
+        "rules": sorted(ru, key=lambda r: r["id"]),
+    }
 
 
 def _rule_notes(protocol: Protocol) -> dict[tuple[str, str], str]:
@@ -178,8 +234,7 @@ def _divergences(cols: dict[str, Column]) -> list[dict]:
             key = (d["command"], d["check"])
             row = rows.setdefault(key, {"command": d["command"], "check": d["check"], "counts": {}, "examples": {}})
             row["counts"][cid] = row["counts"].get(cid, 0) + d["count"]
-            row["examples"].setdefault(cid, {"message": d["message"],
-                                             "reproducer": d.get("reproducer")})
+            row["examples"].setdefault(cid, {"message": d["message"], "reproducer": d.get("reproducer")})
     return [rows[k] for k in sorted(rows)]
 
 
@@ -194,11 +249,17 @@ def _totals(reqs: dict[str, dict], rules: dict[str, dict], cols: dict[str, Colum
             c[v["verdict"]] = c.get(v["verdict"], 0) + 1
     findings = {}
     for cid, col in cols.items():
-        findings[cid] = {"definite": sum(f["severity"] == "definite" for f in col.findings),
-                         "possible": sum(f["severity"] == "possible" for f in col.findings),
-                         "divergences": sum(d["count"] for d in col.divergences)}
-    return {"requirements": len(reqs), "implied_rules_with_findings": len(rules),
-            "by_basis": {b: by_basis[b] for b in sorted(by_basis, key=_basis_order)}, "findings": findings}
+        findings[cid] = {
+            "definite": sum(f["severity"] == "definite" for f in col.findings),
+            "possible": sum(f["severity"] == "possible" for f in col.findings),
+            "divergences": sum(d["count"] for d in col.divergences),
+        }
+    return {
+        "requirements": len(reqs),
+        "implied_rules_with_findings": len(rules),
+        "by_basis": {b: by_basis[b] for b in sorted(by_basis, key=_basis_order)},
+        "findings": findings,
+    }
 
 
 def _basis_order(b: str) -> int:
@@ -209,8 +270,18 @@ def _fingerprint(col: Column, f: dict) -> str:
     """Stable across runs of the same input: what was broken, by whom, where in the trace (by
     the trace's file name and the event, not absolute paths or wording)."""
     where = f"{_basename(f['file'])}#{f['event'] or f['line']}" if col.kind == "trace" else ""
-    key = "|".join((col.kind, col.label if col.kind == "fuzz" else "", f["kind"], f["side"], f["command"], f["check"],
-                    ",".join(f["requirements"]), where))
+    key = "|".join(
+        (
+            col.kind,
+            col.label if col.kind == "fuzz" else "",
+            f["kind"],
+            f["side"],
+            f["command"],
+            f["check"],
+            ",".join(f["requirements"]),
+            where,
+        )
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -35,13 +35,17 @@ def column_size(c: dict) -> str:
     s = c["stats"]
     if c["kind"] == "trace":
         return f"{s.get('exchanges', 0)} exchanges"
-    return f"{s.get('commands', 0)} commands in {s.get('cases', 0)} cases, {s.get('seconds', 0)} s, seed {s.get('seed')}"
+    return (
+        f"{s.get('commands', 0)} commands in {s.get('cases', 0)} cases, {s.get('seconds', 0)} s, seed {s.get('seed')}"
+    )
 
 
 def columns_line(c: dict) -> str:
     notes = "".join(f"; {n}" for n in c["notes"])
-    return (f"- **{c['id']}** {escape_md(c['label'])} ({c['kind']}, profile {c['profile']}): "
-            f"{escape_md(column_size(c) + notes)}")
+    return (
+        f"- **{c['id']}** {escape_md(c['label'])} ({c['kind']}, profile {c['profile']}): "
+        f"{escape_md(column_size(c) + notes)}"
+    )
 
 
 def code_md(text) -> str:

@@ -29,25 +29,42 @@ SHOWN_FINDINGS, MAX_FINDINGS = 12, 200  # per requirement: shown, then folded, t
 
 def render(doc: dict) -> str:
     anchors = _Anchors()
-    parts = [_header(doc), _nav(doc), "<main>", _summary(doc), _filters(doc), _matrix(doc, anchors),
-             _timelines(doc, anchors), _details(doc, anchors), _not_checkable(doc, anchors),
-             _divergences(doc), _differential(doc), _totals(doc), "</main>",
-             f"<footer>{_e(doc.get('schema'))} v{_e(doc.get('version'))}, written by virtgpu-conform "
-             f"{_e(doc.get('tool'))}. Inputs: {', '.join(f'<code>{_e(i)}</code>' for i in doc.get('inputs', []))}"
-             "</footer>"]
+    parts = [
+        _header(doc),
+        _nav(doc),
+        "<main>",
+        _summary(doc),
+        _filters(doc),
+        _matrix(doc, anchors),
+        _timelines(doc, anchors),
+        _details(doc, anchors),
+        _not_checkable(doc, anchors),
+        _divergences(doc),
+        _differential(doc),
+        _totals(doc),
+        "</main>",
+        f"<footer>{_e(doc.get('schema'))} v{_e(doc.get('version'))}, written by virtgpu-conform "
+        f"{_e(doc.get('tool'))}. Inputs: {', '.join(f'<code>{_e(i)}</code>' for i in doc.get('inputs', []))}"
+        "</footer>",
+    ]
     digest = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
-    csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'none'; "
-           "base-uri 'none'; form-action 'none'")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>virtio-gpu conformance report (spec {_e(doc['spec']['version'])})</title>"
-            f"<style>{CSS}</style></head><body>" + "\n".join(parts) + f"<script>{JS}</script></body></html>\n")
+    csp = (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>virtio-gpu conformance report (spec {_e(doc['spec']['version'])})</title>"
+        f"<style>{CSS}</style></head><body>" + "\n".join(parts) + f"<script>{JS}</script></body></html>\n"
+    )
     # A lone surrogate (a \\ud800 escape in a result file) cannot be written as UTF-8.
     return page.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- safety ---------------------------------------------------------------------------------------
+
 
 def _e(x) -> str:
     return spelled(html.escape("" if x is None else str(x), quote=True))
@@ -117,6 +134,7 @@ class _Anchors:
 
 # --- shared pieces --------------------------------------------------------------------------------
 
+
 def _verdict(v) -> tuple[str, dict]:
     """(token, record) for a requirement's verdict record or an implied rule's bare verdict."""
     if isinstance(v, dict):
@@ -125,8 +143,10 @@ def _verdict(v) -> tuple[str, dict]:
 
 
 def _chip(verdict: str, text: str, zero: bool = False) -> str:
-    return (f'<span class="chip v-{verdict}{" zero" if zero else ""}">'
-            f'<span class="sym">{MARK.get(verdict, "")}</span>{text}</span>')
+    return (
+        f'<span class="chip v-{verdict}{" zero" if zero else ""}">'
+        f'<span class="sym">{MARK.get(verdict, "")}</span>{text}</span>'
+    )
 
 
 def _cols(doc: dict) -> list[dict]:
@@ -152,8 +172,11 @@ def _differs(item: dict, is_rule: bool) -> bool:
 def _row_attrs(doc: dict, item: dict, is_rule: bool) -> str:
     """What the filters read: the verdicts in the row, its basis, whether it differs or has findings."""
     vs = sorted({_verdict(item["verdicts"][c["id"]])[0] for c in _cols(doc) if c["id"] in item["verdicts"]})
-    return (f' data-row data-v="{" ".join(vs)}" data-b="{_tok(item.get("basis"))}"'
-            + (" data-differs" if _differs(item, is_rule) else "") + (" data-findings" if item["findings"] else ""))
+    return (
+        f' data-row data-v="{" ".join(vs)}" data-b="{_tok(item.get("basis"))}"'
+        + (" data-differs" if _differs(item, is_rule) else "")
+        + (" data-findings" if item["findings"] else "")
+    )
 
 
 def _label(item: dict, sec: dict) -> str:
@@ -163,6 +186,7 @@ def _label(item: dict, sec: dict) -> str:
 
 # --- header, summary ------------------------------------------------------------------------------
 
+
 def _header(doc: dict) -> str:
     t = doc["totals"]
     definite = sum(_int(f.get("definite")) for f in t["findings"].values())
@@ -171,18 +195,25 @@ def _header(doc: dict) -> str:
     differs = sum(1 for _, r, _ in _items(doc) if r.get("divergent"))
     spec, ncols = doc["spec"], len(_cols(doc))
     quoted = f" · quotes from <code>{_e(spec['quoted_from'])}</code>" if spec.get("quoted_from") else ""
-    heads = [(f"{definite} definite finding{'s' * (definite != 1)}", "bad" if definite else "ok"),
-             (f"{possible} possible", "warn" if possible else "ok"),
-             (f"{t.get('implied_rules_with_findings', 0)} implied rules broken",
-              "bad" if t.get("implied_rules_with_findings") else "ok"),
-             (f"{differs} requirement{'s' * (differs != 1)} differ{'s' * (differs == 1)} between columns",
-              "warn" if differs else "ok"),
-             (f"{open_} answers the spec leaves open", "")]
-    return (f'<header class="top"><h1>virtio-gpu conformance report</h1>'
-            f'<p class="meta">spec <b>{_e(spec["version"])}</b> · {_int(t["requirements"])} requirements · '
-            f'{ncols} column{"s" * (ncols != 1)} · virtgpu-conform {_e(doc.get("tool"))}{quoted}</p>'
-            '<div class="headline">' + "".join(f'<span class="{c}">{_e(s)}</span>' for s, c in heads)
-            + "</div></header>")
+    heads = [
+        (f"{definite} definite finding{'s' * (definite != 1)}", "bad" if definite else "ok"),
+        (f"{possible} possible", "warn" if possible else "ok"),
+        (
+            f"{t.get('implied_rules_with_findings', 0)} implied rules broken",
+            "bad" if t.get("implied_rules_with_findings") else "ok",
+        ),
+        (
+            f"{differs} requirement{'s' * (differs != 1)} differ{'s' * (differs == 1)} between columns",
+            "warn" if differs else "ok",
+        ),
+        (f"{open_} answers the spec leaves open", ""),
+    ]
+    return (
+        f'<header class="top"><h1>virtio-gpu conformance report</h1>'
+        f'<p class="meta">spec <b>{_e(spec["version"])}</b> · {_int(t["requirements"])} requirements · '
+        f"{ncols} column{'s' * (ncols != 1)} · virtgpu-conform {_e(doc.get('tool'))}{quoted}</p>"
+        '<div class="headline">' + "".join(f'<span class="{c}">{_e(s)}</span>' for s, c in heads) + "</div></header>"
+    )
 
 
 def _nav(doc: dict) -> str:
@@ -207,20 +238,32 @@ def _summary(doc: dict) -> str:
             stats = f"{_int(s.get('exchanges'))} exchanges · {len(cmds)} command types"
         else:
             cmds = {}
-            stats = (f"{_int(s.get('commands'))} commands in {_int(s.get('cases'))} cases · "
-                     f"{_e(s.get('seconds'))} s · seed {_e(s.get('seed'))}")
+            stats = (
+                f"{_int(s.get('commands'))} commands in {_int(s.get('cases'))} cases · "
+                f"{_e(s.get('seconds'))} s · seed {_e(s.get('seed'))}"
+            )
         total = sum(_int(counts.get(v)) for v in VERDICTS) or 1
-        bar = "".join(f'<span class="v-{v}" style="width:{100 * _int(counts.get(v)) / total:.2f}%" '
-                      f'title="{_int(counts.get(v))} {v}"></span>' for v in VERDICTS if _int(counts.get(v)))
-        chips = "".join(f"<li>{_chip(v, f' {_int(counts.get(v))} {SHORT.get(v, v)}', not _int(counts.get(v)))}</li>"
-                        for v in VERDICTS)
+        bar = "".join(
+            f'<span class="v-{v}" style="width:{100 * _int(counts.get(v)) / total:.2f}%" '
+            f'title="{_int(counts.get(v))} {v}"></span>'
+            for v in VERDICTS
+            if _int(counts.get(v))
+        )
+        chips = "".join(
+            f"<li>{_chip(v, f' {_int(counts.get(v))} {SHORT.get(v, v)}', not _int(counts.get(v)))}</li>"
+            for v in VERDICTS
+        )
         f = doc["totals"]["findings"].get(c["id"], {})
         d = _int(f.get("definite"))
-        fc = (f'<div class="fcounts">findings: <b class="{"bad" if d else ""}">{d} definite</b> · '
-              f'{_int(f.get("possible"))} possible · {_int(f.get("divergences"))} answers left open</div>')
+        fc = (
+            f'<div class="fcounts">findings: <b class="{"bad" if d else ""}">{d} definite</b> · '
+            f"{_int(f.get('possible'))} possible · {_int(f.get('divergences'))} answers left open</div>"
+        )
         notes = "".join(f"<li>⚠ {_e(n)}</li>" for n in c.get("notes") or [])
-        more = "".join(f"<tr><td><code>{_e(short_req(k))}</code></td><td>{_e(n)}</td></tr>"
-                       for k, n in sorted(cmds.items(), key=lambda kv: -_int(kv[1])))
+        more = "".join(
+            f"<tr><td><code>{_e(short_req(k))}</code></td><td>{_e(n)}</td></tr>"
+            for k, n in sorted(cmds.items(), key=lambda kv: -_int(kv[1]))
+        )
         inputs = "<br>".join(f"<code>{_e(i)}</code>" for i in c.get("inputs") or [])
         cards.append(
             f'<div class="card" id="col-{_e(c["id"])}"><div class="ch"><span class="cid">{_e(c["id"])}</span>'
@@ -228,9 +271,11 @@ def _summary(doc: dict) -> str:
             f'<div class="label">{_path(c["label"])}</div><div class="stats">{stats}</div>'
             f'<div class="vbar">{bar}</div><ul class="chips">{chips}</ul>{fc}'
             + (f'<ul class="notes">{notes}</ul>' if notes else "")
-            + f'<details><summary>inputs{" and commands" if more else ""}</summary>'
-              f'from <code>{_e(c.get("source"))}</code><br>{inputs}'
-            + (f'<table class="kv">{more}</table>' if more else "") + "</details></div>")
+            + f"<details><summary>inputs{' and commands' if more else ''}</summary>"
+            f"from <code>{_e(c.get('source'))}</code><br>{inputs}"
+            + (f'<table class="kv">{more}</table>' if more else "")
+            + "</details></div>"
+        )
     return '<section id="summary"><h2>Summary</h2><div class="cards">' + "".join(cards) + "</div></section>"
 
 
@@ -240,56 +285,80 @@ def _filters(doc: dict) -> str:
         b = _tok(r.get("basis"))
         if b not in bases:
             bases.append(b)
-    vboxes = "".join(f'<label><input type="checkbox" data-group="verdict" value="{v}" checked> '
-                     f'<span class="sym">{MARK[v]}</span>{SHORT.get(v, v)}</label>' for v in VERDICTS)
-    bboxes = "".join(f'<label><input type="checkbox" data-group="basis" value="{b}" checked> '
-                     f'{"implied (no basis)" if b == "none" else b}</label>' for b in bases)
-    return ('<form id="filters" hidden>'
-            f'<fieldset><legend>verdict</legend>{vboxes}</fieldset>'
-            f'<fieldset><legend>basis</legend>{bboxes}</fieldset>'
-            '<fieldset><legend>only</legend><label><input type="checkbox" data-group="only" value="differs"> '
-            'rows that differ</label><label><input type="checkbox" data-group="only" value="findings"> '
-            'with findings</label></fieldset>'
-            '<fieldset><button type="button" data-preset="problems">problems only</button>'
-            '<button type="button" data-preset="all">show all</button></fieldset><span id="shown"></span></form>')
+    vboxes = "".join(
+        f'<label><input type="checkbox" data-group="verdict" value="{v}" checked> '
+        f'<span class="sym">{MARK[v]}</span>{SHORT.get(v, v)}</label>'
+        for v in VERDICTS
+    )
+    bboxes = "".join(
+        f'<label><input type="checkbox" data-group="basis" value="{b}" checked> '
+        f"{'implied (no basis)' if b == 'none' else b}</label>"
+        for b in bases
+    )
+    return (
+        '<form id="filters" hidden>'
+        f"<fieldset><legend>verdict</legend>{vboxes}</fieldset>"
+        f"<fieldset><legend>basis</legend>{bboxes}</fieldset>"
+        '<fieldset><legend>only</legend><label><input type="checkbox" data-group="only" value="differs"> '
+        'rows that differ</label><label><input type="checkbox" data-group="only" value="findings"> '
+        "with findings</label></fieldset>"
+        '<fieldset><button type="button" data-preset="problems">problems only</button>'
+        '<button type="button" data-preset="all">show all</button></fieldset><span id="shown"></span></form>'
+    )
 
 
 # --- matrix ---------------------------------------------------------------------------------------
 
+
 def _matrix(doc: dict, anchors: _Anchors) -> str:
     cols = _cols(doc)
-    head = ("<tr><th>requirement</th><th>level</th><th>binds</th><th>basis</th>"
-            + "".join(f'<th class="col" title="{_e(c["label"])}">{_e(c["id"])}'
-                      f'<span class="sub">{_e(_short_label(c["label"]))}</span></th>' for c in cols) + "</tr>")
+    head = (
+        "<tr><th>requirement</th><th>level</th><th>binds</th><th>basis</th>"
+        + "".join(
+            f'<th class="col" title="{_e(c["label"])}">{_e(c["id"])}'
+            f'<span class="sub">{_e(_short_label(c["label"]))}</span></th>'
+            for c in cols
+        )
+        + "</tr>"
+    )
     body = []
     for sec in doc["sections"]:
         rows = [_matrix_row(doc, sec, r, False, anchors) for r in sec["requirements"]]
         rows += [_matrix_row(doc, sec, r, True, anchors) for r in sec["rules"]]
         if rows:
             sid = anchors("sec", sec["id"])
-            body.append(f'<tbody data-fgroup><tr class="sec" id="m-{sid}"><th colspan="{4 + len(cols)}">'
-                        f'<a href="#{sid}">{_e(" / ".join(sec["path"]))}</a></th></tr>' + "".join(rows) + "</tbody>")
-    legend = ('<p class="legend">' + "".join(_chip(v, f" {v}") for v in VERDICTS)
-              + ' — the small number is how many events exercised the requirement; ⚑ counts findings; '
-              '<span class="tag differs">≠ differs</span> marks rows whose verdicts differ between columns. '
-              'Hover a cell for the reason.</p>')
-    return (f'<section id="matrix"><h2>Matrix: requirements in spec order × columns</h2>{legend}'
-            f'<table class="matrix"><thead>{head}</thead>' + "".join(body) + "</table></section>")
+            body.append(
+                f'<tbody data-fgroup><tr class="sec" id="m-{sid}"><th colspan="{4 + len(cols)}">'
+                f'<a href="#{sid}">{_e(" / ".join(sec["path"]))}</a></th></tr>' + "".join(rows) + "</tbody>"
+            )
+    legend = (
+        '<p class="legend">'
+        + "".join(_chip(v, f" {v}") for v in VERDICTS)
+        + " — the small number is how many events exercised the requirement; ⚑ counts findings; "
+        '<span class="tag differs">≠ differs</span> marks rows whose verdicts differ between columns. '
+        "Hover a cell for the reason.</p>"
+    )
+    return (
+        f'<section id="matrix"><h2>Matrix: requirements in spec order × columns</h2>{legend}'
+        f'<table class="matrix"><thead>{head}</thead>' + "".join(body) + "</table></section>"
+    )
 
 
 def _matrix_row(doc: dict, sec: dict, item: dict, is_rule: bool, anchors: _Anchors) -> str:
     differs = _differs(item, is_rule)
     tags = (' <span class="tag differs">≠ differs</span>' if differs else "") + (
-        ' <span class="tag implied">implied</span>' if is_rule else "")
+        ' <span class="tag implied">implied</span>' if is_rule else ""
+    )
     # An implied rule binds whoever its findings blame; a requirement says whom it binds.
     binds = (item["findings"][0].get("side") if item["findings"] else "") if is_rule else item.get("binds")
     cls = ' class="differs"' if differs else ""
-    return (f'<tr{_row_attrs(doc, item, is_rule)}{cls}>'
-            f'<td class="rid" title="{_e(item["id"])}: {_e(item.get("summary"))}">'
-            f'<a href="#{anchors("req", item["id"])}">{_e(_label(item, sec))}</a>{tags}</td>'
-            f'<td class="meta">{"rule" if is_rule else _e(item.get("level"))}</td><td class="meta">{_e(binds)}</td>'
-            f'<td class="meta">{_e(item.get("basis") or "–")}</td>' + "".join(_cell(c, item) for c in _cols(doc))
-            + "</tr>")
+    return (
+        f"<tr{_row_attrs(doc, item, is_rule)}{cls}>"
+        f'<td class="rid" title="{_e(item["id"])}: {_e(item.get("summary"))}">'
+        f'<a href="#{anchors("req", item["id"])}">{_e(_label(item, sec))}</a>{tags}</td>'
+        f'<td class="meta">{"rule" if is_rule else _e(item.get("level"))}</td><td class="meta">{_e(binds)}</td>'
+        f'<td class="meta">{_e(item.get("basis") or "–")}</td>' + "".join(_cell(c, item) for c in _cols(doc)) + "</tr>"
+    )
 
 
 def _cell(c: dict, item: dict) -> str:
@@ -300,12 +369,16 @@ def _cell(c: dict, item: dict) -> str:
     n, nf = _int(rec.get("events")), sum(1 for f in item["findings"] if f.get("column") == c["id"])
     word = SHORT.get(v, v) if v != "other" else _e(rec.get("verdict", item["verdicts"][c["id"]]))
     tip = f"{c['id']}: {v}" + (f", {n} events" if rec else "") + (f" ({rec['reason']})" if rec.get("reason") else "")
-    return (f'<td class="v v-{v}" title="{_e(tip)}"><span class="sym">{MARK.get(v, "")}</span>{word}'
-            + (f'<span class="ev">{n}</span>' if n else "")
-            + (f'<span class="fl" title="{nf} findings">⚑{nf}</span>' if nf else "") + "</td>")
+    return (
+        f'<td class="v v-{v}" title="{_e(tip)}"><span class="sym">{MARK.get(v, "")}</span>{word}'
+        + (f'<span class="ev">{n}</span>' if n else "")
+        + (f'<span class="fl" title="{nf} findings">⚑{nf}</span>' if nf else "")
+        + "</td>"
+    )
 
 
 # --- timelines ------------------------------------------------------------------------------------
+
 
 def _timelines(doc: dict, anchors: _Anchors) -> str:
     figs = []
@@ -320,10 +393,12 @@ def _timelines(doc: dict, anchors: _Anchors) -> str:
             figs.append(_timeline(c, t, list(marks.values())))
     if not figs:
         return ""
-    return ('<section id="timelines"><h2>Timelines</h2><p class="legend">Per trace, in exchange numbers: '
-            'each resource from its create to its unref, what each scanout showed (coloured as the resource), '
-            'how many fenced commands were sent, and where the findings are. ▶ means still alive at the end of '
-            'the trace. Hover a bar for details.</p>' + "".join(figs) + "</section>")
+    return (
+        '<section id="timelines"><h2>Timelines</h2><p class="legend">Per trace, in exchange numbers: '
+        "each resource from its create to its unref, what each scanout showed (coloured as the resource), "
+        "how many fenced commands were sent, and where the findings are. ▶ means still alive at the end of "
+        "the trace. Hover a bar for details.</p>" + "".join(figs) + "</section>"
+    )
 
 
 class _Timeline:
@@ -358,13 +433,17 @@ class _Timeline:
     def bar(self, a: float, b: Optional[float], y: float, fill: str, text: str, tip: str) -> None:
         x0, x1 = self.x(a), self.x(self.n if b is None else b)
         w = max(x1 - x0, 1.5)
-        self.out.append(f'<g><title>{_e(tip)}</title><rect x="{x0:.1f}" y="{y:.1f}" width="{w:.1f}" '
-                        f'height="{self.LANE}" rx="2" fill="{fill}" stroke="#fff" stroke-width="0.6"/>')
+        self.out.append(
+            f'<g><title>{_e(tip)}</title><rect x="{x0:.1f}" y="{y:.1f}" width="{w:.1f}" '
+            f'height="{self.LANE}" rx="2" fill="{fill}" stroke="#fff" stroke-width="0.6"/>'
+        )
         if b is None:
             self.out.append(f'<path d="M{x1:.1f} {y:.1f}l6 {self.LANE / 2}l-6 {self.LANE / 2}z" fill="{fill}"/>')
         if w > 5.8 * len(text) + 6:  # only where it fits: the tooltip has it anyway
-            self.out.append(f'<text class="bar-label" x="{x0 + 3:.1f}" y="{y + self.LANE - 3.5:.1f}" '
-                            f'style="fill:{_ink(fill)}">{_e(text)}</text>')
+            self.out.append(
+                f'<text class="bar-label" x="{x0 + 3:.1f}" y="{y + self.LANE - 3.5:.1f}" '
+                f'style="fill:{_ink(fill)}">{_e(text)}</text>'
+            )
         self.out.append("</g>")
 
     def marks(self, marks: list) -> None:
@@ -375,8 +454,10 @@ class _Timeline:
             mx = self.x(_num(f["event"]))
             sev = "definite" if f.get("severity") == "definite" else "possible"
             tip = f"{sev} at exchange {_int(f.get('event'))}: {f.get('message', '')}"
-            self.out.append(f'<a href="#{anchor}"><title>{_e(tip)}</title><path class="mark-{sev}" '
-                            f'd="M{mx - 5:.1f} {self.y + 1:.1f}h10l-5 {self.LANE - 2}z"/></a>')
+            self.out.append(
+                f'<a href="#{anchor}"><title>{_e(tip)}</title><path class="mark-{sev}" '
+                f'd="M{mx - 5:.1f} {self.y + 1:.1f}h10l-5 {self.LANE - 2}z"/></a>'
+            )
         self.y += self.LANE + self.GAP * 2
 
     def resources(self) -> None:
@@ -389,15 +470,24 @@ class _Timeline:
         by_id = len(ids) <= self.MAX_ID_LANES
         ends: list[float] = []
         for s, a, b in res:
-            k = ids.index(str(s["resource"])) if by_id else next(
-                (i for i, end in enumerate(ends) if end <= a), len(ends))
+            k = (
+                ids.index(str(s["resource"]))
+                if by_id
+                else next((i for i, end in enumerate(ends) if end <= a), len(ends))
+            )
             ends += [-1.0] * (k + 1 - len(ends))
             ends[k] = self.n if b is None else b
             if k < self.MAX_LANES:
                 rid, what = s["resource"], s.get("what", "")
                 until = f"{_int(b)}" if b is not None else "the end (still alive)"
-                self.bar(a, b, self.y + k * (self.LANE + self.GAP), _colour(rid), f"{rid} {what}",
-                         f"resource {rid} ({what}): exchanges {_int(a)}–{until}")
+                self.bar(
+                    a,
+                    b,
+                    self.y + k * (self.LANE + self.GAP),
+                    _colour(rid),
+                    f"{rid} {what}",
+                    f"resource {rid} ({what}): exchanges {_int(a)}–{until}",
+                )
         shown = min(len(ends), self.MAX_LANES)
         self.out.append(f'<text class="lane-label" x="4" y="{self.y + self.LANE - 3:.1f}">resources</text>')
         for k in range(shown if by_id else 0):
@@ -408,13 +498,19 @@ class _Timeline:
 
     def scanouts(self) -> None:
         scan = self.spans("scanouts", "scanout")
-        for sid in sorted({str(s["scanout"]) for s, _, _ in scan}, key=lambda v: (len(v), v))[:self.SCANOUT_LANES]:
+        for sid in sorted({str(s["scanout"]) for s, _, _ in scan}, key=lambda v: (len(v), v))[: self.SCANOUT_LANES]:
             self.label(f"scanout {sid}", self.y + self.LANE - 3)
             for s, a, b in scan:
                 if str(s["scanout"]) == sid:
                     until = f"{_int(b)}" if b is not None else "the end"
-                    self.bar(a, b, self.y, _colour(s.get("resource")), str(s.get("resource")),
-                             f"scanout {sid} shows resource {s.get('resource')}: exchanges {_int(a)}–{until}")
+                    self.bar(
+                        a,
+                        b,
+                        self.y,
+                        _colour(s.get("resource")),
+                        str(s.get("resource")),
+                        f"scanout {sid} shows resource {s.get('resource')}: exchanges {_int(a)}–{until}",
+                    )
             self.y += self.LANE + self.GAP
         self.y += self.GAP
 
@@ -429,30 +525,42 @@ class _Timeline:
             if v:
                 x0, x1 = self.x(i * width), self.x(min((i + 1) * width, self.n))
                 h = max(fh * v / top, 1.5)
-                self.out.append(f'<rect class="fence" x="{x0:.1f}" y="{self.y + fh - h:.1f}" '
-                                f'width="{max(x1 - x0 - .5, 1):.1f}" height="{h:.1f}"><title>exchanges '
-                                f'{i * width}–{(i + 1) * width - 1}: {v} fenced</title></rect>')
+                self.out.append(
+                    f'<rect class="fence" x="{x0:.1f}" y="{self.y + fh - h:.1f}" '
+                    f'width="{max(x1 - x0 - 0.5, 1):.1f}" height="{h:.1f}"><title>exchanges '
+                    f"{i * width}–{(i + 1) * width - 1}: {v} fenced</title></rect>"
+                )
         if top:
             self.label(f"max {top} per {width} exchange{'s' * (width > 1)}", self.y + 25, "muted")
         self.y += fh + 4
 
     def svg(self, c: dict) -> str:
         step, y = _step(self.n), self.y
-        grid = "".join(f'<line class="grid" x1="{self.x(i):.1f}" y1="18" x2="{self.x(i):.1f}" y2="{y:.1f}"/>'
-                       f'<text x="{self.x(i):.1f}" y="12" text-anchor="middle">{i}</text>'
-                       f'<text x="{self.x(i):.1f}" y="{y + 14:.1f}" text-anchor="middle">{i}</text>'
-                       for i in range(0, int(self.n) + 1, step))
+        grid = "".join(
+            f'<line class="grid" x1="{self.x(i):.1f}" y1="18" x2="{self.x(i):.1f}" y2="{y:.1f}"/>'
+            f'<text x="{self.x(i):.1f}" y="12" text-anchor="middle">{i}</text>'
+            f'<text x="{self.x(i):.1f}" y="{y + 14:.1f}" text-anchor="middle">{i}</text>'
+            for i in range(0, int(self.n) + 1, step)
+        )
         axis = f'<line class="axis" x1="{self.LEFT}" y1="{y:.1f}" x2="{self.WIDTH - self.RIGHT}" y2="{y:.1f}"/>'
         dropped = self.t.get("dropped") if isinstance(self.t.get("dropped"), dict) else {}
-        notes = [f"{_int(dropped.get(k))} more {k} lifetimes not recorded (the checker keeps the first 300)"
-                 for k in ("resource", "scanout") if _int(dropped.get(k))] + self.notes
-        cap = (f'<figcaption><span class="cid">{_e(c["id"])}</span> <b>{_e(c["label"])}</b> — {_int(self.n)} '
-               f'exchanges, {len(self.spans("resources", "resource"))} resource lifetimes, '
-               f'{len(self.spans("scanouts", "scanout"))} scanout spans' + "".join(f"; {_e(s)}" for s in notes)
-               + "</figcaption>")
-        return (f'<figure class="tl" id="tl-{_e(c["id"])}">{cap}<svg viewBox="0 0 {self.WIDTH} {y + 20:.0f}" '
-                f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of {_e(c["label"])}">'
-                f'{grid}{axis}' + "".join(self.out) + "</svg></figure>")
+        notes = [
+            f"{_int(dropped.get(k))} more {k} lifetimes not recorded (the checker keeps the first 300)"
+            for k in ("resource", "scanout")
+            if _int(dropped.get(k))
+        ] + self.notes
+        cap = (
+            f'<figcaption><span class="cid">{_e(c["id"])}</span> <b>{_e(c["label"])}</b> — {_int(self.n)} '
+            f"exchanges, {len(self.spans('resources', 'resource'))} resource lifetimes, "
+            f"{len(self.spans('scanouts', 'scanout'))} scanout spans"
+            + "".join(f"; {_e(s)}" for s in notes)
+            + "</figcaption>"
+        )
+        return (
+            f'<figure class="tl" id="tl-{_e(c["id"])}">{cap}<svg viewBox="0 0 {self.WIDTH} {y + 20:.0f}" '
+            f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of {_e(c["label"])}">'
+            f"{grid}{axis}" + "".join(self.out) + "</svg></figure>"
+        )
 
 
 def _timeline(c: dict, t: dict, marks: list) -> str:
@@ -472,7 +580,7 @@ def _step(n: float) -> int:
 
 def _ink(fill: str) -> str:
     """Black or white text, whichever reads on this bar colour (relative luminance, roughly)."""
-    r, g, b = (int(fill[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(fill[i : i + 2], 16) for i in (1, 3, 5))
     return "#111827" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#ffffff"
 
 
@@ -483,14 +591,17 @@ def _colour(rid) -> str:
 
 # --- per-section detail ---------------------------------------------------------------------------
 
+
 def _details(doc: dict, anchors: _Anchors) -> str:
     out = ['<section id="details"><h2>By section</h2>']
     for sec in doc["sections"]:
         loc = sec.get("loc") or {}
         title = _e(" / ".join(sec["path"]))
         where_ = f'<span class="loc">{_e(loc.get("file"))}:{_int(loc.get("line"))}</span>' if loc else ""
-        out.append(f'<section class="sec" id="{anchors("sec", sec["id"])}" data-fgroup>'
-                   f'<h3>{_link(sec.get("url"), title)}{where_}</h3>')
+        out.append(
+            f'<section class="sec" id="{anchors("sec", sec["id"])}" data-fgroup>'
+            f"<h3>{_link(sec.get('url'), title)}{where_}</h3>"
+        )
         out += [_requirement(doc, r, anchors) for r in sec["requirements"]]
         out += [_rule(doc, r, anchors) for r in sec["rules"]]
         out.append("</section>")
@@ -500,30 +611,45 @@ def _details(doc: dict, anchors: _Anchors) -> str:
 def _requirement(doc: dict, r: dict, anchors: _Anchors) -> str:
     attrs = _row_attrs(doc, r, False)
     loc = r.get("loc") or {}
-    head = (f'<header><code>{_e(r["id"])}</code><span class="lvl">{_e(r.get("level"))}</span>'
-            f'<span class="basis">{_e(r.get("basis"))}</span><span class="binds">binds the {_e(r.get("binds"))}</span>'
-            + ('<span class="tag differs">≠ differs</span>' if r.get("divergent") else "")
-            + ("" if r.get("checkable", True) else '<span class="tag nc">not checkable</span>') + "</header>")
+    head = (
+        f'<header><code>{_e(r["id"])}</code><span class="lvl">{_e(r.get("level"))}</span>'
+        f'<span class="basis">{_e(r.get("basis"))}</span><span class="binds">binds the {_e(r.get("binds"))}</span>'
+        + ('<span class="tag differs">≠ differs</span>' if r.get("divergent") else "")
+        + ("" if r.get("checkable", True) else '<span class="tag nc">not checkable</span>')
+        + "</header>"
+    )
     spec_at = _e(loc.get("file")) + f":{_int(loc.get('line'))}"
-    body = [f'<p class="summary">{_e(r.get("summary"))}</p>',
-            f'<p class="where">spec: {_link(r.get("url"), spec_at)}</p>' if loc else ""]
+    body = [
+        f'<p class="summary">{_e(r.get("summary"))}</p>',
+        f'<p class="where">spec: {_link(r.get("url"), spec_at)}</p>' if loc else "",
+    ]
     if r.get("quote"):
         body.append(f"<blockquote>{_e(r['quote'])}</blockquote>")
     if not r.get("checkable", True):
         body.append(f'<p class="ncw">Not checkable from command traffic: {_e(r.get("why_not"))}</p>')
     body.append(_verdict_table(doc, r))
     body.append(_findings(findings_of(r)))
-    return (f'<article class="req{" differs" if r.get("divergent") else ""}" id="{anchors("req", r["id"])}"{attrs}>'
-            + head + "".join(body) + "</article>")
+    return (
+        f'<article class="req{" differs" if r.get("divergent") else ""}" id="{anchors("req", r["id"])}"{attrs}>'
+        + head
+        + "".join(body)
+        + "</article>"
+    )
 
 
 def _rule(doc: dict, rule: dict, anchors: _Anchors) -> str:
     attrs = _row_attrs(doc, rule, True)
-    head = (f'<header><code>{_e(rule["id"])}</code><span class="tag implied">implied rule</span>'
-            f'<span class="basis">{_e(rule.get("basis") or "no basis")}</span></header>')
-    return (f'<article class="req rule" id="{anchors("req", rule["id"])}"{attrs}>{head}'
-            f'<p class="summary">{_e(rule.get("summary") or "a rule the spec implies")}</p>'
-            + _verdict_table(doc, rule) + _findings(findings_of(rule)) + "</article>")
+    head = (
+        f'<header><code>{_e(rule["id"])}</code><span class="tag implied">implied rule</span>'
+        f'<span class="basis">{_e(rule.get("basis") or "no basis")}</span></header>'
+    )
+    return (
+        f'<article class="req rule" id="{anchors("req", rule["id"])}"{attrs}>{head}'
+        f'<p class="summary">{_e(rule.get("summary") or "a rule the spec implies")}</p>'
+        + _verdict_table(doc, rule)
+        + _findings(findings_of(rule))
+        + "</article>"
+    )
 
 
 def _verdict_table(doc: dict, item: dict) -> str:
@@ -545,8 +671,10 @@ def _verdict_table(doc: dict, item: dict) -> str:
     for (v, raw, why), members in groups.items():
         ids = "".join(f'<span class="cid" title="{_e(c["label"])}">{_e(c["id"])}</span> ' for c, _ in members)
         counts = "; ".join(f"{_e(c['id'])}: {_events(rec)}" for c, rec in members if _int(rec.get("events")))
-        rows.append(f'<tr><th>{ids}</th><td class="v v-{v}"><span class="sym">{MARK.get(v, "")}</span>{_e(raw)}</td>'
-                    f'<td>{_e(why)}{"<br>" if why and counts else ""}<span class="muted">{counts}</span></td></tr>')
+        rows.append(
+            f'<tr><th>{ids}</th><td class="v v-{v}"><span class="sym">{MARK.get(v, "")}</span>{_e(raw)}</td>'
+            f'<td>{_e(why)}{"<br>" if why and counts else ""}<span class="muted">{counts}</span></td></tr>'
+        )
     return '<table class="vt">' + "".join(rows) + "</table>"
 
 
@@ -562,9 +690,10 @@ def _findings(fs: list[dict]) -> str:
     items = [_finding(f) for f in fs[:MAX_FINDINGS]]
     out = '<ol class="findings">' + "".join(items[:SHOWN_FINDINGS]) + "</ol>"
     if len(items) > SHOWN_FINDINGS:
-        out += (f'<details><summary>{len(items) - SHOWN_FINDINGS} more findings</summary>'
-                f'<ol class="findings" start="{SHOWN_FINDINGS + 1}">' + "".join(items[SHOWN_FINDINGS:])
-                + "</ol></details>")
+        out += (
+            f"<details><summary>{len(items) - SHOWN_FINDINGS} more findings</summary>"
+            f'<ol class="findings" start="{SHOWN_FINDINGS + 1}">' + "".join(items[SHOWN_FINDINGS:]) + "</ol></details>"
+        )
     if len(fs) > MAX_FINDINGS:
         out += f'<p class="muted">… and {len(fs) - MAX_FINDINGS} more in the JSON report</p>'
     return out
@@ -579,19 +708,25 @@ def _finding(f: dict) -> str:
         flags = ", ".join(k for k in ("shrunk", "reproduced") if f.get(k))
         evid.append(f"reproducer <code>{_e(where(f))}</code>" + (f" ({flags})" if flags else ""))
     elif where(f):
-        evid.append(f"at <code>{_e(where(f))}</code>"
-                    + (f", exchange {_int(f.get('event'))}" if f.get("event") else ""))
+        evid.append(
+            f"at <code>{_e(where(f))}</code>" + (f", exchange {_int(f.get('event'))}" if f.get("event") else "")
+        )
     related = "".join(f"<li>{_e(x)}</li>" for x in f.get("related") or [])
-    return (f'<li class="{sev} {kind}"><div class="fh"><span class="cid">{_e(f.get("column"))}</span> <b>{sev}</b> '
-            f'{_e(f.get("kind"))} by the {_e(f.get("side"))} · <code>{_e(f.get("check"))}</code>'
-            + (f" · {_e(short_req(f['command']))}" if f.get("command") else "") + f"{hits}</div>"
-            f'<div class="msg">{_e(f.get("message"))}</div>'
-            + (f'<div class="evid">{" · ".join(evid)}</div>' if evid else "")
-            + (f'<div class="why">possible because: {_e(f["reason"])}</div>' if f.get("reason") else "")
-            + (f'<ul class="related">{related}</ul>' if related else "") + "</li>")
+    return (
+        f'<li class="{sev} {kind}"><div class="fh"><span class="cid">{_e(f.get("column"))}</span> <b>{sev}</b> '
+        f"{_e(f.get('kind'))} by the {_e(f.get('side'))} · <code>{_e(f.get('check'))}</code>"
+        + (f" · {_e(short_req(f['command']))}" if f.get("command") else "")
+        + f"{hits}</div>"
+        f'<div class="msg">{_e(f.get("message"))}</div>'
+        + (f'<div class="evid">{" · ".join(evid)}</div>' if evid else "")
+        + (f'<div class="why">possible because: {_e(f["reason"])}</div>' if f.get("reason") else "")
+        + (f'<ul class="related">{related}</ul>' if related else "")
+        + "</li>"
+    )
 
 
 # --- the tables after the detail ------------------------------------------------------------------
+
 
 def _not_checkable(doc: dict, anchors: _Anchors) -> str:
     groups: dict[str, list[dict]] = {}
@@ -600,13 +735,21 @@ def _not_checkable(doc: dict, anchors: _Anchors) -> str:
             groups.setdefault(str(r.get("why_not") or "no reason given"), []).append(r)
     if not groups:
         return '<section id="not-checkable"><h2>Requirements we cannot check</h2><p>None.</p></section>'
-    body = "".join(f"<h3>{_e(why)}</h3><ul class=\"nclist\">" + "".join(
-        f'<li><a href="#{anchors("req", r["id"])}"><code>{_e(r["id"])}</code></a> — {_e(r.get("summary"))}</li>'
-        for r in rs) + "</ul>" for why, rs in groups.items())
+    body = "".join(
+        f'<h3>{_e(why)}</h3><ul class="nclist">'
+        + "".join(
+            f'<li><a href="#{anchors("req", r["id"])}"><code>{_e(r["id"])}</code></a> — {_e(r.get("summary"))}</li>'
+            for r in rs
+        )
+        + "</ul>"
+        for why, rs in groups.items()
+    )
     n = sum(len(rs) for rs in groups.values())
-    return (f'<section id="not-checkable"><h2>Requirements we cannot check ({n})</h2>'
-            '<p class="legend">Their verdict is not-applicable in every column: nothing in command traffic shows '
-            f'whether they hold. Grouped by the reason.</p>{body}</section>')
+    return (
+        f'<section id="not-checkable"><h2>Requirements we cannot check ({n})</h2>'
+        '<p class="legend">Their verdict is not-applicable in every column: nothing in command traffic shows '
+        f"whether they hold. Grouped by the reason.</p>{body}</section>"
+    )
 
 
 def _divergences(doc: dict) -> str:
@@ -620,18 +763,25 @@ def _divergences(doc: dict) -> str:
             if isinstance(ex, dict):
                 examples.setdefault(str(ex.get("message") or ""), []).append((cid, ex.get("reproducer")))
         ex_html = "<br>".join(
-            f"{_e(', '.join(cid for cid, _ in who))}: {_e(msg)}" + "".join(
-                f' <span class="muted">(<code>{_e(rep)}</code>)</span>' for _, rep in who[:1] if rep)
-            for msg, who in examples.items())
-        rows.append(f"<tr><td class=\"nw\"><code>{_e(short_req(d.get('command') or '') or 'any')}</code></td>"
-                    f"<td class=\"nw\"><code>{_e(d.get('check'))}</code></td>"
-                    + "".join(f'<td class="num">{_int(counts[c["id"]]) if c["id"] in counts else ""}</td>'
-                              for c in cols) + f'<td class="small">{ex_html}</td></tr>')
-    return ('<section id="divergences"><h2>Where implementations differ (the spec leaves it open)</h2>'
-            '<p class="legend">Not violations: answers the spec allows either way, counted per column.</p>'
-            '<table class="data"><thead><tr><th>command</th><th>what</th>'
-            + "".join(f'<th title="{_e(c["label"])}">{_e(c["id"])}</th>' for c in cols)
-            + "<th>example</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+            f"{_e(', '.join(cid for cid, _ in who))}: {_e(msg)}"
+            + "".join(f' <span class="muted">(<code>{_e(rep)}</code>)</span>' for _, rep in who[:1] if rep)
+            for msg, who in examples.items()
+        )
+        rows.append(
+            f'<tr><td class="nw"><code>{_e(short_req(d.get("command") or "") or "any")}</code></td>'
+            f'<td class="nw"><code>{_e(d.get("check"))}</code></td>'
+            + "".join(f'<td class="num">{_int(counts[c["id"]]) if c["id"] in counts else ""}</td>' for c in cols)
+            + f'<td class="small">{ex_html}</td></tr>'
+        )
+    return (
+        '<section id="divergences"><h2>Where implementations differ (the spec leaves it open)</h2>'
+        '<p class="legend">Not violations: answers the spec allows either way, counted per column.</p>'
+        '<table class="data"><thead><tr><th>command</th><th>what</th>'
+        + "".join(f'<th title="{_e(c["label"])}">{_e(c["id"])}</th>' for c in cols)
+        + "<th>example</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></section>"
+    )
 
 
 def _differential(doc: dict) -> str:
@@ -642,20 +792,24 @@ def _differential(doc: dict) -> str:
     for block in doc["differential"]:
         rows = block.get("rows") or []
         names = list(dict.fromkeys(k for row in rows for k in (row.get("answers") or {})))
-        out.append(f'<h3><span class="cid">{_e(block["column"])}</span> {_e(labels.get(block["column"], ""))}</h3>'
-                   '<table class="data"><thead><tr><th>command</th>'
-                   + "".join(f"<th>{_e(n)} answered</th>" for n in names)
-                   + "<th>verdict</th><th>why</th><th>count</th><th>first case</th></tr></thead><tbody>")
+        out.append(
+            f'<h3><span class="cid">{_e(block["column"])}</span> {_e(labels.get(block["column"], ""))}</h3>'
+            '<table class="data"><thead><tr><th>command</th>'
+            + "".join(f"<th>{_e(n)} answered</th>" for n in names)
+            + "<th>verdict</th><th>why</th><th>count</th><th>first case</th></tr></thead><tbody>"
+        )
         for row in rows:
             v = "fail" if row.get("verdict") == "violation" else "not-applicable"
             mark = MARK[v] if row.get("verdict") in ("violation", "open") else ""
             answers = row.get("answers") or {}
-            out.append(f"<tr><td><code>{_e(row.get('command'))}</code></td>"
-                       + "".join(f"<td><code>{_e(answers.get(n, ''))}</code></td>" for n in names)
-                       + f'<td class="v-{v}"><span class="sym">{mark}</span>{_e(row.get("verdict"))}</td>'
-                       f'<td class="small">{_e(row.get("why"))}</td>'
-                       f'<td class="num">{_int(row.get("count"))}</td>'
-                       f'<td class="small"><code>{_e(row.get("first_case") or "")}</code></td></tr>')
+            out.append(
+                f"<tr><td><code>{_e(row.get('command'))}</code></td>"
+                + "".join(f"<td><code>{_e(answers.get(n, ''))}</code></td>" for n in names)
+                + f'<td class="v-{v}"><span class="sym">{mark}</span>{_e(row.get("verdict"))}</td>'
+                f'<td class="small">{_e(row.get("why"))}</td>'
+                f'<td class="num">{_int(row.get("count"))}</td>'
+                f'<td class="small"><code>{_e(row.get("first_case") or "")}</code></td></tr>'
+            )
         out.append("</tbody></table>")
     return "".join(out) + "</section>"
 
@@ -667,11 +821,24 @@ def _totals(doc: dict) -> str:
         cells = []
         for c in cols:
             counts = t.get("columns", {}).get(c["id"])
-            cells.append("<td>" + (" ".join(_chip(_tok(v), f" {_int(n)}") for v, n in counts.items() if _int(n))
-                                   if counts else '<span class="muted">—</span>') + "</td>")
-        rows.append(f"<tr><th>{_e(basis)}</th><td class=\"num\">{_int(t.get('requirements'))}</td>"
-                    f"<td class=\"num\">{_int(t.get('checkable'))}</td>" + "".join(cells) + "</tr>")
-    return ('<section id="totals"><h2>Totals per basis</h2><table class="data"><thead><tr><th>basis</th>'
-            '<th>requirements</th><th>checkable</th>' + "".join(
-                f'<th title="{_e(c["label"])}">{_e(c["id"])} {_e(c["label"])}</th>' for c in cols)
-            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+            cells.append(
+                "<td>"
+                + (
+                    " ".join(_chip(_tok(v), f" {_int(n)}") for v, n in counts.items() if _int(n))
+                    if counts
+                    else '<span class="muted">—</span>'
+                )
+                + "</td>"
+            )
+        rows.append(
+            f'<tr><th>{_e(basis)}</th><td class="num">{_int(t.get("requirements"))}</td>'
+            f'<td class="num">{_int(t.get("checkable"))}</td>' + "".join(cells) + "</tr>"
+        )
+    return (
+        '<section id="totals"><h2>Totals per basis</h2><table class="data"><thead><tr><th>basis</th>'
+        "<th>requirements</th><th>checkable</th>"
+        + "".join(f'<th title="{_e(c["label"])}">{_e(c["id"])} {_e(c["label"])}</th>' for c in cols)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></section>"
+    )

@@ -20,14 +20,14 @@ VERDICT_COLOURS = {
 CARD_BG = "#eef3fb"
 # Resource ids get one of these everywhere in a timeline (its lifetime bar and the scanout
 # spans that show it), so a reader can follow a buffer from creation to display.
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f",
-           "#e15759", "#8cd17d")
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#e15759", "#8cd17d")
 
 _VERDICT_CSS = "".join(
-    f".v-{v}{{background:{bg};color:{fg}}}.chip.v-{v}{{border-color:{fg}33}}"
-    for v, (bg, fg) in VERDICT_COLOURS.items())
+    f".v-{v}{{background:{bg};color:{fg}}}.chip.v-{v}{{border-color:{fg}33}}" for v, (bg, fg) in VERDICT_COLOURS.items()
+)
 
-CSS = """
+CSS = (
+    """
 :root{--nav-h:40px;--ink:#111827;--muted:#5b6472;--line:#d8dee8;--accent:#1d4ed8;--differs:#c026d3}
 *{box-sizing:border-box}
 [hidden]{display:none!important}
@@ -158,7 +158,10 @@ ul.nclist{margin:4px 0 10px;padding-left:20px;font-size:12.5px}
 footer{margin:30px 24px;color:var(--muted);font-size:12px}
 @media print{nav.toc,#filters{display:none!important}table.matrix thead th{position:static}
  .top{background:#fff;color:#000}.top .meta{color:#333}}
-""" + _VERDICT_CSS + f".card{{background:{CARD_BG}}}"
+"""
+    + _VERDICT_CSS
+    + f".card{{background:{CARD_BG}}}"
+)
 
 # Filters hide whole rows (matrix) and whole requirement blocks (details) by data attributes
 # the renderer writes; sections and tables whose rows are all hidden are hidden with them.

@@ -23,8 +23,13 @@ def render(doc: dict) -> str:
     for c in doc["columns"]:
         suite = ET.SubElement(root, "testsuite", name=clean(c["label"]))
         props = ET.SubElement(suite, "properties")
-        for k, v in (("kind", c["kind"]), ("profile", c["profile"]), ("source", c["source"]),
-                     ("spec", doc["spec"]["version"]), *((f"note{i}", n) for i, n in enumerate(c["notes"]))):
+        for k, v in (
+            ("kind", c["kind"]),
+            ("profile", c["profile"]),
+            ("source", c["source"]),
+            ("spec", doc["spec"]["version"]),
+            *((f"note{i}", n) for i, n in enumerate(c["notes"])),
+        ):
             ET.SubElement(props, "property", name=k, value=clean(v))
         counts = {"tests": 0, "failures": 0, "skipped": 0}
         for sec in doc["sections"]:
@@ -64,7 +69,11 @@ def _case(suite, counts: dict, sec: dict, name: str, verdict: str, v, findings: 
     if verdict == "fail":
         counts["failures"] += 1
         definite = [f for f in findings if f["severity"] == "definite"]
-        msg = definite[0]["message"] if definite else f"{v['failed']} exchanges broke it, first at {v.get('first_failure')}"
+        msg = (
+            definite[0]["message"]
+            if definite
+            else f"{v['failed']} exchanges broke it, first at {v.get('first_failure')}"
+        )
         body = "\n".join(f"{where(f)}: {f['message']}" for f in definite[:50])
         if len(definite) > 50:
             body += f"\n... and {len(definite) - 50} more"

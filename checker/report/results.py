@@ -57,8 +57,10 @@ def load(path: str) -> list[Column]:
     except UnicodeDecodeError:
         raise ResultError(f"{file}: not a text file; give a file written by `check --json` or `fuzz --out`") from None
     except json.JSONDecodeError as exc:
-        raise ResultError(f"{file}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
-                          "give a file written by `check --json` or `fuzz --out`") from None
+        raise ResultError(
+            f"{file}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
+            "give a file written by `check --json` or `fuzz --out`"
+        ) from None
     return columns_of(file, doc)
 
 
@@ -71,15 +73,19 @@ def columns_of(file: str, doc) -> list[Column]:
     if schema == FUZZ_SCHEMA:
         _version(file, doc, FUZZ_VERSION)
         return [_fuzz_column(file, doc)]
-    raise ResultError(f"{file}: not a virtgpu-conform result (schema {schema!r}); "
-                      "give a file written by `check --json` or a `fuzz --out` directory")
+    raise ResultError(
+        f"{file}: not a virtgpu-conform result (schema {schema!r}); "
+        "give a file written by `check --json` or a `fuzz --out` directory"
+    )
 
 
 def _version(file: str, doc: dict, known: int) -> None:
     v = doc.get("version")
     if not isinstance(v, int) or v > known:
-        raise ResultError(f"{file}: {doc['schema']} version {v!r}, this tool reads up to {known}; "
-                          "upgrade virtgpu-conform or re-run the check with this version")
+        raise ResultError(
+            f"{file}: {doc['schema']} version {v!r}, this tool reads up to {known}; "
+            "upgrade virtgpu-conform or re-run the check with this version"
+        )
 
 
 def _list(file: str, doc: dict, key: str) -> list:
@@ -92,23 +98,41 @@ def _list(file: str, doc: dict, key: str) -> list:
 def _need(file: str, rec: dict, key: str, kind: type):
     v = rec.get(key) if isinstance(rec, dict) else None
     if not isinstance(v, kind):
-        raise ResultError(f"{file}: '{key}' is missing or not a {kind.__name__}; the file is damaged, re-run to rewrite it")
+        raise ResultError(
+            f"{file}: '{key}' is missing or not a {kind.__name__}; the file is damaged, re-run to rewrite it"
+        )
     return v
 
 
 def _trace_column(file: str, doc: dict, s: dict) -> Column:
     reqs = _need(file, s, "requirements", dict)
-    col = Column(label=str(_need(file, s, "target", str)), kind="trace", source=file,
-                 profile=str(doc.get("profile", "")), spec_version=str(doc.get("spec_version", "")),
-                 requirements=reqs, inputs=[str(x.get("file")) for x in s.get("sources", []) if isinstance(x, dict)],
-                 timeline=s.get("timeline"))
+    col = Column(
+        label=str(_need(file, s, "target", str)),
+        kind="trace",
+        source=file,
+        profile=str(doc.get("profile", "")),
+        spec_version=str(doc.get("spec_version", "")),
+        requirements=reqs,
+        inputs=[str(x.get("file")) for x in s.get("sources", []) if isinstance(x, dict)],
+        timeline=s.get("timeline"),
+    )
     col.findings = [_trace_finding(f) for f in _need(file, s, "findings", list)]
-    col.divergences = [{"command": d.get("command", ""), "check": d.get("check", ""), "count": d.get("count", 0),
-                        "message": d.get("detail") or ""} for d in s.get("divergences", [])]
-    col.stats = {"exchanges": s.get("exchanges", 0), "commands": s.get("commands", {}),
-                 "definite": sum(f["severity"] == "definite" for f in col.findings),
-                 "possible": sum(f["severity"] == "possible" for f in col.findings),
-                 "diagnostics": sum((s.get("diagnostics") or {}).get("counts", {}).values())}
+    col.divergences = [
+        {
+            "command": d.get("command", ""),
+            "check": d.get("check", ""),
+            "count": d.get("count", 0),
+            "message": d.get("detail") or "",
+        }
+        for d in s.get("divergences", [])
+    ]
+    col.stats = {
+        "exchanges": s.get("exchanges", 0),
+        "commands": s.get("commands", {}),
+        "definite": sum(f["severity"] == "definite" for f in col.findings),
+        "possible": sum(f["severity"] == "possible" for f in col.findings),
+        "diagnostics": sum((s.get("diagnostics") or {}).get("counts", {}).values()),
+    }
     col.notes = [f"skipped: {x}" for x in s.get("skipped_files", [])]
     if s.get("interrupted"):
         col.notes.append(f"incomplete: {s['interrupted']}")
@@ -117,29 +141,52 @@ def _trace_column(file: str, doc: dict, s: dict) -> Column:
 
 
 def _trace_finding(f: dict) -> dict:
-    return {"severity": "definite" if f.get("definite") else "possible", "kind": "violation",
-            "side": f.get("side", ""), "command": f.get("command", ""), "check": f.get("check", ""),
-            "basis": f.get("basis"), "requirements": list(f.get("requirements", [])),
-            "message": f.get("message", ""), "reason": f.get("reason"), "file": f.get("file", ""),
-            "line": f.get("line", 0), "event": f.get("event", 0), "reproducer": None, "hits": 1,
-            "related": [r.get("at", "") + ": " + r.get("what", "") for r in f.get("related", [])],
-            "spec": f.get("spec", [])}
+    return {
+        "severity": "definite" if f.get("definite") else "possible",
+        "kind": "violation",
+        "side": f.get("side", ""),
+        "command": f.get("command", ""),
+        "check": f.get("check", ""),
+        "basis": f.get("basis"),
+        "requirements": list(f.get("requirements", [])),
+        "message": f.get("message", ""),
+        "reason": f.get("reason"),
+        "file": f.get("file", ""),
+        "line": f.get("line", 0),
+        "event": f.get("event", 0),
+        "reproducer": None,
+        "hits": 1,
+        "related": [r.get("at", "") + ": " + r.get("what", "") for r in f.get("related", [])],
+        "spec": f.get("spec", []),
+    }
 
 
 def _fuzz_column(file: str, doc: dict) -> Column:
     target = str(doc.get("target", "?"))
-    col = Column(label=f"fuzz: {target}", kind="fuzz", source=file, profile=str(doc.get("profile", "")),
-                 spec_version=str(doc.get("spec_version", "")),
-                 requirements=doc.get("requirements") if isinstance(doc.get("requirements"), dict) else {},
-                 inputs=[str(doc.get("device", target))], differential=doc.get("differential"))
+    col = Column(
+        label=f"fuzz: {target}",
+        kind="fuzz",
+        source=file,
+        profile=str(doc.get("profile", "")),
+        spec_version=str(doc.get("spec_version", "")),
+        requirements=doc.get("requirements") if isinstance(doc.get("requirements"), dict) else {},
+        inputs=[str(doc.get("device", target))],
+        differential=doc.get("differential"),
+    )
     if not col.requirements:
         col.notes.append("written by an older fuzz without per-requirement verdicts: only its findings are shown")
     for f in _need(file, doc, "findings", list):
         n = _fuzz_finding(f)
         (col.divergences if n["kind"] == "divergence" else col.findings).append(n)
-    col.stats = {"commands": doc.get("commands", 0), "cases": doc.get("cases", 0), "seconds": doc.get("seconds", 0),
-                 "seed": doc.get("seed"), "definite": len(col.findings), "possible": 0,
-                 "divergences": len(col.divergences)}
+    col.stats = {
+        "commands": doc.get("commands", 0),
+        "cases": doc.get("cases", 0),
+        "seconds": doc.get("seconds", 0),
+        "seed": doc.get("seed"),
+        "definite": len(col.findings),
+        "possible": 0,
+        "divergences": len(col.divergences),
+    }
     if doc.get("stopped") not in (None, "time", "examples"):
         col.notes.append(f"campaign stopped early: {doc['stopped']}")
     return col
@@ -148,9 +195,24 @@ def _fuzz_column(file: str, doc: dict) -> Column:
 def _fuzz_finding(f: dict) -> dict:
     """A fuzz finding is definite: the device answered so on a request the fuzzer itself wrote."""
     kind = f.get("kind", "violation")
-    return {"severity": "definite", "kind": kind, "side": "device", "command": f.get("command", ""),
-            "check": f.get("check", ""), "basis": f.get("basis"), "requirements": list(f.get("requirements", [])),
-            "message": f.get("message", ""), "reason": None, "file": f.get("reproducer") or "",
-            "line": f.get("reproducer_line") or 0, "event": 0, "reproducer": f.get("reproducer"),
-            "hits": f.get("hits", 1), "related": [], "spec": [],
-            "shrunk": f.get("shrunk"), "reproduced": f.get("reproduced"), "count": f.get("hits", 1)}
+    return {
+        "severity": "definite",
+        "kind": kind,
+        "side": "device",
+        "command": f.get("command", ""),
+        "check": f.get("check", ""),
+        "basis": f.get("basis"),
+        "requirements": list(f.get("requirements", [])),
+        "message": f.get("message", ""),
+        "reason": None,
+        "file": f.get("reproducer") or "",
+        "line": f.get("reproducer_line") or 0,
+        "event": 0,
+        "reproducer": f.get("reproducer"),
+        "hits": f.get("hits", 1),
+        "related": [],
+        "spec": [],
+        "shrunk": f.get("shrunk"),
+        "reproduced": f.get("reproduced"),
+        "count": f.get("hits", 1),
+    }

@@ -22,8 +22,10 @@ def render(doc: dict) -> str:
 
 def show(doc: dict, out: Console) -> None:
     cols = doc["columns"]
-    out.print(f"[bold]virtio-gpu conformance report[/] (spec {escape(doc['spec']['version'])}, "
-              f"{doc['totals']['requirements']} requirements)")
+    out.print(
+        f"[bold]virtio-gpu conformance report[/] (spec {escape(doc['spec']['version'])}, "
+        f"{doc['totals']['requirements']} requirements)"
+    )
     for c in cols:
         what = column_size(c)
         counts = ", ".join(f"{v} {n}" for v, n in c["verdict_counts"].items() if n)
@@ -53,8 +55,10 @@ def show(doc: dict, out: Console) -> None:
             out.print(f"[bold]{escape(label)}[/]: {escape(item['summary'])}")
             for f in fs[:5]:
                 style = "red" if f["severity"] == "definite" else "yellow"
-                out.print(f"  [{style}]{f['severity']}[/] {f['column']} {escape(where(f))}: {escape(f['message'])}",
-                          soft_wrap=True)
+                out.print(
+                    f"  [{style}]{f['severity']}[/] {f['column']} {escape(where(f))}: {escape(f['message'])}",
+                    soft_wrap=True,
+                )
             if len(fs) > 5:
                 out.print(f"  ... and {len(fs) - 5} more")
             shown += 1

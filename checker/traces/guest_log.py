@@ -21,7 +21,8 @@ _EVENT = re.compile(
     r"\s*(?P<task>.*?)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+virtio_gpu_cmd_(?P<dir>queue|response):\s+"
     r"vdev=(?P<vdev>-?\d{1,10}) vq=(?P<vq>\d{1,10}) name=(?P<name>\S*) type=0x(?P<type>[0-9a-fA-F]{1,8}) "
     r"flags=0x(?P<flags>[0-9a-fA-F]{1,8}) fence_id=(?P<fence>\d{1,20}) ctx_id=(?P<ctx>\d{1,10})"
-    r"(?: num_free=(?P<free>\d{1,10}))?(?:,? seqno=(?P<seqno>\d{1,10}))?\s*")
+    r"(?: num_free=(?P<free>\d{1,10}))?(?:,? seqno=(?P<seqno>\d{1,10}))?\s*"
+)
 # tracefs' header: fewer entries in the buffer than were written means the oldest were lost
 _ENTRIES = re.compile(r"#\s*entries-in-buffer/entries-written:\s*(\d{1,20})/(\d{1,20})")
 _MARKER = re.compile(r"\]\s+\S*\s*\d+\.\d+:\s+tracing_mark_write: ")
@@ -50,9 +51,14 @@ class GuestLog:
             if text.lstrip().startswith("#"):
                 lost = _ENTRIES.search(text)
                 if lost and int(lost.group(1)) < int(lost.group(2)):
-                    yield Diagnostic(where, "error", "lost-events", f"tracefs dropped the oldest "
-                                     f"{int(lost.group(2)) - int(lost.group(1))} events (its buffer was too small): "
-                                     "commands before this log began are not in it")
+                    yield Diagnostic(
+                        where,
+                        "error",
+                        "lost-events",
+                        f"tracefs dropped the oldest "
+                        f"{int(lost.group(2)) - int(lost.group(1))} events (its buffer was too small): "
+                        "commands before this log began are not in it",
+                    )
                 continue
             m = _EVENT.fullmatch(text)
             if m is None and _MARKER.search(text):
@@ -109,8 +115,13 @@ class GuestLog:
         key = self._response_key(m)
         ex, drain = self.pairs.answer(key) if key is not None else (None, iter(()))
         if ex is None:
-            yield Diagnostic(where, "warning", "unpaired", "a response with no command waiting for it "
-                             "(the buffer wrapped, or the trace starts mid-session); skipped")
+            yield Diagnostic(
+                where,
+                "warning",
+                "unpaired",
+                "a response with no command waiting for it "
+                "(the buffer wrapped, or the trace starts mid-session); skipped",
+            )
             return
         hdr = self._header(m)
         resp = self.codec.responses.get(hdr["hdr.type"])
@@ -126,8 +137,13 @@ def _unusable(where: Where, text: str) -> Diagnostic:
     if sum(ch.isprintable() for ch in text) < 0.9 * len(text):
         return Diagnostic(where, "error", "binary-junk", "binary data, not a tracepoint line; skipped")
     if "virtio_gpu_cmd_" in text:
-        return Diagnostic(where, "error", "bad-event", "a virtio_gpu tracepoint line this tool cannot read "
-                          f"(truncated, or a kernel's new format): {text.strip()[:90]!r}; skipped")
+        return Diagnostic(
+            where,
+            "error",
+            "bad-event",
+            "a virtio_gpu tracepoint line this tool cannot read "
+            f"(truncated, or a kernel's new format): {text.strip()[:90]!r}; skipped",
+        )
     return Diagnostic(where, "info", "unknown-event", f"not a virtio_gpu tracepoint: {text.strip()[:80]!r}; skipped")
 
 

@@ -41,8 +41,10 @@ _BATCH = 256  # records parsed by one json.loads call: a third of the cost of on
 # the same as what json.loads would make of it (a string without escapes or control
 # characters is its own text; an id without leading zeros is an integer); anything else,
 # other keys or key orders included, goes to the parser.
-_PLAIN = re.compile(r'\{"kind": ?"(request|response)", ?"id": ?(0|[1-9][0-9]{0,17})'
-                    r'(?:, ?"queue": ?"(controlq|cursorq)")?, ?"bytes": ?"([^"\\\x00-\x1f]*)"\}')
+_PLAIN = re.compile(
+    r'\{"kind": ?"(request|response)", ?"id": ?(0|[1-9][0-9]{0,17})'
+    r'(?:, ?"queue": ?"(controlq|cursorq)")?, ?"bytes": ?"([^"\\\x00-\x1f]*)"\}'
+)
 
 
 def _parsed(batch: list[tuple[int, str]]) -> Iterator[tuple[int, str, object]]:
@@ -123,14 +125,20 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
                     msg = hit[3] = decode.plain("request", raw, queue)
                 ex = Exchange(where, msg, queue=queue, source="native")
                 if rid in pairs.open:
-                    yield Diagnostic(where, "warning", "duplicate-id", f"id {rid!r} is reused while the "
-                                     "request under it is unanswered; that one is taken as not seen answered")
+                    yield Diagnostic(
+                        where,
+                        "warning",
+                        "duplicate-id",
+                        f"id {rid!r} is reused while the "
+                        "request under it is unanswered; that one is taken as not seen answered",
+                    )
                 yield from pairs.request(rid, ex)
                 continue
             ex, drain = pairs.answer(rid)
             if ex is None:
-                yield Diagnostic(where, "warning", "unpaired",
-                                 f"response for id {rid!r} with no request waiting for it; skipped")
+                yield Diagnostic(
+                    where, "warning", "unpaired", f"response for id {rid!r} with no request waiting for it; skipped"
+                )
                 continue
             ex.resp_where = where
             if raw == "" and ex.queue == CURSORQ:
@@ -168,18 +176,28 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: "_Deco
             raise _Bad("a record is a JSON object")
         kind = rec.get("kind")
         if kind == "request":
-            ex = Exchange(where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec),
-                          source="native", resp_room=_room(rec))
+            ex = Exchange(
+                where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec), source="native", resp_room=_room(rec)
+            )
             rid = _id(rec)
             if pairs.is_open(rid):
-                yield Diagnostic(where, "warning", "duplicate-id", f"id {rec['id']!r} is reused while the "
-                                 "request under it is unanswered; that one is taken as not seen answered")
+                yield Diagnostic(
+                    where,
+                    "warning",
+                    "duplicate-id",
+                    f"id {rec['id']!r} is reused while the "
+                    "request under it is unanswered; that one is taken as not seen answered",
+                )
             yield from pairs.request(rid, ex)
         elif kind in ("response", "no-response"):
             ex, drain = pairs.answer(_id(rec))
             if ex is None:
-                yield Diagnostic(where, "warning", "unpaired",
-                                 f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped")
+                yield Diagnostic(
+                    where,
+                    "warning",
+                    "unpaired",
+                    f"{kind} for id {rec.get('id')!r} with no request waiting for it; skipped",
+                )
                 return
             ex.resp_where = where
             if kind == "response" and rec.get("bytes") == "" and ex.queue == CURSORQ:
@@ -225,7 +243,7 @@ def _room(rec: dict) -> Optional[int]:
         return None
     ins = framing.get("ins") if isinstance(framing, dict) else None
     if not isinstance(ins, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in ins):
-        raise _Bad("'framing' is {\"outs\": [lengths], \"ins\": [sizes]} of non-negative integers")
+        raise _Bad('\'framing\' is {"outs": [lengths], "ins": [sizes]} of non-negative integers')
     return sum(ins)
 
 
@@ -307,15 +325,17 @@ def _entries(codec: Codec, name: str, entries) -> Optional[list]:
         raise _Bad(f"{name} has no trailing entries")
     keys = codec.layouts[s.trailing.element].keys
     if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and all(isinstance(e.get(k, 0), int) and not isinstance(e.get(k, 0), bool)
-                                        and e.get(k, 0) >= 0 for k in keys) for e in entries):
+        isinstance(e, dict)
+        and all(isinstance(e.get(k, 0), int) and not isinstance(e.get(k, 0), bool) and e.get(k, 0) >= 0 for k in keys)
+        for e in entries
+    ):
         raise _Bad(f"'entries' is a list of objects with integer {', '.join(keys)}")
     return [{k: e.get(k, 0) for k in keys} for e in entries]
 
 
 def _session(rec: dict, where: Where) -> Session:
     if rec.get("format") != FORMAT:
-        raise _Bad(f"a session record has \"format\": \"{FORMAT}\"")
+        raise _Bad(f'a session record has "format": "{FORMAT}"')
     if rec.get("version") != VERSION:
         raise _Bad(f"trace format version {rec.get('version')!r}; this tool reads version {VERSION}")
     vals = {}
@@ -328,12 +348,20 @@ def _session(rec: dict, where: Where) -> Session:
     caps = rec.get("capsets")
     if feats is not None and (not isinstance(feats, list) or not all(isinstance(f, str) for f in feats)):
         raise _Bad("session 'features' is a list of feature names")
-    if caps is not None and (not isinstance(caps, list) or not all(
-            isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and x >= 0 for x in c) for c in caps)):
+    if caps is not None and (
+        not isinstance(caps, list)
+        or not all(isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and x >= 0 for x in c) for c in caps)
+    ):
         raise _Bad("session 'capsets' is a list of [id, max_version, max_size]")
-    return Session(where, spec=rec.get("spec"), features=None if feats is None else frozenset(feats),
-                   capsets=None if caps is None else tuple(tuple(c) for c in caps),
-                   from_reset=rec.get("from_reset"), producer=rec.get("producer"), **vals)
+    return Session(
+        where,
+        spec=rec.get("spec"),
+        features=None if feats is None else frozenset(feats),
+        capsets=None if caps is None else tuple(tuple(c) for c in caps),
+        from_reset=rec.get("from_reset"),
+        producer=rec.get("producer"),
+        **vals,
+    )
 
 
 class Writer:
@@ -353,8 +381,13 @@ class Writer:
         if self.on_record is not None:
             self.on_record(rec)
 
-    def request(self, data: bytes, queue: str = CONTROLQ, ts: Optional[float] = None,
-                framing: Optional[tuple[list[int], list[int]]] = None) -> int:
+    def request(
+        self,
+        data: bytes,
+        queue: str = CONTROLQ,
+        ts: Optional[float] = None,
+        framing: Optional[tuple[list[int], list[int]]] = None,
+    ) -> int:
         """`framing`: how the bytes were split over driver-readable descriptors, and the sizes of
         the device-writable ones, when that is part of what is being tested."""
         self._id += 1

@@ -20,39 +20,75 @@ from .events import CONTROLQ, CURSORQ, RESET, Diagnostic, Event, Exchange, Reset
 EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "virtio_gpu_cmd_get_display_info": ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "", ()),
     "virtio_gpu_cmd_get_edid": ("VIRTIO_GPU_CMD_GET_EDID", "scanout %d", ("scanout",)),
-    "virtio_gpu_cmd_set_scanout": ("VIRTIO_GPU_CMD_SET_SCANOUT", "id %d, res 0x%x, w %d, h %d, x %d, y %d",
-                                   ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y")),
-    "virtio_gpu_cmd_set_scanout_blob": ("VIRTIO_GPU_CMD_SET_SCANOUT_BLOB", "id %d, res 0x%x, w %d, h %d, x %d, y %d",
-                                        ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y")),
-    "virtio_gpu_cmd_res_create_2d": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", "res 0x%x, fmt 0x%x, w %d, h %d",
-                                     ("resource_id", "format", "width", "height")),
-    "virtio_gpu_cmd_res_create_3d": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_3D", "res 0x%x, fmt 0x%x, w %d, h %d, d %d",
-                                     ("resource_id", "format", "width", "height", "depth")),
-    "virtio_gpu_cmd_res_create_blob": ("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB", "res 0x%x, size %d",
-                                       ("resource_id", "size")),
+    "virtio_gpu_cmd_set_scanout": (
+        "VIRTIO_GPU_CMD_SET_SCANOUT",
+        "id %d, res 0x%x, w %d, h %d, x %d, y %d",
+        ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y"),
+    ),
+    "virtio_gpu_cmd_set_scanout_blob": (
+        "VIRTIO_GPU_CMD_SET_SCANOUT_BLOB",
+        "id %d, res 0x%x, w %d, h %d, x %d, y %d",
+        ("scanout_id", "resource_id", "r.width", "r.height", "r.x", "r.y"),
+    ),
+    "virtio_gpu_cmd_res_create_2d": (
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+        "res 0x%x, fmt 0x%x, w %d, h %d",
+        ("resource_id", "format", "width", "height"),
+    ),
+    "virtio_gpu_cmd_res_create_3d": (
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+        "res 0x%x, fmt 0x%x, w %d, h %d, d %d",
+        ("resource_id", "format", "width", "height", "depth"),
+    ),
+    "virtio_gpu_cmd_res_create_blob": (
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+        "res 0x%x, size %d",
+        ("resource_id", "size"),
+    ),
     "virtio_gpu_cmd_res_unref": ("VIRTIO_GPU_CMD_RESOURCE_UNREF", "res 0x%x", ("resource_id",)),
     "virtio_gpu_cmd_res_back_attach": ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", "res 0x%x", ("resource_id",)),
     "virtio_gpu_cmd_res_back_detach": ("VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", "res 0x%x", ("resource_id",)),
     "virtio_gpu_cmd_res_xfer_toh_2d": ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "res 0x%x", ("resource_id",)),
     "virtio_gpu_cmd_res_xfer_toh_3d": ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", "res 0x%x", ("resource_id",)),
     "virtio_gpu_cmd_res_xfer_fromh_3d": ("VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D", "res 0x%x", ("resource_id",)),
-    "virtio_gpu_cmd_res_flush": ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", "res 0x%x, w %d, h %d, x %d, y %d",
-                                 ("resource_id", "r.width", "r.height", "r.x", "r.y")),
+    "virtio_gpu_cmd_res_flush": (
+        "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
+        "res 0x%x, w %d, h %d, x %d, y %d",
+        ("resource_id", "r.width", "r.height", "r.x", "r.y"),
+    ),
     "virtio_gpu_cmd_ctx_create": ("VIRTIO_GPU_CMD_CTX_CREATE", "ctx 0x%x, name %s", ("hdr.ctx_id", "debug_name")),
     "virtio_gpu_cmd_ctx_destroy": ("VIRTIO_GPU_CMD_CTX_DESTROY", "ctx 0x%x", ("hdr.ctx_id",)),
-    "virtio_gpu_cmd_ctx_res_attach": ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", "ctx 0x%x, res 0x%x",
-                                      ("hdr.ctx_id", "resource_id")),
-    "virtio_gpu_cmd_ctx_res_detach": ("VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE", "ctx 0x%x, res 0x%x",
-                                      ("hdr.ctx_id", "resource_id")),
+    "virtio_gpu_cmd_ctx_res_attach": (
+        "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE",
+        "ctx 0x%x, res 0x%x",
+        ("hdr.ctx_id", "resource_id"),
+    ),
+    "virtio_gpu_cmd_ctx_res_detach": (
+        "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE",
+        "ctx 0x%x, res 0x%x",
+        ("hdr.ctx_id", "resource_id"),
+    ),
     "virtio_gpu_cmd_ctx_submit": ("VIRTIO_GPU_CMD_SUBMIT_3D", "ctx 0x%x, size %d", ("hdr.ctx_id", "size")),
     # %s is define, update or move; the command follows from it
-    "virtio_gpu_update_cursor": ("VIRTIO_GPU_CMD_UPDATE_CURSOR", "scanout %d, x %d, y %d, %s, res 0x%x",
-                                 ("pos.scanout_id", "pos.x", "pos.y", "@kind", "resource_id")),
+    "virtio_gpu_update_cursor": (
+        "VIRTIO_GPU_CMD_UPDATE_CURSOR",
+        "scanout %d, x %d, y %d, %s, res 0x%x",
+        ("pos.scanout_id", "pos.x", "pos.y", "@kind", "resource_id"),
+    ),
 }
 # Events that say nothing the checker uses; known so that they are not reported as unknown.
-QUIET = {"virtio_gpu_fence_resp", "virtio_gpu_fence_ctrl", "virtio_gpu_inc_inflight_fences", "virtio_gpu_dec_inflight_fences",
-         "virtqueue_flush", "virtio_notify", "virtio_queue_notify", "virtio_notify_irqfd",
-         "virtio_gpu_cmd_suspended", "virtqueue_alloc_element"}
+QUIET = {
+    "virtio_gpu_fence_resp",
+    "virtio_gpu_fence_ctrl",
+    "virtio_gpu_inc_inflight_fences",
+    "virtio_gpu_dec_inflight_fences",
+    "virtqueue_flush",
+    "virtio_notify",
+    "virtio_queue_notify",
+    "virtio_notify_irqfd",
+    "virtio_gpu_cmd_suspended",
+    "virtqueue_alloc_element",
+}
 
 # Digit counts are capped: a number longer than any field is junk, not a reason to stall on int().
 _CONV = {"%d": r"(-?\d{1,20})", "0x%x": r"0x([0-9a-fA-F]{1,16})", "%s": r"(.*?)"}
@@ -64,19 +100,26 @@ _NO_MATCH = (None, None, None, None)  # _LINE's groups for a line it does not ma
 # The lines nearly every command is made of, in one match: a whole pop or fill line (what _LINE
 # and then _POP or _FILL accept of it), or a virtio_gpu_* event split as _LINE splits it. A
 # line this does not match takes that longer way (and fails there the same way it always did).
-_HOT = re.compile(r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
-                  r"pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}"
-                  r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})"
-                  r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)")
+_HOT = re.compile(
+    r"(?:\d+@(\d+\.\d+):)?(?:virtqueue_(?:"
+    r"pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) in_num \d{1,10} out_num \d{1,10}"
+    r"|fill vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\)) len (\d{1,10}) idx \d{1,10})"
+    r"|(virtio_gpu_[a-z0-9_]*)(?: (.*))?)"
+)
 # Over a block of lines (reader.blocks): a pop, its command event and its fill on three lines
 # in a row, or one line _HOT takes. A line with whitespace at either end is left to the
 # per-line path, which strips it, so every line matched here reads as it does there; so is a
 # line with digits other than ASCII ones (\d takes those too, and is slower to test).
-_BLOCK = re.compile((r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\))"
-                     r" in_num \d{1,10} out_num \d{1,10}\n"
-                     r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
-                     r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
-                     r"|" + _HOT.pattern + r")(?<!\s)$").replace(r"\d", "[0-9]"), re.MULTILINE)
+_BLOCK = re.compile(
+    (
+        r"^(?:(?:\d+@(\d+\.\d+):)?virtqueue_pop vq (0x[0-9a-f]{1,16}|\(nil\)) elem (0x[0-9a-f]{1,16}|\(nil\))"
+        r" in_num \d{1,10} out_num \d{1,10}\n"
+        r"(?:\d+@(\d+\.\d+):)?(virtio_gpu_[a-z0-9_]*)(?: (.*))?(?<!\s)\n"
+        r"(?:\d+@\d+\.\d+:)?virtqueue_fill vq \2 elem \3 len (\d{1,10}) idx \d{1,10}"
+        r"|" + _HOT.pattern + r")(?<!\s)$"
+    ).replace(r"\d", "[0-9]"),
+    re.MULTILINE,
+)
 _COMMANDS = 4096  # command events whose reading is remembered (a display workload repeats its flushes)
 _STATUS = re.compile(r"vdev (0x[0-9a-f]{1,16}|\(nil\)) val (\d{1,10})")
 # Complaints that do not mean the command was refused: a short response buffer (the answer
@@ -87,7 +130,7 @@ _NOT_REFUSALS = ("virtio_gpu_ctrl_response", "virtio_gpu_handle_cursor", "update
 def _compile(fmt: str) -> re.Pattern:
     out, pos = "", 0
     for m in re.finditer(r"0x%x|%d|%s", fmt):
-        out += re.escape(fmt[pos:m.start()]) + _CONV[m.group()]
+        out += re.escape(fmt[pos : m.start()]) + _CONV[m.group()]
         pos = m.end()
     return re.compile(out + re.escape(fmt[pos:]) + r"\s*")
 
@@ -96,15 +139,22 @@ PATTERNS = {name: _compile(fmt) for name, (_, fmt, _) in EVENTS.items()}
 CONVERSIONS = {name: re.findall(r"0x%x|%d|%s", fmt) for name, (_, fmt, _) in EVENTS.items()}
 # Per event, how each argument becomes a field: (key, base), base 16 or 10, or None for the
 # two that are not integers (the cursor's kind, a context's name). Built once: every line uses it.
-_ARGS = {name: tuple((k, None if k in ("@kind", "debug_name") else 16 if c == "0x%x" else 10)
-                     for k, c in zip(keys, CONVERSIONS[name]))
-         for name, (_, _, keys) in EVENTS.items()}
+_ARGS = {
+    name: tuple(
+        (k, None if k in ("@kind", "debug_name") else 16 if c == "0x%x" else 10)
+        for k, c in zip(keys, CONVERSIONS[name])
+    )
+    for name, (_, _, keys) in EVENTS.items()
+}
 
 
 def looks_qemu(line: str) -> bool:
     m = _LINE.fullmatch(line.strip())
-    return bool(m) and (m.group(3) in EVENTS or m.group(3) in QUIET
-                        or m.group(3) in ("virtqueue_pop", "virtqueue_fill", "virtio_gpu_features"))
+    return bool(m) and (
+        m.group(3) in EVENTS
+        or m.group(3) in QUIET
+        or m.group(3) in ("virtqueue_pop", "virtqueue_fill", "virtio_gpu_features")
+    )
 
 
 class _Elem:
@@ -205,9 +255,20 @@ class QemuLog:
                     # Positional, in the field order of Exchange (where, req, queue, resp, resp_types,
                     # resp_where, answered, unanswered, no_body, evidence, ts, source): matching
                     # keywords costs a third of the call.
-                    ex = Exchange(Where(path, no + 1), msg, queue, None, None if nobody else types,
-                                  Where(path, no + 2), True, "", nobody, [] if nobody else [said],
-                                  (float(tc) if tc else None) or (float(tp) if tp else None), "qemu")
+                    ex = Exchange(
+                        Where(path, no + 1),
+                        msg,
+                        queue,
+                        None,
+                        None if nobody else types,
+                        Where(path, no + 2),
+                        True,
+                        "",
+                        nobody,
+                        [] if nobody else [said],
+                        (float(tc) if tc else None) or (float(tp) if tp else None),
+                        "qemu",
+                    )
                     self.last = None  # what the three lines leave it: an element no longer in flight
                     yield ex
                     no += 3
@@ -286,8 +347,12 @@ class QemuLog:
         elif m and ("virtio" in name or "vhost" in name):
             if name not in self.unknown_events:
                 self.unknown_events.add(name)
-                yield Diagnostic(where, "info", "unknown-event",
-                                 f"trace event {name} is not one the checker reads; it and its repeats are skipped")
+                yield Diagnostic(
+                    where,
+                    "info",
+                    "unknown-event",
+                    f"trace event {name} is not one the checker reads; it and its repeats are skipped",
+                )
         else:
             yield _junk(where, line)
 
@@ -324,8 +389,15 @@ class QemuLog:
         el = self.elems.pop(key, None)
         ex, drain = self.pairs.answer(key)
         if ex is None or el is None:
-            return [Diagnostic(where, "warning", "unpaired", f"virtqueue_fill of element {key[1]} that was never "
-                               "popped in this trace (it starts mid-session?); skipped")]
+            return [
+                Diagnostic(
+                    where,
+                    "warning",
+                    "unpaired",
+                    f"virtqueue_fill of element {key[1]} that was never "
+                    "popped in this trace (it starts mid-session?); skipped",
+                )
+            ]
         ex.resp_where = where
         if ex.queue == CURSORQ and n == 0:
             ex.no_body = True
@@ -368,8 +440,13 @@ class QemuLog:
                 self.queues[el.vq] = CONTROLQ
                 el.ex.queue = CONTROLQ
         if el is None:
-            return Diagnostic(where, "warning", "unpaired", f"{name} with no popped element it could belong to "
-                              "(virtqueue_pop not traced, or the trace starts mid-command); skipped")
+            return Diagnostic(
+                where,
+                "warning",
+                "unpaired",
+                f"{name} with no popped element it could belong to "
+                "(virtqueue_pop not traced, or the trace starts mid-command); skipped",
+            )
         el.described = True
         el.ex.req = msg  # shared by every event with these arguments: messages are never changed
         el.ex.where, el.ex.ts = where, ts or el.ex.ts
@@ -460,8 +537,14 @@ def _bad(where: Where, event: str, args: str) -> Diagnostic:
 
 
 def _bad_text(event: str, args: str) -> tuple[str, str, str]:
-    return "error", "bad-event", (f"{event} with arguments {args[:80]!r} that do not match its format "
-                                  "(a truncated line, or another QEMU version's format); skipped")
+    return (
+        "error",
+        "bad-event",
+        (
+            f"{event} with arguments {args[:80]!r} that do not match its format "
+            "(a truncated line, or another QEMU version's format); skipped"
+        ),
+    )
 
 
 def _junk(where: Where, line: str) -> Diagnostic:

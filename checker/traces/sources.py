@@ -110,9 +110,12 @@ def detect(path: str) -> str:
             break
     best = max(votes, key=votes.get)
     if votes[best] == 0:
-        raise TraceError(Where(path, 1), "not a trace this tool knows (no QEMU trace event, guest tracepoint or "
-                         "native session record in its first lines)",
-                         "give --format native|qemu|guest if it is one; see README.md, 'Trace formats'")
+        raise TraceError(
+            Where(path, 1),
+            "not a trace this tool knows (no QEMU trace event, guest tracepoint or "
+            "native session record in its first lines)",
+            "give --format native|qemu|guest if it is one; see README.md, 'Trace formats'",
+        )
     return best
 
 
@@ -163,14 +166,24 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
         yield from pull(q, _LOOKAHEAD)
         skip = next((i for i, g in enumerate(buf) if _agree(ev, g)), None)
         if skip is None:
-            yield Diagnostic(ev.where, "error", "unmatched", f"{ev.req.name or 'this command'} has no counterpart in "
-                             "the other source of the session; checked from this source alone")
+            yield Diagnostic(
+                ev.where,
+                "error",
+                "unmatched",
+                f"{ev.req.name or 'this command'} has no counterpart in "
+                "the other source of the session; checked from this source alone",
+            )
             yield ev
             continue
         for _ in range(skip):
             g = buf.popleft()
-            yield Diagnostic(g.where, "error", "unmatched", f"{g.req.name or 'a command'} has no counterpart in the "
-                             "other source of the session; checked from this source alone")
+            yield Diagnostic(
+                g.where,
+                "error",
+                "unmatched",
+                f"{g.req.name or 'a command'} has no counterpart in the "
+                "other source of the session; checked from this source alone",
+            )
             yield g
         yield _combine(ev, buf.popleft())
     for buf in waiting.values():

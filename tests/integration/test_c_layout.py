@@ -15,8 +15,9 @@ from virtgpu_conform.spec.load import load_snapshot, parse_sources
 
 pytestmark = pytest.mark.integration
 
-SPEC_SOURCES = Path(os.environ.get(
-    "VIRTGPU_SPEC_SOURCES", Path(__file__).resolve().parents[2].parent / "shared" / "spec-sources"))
+SPEC_SOURCES = Path(
+    os.environ.get("VIRTGPU_SPEC_SOURCES", Path(__file__).resolve().parents[2].parent / "shared" / "spec-sources")
+)
 SYSTEM_HEADER = Path("/usr/include/linux/virtio_gpu.h")
 HEADER_COPY = SPEC_SOURCES / "virtio_gpu.h"
 
@@ -49,16 +50,16 @@ def _c_program(header_structs) -> str:
         "{",
     ]
     for name, cs in header_structs.items():
-        lines.append(f'\tprintf("S {name} %zu %zu\\n", sizeof(struct {name}), '
-                     f"_Alignof(struct {name}));")
+        lines.append(f'\tprintf("S {name} %zu %zu\\n", sizeof(struct {name}), _Alignof(struct {name}));')
         for m in cs.members:
             if m.array == "":  # flexible array member: offsetof works, sizeof does not
-                lines.append(f'\tprintf("F {name} {m.name} %zu -\\n", '
-                             f"offsetof(struct {name}, {m.name}));")
+                lines.append(f'\tprintf("F {name} {m.name} %zu -\\n", offsetof(struct {name}, {m.name}));')
             else:
-                lines.append(f'\tprintf("F {name} {m.name} %zu %zu\\n", '
-                             f"offsetof(struct {name}, {m.name}), "
-                             f"sizeof(((struct {name} *)0)->{m.name}));")
+                lines.append(
+                    f'\tprintf("F {name} {m.name} %zu %zu\\n", '
+                    f"offsetof(struct {name}, {m.name}), "
+                    f"sizeof(((struct {name} *)0)->{m.name}));"
+                )
     lines += ["\treturn 0;", "}", ""]
     return "\n".join(lines)
 
@@ -68,8 +69,9 @@ def _compile_and_run(src: str, workdir: Path, include_dirs: tuple[Path, ...] = (
     exe = workdir / "layout"
     c_file.write_text(src)
     incs = [f"-I{d}" for d in include_dirs]
-    cc = subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", *incs, "-o", str(exe), str(c_file)],
-                        capture_output=True, text=True)
+    cc = subprocess.run(
+        ["gcc", "-std=c11", "-Wall", "-Werror", *incs, "-o", str(exe), str(c_file)], capture_output=True, text=True
+    )
     assert cc.returncode == 0, f"gcc failed:\n{cc.stderr}\n--- source ---\n{src}"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
@@ -112,10 +114,12 @@ def _compare(ir, header_structs, gcc: dict[str, CLayout], label: str) -> tuple[l
         ir_names = [f.name for f in st.fields]
         compare_size = True
         if ir_names != c_names:
-            if st.source == "tex" and ir_names[:len(c_names)] == c_names:
-                extra = ir_names[len(c_names):]
-                notes.append(f"{where}: the spec adds field(s) {extra} the header lacks; "
-                             "compared the common prefix only, size and alignment not compared")
+            if st.source == "tex" and ir_names[: len(c_names)] == c_names:
+                extra = ir_names[len(c_names) :]
+                notes.append(
+                    f"{where}: the spec adds field(s) {extra} the header lacks; "
+                    "compared the common prefix only, size and alignment not compared"
+                )
                 compare_size = False
             else:
                 bad.append(f"{where}: field names differ: SpecIR {ir_names} vs C {c_names}")
@@ -147,8 +151,9 @@ def _check(ir, header_structs, gcc: dict[str, CLayout], label: str) -> None:
         print("note:", n)
     assert not bad, f"{len(bad)} layout mismatch(es) between the SpecIR and gcc:\n" + "\n".join(bad)
     # the one known spec-only field is really seen, and the note documents it
-    assert any("virtio_gpu_config" in n and "blob_alignment" in n for n in notes), \
+    assert any("virtio_gpu_config" in n and "blob_alignment" in n for n in notes), (
         "expected the spec's virtio_gpu_config to carry blob_alignment beyond the header"
+    )
 
 
 def _sanity(header_structs, gcc: dict[str, CLayout]) -> None:
@@ -183,8 +188,9 @@ def test_spec_sources_header_copy_layouts_match_gcc(tmp_path: Path) -> None:
     src = _c_program(hs)
     gcc = _parse_output(_compile_and_run(src, tmp_path, (inc,)))
     # prove the copy, not /usr/include, was the header compiled
-    deps = subprocess.run(["gcc", "-M", f"-I{inc}", str(tmp_path / "layout.c")],
-                          capture_output=True, text=True, check=True).stdout
+    deps = subprocess.run(
+        ["gcc", "-M", f"-I{inc}", str(tmp_path / "layout.c")], capture_output=True, text=True, check=True
+    ).stdout
     assert str(inc / "linux" / "virtio_gpu.h") in deps, deps
     assert str(SYSTEM_HEADER) not in deps, deps
     _sanity(hs, gcc)

@@ -50,17 +50,27 @@ def test_fresh_capture_checks_clean(ir, tmp_path):
             pytest.fail(f"CI must be able to capture: {why}")
         pytest.skip(why)
     out = tmp_path / "capture"
-    r = subprocess.run(["bash", str(CAPTURE), "--out", str(out), "--timeout", "240"],
-                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["bash", str(CAPTURE), "--out", str(out), "--timeout", "240"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, f"capture failed (rc {r.returncode}):\n{r.stderr[-3000:]}"
     qemu, guest = out / "qemu-trace.log", out / "guest-tracepoints.log"
     assert qemu.stat().st_size > 0 and guest.stat().st_size > 0
     p = Protocol(ir)
     merged, alone_q, alone_g = check(p, qemu, guest), check(p, qemu), check(p, guest)
     assert merged.commands == alone_q.commands == alone_g.commands
-    for name in ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
-                 "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", "VIRTIO_GPU_CMD_SET_SCANOUT",
-                 "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH"):
+    for name in (
+        "VIRTIO_GPU_CMD_GET_DISPLAY_INFO",
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D",
+        "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+        "VIRTIO_GPU_CMD_SET_SCANOUT",
+        "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
+        "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
+    ):
         assert merged.commands.get(name, 0) >= 1, f"the workload sent no {name}: {merged.commands}"
     for c in (merged, alone_q, alone_g):
         assert [f for f in c.findings if f.definite] == [], c.findings
@@ -68,6 +78,8 @@ def test_fresh_capture_checks_clean(ir, tmp_path):
     assert merged.findings == [] and merged.max_split == 1 and not merged.uncertain
     assert merged.diagnostics.get("unmatched", 0) == 0 and merged.diagnostics.get("unpaired", 0) == 0
     v = merged.verdicts()
-    assert v["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"][
-        "verdict"] == "pass"
+    assert (
+        v["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"]["verdict"]
+        == "pass"
+    )
     assert v["device-operation/guest/driver-must.2"]["verdict"] == "pass"

@@ -55,8 +55,9 @@ def test_the_campaigns_own_stop_is_not_taken_for_a_flaky_device(ir):
 @pytest.mark.needs_qemu
 def test_qemu_campaign_finds_shrinks_and_saves_reproducers(ir, tmp_path):
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--examples", "60", "--seed", "1", "--steps", "20",
-                                  "--out", str(out)])
+    r = CliRunner().invoke(
+        main, ["fuzz", "--target", "qemu", "--examples", "60", "--seed", "1", "--steps", "20", "--out", str(out)]
+    )
     assert r.exit_code in (0, 1), r.output
     result = json.loads((out / "fuzz-result.json").read_text())
     assert result["schema"] == "virtgpu-conform/fuzz-result" and result["target"] == "qemu"
@@ -109,7 +110,12 @@ def test_empty_backing_accepted_then_missing_replays_on_qemu(tmp_path):
     assert "line 6: violation: TRANSFER_TO_HOST_2D response-type" in r.output, r.output
     assert "line 8: violation: RESOURCE_DETACH_BACKING response-type" in r.output, r.output
     answers = [json.loads(x) for x in (tmp_path / "replay.ndjson").read_text().splitlines()]
-    assert [a["bytes"][:8] for a in answers if a["kind"] == "response"] == ["00110000", "00110000", "00120000", "00120000"]
+    assert [a["bytes"][:8] for a in answers if a["kind"] == "response"] == [
+        "00110000",
+        "00110000",
+        "00120000",
+        "00120000",
+    ]
     chk = CliRunner().invoke(main, ["check", str(repro), "--json", str(tmp_path / "check.json")])
     assert chk.exit_code == 1, chk.output
     found = json.loads((tmp_path / "check.json").read_text())["sessions"][0]["findings"]
@@ -128,9 +134,24 @@ def test_replay_of_a_broken_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("mode", [[], ["--survey"]])  # a hunt; a survey, pipelined on two or more CPUs
 def test_ctrl_c_keeps_findings_and_leaves_no_qemu(tmp_path, mode):
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-c", "from virtgpu_conform.checker.cli.main import main; main()", "fuzz", "--target", "qemu",
-                          "--time", "5m", "--out", str(out), *mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from virtgpu_conform.checker.cli.main import main; main()",
+            "fuzz",
+            "--target",
+            "qemu",
+            "--time",
+            "5m",
+            "--out",
+            str(out),
+            *mode,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (out / "fuzz-result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -182,8 +203,24 @@ def _children_named(parent: int, name: str) -> list[int]:
 @pytest.mark.needs_qemu
 def test_differential_run_tables_where_answers_differ(tmp_path):
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--target", "reference", "--examples", "20",
-                                  "--seed", "2", "--steps", "20", "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "fuzz",
+            "--target",
+            "qemu",
+            "--target",
+            "reference",
+            "--examples",
+            "20",
+            "--seed",
+            "2",
+            "--steps",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code in (0, 1), r.output
     result = json.loads((out / "fuzz-result.json").read_text())
     rows = result["differential"]
@@ -229,8 +266,10 @@ def test_a_malformation_the_device_stalls_on_twice_is_not_sent_again(ir, tmp_pat
     main_target = targets[0]  # the others are fresh devices for the replays of shrunk findings
     assert main_target.stalls, "the campaign never sent a chain shorter than the header"
     result = json.loads((tmp_path / "out" / "fuzz-result.json").read_text())
-    assert result["not_sent"] and all(n["problems"] == ["short-buffer"] and not n["whole_header"] and n["device"] == "no-answer"
-                           for n in result["not_sent"]), result["not_sent"]
+    assert result["not_sent"] and all(
+        n["problems"] == ["short-buffer"] and not n["whole_header"] and n["device"] == "no-answer"
+        for n in result["not_sent"]
+    ), result["not_sent"]
     # Twice to learn it, then never again. (In a hunt, the finding's own step alone, replayed on a fresh
     # device, is its minimal case: hypothesis did not have to shrink it through a stall a case.)
     assert all(sent == 2 for sent in main_target.stalls.values()), main_target.stalls

@@ -146,8 +146,9 @@ class _WrongPicture(QemuTarget):
 def test_the_pixel_oracle_judges_a_pipelined_campaign(ir, tmp_path, make, shows):
     """A screendump must be taken right after its flush, with nothing later in the pipe: QEMU then
     shows what the model expects, and a picture changed behind the oracle's back is reported."""
-    c = Campaign(Protocol(ir), lambda d: make(ir, pixels=True, timeout=0.3), seed=4, steps=20, hunt=False,
-                 pipeline=True)
+    c = Campaign(
+        Protocol(ir), lambda d: make(ir, pixels=True, timeout=0.3), seed=4, steps=20, hunt=False, pipeline=True
+    )
     c.run(examples=40)
     assert c.error is None
     pixels = [f for f in c.found.values() if f.signature.check == "pixels"]
@@ -158,8 +159,24 @@ def test_the_pixel_oracle_judges_a_pipelined_campaign(ir, tmp_path, make, shows)
 @pytest.mark.parametrize("flag", ["--pipeline", "--no-pipeline"])
 def test_the_cli_pipelines_a_device_target_unless_told_not_to(tmp_path, flag):
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["fuzz", "--target", "qemu", "--examples", "15", "--seed", "2", "--steps", "10",
-                                  "--survey", flag, "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "fuzz",
+            "--target",
+            "qemu",
+            "--examples",
+            "15",
+            "--seed",
+            "2",
+            "--steps",
+            "10",
+            "--survey",
+            flag,
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code in (0, 1), r.output
     result = json.loads((out / "fuzz-result.json").read_text())
     assert result["pipelined"] == (flag == "--pipeline") and result["commands"] > 50

@@ -48,8 +48,13 @@ def test_a_campaign_leaves_nothing_and_keeps_its_device_logs_under_out(temp, tmp
         if why:
             pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
     out = tmp_path / "out"
-    r = subprocess.run([*TOOL, "fuzz", "--target", target, "--examples", "8", "--steps", "10", "--seed", "4",
-                        "--out", str(out)], env=_env(temp), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*TOOL, "fuzz", "--target", target, "--examples", "8", "--steps", "10", "--seed", "4", "--out", str(out)],
+        env=_env(temp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode in (0, 1), r.stdout + r.stderr
     assert _left(temp) == [], f"the campaign left {_left(temp)} in the temp dir"
     assert (out / "device" / "qemu-trace.log").stat().st_size > 0  # the live device's log, under --out
@@ -58,8 +63,13 @@ def test_a_campaign_leaves_nothing_and_keeps_its_device_logs_under_out(temp, tmp
 @pytest.mark.needs_qemu
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_campaign_leaves_nothing(temp, tmp_path, how):
-    p = subprocess.Popen([*TOOL, "fuzz", "--target", "qemu", "--time", "60s", "--out", str(tmp_path / "out")],
-                         env=_env(temp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [*TOOL, "fuzz", "--target", "qemu", "--time", "60s", "--out", str(tmp_path / "out")],
+        env=_env(temp),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not (tmp_path / "out" / "fuzz-result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # written as soon as the first finding comes: QEMU runs by then
@@ -73,12 +83,34 @@ def test_a_stopped_campaign_leaves_nothing(temp, tmp_path, how):
 
 def test_an_adapter_campaign_and_a_replay_leave_nothing(temp, tmp_path):
     serve = f"{sys.executable} -m virtgpu_conform.checker.devices.adapter_serve"
-    r = subprocess.run([*TOOL, "fuzz", "--target", "adapter", "--adapter", serve, "--examples", "5", "--steps", "8",
-                        "--timeout", "5"], env=_env(temp), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*TOOL, "fuzz", "--target", "adapter", "--adapter", serve, "--examples", "5", "--steps", "8", "--timeout", "5"],
+        env=_env(temp),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode in (0, 1), r.stdout + r.stderr
     case = REPO / "tests" / "data" / "fuzz" / "qemu-7.2-empty-backing-accepted-then-missing.ndjson"
-    r = subprocess.run([*TOOL, "fuzz", "--replay", str(case), "--target", "adapter", "--adapter", serve,
-                        "--out", str(tmp_path / "replay")], env=_env(temp), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            *TOOL,
+            "fuzz",
+            "--replay",
+            str(case),
+            "--target",
+            "adapter",
+            "--adapter",
+            serve,
+            "--out",
+            str(tmp_path / "replay"),
+        ],
+        env=_env(temp),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode in (0, 1), r.stdout + r.stderr
     assert _left(temp) == [], f"left {_left(temp)} in the temp dir"
 
@@ -88,8 +120,22 @@ def test_a_module_of_this_suite_leaves_nothing(temp, tmp_path):
     """The QEMU target's own tests (QEMU started, killed, its tool killed) with the temp dir counted
     before and after; pytest's own folder (--basetemp) is elsewhere."""
     before = _left(temp)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
-                        str(tmp_path / "basetemp"), str(REPO / "tests" / "integration" / "test_qemu_target.py")],
-                       env=_env(temp), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "basetemp"),
+            str(REPO / "tests" / "integration" / "test_qemu_target.py"),
+        ],
+        env=_env(temp),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert before == [] and _left(temp) == [], f"the module left {_left(temp)} in the temp dir"

@@ -25,18 +25,31 @@ W, H = 64, 32
 def _scene(codec, fmt: int, view: dict) -> list[Step]:
     rect = {"resource_id": 1, "r.width": W, "r.height": H}
     part = {**rect, "r.x": 5, "r.y": 3, "r.width": 20, "r.height": 9, "offset": (3 * W + 5) * 4}
-    return [Step("controlq", [codec.encode(n, f, e)], [408], "test") for n, f, e in (
-        ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None),
-        ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": fmt, "width": W, "height": H}, None),
-        ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": PATTERN_BASE + 4096, "length": W * H * 4}]),
-        ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **rect, **view}, None),
-        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
-        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None))]
+    return [
+        Step("controlq", [codec.encode(n, f, e)], [408], "test")
+        for n, f, e in (
+            ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None),
+            ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": fmt, "width": W, "height": H}, None),
+            (
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": 1},
+                [{"addr": PATTERN_BASE + 4096, "length": W * H * 4}],
+            ),
+            ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **rect, **view}, None),
+            ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part, None),
+            ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None),
+        )
+    ]
 
 
 @pytest.mark.needs_qemu
-@pytest.mark.parametrize("view", [{"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24},  # not at (0,0)
-                                  {"r.x": 0, "r.y": 0, "r.width": 38, "r.height": 20}])  # 114-byte PPM rows
+@pytest.mark.parametrize(
+    "view",
+    [
+        {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24},  # not at (0,0)
+        {"r.x": 0, "r.y": 0, "r.width": 38, "r.height": 20},
+    ],
+)  # 114-byte PPM rows
 def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path, view):
     p = Protocol(ir)
     with QemuTarget(ir, pixels=True) as t:
@@ -60,6 +73,7 @@ def test_the_oracle_reports_a_picture_that_is_not_the_one_flushed(ir, tmp_path):
         def altered():
             w, h, rgb = real()
             return w, h, bytes([rgb[0] ^ 0x80]) + rgb[1:]
+
         t.screendump = altered
         obs = replay(p, t, _scene(p.codec, 1, {}), str(tmp_path / "altered.ndjson"))
     pixels = [o for o in obs if o.signature.check == "pixels"]
@@ -74,8 +88,12 @@ def test_vhost_user_gpu_shows_a_picture_shifted_by_the_scanout_origin(ir, tmp_pa
     t = _vhost(ir, tmp_path, pixels=True)
     p = Protocol(ir)
     try:
-        obs = replay(p, t, _scene(p.codec, 1, {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}),
-                     str(tmp_path / "shifted.ndjson"))
+        obs = replay(
+            p,
+            t,
+            _scene(p.codec, 1, {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}),
+            str(tmp_path / "shifted.ndjson"),
+        )
     finally:
         t.close()
     pixels = [o for o in obs if o.signature.check == "pixels"]
@@ -88,8 +106,9 @@ def test_a_zero_width_scanout_then_a_flush_kills_qemu_with_vhost_user_gpu(ir, tm
     of a resource with a rectangle of width 0 is answered OK, and the next RESOURCE_FLUSH kills QEMU."""
     _vhost(ir, tmp_path).close()  # skips, with the reason, where KVM or the backend is missing
     case = DATA / "vhost-user-gpu-7.2-zero-width-scanout-then-flush-kills-qemu.ndjson"
-    r = CliRunner().invoke(main, ["fuzz", "--replay", str(case), "--target", "vhost-user-gpu",
-                                  "--out", str(tmp_path / "out")])
+    r = CliRunner().invoke(
+        main, ["fuzz", "--replay", str(case), "--target", "vhost-user-gpu", "--out", str(tmp_path / "out")]
+    )
     assert r.exit_code == 1, r.output
     assert "line 6: crash: RESOURCE_FLUSH device-died" in r.output, r.output
     last = json.loads((tmp_path / "out" / "replay.ndjson").read_text().splitlines()[-1])

@@ -22,16 +22,24 @@ PLUGIN_DATA = REPO / "tests" / "data" / "plugin"
 
 def _pytest(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """pytest in a folder of its own, as in another project's checkout: only the plugin is ours."""
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_recorded_sessions_are_items_with_their_verdicts_as_junit_properties(tmp_path):
     traces = tmp_path / "traces"
     shutil.copytree(REPO / "traces", traces, ignore=shutil.ignore_patterns("capture"))
     # one more session: a saved case in which the device breaks a rule (a native trace is its own session)
-    shutil.copy(REPO / "tests" / "data" / "fuzz" / "qemu-7.2-empty-backing-accepted-then-missing.ndjson",
-                traces / "broken.ndjson")
+    shutil.copy(
+        REPO / "tests" / "data" / "fuzz" / "qemu-7.2-empty-backing-accepted-then-missing.ndjson",
+        traces / "broken.ndjson",
+    )
     r = _pytest(tmp_path, "--virtgpu-traces", str(traces), "--junitxml", str(tmp_path / "junit.xml"), "-rA")
     assert r.returncode == 1, r.stdout + r.stderr  # the broken session fails, the four real ones pass
     assert re.search(r"1 failed, 4 passed", r.stdout), r.stdout
@@ -39,8 +47,13 @@ def test_recorded_sessions_are_items_with_their_verdicts_as_junit_properties(tmp
     # the failure text is the findings, each with its trace line and requirement
     assert re.search(r"broken\.ndjson:\d+: definite device finding", r.stdout), r.stdout
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "junit.xml").iter("testcase")}
-    assert set(cases) == {"qemu-7.2/fbdev", "qemu-7.2/fbdev-modetest", "qemu-10.0/fbdev", "qemu-10.0/fbdev-modetest",
-                          "broken.ndjson"}
+    assert set(cases) == {
+        "qemu-7.2/fbdev",
+        "qemu-7.2/fbdev-modetest",
+        "qemu-10.0/fbdev",
+        "qemu-10.0/fbdev-modetest",
+        "broken.ndjson",
+    }
     props = {p.get("name"): p.get("value") for p in cases["qemu-7.2/fbdev-modetest"].iter("property")}
     assert props["exchanges"] == "314" and props["definite"] == "0"
     assert props["device-operation/guest/driver-must.2"] == "pass"
@@ -52,8 +65,17 @@ def _device_tests(tmp: Path, db: Path, generate: bool) -> subprocess.CompletedPr
     suite.mkdir(exist_ok=True)
     for name in ("planted_device.py", "test_planted.py"):
         shutil.copy(PLUGIN_DATA / name, suite / name)
-    return _pytest(suite, "-n", "2", "--virtgpu-db", str(db), "--virtgpu-out", str(tmp / "cases"), "test_planted.py",
-                   env={"VIRTGPU_PLUGIN_GENERATE": "1" if generate else "0"})
+    return _pytest(
+        suite,
+        "-n",
+        "2",
+        "--virtgpu-db",
+        str(db),
+        "--virtgpu-out",
+        str(tmp / "cases"),
+        "test_planted.py",
+        env={"VIRTGPU_PLUGIN_GENERATE": "1" if generate else "0"},
+    )
 
 
 def test_a_finding_one_worker_shrank_replays_on_the_others_from_a_shared_database(tmp_path):
@@ -81,6 +103,11 @@ def test_a_finding_one_worker_shrank_replays_on_the_others_from_a_shared_databas
     # the saved case replays with the command the failure names
     replay = re.search(r"replay it: (virtgpu-conform fuzz --replay .*)", out2)
     assert replay, out2
-    r = subprocess.run(replay.group(1).replace("virtgpu-conform", f"{sys.executable} -m virtgpu_conform", 1),
-                       shell=True, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        replay.group(1).replace("virtgpu-conform", f"{sys.executable} -m virtgpu_conform", 1),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and found.group(1) in r.stdout, r.stdout + r.stderr

@@ -36,19 +36,33 @@ def script(codec) -> list[tuple[str, bytes, int]]:
     return [
         ("controlq", e("VIRTIO_GPU_CMD_GET_DISPLAY_INFO"), 408),
         ("controlq", e("VIRTIO_GPU_CMD_GET_EDID", {"scanout": 0}), 1056),
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": W, "height": H}), 24),
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1},
-                       [{"addr": 0x800000, "length": W * H * 4}]), 24),
+        (
+            "controlq",
+            e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": W, "height": H}),
+            24,
+        ),
+        (
+            "controlq",
+            e("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": 0x800000, "length": W * H * 4}]),
+            24,
+        ),
         ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 1, **rect}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", {"resource_id": 1, **rect}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1, **rect}), 24),
         ("cursorq", e("VIRTIO_GPU_CMD_MOVE_CURSOR", {"pos.x": 10, "pos.y": 10}), 24),
         # the driver's mistakes: a conformant device rejects each
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 0, "format": 1, "width": 8, "height": 8}), 24),
+        (
+            "controlq",
+            e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 0, "format": 1, "width": 8, "height": 8}),
+            24,
+        ),
         ("controlq", e("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", {"resource_id": 9, **rect}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 7, "resource_id": 1, **rect}), 24),
-        ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1, "r.x": 0xFFFFFFF0, "r.width": 0x20,
-                                                          "r.height": 1}), 24),
+        (
+            "controlq",
+            e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1, "r.x": 0xFFFFFFF0, "r.width": 0x20, "r.height": 1}),
+            24,
+        ),
         ("controlq", e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 0}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": 1}), 24),
         ("controlq", e("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1, **rect}), 24),
@@ -68,8 +82,11 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path, target):
     p = Protocol(ir)
     steps = script(p.codec)
     out = io.StringIO()
-    make = (lambda: ReferenceTarget(ir)) if target == "reference" else (
-        lambda: QemuTarget(ir, log_path=str(tmp_path / "qemu-trace.log")))
+    make = (
+        (lambda: ReferenceTarget(ir))
+        if target == "reference"
+        else (lambda: QemuTarget(ir, log_path=str(tmp_path / "qemu-trace.log")))
+    )
     with make() as t:
         replies = record(ir, t, steps, out)
     assert [r.status for r in replies] == ["answered"] * len(steps)
@@ -79,9 +96,15 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path, target):
     driver = sorted({(f.where.line, f.check) for f in c.findings if f.side == "driver"})
     # the script's own mistakes, found where they are (request lines: 2 per command after the header)
     line = {i: 2 + 2 * i for i in range(len(steps))}
-    assert driver == sorted([(line[8], "resource-id-nonzero"), (line[9], "resource-exists"),
-                             (line[10], "scanout-id"), (line[11], "rect-inside-resource"),
-                             (line[14], "resource-exists")])
+    assert driver == sorted(
+        [
+            (line[8], "resource-id-nonzero"),
+            (line[9], "resource-exists"),
+            (line[10], "scanout-id"),
+            (line[11], "rect-inside-resource"),
+            (line[14], "resource-exists"),
+        ]
+    )
     # each was answered with an error; the device broke nothing definite
     assert [f for f in device if f.definite] == [], device
     if target == "qemu":
@@ -95,7 +118,7 @@ def test_no_qemu_survives_a_killed_tool(tmp_path):
         import sys, time
         from virtgpu_conform.spec.load import load_snapshot
         from virtgpu_conform.checker.devices.qemu import QemuTarget
-        t = QemuTarget(load_snapshot(), log_path={str(tmp_path / 'log')!r})
+        t = QemuTarget(load_snapshot(), log_path={str(tmp_path / "log")!r})
         print(t.q.proc.pid, flush=True)
         time.sleep(60)
     """)
@@ -125,8 +148,10 @@ def test_qemu_started_while_pinned_runs_every_thread_on_that_cpu(ir):
         pytest.skip("one CPU: nothing is pinned")
     with affinity.pinned(cpu), QemuTarget(ir) as t:
         tasks = os.listdir(f"/proc/{t.q.proc.pid}/task")
-        cpus = {open(f"/proc/{t.q.proc.pid}/task/{k}/status").read().split("Cpus_allowed_list:")[1].split()[0]
-                for k in tasks}
+        cpus = {
+            open(f"/proc/{t.q.proc.pid}/task/{k}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+            for k in tasks
+        }
         assert len(tasks) > 1 and cpus == {str(cpu)}, (tasks, cpus)
         info = codec_for(ir).encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
         assert t.send("controlq", [info], [408]).status == "answered"

@@ -71,8 +71,13 @@ def test_json_report_has_every_requirement_in_spec_order_for_every_column(result
             assert v["events"] > 0
     # Every fuzz finding lands under a requirement or an implied rule, with a reproducer that exists.
     fuzz_result = json.loads((Path(results["fuzz"]) / "fuzz-result.json").read_text())
-    shown = [f for s in doc["sections"] for item in (*s["requirements"], *s["rules"]) for f in item["findings"]
-             if f["column"] == fuzz]
+    shown = [
+        f
+        for s in doc["sections"]
+        for item in (*s["requirements"], *s["rules"])
+        for f in item["findings"]
+        if f["column"] == fuzz
+    ]
     failing = [f for f in fuzz_result["findings"] if f["kind"] != "divergence"]
     assert len({(f["command"], f["check"], f["kind"]) for f in shown}) == len(failing)
     for f in shown:
@@ -136,8 +141,10 @@ def test_sarif_is_valid_2_1_0_and_stable(results, tmp_path):
     r = CliRunner().invoke(main, ["report", str(tmp_path / "again.json"), "--format", "sarif", "-o", str(again)])
     assert r.exit_code == 0, r.output
     first = sorted(x["partialFingerprints"]["virtgpuConformFinding/v1"] for x in runs[0]["results"])
-    second = sorted(x["partialFingerprints"]["virtgpuConformFinding/v1"]
-                    for x in json.loads(again.read_text())["runs"][0]["results"])
+    second = sorted(
+        x["partialFingerprints"]["virtgpuConformFinding/v1"]
+        for x in json.loads(again.read_text())["runs"][0]["results"]
+    )
     assert first == second
 
 
@@ -160,7 +167,7 @@ def test_spec_dir_quotes_each_requirement_from_the_copy(results, spec_sources):
     for r in reqs:
         # The quote's first words stand in the spec file near the requirement's line.
         line = r["loc"]["line"]
-        near = " ".join(tex[max(0, line - 6): line + 4])
+        near = " ".join(tex[max(0, line - 6) : line + 4])
         words = re.findall(r"[A-Za-z]{4,}", r["quote"])[:4]
         assert all(w in near for w in words), (r["id"], words)
     assert doc["spec"]["quoted_from"] == str(spec_sources)
@@ -190,6 +197,11 @@ def test_html_report_from_the_same_results(results):
             assert htmllib.escape(r["id"]) in page
     fuzz = doc["columns"][-1]
     assert htmllib.escape(fuzz["label"]) in page
-    reproducers = {f["reproducer"] for s in doc["sections"] for i in (*s["requirements"], *s["rules"])
-                   for f in i["findings"] if f["column"] == fuzz["id"]}
+    reproducers = {
+        f["reproducer"]
+        for s in doc["sections"]
+        for i in (*s["requirements"], *s["rules"])
+        for f in i["findings"]
+        if f["column"] == fuzz["id"]
+    }
     assert reproducers and all(htmllib.escape(p) in page for p in reproducers)

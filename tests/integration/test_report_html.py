@@ -27,8 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 TRACE = REPO / "traces" / "qemu-7.2" / "fbdev-modetest"
 SPEC_URL = re.compile(r"https://github\.com/oasis-tcs/virtio-spec/blob/[\w.-]+/[\w./-]+(#L\d+(-L\d+)?)?")
 # Every way a string has been seen to break out of HTML text, an attribute, a script or a URL.
-EVIL = ("<script>alert(1)</script>\"><img src=x onerror=alert(1)>'></script><script>alert(2)</script>"
-        "<svg onload=alert(3)></style><style>*{background:url(http://evil.example/x)}</style>")
+EVIL = (
+    "<script>alert(1)</script>\"><img src=x onerror=alert(1)>'></script><script>alert(2)</script>"
+    "<svg onload=alert(3)></style><style>*{background:url(http://evil.example/x)}</style>"
+)
 EVIL_URL = "javascript:alert(1)"
 
 
@@ -153,9 +155,20 @@ def _evil_results(results, d: Path) -> list[Path]:
     s["commands"] = {EVIL: 3}
     s["requirements"][rid]["reason"] = EVIL
     s["requirements"][rid]["verdict"] = EVIL
-    finding = {"definite": False, "side": EVIL, "command": EVIL, "check": EVIL, "basis": EVIL, "file": EVIL,
-               "line": 7, "event": 12, "message": EVIL, "reason": EVIL, "related": [{"at": EVIL, "what": EVIL}],
-               "spec": []}
+    finding = {
+        "definite": False,
+        "side": EVIL,
+        "command": EVIL,
+        "check": EVIL,
+        "basis": EVIL,
+        "file": EVIL,
+        "line": 7,
+        "event": 12,
+        "message": EVIL,
+        "reason": EVIL,
+        "related": [{"at": EVIL, "what": EVIL}],
+        "spec": [],
+    }
     s["findings"] = [{**finding, "requirements": [rid]}, {**finding, "requirements": []}]
     s["divergences"] = [{"command": EVIL, "check": EVIL, "count": 2, "example": EVIL}]
     s["timeline"]["resources"].append({"resource": EVIL, "what": EVIL, "from": 1, "to": None})
@@ -165,11 +178,32 @@ def _evil_results(results, d: Path) -> list[Path]:
     fuzz = json.loads((results[1] / "fuzz-result.json").read_text())
     fuzz.update(target=EVIL, device=EVIL, stopped=EVIL, seed=EVIL, seconds=EVIL)
     fuzz["requirements"][next(iter(fuzz["requirements"]))]["reason"] = EVIL
-    f = {"kind": "violation", "command": EVIL, "check": EVIL, "basis": EVIL, "requirements": [rid], "message": EVIL,
-         "reproducer": EVIL, "reproducer_line": 3, "hits": 2, "shrunk": True, "reproduced": True}
+    f = {
+        "kind": "violation",
+        "command": EVIL,
+        "check": EVIL,
+        "basis": EVIL,
+        "requirements": [rid],
+        "message": EVIL,
+        "reproducer": EVIL,
+        "reproducer_line": 3,
+        "hits": 2,
+        "shrunk": True,
+        "reproduced": True,
+    }
     fuzz["findings"] = [f, {**f, "kind": "divergence", "requirements": []}, {**f, "kind": EVIL, "requirements": []}]
-    fuzz["differential"] = [{"command": EVIL, "answers": {EVIL: EVIL, "reference": EVIL}, "verdict": EVIL,
-                             "why": EVIL, "requirements": [], "basis": EVIL, "count": 1, "first_case": EVIL}]
+    fuzz["differential"] = [
+        {
+            "command": EVIL,
+            "answers": {EVIL: EVIL, "reference": EVIL},
+            "verdict": EVIL,
+            "why": EVIL,
+            "requirements": [],
+            "basis": EVIL,
+            "count": 1,
+            "first_case": EVIL,
+        }
+    ]
     (d / "fuzz").mkdir()
     (d / "fuzz" / "fuzz-result.json").write_text(json.dumps(fuzz))
     return [d / "check.json", d / "fuzz"]
@@ -197,8 +231,17 @@ def test_html_report_links_only_http_urls(results, tmp_path):
     out = tmp_path / "doc.json"
     _cli("report", str(results[0]), str(results[1]), "--format", "json", "-o", str(out))
     doc = json.loads(out.read_text())
-    urls = [EVIL_URL, "JavaScript:alert(1)", " javascript:alert(1)", "data:text/html,<b>x</b>", "//evil.example/",
-            "http:evil", "https://x\" onmouseover=\"alert(1)", "vbscript:msgbox(1)", "file:///etc/passwd"]
+    urls = [
+        EVIL_URL,
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "data:text/html,<b>x</b>",
+        "//evil.example/",
+        "http:evil",
+        'https://x" onmouseover="alert(1)',
+        "vbscript:msgbox(1)",
+        "file:///etc/passwd",
+    ]
     n = 0
     for sec in doc["sections"]:
         sec["url"] = urls[n % len(urls)]
@@ -216,6 +259,7 @@ def test_html_report_links_only_http_urls(results, tmp_path):
 
 # --- in a browser ---------------------------------------------------------------------------------
 
+
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
@@ -230,10 +274,26 @@ def _run_chromium(exe: str, tmp: Path, *args: str) -> str:
     """Headless Chromium in its own session with a throwaway profile; killed as a group if it hangs."""
     home = tmp / "home"
     home.mkdir(exist_ok=True)
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-           "--disable-dev-shm-usage", "--force-color-profile=srgb", f"--user-data-dir={tmp / 'profile'}", *args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env={**os.environ, "HOME": str(home)})
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--disable-dev-shm-usage",
+        "--force-color-profile=srgb",
+        f"--user-data-dir={tmp / 'profile'}",
+        *args,
+    ]
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "HOME": str(home)},
+    )
     try:
         out, err = p.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -249,8 +309,8 @@ def _pixels(png: bytes) -> tuple[int, int, list[bytes]]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat = 8, []
     while pos < len(png):
-        n, kind = struct.unpack(">I4s", png[pos:pos + 8])
-        chunk = png[pos + 8:pos + 8 + n]
+        n, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        chunk = png[pos + 8 : pos + 8 + n]
         pos += 12 + n
         if kind == b"IHDR":
             w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
@@ -261,7 +321,7 @@ def _pixels(png: bytes) -> tuple[int, int, list[bytes]]:
     raw, stride = zlib.decompress(b"".join(idat)), w * bpp
     prev, rows = bytearray(stride), []
     for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         if f == 2:
             line = bytearray((a + b) & 255 for a, b in zip(line, prev))
         elif f:
@@ -282,7 +342,7 @@ def _pixels(png: bytes) -> tuple[int, int, list[bytes]]:
 
 def _count(rows: list[bytes], hex_colour: str) -> int:
     want = bytes.fromhex(hex_colour.lstrip("#"))
-    return sum(sum(1 for i in range(0, len(r), 3) if r[i:i + 3] == want) for r in rows)
+    return sum(sum(1 for i in range(0, len(r), 3) if r[i : i + 3] == want) for r in rows)
 
 
 @pytest.mark.integration
@@ -324,10 +384,18 @@ def test_html_report_shows_summary_and_matrix_in_chromium(page, results, tmp_pat
         '<!DOCTYPE html><html><body style="margin:0"><iframe id="f" src="' + page.as_uri() + '" '
         'style="border:0;width:1400px;height:700px"></iframe><script>document.getElementById("f").onload = '
         'function () { var w = this.contentWindow; w.scrollTo(0, w.document.getElementById("' + target + '")'
-        '.getBoundingClientRect().top - 150); };</script></body></html>')
+        ".getBoundingClientRect().top - 150); };</script></body></html>"
+    )
     shot2 = tmp_path / "scrolled.png"
-    _run_chromium(exe, tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=3000",
-                  f"--screenshot={shot2}", "--window-size=1400,700", frame.as_uri())
+    _run_chromium(
+        exe,
+        tmp_path,
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=3000",
+        f"--screenshot={shot2}",
+        "--window-size=1400,700",
+        frame.as_uri(),
+    )
     _, _, rows2 = _pixels(shot2.read_bytes())
     assert _count(rows2[:30], CARD_BG) == 0, "not scrolled: the summary is still on screen"
     assert _count(rows2[40:80], "#1e293b") > 20_000, "the matrix header did not stick below the navigation"

@@ -54,8 +54,13 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path):
     assert c.exchanges == len(steps) and c.unidentified == 0
     line = {i: 2 + 2 * i for i in range(len(steps))}
     driver = sorted({(f.where.line, f.check) for f in c.findings if f.side == "driver"})
-    expected = [(line[8], "resource-id-nonzero"), (line[9], "resource-exists"), (line[10], "scanout-id"),
-                (line[11], "rect-inside-resource"), (line[14], "resource-exists")]
+    expected = [
+        (line[8], "resource-id-nonzero"),
+        (line[9], "resource-exists"),
+        (line[10], "scanout-id"),
+        (line[11], "rect-inside-resource"),
+        (line[14], "resource-exists"),
+    ]
     if not edid:  # QEMU 7.2's backend offers no VIRTIO_GPU_F_EDID: the script's GET_EDID is then a mistake too
         expected.append((line[1], "feature-gate"))
         assert _type(replies[1].data) >= 0x1200, "GET_EDID without the feature must be answered with an error"
@@ -81,8 +86,9 @@ def test_scripted_run_is_recorded_and_checked(ir, tmp_path):
 @pytest.mark.needs_qemu
 def test_reset_gives_a_fresh_device(ir, tmp_path):
     p = Protocol(ir)
-    create = p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8,
-                                                                  "height": 8})
+    create = p.codec.encode(
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8, "height": 8}
+    )
     with _target(ir, tmp_path) as t:
         assert _type(t.send("controlq", [create], [24]).data) == OK_NODATA
         assert _type(t.send("controlq", [create], [24]).data) == ERR_INVALID_RESOURCE_ID
@@ -117,7 +123,7 @@ def test_no_qemu_or_backend_survives_a_killed_tool(ir, tmp_path):
         import time
         from virtgpu_conform.spec.load import load_snapshot
         from virtgpu_conform.checker.devices.vhost_user import VhostUserGpuTarget
-        t = VhostUserGpuTarget(load_snapshot(), log_path={str(tmp_path / 'log')!r})
+        t = VhostUserGpuTarget(load_snapshot(), log_path={str(tmp_path / "log")!r})
         print(t.q.proc.pid, t.backend.pid, flush=True)
         time.sleep(60)
     """)
@@ -136,8 +142,9 @@ def test_a_spare_pair_started_ahead_is_fresh_when_used_and_nothing_outlives_clos
     from virtgpu_conform.checker.devices import affinity
 
     p = Protocol(ir)
-    create = p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8,
-                                                                  "height": 8})
+    create = p.codec.encode(
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 8, "height": 8}
+    )
     cpu = affinity.choose("auto")
     with affinity.pinned(cpu):
         with _target(ir, tmp_path, spares=1) as t:
@@ -152,7 +159,9 @@ def test_a_spare_pair_started_ahead_is_fresh_when_used_and_nothing_outlives_clos
             assert _type(t.send("controlq", [create], [24]).data) == OK_NODATA  # resource 1 is new here
             if cpu is not None:
                 for pid in (spare_qemu, spare_backend):
-                    assert {os.sched_getaffinity(int(tid)) == {cpu} for tid in os.listdir(f"/proc/{pid}/task")} == {True}
+                    assert {os.sched_getaffinity(int(tid)) == {cpu} for tid in os.listdir(f"/proc/{pid}/task")} == {
+                        True
+                    }
             assert len(t.spares) == 1
             every = [*old, spare_qemu, spare_backend, t.spares[0][0].pid, t.spares[0][1].proc.pid]
     assert not any(_alive(pid) for pid in every), "close() left a QEMU or a backend running"

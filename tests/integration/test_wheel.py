@@ -22,8 +22,9 @@ PACKAGE_DATA = (
     "virtgpu_conform/spec/snapshot/spec-v1.4.json",
 )
 # what a source checkout holds that is not part of the package source
-_NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache", ".hypothesis", ".venv", "venv", "out")
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".venv", "venv", "out"
+)
 
 
 def _env() -> dict[str, str]:
@@ -34,8 +35,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _build_wheel(src: Path, out: Path) -> Path:
@@ -45,8 +45,13 @@ def _build_wheel(src: Path, out: Path) -> Path:
     if first.returncode != 0:
         second = _run([*base, src], out.parent)
         assert second.returncode == 0, (
-            "pip wheel failed both without build isolation:\n" + first.stdout + first.stderr
-            + "\nand with it:\n" + second.stdout + second.stderr)
+            "pip wheel failed both without build isolation:\n"
+            + first.stdout
+            + first.stderr
+            + "\nand with it:\n"
+            + second.stdout
+            + second.stderr
+        )
     wheels = sorted(out.glob("virtgpu_conform-*.whl"))
     assert len(wheels) == 1, f"expected one wheel in {out}, found {wheels}"
     return wheels[0]
@@ -74,8 +79,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     own = _run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base)
     deps = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
     Path(own.stdout.strip(), "outer-dependencies.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
-    pip = _run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
-                "--force-reinstall", wheel], base)
+    pip = _run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheel], base
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
 
     work = base / "elsewhere"
@@ -105,14 +111,15 @@ def test_package_imports_from_the_venv(installed) -> None:
     r = _run([venv / "bin" / "python", "-c", code], work)
     assert r.returncode == 0, r.stderr
     where = Path(r.stdout.strip()).resolve()
-    assert where.is_relative_to(venv.resolve()), \
-        f"virtgpu_conform.spec came from {where}, not from the venv {venv}"
+    assert where.is_relative_to(venv.resolve()), f"virtgpu_conform.spec came from {where}, not from the venv {venv}"
     assert not where.is_relative_to(REPO), f"the editable tree {REPO} shadowed the wheel: {where}"
     # the CLI's submodules, the grammars and the snapshot come from the same place
-    code = ("import virtgpu_conform.checker.cli.main as c, virtgpu_conform.spec.load as l, "
-            "importlib.resources as r; print(c.__file__); "
-            "print(r.files('virtgpu_conform.spec').joinpath('snapshot', l.SNAPSHOT)); "
-            "print(r.files('virtgpu_conform.spec').joinpath('grammars', 'latex.lark'))")
+    code = (
+        "import virtgpu_conform.checker.cli.main as c, virtgpu_conform.spec.load as l, "
+        "importlib.resources as r; print(c.__file__); "
+        "print(r.files('virtgpu_conform.spec').joinpath('snapshot', l.SNAPSHOT)); "
+        "print(r.files('virtgpu_conform.spec').joinpath('grammars', 'latex.lark'))"
+    )
     r = _run([venv / "bin" / "python", "-c", code], work)
     assert r.returncode == 0, r.stderr
     for line in r.stdout.split():

@@ -30,7 +30,8 @@ OK_NODATA, ERR_INVALID_RESOURCE_ID = 0x1100, 0x1203
 def _program(tmp_path, body: str) -> list[str]:
     """A device program: Python with the serving helpers at hand."""
     path = tmp_path / "device.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         import os, struct, sys, time
         from virtgpu_conform.checker.devices import adapter_wire as ap
         from virtgpu_conform.checker.devices.adapter_serve import serve, read_frame
@@ -39,13 +40,16 @@ def _program(tmp_path, body: str) -> list[str]:
         ir = load_snapshot()
         out = os.fdopen(os.dup(1), "wb", buffering=0)
         os.dup2(2, 1)
-    """) + textwrap.dedent(body))
+    """)
+        + textwrap.dedent(body)
+    )
     return [sys.executable, str(path)]
 
 
 def _create(p: Protocol, rid: int = 1) -> bytes:
-    return p.codec.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": 1, "width": 8,
-                                                                "height": 8})
+    return p.codec.encode(
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": 1, "width": 8, "height": 8}
+    )
 
 
 def _type(data: bytes) -> int:
@@ -67,12 +71,15 @@ def test_frames_round_trip():
     assert ap.parse_reply(ap.reply(ap.ANSWERED, 100, bytes(24))[5:], [24]) == (0, 100, bytes(24))
 
 
-@pytest.mark.parametrize("body, words", [
-    (ap.reply(ap.ANSWERED, 24, bytes(10))[5:], "carries 10 written bytes, not 24"),
-    (ap.reply(7, 0)[5:], "status 7"),
-    (ap.reply(ap.NO_ANSWER, 4, b"xxxx")[5:], "no answer"),
-    (b"\x00", "shorter than its fixed part"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (ap.reply(ap.ANSWERED, 24, bytes(10))[5:], "carries 10 written bytes, not 24"),
+        (ap.reply(7, 0)[5:], "status 7"),
+        (ap.reply(ap.NO_ANSWER, 4, b"xxxx")[5:], "no answer"),
+        (b"\x00", "shorter than its fixed part"),
+    ],
+)
 def test_bad_replies_are_named(body, words):
     with pytest.raises(ap.ProtocolError, match=words):
         ap.parse_reply(body, [24])
@@ -98,9 +105,15 @@ def _check_script(ir, target) -> None:
     assert c.exchanges == len(steps) and c.unidentified == 0
     line = {i: 2 + 2 * i for i in range(len(steps))}
     driver = sorted({(f.where.line, f.check) for f in c.findings if f.side == "driver"})
-    assert driver == sorted([(line[8], "resource-id-nonzero"), (line[9], "resource-exists"),
-                             (line[10], "scanout-id"), (line[11], "rect-inside-resource"),
-                             (line[14], "resource-exists")])
+    assert driver == sorted(
+        [
+            (line[8], "resource-id-nonzero"),
+            (line[9], "resource-exists"),
+            (line[10], "scanout-id"),
+            (line[11], "rect-inside-resource"),
+            (line[14], "resource-exists"),
+        ]
+    )
     assert [f for f in c.findings if f.side == "device"] == []
 
 
@@ -134,8 +147,11 @@ def test_the_reference_device_over_a_socket(ir, tmp_path):
 
 
 def test_features_are_negotiated(ir):
-    with AdapterTarget(ir, command=[*SERVE, "--features", "VIRTIO_GPU_F_EDID,VIRTIO_GPU_F_VIRGL"],
-                       features=frozenset({"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_RESOURCE_BLOB"})) as t:
+    with AdapterTarget(
+        ir,
+        command=[*SERVE, "--features", "VIRTIO_GPU_F_EDID,VIRTIO_GPU_F_VIRGL"],
+        features=frozenset({"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_RESOURCE_BLOB"}),
+    ) as t:
         assert t.settings.features == frozenset({"VIRTIO_GPU_F_VIRGL"})
 
 
@@ -198,20 +214,32 @@ def test_a_device_that_dies_mid_run_is_reported(ir, tmp_path):
     assert c.exchanges == 3 and c.unidentified == 0
 
 
-@pytest.mark.parametrize("body, words", [
-    # an HTTP server, not a device
-    ("out.write(b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'); time.sleep(30)", "frame length"),
-    ("read_frame(sys.stdin.buffer); out.write(ap.frame(ap.HELLO, b'HELLO-ish-bytes!' + bytes(30))); time.sleep(30)",
-     "not the magic"),
-    ("read_frame(sys.stdin.buffer); out.write(ap.frame(0x42, b'x')); time.sleep(30)", "unknown frame type 0x42"),
-    ("read_frame(sys.stdin.buffer); out.write(ap.frame(ap.HELLO, b'VGCA\\x02\\x00' + bytes(30))); time.sleep(30)",
-     "version 2"),
-    ("read_frame(sys.stdin.buffer); out.write(ap.frame(ap.REPLY, bytes(8))); time.sleep(30)",
-     "REPLY frame, not HELLO"),
-    # the config (decoded by the SpecIR's layout) says no capsets; the HELLO lists two
-    ("read_frame(sys.stdin.buffer); out.write(ap.device_hello(0, bytes(16), 0, [(1, 1, 1), (2, 2, 2)])); "
-     "time.sleep(30)", "lists 2 capsets; its config says num_capsets 0"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        # an HTTP server, not a device
+        ("out.write(b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'); time.sleep(30)", "frame length"),
+        (
+            "read_frame(sys.stdin.buffer); out.write(ap.frame(ap.HELLO, b'HELLO-ish-bytes!' + bytes(30))); time.sleep(30)",
+            "not the magic",
+        ),
+        ("read_frame(sys.stdin.buffer); out.write(ap.frame(0x42, b'x')); time.sleep(30)", "unknown frame type 0x42"),
+        (
+            "read_frame(sys.stdin.buffer); out.write(ap.frame(ap.HELLO, b'VGCA\\x02\\x00' + bytes(30))); time.sleep(30)",
+            "version 2",
+        ),
+        (
+            "read_frame(sys.stdin.buffer); out.write(ap.frame(ap.REPLY, bytes(8))); time.sleep(30)",
+            "REPLY frame, not HELLO",
+        ),
+        # the config (decoded by the SpecIR's layout) says no capsets; the HELLO lists two
+        (
+            "read_frame(sys.stdin.buffer); out.write(ap.device_hello(0, bytes(16), 0, [(1, 1, 1), (2, 2, 2)])); "
+            "time.sleep(30)",
+            "lists 2 capsets; its config says num_capsets 0",
+        ),
+    ],
+)
 def test_garbage_at_hello_is_a_clear_error(ir, tmp_path, body, words):
     with pytest.raises(TargetError, match=words) as exc:
         AdapterTarget(ir, command=_program(tmp_path, body), start_timeout=5)

@@ -25,8 +25,13 @@ def _display(p: Protocol) -> ReferenceDevice:
     dev.handle(e("VIRTIO_GPU_CMD_GET_EDID", {"scanout": 0}))
     for rid in (1, 2):
         dev.handle(e("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": 1, "width": W, "height": H}))
-        dev.handle(e("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
-                     [{"addr": 0x100000 * rid, "length": W * H * 4}]))
+        dev.handle(
+            e(
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": rid},
+                [{"addr": 0x100000 * rid, "length": W * H * 4}],
+            )
+        )
     dev.handle(e("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, "resource_id": 1, "r.width": W, "r.height": H}))
     return dev
 
@@ -37,8 +42,9 @@ def _failed(p: Protocol, state, command: str, fields: dict) -> set[str]:
     return {c.id for c in out.failed}
 
 
-@pytest.mark.parametrize("command", ["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH",
-                                     "VIRTIO_GPU_CMD_SET_SCANOUT"])
+@pytest.mark.parametrize(
+    "command", ["VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", "VIRTIO_GPU_CMD_RESOURCE_FLUSH", "VIRTIO_GPU_CMD_SET_SCANOUT"]
+)
 def test_edges_hold_what_they_claim(protocol, command):
     p, edges = protocol, Edges(protocol)
     state = _display(p).state

@@ -9,8 +9,15 @@ from hypothesis import strategies as st
 
 from virtgpu_conform.checker.fuzz.choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf
 
-EVERY = [Ints(3, 9), Ints(0, 1 << 40), Among("abc"), OneOf(7, Among([1, 2]), Ints(10, 12)), Bytes(2, 5),
-         Lists(Ints(0, 3), 4), Fields(a=Ints(0, 1), b=5)]
+EVERY = [
+    Ints(3, 9),
+    Ints(0, 1 << 40),
+    Among("abc"),
+    OneOf(7, Among([1, 2]), Ints(10, 12)),
+    Bytes(2, 5),
+    Lists(Ints(0, 3), 4),
+    Fields(a=Ints(0, 1), b=5),
+]
 
 
 @given(st.binary(max_size=64))

@@ -54,8 +54,9 @@ def test_show_renders_tables_without_colour_when_asked(monkeypatch):
 
 
 def test_lint_exit_1_with_findings_on_stdout(spec_sources):
-    result = CliRunner().invoke(main, ["spec", "lint", "--spec-dir", str(spec_sources),
-                                       "--header", str(spec_sources / "virtio_gpu.h")])
+    result = CliRunner().invoke(
+        main, ["spec", "lint", "--spec-dir", str(spec_sources), "--header", str(spec_sources / "virtio_gpu.h")]
+    )
     assert result.exit_code == 1
     assert "gpu-description.tex:292:4: warning:" in result.stdout
     assert re.search(r"\d+ errors, \d+ warnings, \d+ notes", result.stderr)
@@ -67,8 +68,7 @@ def test_lint_without_sources_is_a_usage_error():
 
 
 def test_diff_command(spec_sources):
-    result = CliRunner().invoke(main, ["spec", "diff", str(spec_sources / "virtio-gpu-v1.2.tex"),
-                                       str(spec_sources)])
+    result = CliRunner().invoke(main, ["spec", "diff", str(spec_sources / "virtio-gpu-v1.2.tex"), str(spec_sources)])
     assert result.exit_code == 0
     assert "+ feature VIRTIO_GPU_F_BLOB_ALIGNMENT: bit 5" in result.stdout
     assert "6 changes from v1.2" in result.stderr
@@ -76,8 +76,20 @@ def test_diff_command(spec_sources):
 
 def test_import_writes_a_snapshot(tmp_path, spec_sources):
     out = tmp_path / "snap.json"
-    result = CliRunner().invoke(main, ["spec", "import", str(spec_sources), "--header",
-                                       str(spec_sources / "virtio_gpu.h"), "--version-label", "x", "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "spec",
+            "import",
+            str(spec_sources),
+            "--header",
+            str(spec_sources / "virtio_gpu.h"),
+            "--version-label",
+            "x",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["version"] == "x"
 
@@ -95,12 +107,15 @@ def test_a_bug_in_the_tool_is_one_line_exit_4_and_a_saved_traceback(monkeypatch,
     monkeypatch.setattr(check_cli, "check_session", broken)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", None)
     result = CliRunner().invoke(main, ["check", str(REPO / "traces" / "qemu-7.2" / "fbdev")])
     assert result.exit_code == 4, result.output
     assert "Traceback" not in result.output
-    m = re.search(r"internal error \(a bug in virtgpu-conform.*\): ZeroDivisionError: seeded bug; traceback saved to (\S+)",
-                  result.stderr)
+    m = re.search(
+        r"internal error \(a bug in virtgpu-conform.*\): ZeroDivisionError: seeded bug; traceback saved to (\S+)",
+        result.stderr,
+    )
     assert m, result.stderr
     saved = m.group(1)
     assert saved.startswith(str(tmp_path)) and "Traceback" in open(saved).read()
@@ -127,8 +142,11 @@ def test_a_fuzzer_bug_stops_the_campaign_and_keeps_its_findings(monkeypatch, tmp
     assert result.exit_code == 4, result.output
     assert "Traceback" not in result.output
     assert "stopped: internal error" in result.stdout
-    assert re.search(r"fuzz: internal error .*ZeroDivisionError: seeded bug; traceback saved to .*internal-error.txt; "
-                     r"the campaign stopped there and the findings so far are kept", result.stderr), result.stderr
+    assert re.search(
+        r"fuzz: internal error .*ZeroDivisionError: seeded bug; traceback saved to .*internal-error.txt; "
+        r"the campaign stopped there and the findings so far are kept",
+        result.stderr,
+    ), result.stderr
     r = json.loads((out / "fuzz-result.json").read_text())
     assert r["stopped"] == "internal error" and r["error"]["type"] == "ZeroDivisionError"
     assert r["commands"] >= 199

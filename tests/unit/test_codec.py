@@ -27,7 +27,9 @@ def test_nested_structs_and_arrays_flatten_to_spec_names(codec):
     assert {"r.x", "r.height", "strides.3", "offsets.0", "scanout_id"} <= set(lay.keys)
     info = codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO")
     assert info.offsets[info.keys.index("pmodes.15.flags")] == 24 + 15 * 24 + 20
-    assert codec.layout("VIRTIO_GPU_CMD_CTX_CREATE").is_bytes[codec.layout("VIRTIO_GPU_CMD_CTX_CREATE").keys.index("debug_name")]
+    assert codec.layout("VIRTIO_GPU_CMD_CTX_CREATE").is_bytes[
+        codec.layout("VIRTIO_GPU_CMD_CTX_CREATE").keys.index("debug_name")
+    ]
 
 
 @pytest.mark.parametrize("kind", ["request", "response"])
@@ -85,8 +87,9 @@ def test_named_problems(codec):
         return [p.code for p in codec.decode_request(data, **kw).problems]
 
     assert codes(good + b"\x00" * 5) == ["trailing-bytes"]
-    assert codes(codec.encode(attach, {"resource_id": 1, "nr_entries": 3}, entries=[{"addr": 1, "length": 1}])) \
-        == ["entries-truncated"]
+    assert codes(codec.encode(attach, {"resource_id": 1, "nr_entries": 3}, entries=[{"addr": 1, "length": 1}])) == [
+        "entries-truncated"
+    ]
     assert codes((0xDEAD).to_bytes(4, "little") + bytes(20)) == ["unknown-type"]
     padded = codec.encode("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": 1, "padding": 7})
     assert codes(padded) == ["nonzero-padding"]

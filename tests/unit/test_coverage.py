@@ -21,7 +21,11 @@ def test_no_requirement_is_left_uncovered(protocol):
 
 def test_every_requirement_id_the_rules_cite_exists_in_the_spec(ir):
     known = {r.id for r in ir.requirements}
-    cited = {v for k, v in vars(rules_common).items() if k.isupper() and not k.startswith("_") and isinstance(v, str) and "/" in v}
+    cited = {
+        v
+        for k, v in vars(rules_common).items()
+        if k.isupper() and not k.startswith("_") and isinstance(v, str) and "/" in v
+    }
     cited |= set(NOT_CHECKABLE) | set(BOOKKEEPING)
     assert cited - known == set()  # a typo or an ID that drifted would silently drop a citation
 
@@ -56,9 +60,18 @@ def test_a_chapter_too_old_for_the_rules_is_a_clear_error_not_a_traceback(spec_s
 
 
 def test_the_v12_chapter_builds_a_model_with_its_own_requirements(spec_sources):
-    res = CliRunner().invoke(main, ["spec", "requirements", "--json", "--spec-dir",
-                                    str(spec_sources / "virtio-gpu-v1.2.tex"),
-                                    "--header", str(spec_sources / "virtio_gpu.h")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "spec",
+            "requirements",
+            "--json",
+            "--spec-dir",
+            str(spec_sources / "virtio-gpu-v1.2.tex"),
+            "--header",
+            str(spec_sources / "virtio_gpu.h"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     assert not any("BLOB_ALIGNMENT" in " ".join(r["by"]) for r in rows)  # v1.2 has no blob_alignment MUSTs

@@ -19,18 +19,26 @@ def test_v11_to_v12(spec_sources, shared_header):
     b = _load(spec_sources / "virtio-gpu-v1.2.tex", shared_header)
     assert (a.version, b.version) == ("v1.1", "v1.2")
     ch = diff(a, b)
-    assert _keys(ch, "feature", "added") == {"VIRTIO_GPU_F_RESOURCE_UUID", "VIRTIO_GPU_F_RESOURCE_BLOB",
-                                              "VIRTIO_GPU_F_CONTEXT_INIT"}
+    assert _keys(ch, "feature", "added") == {
+        "VIRTIO_GPU_F_RESOURCE_UUID",
+        "VIRTIO_GPU_F_RESOURCE_BLOB",
+        "VIRTIO_GPU_F_CONTEXT_INIT",
+    }
     assert _keys(ch, "feature", "removed") == set()
     assert _keys(ch, "config", "removed") == {"reserved"}
     assert _keys(ch, "config", "added") == {"num_capsets"}
     added = _keys(ch, "command", "added")
     # GET_CAPSET_INFO and GET_CAPSET stood in v1.1's enum already, undescribed
     assert not {"VIRTIO_GPU_CMD_GET_CAPSET_INFO", "VIRTIO_GPU_CMD_GET_CAPSET"} & added
-    assert {"VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID",
-            "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB", "VIRTIO_GPU_CMD_SET_SCANOUT_BLOB", "VIRTIO_GPU_CMD_CTX_CREATE",
-            "VIRTIO_GPU_CMD_SUBMIT_3D", "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB",
-            "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB"} <= added
+    assert {
+        "VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID",
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+        "VIRTIO_GPU_CMD_SET_SCANOUT_BLOB",
+        "VIRTIO_GPU_CMD_CTX_CREATE",
+        "VIRTIO_GPU_CMD_SUBMIT_3D",
+        "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB",
+        "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB",
+    } <= added
     assert _keys(ch, "command", "removed") == set()
     hdr = [c.detail for c in ch if c.area == "struct" and c.name == "virtio_gpu_ctrl_hdr"]
     assert "field ring_idx added (u8 at 20)" in hdr
@@ -48,10 +56,16 @@ def test_v12_to_v14_is_exactly_blob_alignment(spec_sources, shared_header):
         ("feature", "added", "VIRTIO_GPU_F_BLOB_ALIGNMENT"),
         ("config", "added", "blob_alignment"),
         ("struct", "changed", "virtio_gpu_config"),
-        ("requirement", "added",
-         "driver-requirements-device-operation-controlq/VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB/driver-MUST"),
-        ("requirement", "added",
-         "driver-requirements-device-operation-controlq-3d/VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB/driver-MUST"),
+        (
+            "requirement",
+            "added",
+            "driver-requirements-device-operation-controlq/VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB/driver-MUST",
+        ),
+        (
+            "requirement",
+            "added",
+            "driver-requirements-device-operation-controlq-3d/VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB/driver-MUST",
+        ),
     }
 
 

@@ -8,8 +8,14 @@ from virtgpu_conform.spec import document
 from virtgpu_conform.spec.cdecl import c_parser, parse_c
 from virtgpu_conform.spec.latex import Listing, latex_parser, parse_tex
 
-CHAPTERS = ["gpu-description.tex", "virtio-gpu-v1.1.tex", "virtio-gpu-v1.2.tex",
-            "gpu-device-conformance.tex", "gpu-driver-conformance.tex", "shared-mem.tex"]
+CHAPTERS = [
+    "gpu-description.tex",
+    "virtio-gpu-v1.1.tex",
+    "virtio-gpu-v1.2.tex",
+    "gpu-device-conformance.tex",
+    "gpu-driver-conformance.tex",
+    "shared-mem.tex",
+]
 
 
 def test_latex_grammar_is_strict_lalr():
@@ -61,8 +67,13 @@ def test_c_grammar_reads_every_listing_in_place(spec_sources, name):
 def test_c_grammar_reads_the_linux_header(shared_header):
     unit = parse_c(shared_header.read_text(), "virtio_gpu.h")
     names = {s.name for s in unit.structs}
-    assert {"virtio_gpu_ctrl_hdr", "virtio_gpu_box", "virtio_gpu_resource_create_3d",
-            "virtio_gpu_display_one", "virtio_gpu_resp_display_info"} <= names
+    assert {
+        "virtio_gpu_ctrl_hdr",
+        "virtio_gpu_box",
+        "virtio_gpu_resource_create_3d",
+        "virtio_gpu_display_one",
+        "virtio_gpu_resp_display_info",
+    } <= names
     box = next(s for s in unit.structs if s.name == "virtio_gpu_box")
     assert [m.name for m in box.members] == ["x", "y", "z", "w", "h", "d"]  # `__le32 x, y, z;`
     ctrl = next(e for e in unit.enums if e.name == "virtio_gpu_ctrl_type")
@@ -91,6 +102,9 @@ def test_c_grammar_spellings_and_arrays():
     unit = parse_c(src, "t.h")
     s = unit.structs[-1]
     assert [(m.name, m.type, m.array, m.array_value) for m in s.members] == [
-        ("a", "le32", None, None), ("b", "__u8", "N", 4), ("in", "struct inner", None, None),
-        ("name", "char", "", 0)]
+        ("a", "le32", None, None),
+        ("b", "__u8", "N", 4),
+        ("in", "struct inner", None, None),
+        ("name", "char", "", 0),
+    ]
     assert [(n, v) for n, v, _ in unit.enums[0].members] == [("A", 0), ("B", 16), ("C", 17)]

@@ -83,7 +83,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str]:
         seen[m] = 1
         for n in sorted(edges[m]):
             if seen.get(n) == 1:
-                return path[path.index(n):] + [n]
+                return path[path.index(n) :] + [n]
             if n not in seen:
                 found = visit(n, path + [n])
                 if found:
@@ -100,8 +100,12 @@ def _cycle(edges: dict[str, set[str]]) -> list[str]:
 
 
 def _upward(edges: dict[str, set[str]]) -> list[str]:
-    return [f"{m} (layer {_layer(m)}) imports {n} (layer {_layer(n)})"
-            for m, targets in sorted(edges.items()) for n in sorted(targets) if _layer(n) > _layer(m)]
+    return [
+        f"{m} (layer {_layer(m)}) imports {n} (layer {_layer(n)})"
+        for m, targets in sorted(edges.items())
+        for n in sorted(targets)
+        if _layer(n) > _layer(m)
+    ]
 
 
 def test_the_package_graph_has_no_cycle():
@@ -129,5 +133,7 @@ def test_the_reader_sees_cycles_and_upward_imports(tmp_path, monkeypatch):
     assert edges["virtgpu_conform.model.b"] == {"virtgpu_conform.spec", "virtgpu_conform.spec.a"}
     assert _layer("virtgpu_conform.model.b") > _layer("virtgpu_conform.spec.a")
     assert _cycle(edges) == ["virtgpu_conform.model.b", "virtgpu_conform.spec.a", "virtgpu_conform.model.b"]
-    assert _upward(edges) == ["virtgpu_conform.spec.a (layer 0) imports virtgpu_conform.model (layer 1)",
-                              "virtgpu_conform.spec.a (layer 0) imports virtgpu_conform.model.b (layer 1)"]
+    assert _upward(edges) == [
+        "virtgpu_conform.spec.a (layer 0) imports virtgpu_conform.model (layer 1)",
+        "virtgpu_conform.spec.a (layer 0) imports virtgpu_conform.model.b (layer 1)",
+    ]

@@ -24,12 +24,12 @@ def test_lint_finds_the_known_defects_of_v14(v14):
         msgs = found.get((file, line), [])
         assert any(text in m for m in msgs), f"{file}:{line}: {text!r} not in {msgs}"
 
-    has(292, "\\field{ctx_idx} names no field")          # ctx_idx for ctx_id
+    has(292, "\\field{ctx_idx} names no field")  # ctx_idx for ctx_id
     has(531, "bare group '{capset_idex}'")
-    has(531, "lacks its backslash")                      # field{capset_id}
+    has(531, "lacks its backslash")  # field{capset_id}
     has(732, "stray ';' after the value of #define VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK")
     has(770, "'MUST not'")
-    has(57, "stated maximum is 4294967296")              # le32 cannot hold 2^32
+    has(57, "stated maximum is 4294967296")  # le32 cannot hold 2^32
     has(40, "VIRTIO_GPU_F_BLOB_ALIGNMENT (bit 5) is missing from the header")
     has(52, "field blob_alignment is not in the header")
     has(357, "struct virtio_gpu_get_edid in the spec but struct virtio_gpu_cmd_get_edid in the header")
@@ -45,10 +45,10 @@ def test_lint_reports_a_changed_value_and_field(tmp_path, spec_sources, shared_h
     (tmp_path / "virtio_gpu.h").write_text(header)
     ir, parsed = parse_sources(spec_sources, tmp_path / "virtio_gpu.h")
     msgs = [str(f) for f in lint(ir, parsed)]
-    assert any("VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM is 0x44 in the spec but 0x45 in the header" in m
-               for m in msgs), msgs
-    assert any("struct virtio_gpu_update_cursor: field hot_y has type le32 in the spec, le64 in the header"
-               in m for m in msgs), msgs
+    assert any("VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM is 0x44 in the spec but 0x45 in the header" in m for m in msgs), msgs
+    assert any(
+        "struct virtio_gpu_update_cursor: field hot_y has type le32 in the spec, le64 in the header" in m for m in msgs
+    ), msgs
 
 
 def test_lint_reports_an_uncited_normative_block(tmp_path, spec_sources, shared_header):

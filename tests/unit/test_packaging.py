@@ -7,8 +7,12 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TOP = {"api": "virtgpu_conform", "spec": "virtgpu_conform.spec", "model": "virtgpu_conform.model",
-       "checker": "virtgpu_conform.checker"}
+TOP = {
+    "api": "virtgpu_conform",
+    "spec": "virtgpu_conform.spec",
+    "model": "virtgpu_conform.model",
+    "checker": "virtgpu_conform.checker",
+}
 
 
 def test_packages_match_folders():

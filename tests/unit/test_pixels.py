@@ -27,11 +27,13 @@ def feed(p, pm, commands):
 
 def scene(fmt, addr=PATTERN_BASE, part=None, view=None):
     rect = {"resource_id": 1, "r.width": W, "r.height": H}
-    return [("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": fmt, "width": W, "height": H}, None),
-            ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": addr, "length": W * H * 4}]),
-            ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **(view or rect)}, None),
-            ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part or rect, None),
-            ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None)]
+    return [
+        ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": fmt, "width": W, "height": H}, None),
+        ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": 1}, [{"addr": addr, "length": W * H * 4}]),
+        ("VIRTIO_GPU_CMD_SET_SCANOUT", {"scanout_id": 0, **(view or rect)}, None),
+        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", part or rect, None),
+        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", rect, None),
+    ]
 
 
 def test_channel_order_comes_from_the_format_names(ir):
@@ -58,7 +60,7 @@ def test_a_part_transferred_with_its_offset_shows_through_an_offset_scanout(ir, 
                 want = bytes((PATTERN[src + 2], PATTERN[src + 1], PATTERN[src]))  # B, G, R, X in memory
             else:
                 want = bytes(3)  # never transferred: black
-            assert rgb[3 * (y * 6 + x):3 * (y * 6 + x) + 3] == want, (x, y)
+            assert rgb[3 * (y * 6 + x) : 3 * (y * 6 + x) + 3] == want, (x, y)
     assert pm.check((w, h, rgb)) is None
     wrong = bytearray(rgb)
     wrong[3 * 7] ^= 0xFF

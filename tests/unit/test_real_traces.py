@@ -62,6 +62,7 @@ def test_real_session_checks_clean(protocol, session):
 
 # --- faults put into a real session --------------------------------------------------------
 
+
 class Session:
     """Both logs of one real session, with commands inserted where neither source has one in flight."""
 
@@ -116,20 +117,27 @@ class Session:
             if c.get("fill", True):
                 qlines.append(f"{pid_ts}:virtqueue_fill vq {self.ctrl_vq} elem {elem} len {c.get('len', 24)} idx 0")
             hdr = "vdev=0 vq=0 name=control type={:#x} flags=0x0 fence_id=0 ctx_id=0"
-            glines.append(f"            test-1       [000] .....     9.000000: virtio_gpu_cmd_queue: {hdr.format(c['type'])}")
+            glines.append(
+                f"            test-1       [000] .....     9.000000: virtio_gpu_cmd_queue: {hdr.format(c['type'])}"
+            )
             if c.get("resp") is not None:
-                glines.append(f"     kworker/0:1-17      [000] .....     9.000001: virtio_gpu_cmd_response: "
-                              f"{hdr.format(c['resp'])}")
-        self.qemu[qi + 1:qi + 1] = qlines
-        self.guest[gi + 1:gi + 1] = glines
+                glines.append(
+                    f"     kworker/0:1-17      [000] .....     9.000001: virtio_gpu_cmd_response: "
+                    f"{hdr.format(c['resp'])}"
+                )
+        self.qemu[qi + 1 : qi + 1] = qlines
+        self.guest[gi + 1 : gi + 1] = glines
         (self.dir / "qemu-trace.log").write_text("\n".join(self.qemu) + "\n")
         (self.dir / "guest-tracepoints.log").write_text("\n".join(self.guest) + "\n")
         return where
 
 
 def create(rid: int, w: int = 64, h: int = 64) -> dict:
-    return {"event": f"virtio_gpu_cmd_res_create_2d res {rid:#x}, fmt 0x2, w {w}, h {h}", "type": 0x101,
-            "resp": OK_NODATA}
+    return {
+        "event": f"virtio_gpu_cmd_res_create_2d res {rid:#x}, fmt 0x2, w {w}, h {h}",
+        "type": 0x101,
+        "resp": OK_NODATA,
+    }
 
 
 def attach(rid: int) -> dict:
@@ -142,22 +150,62 @@ def rejected(c: dict, code: int, why: str) -> dict:
 
 FAULTS = {
     # name: (commands inserted, index of the faulty one, side, check, requirement or None)
-    "use-after-unref": ([create(0x63), {"event": "virtio_gpu_cmd_res_unref res 0x63", "type": 0x102, "resp": OK_NODATA},
-                         rejected({"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105}, ERR_RESOURCE,
-                                  "invalid resource specified 99")],
-                        2, "driver", "resource-exists", None),
-    "transfer-without-backing": ([create(0x63), rejected({"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105},
-                                                          ERR_UNSPEC, "no backing storage 99")],
-                                 1, "driver", "backing-attached", "device-operation/guest/driver-must.2"),
-    "scanout-rect-outside-resource": ([create(0x63), attach(0x63),
-                                       rejected({"event": "virtio_gpu_cmd_set_scanout id 0, res 0x63, w 128, h 64, x 0, y 0",
-                                                 "type": 0x103}, ERR_PARAM, "illegal scanout 0 bounds")],
-                                      2, "driver", "rect-inside-resource",
-                                      "device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT/driver-must"),
-    "error-to-a-valid-request": ([{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": ERR_UNSPEC}],
-                                 0, "device", "response-type", None),
-    "wrong-response-length": ([{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": OK_DISPLAY_INFO,
-                                "len": 24}], 0, "device", "response-length", None),
+    "use-after-unref": (
+        [
+            create(0x63),
+            {"event": "virtio_gpu_cmd_res_unref res 0x63", "type": 0x102, "resp": OK_NODATA},
+            rejected(
+                {"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105},
+                ERR_RESOURCE,
+                "invalid resource specified 99",
+            ),
+        ],
+        2,
+        "driver",
+        "resource-exists",
+        None,
+    ),
+    "transfer-without-backing": (
+        [
+            create(0x63),
+            rejected(
+                {"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105}, ERR_UNSPEC, "no backing storage 99"
+            ),
+        ],
+        1,
+        "driver",
+        "backing-attached",
+        "device-operation/guest/driver-must.2",
+    ),
+    "scanout-rect-outside-resource": (
+        [
+            create(0x63),
+            attach(0x63),
+            rejected(
+                {"event": "virtio_gpu_cmd_set_scanout id 0, res 0x63, w 128, h 64, x 0, y 0", "type": 0x103},
+                ERR_PARAM,
+                "illegal scanout 0 bounds",
+            ),
+        ],
+        2,
+        "driver",
+        "rect-inside-resource",
+        "device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT/driver-must",
+    ),
+    "error-to-a-valid-request": (
+        [{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": ERR_UNSPEC}],
+        0,
+        "device",
+        "response-type",
+        None,
+    ),
+    "wrong-response-length": (
+        [{"event": "virtio_gpu_cmd_get_display_info ", "type": 0x100, "resp": OK_DISPLAY_INFO, "len": 24}],
+        0,
+        "device",
+        "response-length",
+        None,
+    ),
     "ok-to-a-double-create": ([create(0x63), create(0x63)], 1, "driver", "resource-id-free", None),
 }
 
@@ -189,7 +237,9 @@ def test_missing_response_in_qemu_log(protocol, tmp_path):
     c = check(protocol, s.dir / "qemu-trace.log")
     # Later commands were answered while it waited, yet the trace never shows its answer: a device
     # may complete out of order, so this is possible, not definite.
-    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(where[0], "device", "no-response", False)]
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
+        (where[0], "device", "no-response", False)
+    ]
     assert "later requests were answered" in c.findings[0].reason
 
 

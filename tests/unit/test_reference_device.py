@@ -23,16 +23,19 @@ SIZES = st.sampled_from([0, 1, 4096, 8192, 12288, 1 << 20])
 
 
 class DeviceMachine(RuleBasedStateMachine):
-    @initialize(num_scanouts=st.integers(1, 3),
-                missing=st.sampled_from([None, None, None, "blob", "virgl", "region"]))
+    @initialize(num_scanouts=st.integers(1, 3), missing=st.sampled_from([None, None, None, "blob", "virgl", "region"]))
     def boot(self, num_scanouts, missing):
         blob, virgl, region = missing != "blob", missing != "virgl", missing != "region"
         feats = {"VIRTIO_GPU_F_EDID", "VIRTIO_GPU_F_RESOURCE_UUID"}
         feats |= {"VIRTIO_GPU_F_RESOURCE_BLOB", "VIRTIO_GPU_F_BLOB_ALIGNMENT"} if blob else set()
         feats |= {"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_CONTEXT_INIT"} if virgl else set()
         base = default_settings(IR, frozenset(feats))
-        self.dev = ReferenceDevice(IR, base.__class__(base.features, num_scanouts, base.capsets,
-                                                      base.blob_alignment, (1 << 22) if region else None))
+        self.dev = ReferenceDevice(
+            IR,
+            base.__class__(
+                base.features, num_scanouts, base.capsets, base.blob_alignment, (1 << 22) if region else None
+            ),
+        )
         self.codec, self.protocol = self.dev.codec, self.dev.protocol
         self.fence = 0
         self.seen_fences: dict[tuple, int] = {}
@@ -62,8 +65,11 @@ class DeviceMachine(RuleBasedStateMachine):
         assert resp.problems == [], resp.problems
         allowed = outcome.acceptable(PROFILES["strict"])
         assert allowed is None or resp.name in allowed, (name, resp.name, allowed)
-        breaches = [b for b in self.protocol.judge(before, req, outcome, resp)
-                    if b.side == "device" and b.basis != "implementation"]
+        breaches = [
+            b
+            for b in self.protocol.judge(before, req, outcome, resp)
+            if b.side == "device" and b.basis != "implementation"
+        ]
         assert breaches == [], breaches
         if fenced:
             key = ("ring", fields.get("hdr.ctx_id", 0), ring) if ring is not None else ("global",)
@@ -75,36 +81,63 @@ class DeviceMachine(RuleBasedStateMachine):
             self.freed.discard(fields["resource_id"])
         return resp
 
-    @rule(rid=IDS, fmt=st.sampled_from([1, 2, 67, 0, 999]), w=st.sampled_from([1, 64, 1024]),
-          h=st.sampled_from([1, 64, 768]), fenced=st.booleans())
+    @rule(
+        rid=IDS,
+        fmt=st.sampled_from([1, 2, 67, 0, 999]),
+        w=st.sampled_from([1, 64, 1024]),
+        h=st.sampled_from([1, 64, 768]),
+        fenced=st.booleans(),
+    )
     def create_2d(self, rid, fmt, w, h, fenced):
-        self.send("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": fmt, "width": w, "height": h},
-                  fenced)
+        self.send(
+            "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": rid, "format": fmt, "width": w, "height": h}, fenced
+        )
 
     @precondition(lambda self: self.dev.state.contexts)  # host3d blobs come from a context
     @rule(data=st.data(), rid=IDS, pages=st.integers(1, 4))
     def create_mappable_blob(self, data, rid, pages):
         ctx = self.ctx(data)
-        self.send("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
-                  {"resource_id": rid, "blob_mem": 2, "blob_flags": 1, "size": pages * 4096, "hdr.ctx_id": ctx})
+        self.send(
+            "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+            {"resource_id": rid, "blob_mem": 2, "blob_flags": 1, "size": pages * 4096, "hdr.ctx_id": ctx},
+        )
 
-    @rule(rid=IDS, mem=st.integers(0, 4), flags=st.sampled_from([0, 1, 3, 8]), size=SIZES, ctx=CTXS,
-          entries=st.integers(0, 2))
+    @rule(
+        rid=IDS,
+        mem=st.integers(0, 4),
+        flags=st.sampled_from([0, 1, 3, 8]),
+        size=SIZES,
+        ctx=CTXS,
+        entries=st.integers(0, 2),
+    )
     def create_blob(self, rid, mem, flags, size, ctx, entries):
-        self.send("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
-                  {"resource_id": rid, "blob_mem": mem, "blob_flags": flags, "size": size, "hdr.ctx_id": ctx},
-                  entries=[{"addr": 0x10000 * (i + 1), "length": 4096} for i in range(entries)])
+        self.send(
+            "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+            {"resource_id": rid, "blob_mem": mem, "blob_flags": flags, "size": size, "hdr.ctx_id": ctx},
+            entries=[{"addr": 0x10000 * (i + 1), "length": 4096} for i in range(entries)],
+        )
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
     @rule(data=st.data(), n=st.integers(0, 3))
     def attach(self, data, n):
         rid = self.rid(data)
-        self.send("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": rid},
-                  entries=[{"addr": 0x100000 * (i + 1), "length": 1 << 16} for i in range(n)])
+        self.send(
+            "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+            {"resource_id": rid},
+            entries=[{"addr": 0x100000 * (i + 1), "length": 1 << 16} for i in range(n)],
+        )
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
-    @rule(data=st.data(), name=st.sampled_from(["VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING", "VIRTIO_GPU_CMD_RESOURCE_UNREF",
-                                                "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB"]))
+    @rule(
+        data=st.data(),
+        name=st.sampled_from(
+            [
+                "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING",
+                "VIRTIO_GPU_CMD_RESOURCE_UNREF",
+                "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB",
+            ]
+        ),
+    )
     def release(self, data, name):
         """The commands that take back what a resource holds, or the resource itself."""
         self.send(name, {"resource_id": self.rid(data)})
@@ -113,8 +146,9 @@ class DeviceMachine(RuleBasedStateMachine):
     @rule(data=st.data(), x=U32_EDGE, w=U32_EDGE, fenced=st.booleans())
     def transfer(self, data, x, w, fenced):
         rid = self.rid(data)
-        self.send("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
-                  {"resource_id": rid, "r.x": x, "r.width": w, "r.height": 1}, fenced)
+        self.send(
+            "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", {"resource_id": rid, "r.x": x, "r.width": w, "r.height": 1}, fenced
+        )
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
     @rule(data=st.data(), sid=st.integers(0, 4), w=U32_EDGE)
@@ -129,8 +163,11 @@ class DeviceMachine(RuleBasedStateMachine):
         self.send("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": rid, "r.x": x, "r.width": 1, "r.height": 1})
 
     @precondition(lambda self: self.dev.state.resources)  # ids of live resources, mostly
-    @rule(data=st.data(), page=st.sampled_from([0, 1, 2, 3, 1022, 1023, 1024, (1 << 52) - 1]),
-          misalign=st.sampled_from([0, 0, 1]))
+    @rule(
+        data=st.data(),
+        page=st.sampled_from([0, 1, 2, 3, 1022, 1023, 1024, (1 << 52) - 1]),
+        misalign=st.sampled_from([0, 0, 1]),
+    )
     def map_blob(self, data, page, misalign):
         rid = self.rid(data)
         self.send("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", {"resource_id": rid, "offset": page * 4096 + misalign})
@@ -147,8 +184,9 @@ class DeviceMachine(RuleBasedStateMachine):
 
     @rule(ctx=CTXS, init=st.sampled_from([0, 0, 2, 7, 0x102]))
     def ctx_create(self, ctx, init):
-        self.send("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx, "context_init": init, "nlen": 4,
-                                                "debug_name": b"test"})
+        self.send(
+            "VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx, "context_init": init, "nlen": 4, "debug_name": b"test"}
+        )
 
     @rule(data=st.data())
     def ctx_destroy(self, data):
@@ -200,7 +238,7 @@ class DeviceMachine(RuleBasedStateMachine):
             assert region is not None and off + size <= region
         items = list(maps.items())
         for i, (a, ma) in enumerate(items):
-            for b, mb in items[i + 1:]:
+            for b, mb in items[i + 1 :]:
                 assert not overlaps(ma, mb), f"mappings of {a} and {b} overlap"
 
     @invariant()
@@ -215,5 +253,6 @@ class DeviceMachine(RuleBasedStateMachine):
 
 
 TestReferenceDevice = pytest.mark.slow(DeviceMachine.TestCase)
-TestReferenceDevice.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
-                                        suppress_health_check=[HealthCheck.too_slow])
+TestReferenceDevice.settings = settings(
+    max_examples=100, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

@@ -21,14 +21,17 @@ def _report(*args):
     return CliRunner().invoke(main, ["report", *map(str, args)])
 
 
-@pytest.mark.parametrize("content, says", [
-    (None, "no such file"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "not a text file"),
-    (b'{"schema": "virtgpu-conform/check-result",\n "version": 1,\n "sessions": [}', ":3:"),
-    (b'{"schema": "something-else", "version": 1}', "not a virtgpu-conform result"),
-    (b'{"schema": "virtgpu-conform/check-result", "version": 99, "sessions": []}', "version 99"),
-    (b'{"schema": "virtgpu-conform/check-result", "version": 1, "sessions": [{"target": "t"}]}', "'requirements'"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (None, "no such file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "not a text file"),
+        (b'{"schema": "virtgpu-conform/check-result",\n "version": 1,\n "sessions": [}', ":3:"),
+        (b'{"schema": "something-else", "version": 1}', "not a virtgpu-conform result"),
+        (b'{"schema": "virtgpu-conform/check-result", "version": 99, "sessions": []}', "version 99"),
+        (b'{"schema": "virtgpu-conform/check-result", "version": 1, "sessions": [{"target": "t"}]}', "'requirements'"),
+    ],
+)
 def test_unusable_results_get_a_one_line_error(tmp_path, content, says):
     path = tmp_path / "result.json"
     if content is not None:
@@ -55,9 +58,23 @@ def hostile_result(tmp_path) -> Path:
     s = doc["sessions"][0]
     s["target"] = HOSTILE
     s["skipped_files"] = [HOSTILE]
-    s["findings"] = [{"definite": True, "side": "device", "command": HOSTILE, "check": "response-type",
-                      "basis": "informal", "requirements": [], "file": HOSTILE, "line": 3, "event": 2,
-                      "message": HOSTILE, "reason": None, "related": [{"at": HOSTILE, "what": HOSTILE}], "spec": []}]
+    s["findings"] = [
+        {
+            "definite": True,
+            "side": "device",
+            "command": HOSTILE,
+            "check": "response-type",
+            "basis": "informal",
+            "requirements": [],
+            "file": HOSTILE,
+            "line": 3,
+            "event": 2,
+            "message": HOSTILE,
+            "reason": None,
+            "related": [{"at": HOSTILE, "what": HOSTILE}],
+            "spec": [],
+        }
+    ]
     out.write_text(json.dumps(doc))
     return out
 

@@ -32,6 +32,7 @@ def test_wrap_around_is_caught_the_same_way_by_both_readings():
     assert evaluate(safe, wrap) is False
     # z3 on the same expression: the edge of `safe` is exactly x + w == lim, no wrap.
     from virtgpu_conform.model.expr import boundary
+
     b = boundary(safe)
     assert b["satisfy"]["x"] + b["satisfy"]["w"] <= b["satisfy"]["lim"]
     assert compile_py(safe)(b["violate"]) is False
@@ -54,9 +55,14 @@ def test_boundary_of_a_rect_check_sits_exactly_on_the_resource_edge(protocol):
     b = boundaries(protocol, rule, check)
     sat, bad = b["satisfy"], b["violate"]
     assert sat["st.res.exists"] and sat["resource_id"] != 0
-    edges = [sat["r.x"] + sat["r.width"] == sat["st.res.width"], sat["r.y"] + sat["r.height"] == sat["st.res.height"],
-             sat["r.width"] == sat["st.res.width"], sat["r.height"] == sat["st.res.height"],
-             sat["r.x"] == sat["st.res.width"] - sat["r.width"], sat["r.y"] == sat["st.res.height"] - sat["r.height"]]
+    edges = [
+        sat["r.x"] + sat["r.width"] == sat["st.res.width"],
+        sat["r.y"] + sat["r.height"] == sat["st.res.height"],
+        sat["r.width"] == sat["st.res.width"],
+        sat["r.height"] == sat["st.res.height"],
+        sat["r.x"] == sat["st.res.width"] - sat["r.width"],
+        sat["r.y"] == sat["st.res.height"] - sat["r.height"],
+    ]
     assert any(edges)
     assert compile_py(check.full)(bad) is False and bad["st.res.exists"] and bad["resource_id"] != 0
 
@@ -84,5 +90,6 @@ def test_reading_only_the_preferred_codes_exposes_requirement_pairs_that_conflic
 @pytest.mark.parametrize("profile,expect", [("spec", False), ("strict", True)])
 def test_profiles_select_bases(protocol, profile, expect):
     from virtgpu_conform.model.rule import PROFILES
+
     assert ("informal" in PROFILES[profile]) is expect
     assert {"normative", "spec-text"} <= PROFILES[profile]

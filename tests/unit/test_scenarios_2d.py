@@ -26,8 +26,10 @@ def is_err(resp):
 
 
 def make_fb(dev, rid=1, w=64, h=64, backed=True):
-    assert send(dev, "RESOURCE_CREATE_2D", {"resource_id": rid, "format": FMT, "width": w, "height": h}).name \
+    assert (
+        send(dev, "RESOURCE_CREATE_2D", {"resource_id": rid, "format": FMT, "width": w, "height": h}).name
         == "VIRTIO_GPU_RESP_OK_NODATA"
+    )
     if backed:
         assert send(dev, "RESOURCE_ATTACH_BACKING", {"resource_id": rid}, PAGE).name == "VIRTIO_GPU_RESP_OK_NODATA"
 
@@ -79,11 +81,14 @@ def test_framebuffer_lifecycle_create_back_scanout_transfer_flush_unref(dev):
     assert dev.state.resources[1].backing is None
 
 
-@pytest.mark.parametrize("fields", [
-    {"resource_id": 0, "format": FMT, "width": 8, "height": 8},  # 0 means "no resource" elsewhere
-    {"resource_id": 2, "format": 0, "width": 8, "height": 8},  # not one of enum virtio_gpu_formats
-    {"resource_id": 2, "format": 5, "width": 8, "height": 8},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"resource_id": 0, "format": FMT, "width": 8, "height": 8},  # 0 means "no resource" elsewhere
+        {"resource_id": 2, "format": 0, "width": 8, "height": 8},  # not one of enum virtio_gpu_formats
+        {"resource_id": 2, "format": 5, "width": 8, "height": 8},
+    ],
+)
 def test_create_2d_rejects_a_null_id_or_a_format_outside_the_enum(dev, fields):
     assert is_err(send(dev, "RESOURCE_CREATE_2D", fields))
     assert fields["resource_id"] not in dev.state.resources
@@ -95,9 +100,16 @@ def test_create_2d_with_an_id_in_use_fails_and_keeps_the_first_resource(dev):
     assert dev.state.resources[1].width == 64
 
 
-@pytest.mark.parametrize("cmd,extra", [("RESOURCE_UNREF", {}), ("RESOURCE_ATTACH_BACKING", {}),
-                                       ("RESOURCE_DETACH_BACKING", {}), ("RESOURCE_FLUSH", {"r.width": 1}),
-                                       ("TRANSFER_TO_HOST_2D", {"r.width": 1})])
+@pytest.mark.parametrize(
+    "cmd,extra",
+    [
+        ("RESOURCE_UNREF", {}),
+        ("RESOURCE_ATTACH_BACKING", {}),
+        ("RESOURCE_DETACH_BACKING", {}),
+        ("RESOURCE_FLUSH", {"r.width": 1}),
+        ("TRANSFER_TO_HOST_2D", {"r.width": 1}),
+    ],
+)
 def test_commands_on_a_resource_never_created_fail(dev, cmd, extra):
     resp = send(dev, cmd, {"resource_id": 42, **extra}, PAGE if cmd == "RESOURCE_ATTACH_BACKING" else None)
     assert is_err(resp)
@@ -124,12 +136,15 @@ def test_transfer_needs_backing_and_detach_takes_it_away(dev):
 
 
 @pytest.mark.parametrize("cmd", ["SET_SCANOUT", "RESOURCE_FLUSH", "TRANSFER_TO_HOST_2D"])
-@pytest.mark.parametrize("rect", [
-    {"r.x": 0xFFFFFFF0, "r.width": 0x20, "r.height": 64},  # x + width wraps to 0x10 in u32
-    {"r.y": 0xFFFFFFC1, "r.height": 0x40, "r.width": 64},  # y + height wraps to 1
-    {"r.x": 1, "r.width": 64, "r.height": 64},  # one column past the edge
-    {"r.width": 65, "r.height": 1},
-])
+@pytest.mark.parametrize(
+    "rect",
+    [
+        {"r.x": 0xFFFFFFF0, "r.width": 0x20, "r.height": 64},  # x + width wraps to 0x10 in u32
+        {"r.y": 0xFFFFFFC1, "r.height": 0x40, "r.width": 64},  # y + height wraps to 1
+        {"r.x": 1, "r.width": 64, "r.height": 64},  # one column past the edge
+        {"r.width": 65, "r.height": 1},
+    ],
+)
 def test_rectangles_past_the_resource_are_refused_even_when_the_u32_sum_wraps(dev, cmd, rect):
     make_fb(dev)
     before = dict(dev.state.scanouts)
@@ -182,8 +197,9 @@ def test_capset_queries(dev):
     req = dev.codec.decode_request(dev.codec.encode("VIRTIO_GPU_CMD_GET_CAPSET_INFO", {"capset_index": 1}))
     assert dev.protocol.expect(dev.state, req).acceptable() is None
     assert is_err(send(dev, "GET_CAPSET_INFO", {"capset_index": 1}))  # the reference device's choice
-    bad = judge_answer(dev, "GET_CAPSET_INFO", {"capset_index": 0}, "VIRTIO_GPU_RESP_OK_CAPSET_INFO",
-                       {"capset_id": 0x99})
+    bad = judge_answer(
+        dev, "GET_CAPSET_INFO", {"capset_index": 0}, "VIRTIO_GPU_RESP_OK_CAPSET_INFO", {"capset_id": 0x99}
+    )
     assert any(b.check == "capset-id-defined" and CAPSET_ID in b.reqs for b in bad)
 
 
@@ -208,12 +224,18 @@ def test_fenced_requests_echo_the_fence_whether_they_succeed_or_fail(dev, cmd, f
 
 @pytest.mark.parametrize("resp_fields", [{}, {"hdr.fence_id": 7}, {"hdr.flags": FENCE, "hdr.fence_id": 8}])
 def test_a_fence_answered_without_the_flag_or_with_another_id_is_a_device_breach(dev, resp_fields):
-    bad = judge_answer(dev, "GET_DISPLAY_INFO", {"hdr.flags": FENCE, "hdr.fence_id": 7},
-                       "VIRTIO_GPU_RESP_OK_DISPLAY_INFO", resp_fields)
+    bad = judge_answer(
+        dev, "GET_DISPLAY_INFO", {"hdr.flags": FENCE, "hdr.fence_id": 7}, "VIRTIO_GPU_RESP_OK_DISPLAY_INFO", resp_fields
+    )
     echo = [b for b in bad if b.check == "fence-echo"]
     assert echo and echo[0].side == "device" and echo[0].definite and FENCE_ECHO in echo[0].reqs
-    good = judge_answer(dev, "GET_DISPLAY_INFO", {"hdr.flags": FENCE, "hdr.fence_id": 7},
-                        "VIRTIO_GPU_RESP_OK_DISPLAY_INFO", {"hdr.flags": FENCE, "hdr.fence_id": 7})
+    good = judge_answer(
+        dev,
+        "GET_DISPLAY_INFO",
+        {"hdr.flags": FENCE, "hdr.fence_id": 7},
+        "VIRTIO_GPU_RESP_OK_DISPLAY_INFO",
+        {"hdr.flags": FENCE, "hdr.fence_id": 7},
+    )
     assert not [b for b in good if b.check == "fence-echo"]
 
 
@@ -229,12 +251,17 @@ def test_success_to_an_invalid_request_or_an_error_to_a_valid_one_is_a_device_br
 def test_device_reset_forgets_resources_scanouts_and_fences(dev):
     send(dev, "GET_DISPLAY_INFO")
     make_fb(dev)
-    send(dev, "SET_SCANOUT", {"r.width": 64, "r.height": 64, "resource_id": 1, "hdr.flags": FENCE,
-                              "hdr.fence_id": 3})
+    send(dev, "SET_SCANOUT", {"r.width": 64, "r.height": 64, "resource_id": 1, "hdr.flags": FENCE, "hdr.fence_id": 3})
     assert dev.reset() == []
     st = dev.state
     assert st.resources == {} and st.scanouts == {} and st.timelines == {} and not st.display_info_read
     assert is_err(send(dev, "RESOURCE_FLUSH", {"r.width": 1, "r.height": 1, "resource_id": 1}))
     make_fb(dev)  # the old id is free after the reset
-    assert send(dev, "RESOURCE_FLUSH", {"r.width": 1, "r.height": 1, "resource_id": 1,
-                                        "hdr.flags": FENCE, "hdr.fence_id": 1}).fields["hdr.fence_id"] == 1
+    assert (
+        send(
+            dev,
+            "RESOURCE_FLUSH",
+            {"r.width": 1, "r.height": 1, "resource_id": 1, "hdr.flags": FENCE, "hdr.fence_id": 1},
+        ).fields["hdr.fence_id"]
+        == 1
+    )

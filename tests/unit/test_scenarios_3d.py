@@ -105,13 +105,16 @@ def test_a_box_inside_the_resource_transfers(dev, cmd):
 
 
 @pytest.mark.parametrize("cmd", ["TRANSFER_TO_HOST_3D", "TRANSFER_FROM_HOST_3D"])
-@pytest.mark.parametrize("box", [
-    {"box.x": 0xFFFFFFF0, "box.w": 0x20, "box.h": 1, "box.d": 1},  # x + w wraps u32 to 0x10
-    {"box.y": 0xFFFFFFFF, "box.h": 2, "box.w": 1, "box.d": 1},  # y + h wraps to 1
-    {"box.z": 0xFFFFFFFF, "box.d": 1, "box.w": 1, "box.h": 1},  # z + d wraps to 0
-    {"box.z": 1, "box.d": 1, "box.w": 1, "box.h": 1},  # past the single layer
-    {"box.w": 65, "box.h": 1, "box.d": 1},
-])
+@pytest.mark.parametrize(
+    "box",
+    [
+        {"box.x": 0xFFFFFFF0, "box.w": 0x20, "box.h": 1, "box.d": 1},  # x + w wraps u32 to 0x10
+        {"box.y": 0xFFFFFFFF, "box.h": 2, "box.w": 1, "box.d": 1},  # y + h wraps to 1
+        {"box.z": 0xFFFFFFFF, "box.d": 1, "box.w": 1, "box.h": 1},  # z + d wraps to 0
+        {"box.z": 1, "box.d": 1, "box.w": 1, "box.h": 1},  # past the single layer
+        {"box.w": 65, "box.h": 1, "box.d": 1},
+    ],
+)
 def test_a_box_past_the_resource_is_refused_even_when_u32_sums_wrap(dev, cmd, box):
     texture(dev, ctx=1)
     assert is_err(send(dev, cmd, {"hdr.ctx_id": 1, "resource_id": 1, **box}))
@@ -121,20 +124,29 @@ def test_a_box_past_the_resource_is_refused_even_when_u32_sums_wrap(dev, cmd, bo
 
 def test_transfer_to_host_needs_backing(dev):
     texture(dev, backed=False, ctx=1)
-    assert is_err(send(dev, "TRANSFER_TO_HOST_3D", {"hdr.ctx_id": 1, "resource_id": 1, "box.w": 1, "box.h": 1,
-                                                    "box.d": 1}))
+    assert is_err(
+        send(dev, "TRANSFER_TO_HOST_3D", {"hdr.ctx_id": 1, "resource_id": 1, "box.w": 1, "box.h": 1, "box.d": 1})
+    )
     assert not dev.state.resources[1].transferred
 
 
 def test_transfer_from_host_needs_backing_too(dev):
     texture(dev, backed=False, ctx=1)
-    assert is_err(send(dev, "TRANSFER_FROM_HOST_3D", {"hdr.ctx_id": 1, "resource_id": 1, "box.w": 1, "box.h": 1,
-                                                      "box.d": 1}))
+    assert is_err(
+        send(dev, "TRANSFER_FROM_HOST_3D", {"hdr.ctx_id": 1, "resource_id": 1, "box.w": 1, "box.h": 1, "box.d": 1})
+    )
 
 
 def test_transfer_3d_into_a_default_blob(dev):
-    assert send(dev, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 1, "resource_id": 5, "blob_mem": 3, "blob_id": 1,
-                                              "size": 16384}, PAGE).name == OK  # VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST
+    assert (
+        send(
+            dev,
+            "RESOURCE_CREATE_BLOB",
+            {"hdr.ctx_id": 1, "resource_id": 5, "blob_mem": 3, "blob_id": 1, "size": 16384},
+            PAGE,
+        ).name
+        == OK
+    )  # VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST
     box = {"box.w": 16384, "box.h": 1, "box.d": 1}  # a buffer view of the whole blob
     assert send(dev, "TRANSFER_TO_HOST_3D", {"hdr.ctx_id": 1, "resource_id": 5, **box}).name == OK
 
@@ -150,11 +162,17 @@ def test_submit_carries_its_command_stream(dev):
     assert is_err(dev.codec.decode_response(dev.handle(short)))  # size promises more bytes than follow
 
 
-@pytest.mark.parametrize("cmd,fields", [
-    ("CTX_CREATE", {"hdr.ctx_id": 1}), ("CTX_DESTROY", {"hdr.ctx_id": 1}),
-    ("RESOURCE_CREATE_3D", {"resource_id": 1, **TEX}), ("SUBMIT_3D", {"hdr.ctx_id": 1}),
-    ("TRANSFER_TO_HOST_3D", {"resource_id": 1}), ("CTX_ATTACH_RESOURCE", {"hdr.ctx_id": 1, "resource_id": 1}),
-])
+@pytest.mark.parametrize(
+    "cmd,fields",
+    [
+        ("CTX_CREATE", {"hdr.ctx_id": 1}),
+        ("CTX_DESTROY", {"hdr.ctx_id": 1}),
+        ("RESOURCE_CREATE_3D", {"resource_id": 1, **TEX}),
+        ("SUBMIT_3D", {"hdr.ctx_id": 1}),
+        ("TRANSFER_TO_HOST_3D", {"resource_id": 1}),
+        ("CTX_ATTACH_RESOURCE", {"hdr.ctx_id": 1, "resource_id": 1}),
+    ],
+)
 def test_3d_commands_fail_without_virgl(ir, cmd, fields):
     dev = device(ir, drop={"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_CONTEXT_INIT"})
     assert "feature-gate" in [c.id for c in outcome(dev, cmd, fields).failed]
@@ -164,8 +182,7 @@ def test_3d_commands_fail_without_virgl(ir, cmd, fields):
 
 @pytest.mark.parametrize("ring", [0, 1, 31, 63])
 def test_ring_indices_0_to_63_are_accepted_and_echoed(dev, ring):
-    resp = send(dev, "SUBMIT_3D", {"hdr.flags": FENCE | RING, "hdr.fence_id": 9, "hdr.ctx_id": 1,
-                                   "hdr.ring_idx": ring})
+    resp = send(dev, "SUBMIT_3D", {"hdr.flags": FENCE | RING, "hdr.fence_id": 9, "hdr.ctx_id": 1, "hdr.ring_idx": ring})
     assert resp.name == OK and resp.fields["hdr.flags"] & FENCE and resp.fields["hdr.fence_id"] == 9
     assert (resp.fields["hdr.ctx_id"], resp.fields["hdr.ring_idx"]) == (1, ring)
     assert dev.state.timelines[("ring", 1, ring)].last_completed == 9
@@ -191,8 +208,12 @@ def test_each_context_ring_pair_is_its_own_fence_timeline(dev):
     assert send(dev, "CTX_CREATE", {"hdr.ctx_id": 2}).name == OK
 
     def fenced(ctx, fid, ring=None):
-        hdr = {"hdr.flags": FENCE | (RING if ring is not None else 0), "hdr.fence_id": fid, "hdr.ctx_id": ctx,
-               "hdr.ring_idx": ring or 0}
+        hdr = {
+            "hdr.flags": FENCE | (RING if ring is not None else 0),
+            "hdr.fence_id": fid,
+            "hdr.ctx_id": ctx,
+            "hdr.ring_idx": ring or 0,
+        }
         return hdr, [c.id for c in outcome(dev, "SUBMIT_3D", hdr).failed]
 
     for ctx, fid, ring in ((1, 10, 0), (1, 1, 1), (2, 1, 0), (1, 1, None)):  # a fresh timeline each time
@@ -207,8 +228,15 @@ def test_each_context_ring_pair_is_its_own_fence_timeline(dev):
 
 def test_a_later_fence_on_a_ring_completes_the_earlier_ones(dev):
     p, st = dev.protocol, dev.state
-    msgs = [dev.codec.decode_request(dev.codec.encode("VIRTIO_GPU_CMD_SUBMIT_3D", {
-        "hdr.flags": FENCE | RING, "hdr.fence_id": fid, "hdr.ctx_id": 1, "hdr.ring_idx": 3})) for fid in (1, 2)]
+    msgs = [
+        dev.codec.decode_request(
+            dev.codec.encode(
+                "VIRTIO_GPU_CMD_SUBMIT_3D",
+                {"hdr.flags": FENCE | RING, "hdr.fence_id": fid, "hdr.ctx_id": 1, "hdr.ring_idx": 3},
+            )
+        )
+        for fid in (1, 2)
+    ]
     for m in msgs:
         p.submit(st, m)
     p.complete(st, msgs[1], None, OK)  # fence 2 answered while fence 1 is still outstanding

@@ -33,15 +33,19 @@ def outcome(dev, cmd, fields, entries=None):
 
 
 def guest_blob(dev, rid=1, size=FB, flags=0):
-    return send(dev, "RESOURCE_CREATE_BLOB", {"resource_id": rid, "blob_mem": GUEST, "blob_flags": flags,
-                                              "size": size}, PAGE)
+    return send(
+        dev, "RESOURCE_CREATE_BLOB", {"resource_id": rid, "blob_mem": GUEST, "blob_flags": flags, "size": size}, PAGE
+    )
 
 
 def host_blob(dev, rid, size=8192, flags=MAPPABLE, mem=HOST3D):
     if 1 not in dev.state.contexts:
         assert send(dev, "CTX_CREATE", {"hdr.ctx_id": 1}).name == OK
-    return send(dev, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 1, "resource_id": rid, "blob_mem": mem,
-                                              "blob_flags": flags, "blob_id": rid, "size": size})
+    return send(
+        dev,
+        "RESOURCE_CREATE_BLOB",
+        {"hdr.ctx_id": 1, "resource_id": rid, "blob_mem": mem, "blob_flags": flags, "blob_id": rid, "size": size},
+    )
 
 
 def device(ir, drop=(), **kw):
@@ -67,12 +71,18 @@ def test_guest_blob_without_entries_gets_its_backing_later(dev):
     assert dev.state.resources[1].backing == [(0x200000, FB)]
 
 
-@pytest.mark.parametrize("change", [
-    {"blob_mem": 0},  # zero is not a memory type
-    {"blob_mem": 4}, {"blob_mem": 0xFFFFFFFF},  # not a VIRTIO_GPU_BLOB_MEM_*
-    {"blob_flags": 8}, {"blob_flags": 0x80000001},  # a bit outside VIRTIO_GPU_BLOB_FLAG_*
-    {"resource_id": 0}, {"size": 0},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"blob_mem": 0},  # zero is not a memory type
+        {"blob_mem": 4},
+        {"blob_mem": 0xFFFFFFFF},  # not a VIRTIO_GPU_BLOB_MEM_*
+        {"blob_flags": 8},
+        {"blob_flags": 0x80000001},  # a bit outside VIRTIO_GPU_BLOB_FLAG_*
+        {"resource_id": 0},
+        {"size": 0},
+    ],
+)
 def test_create_blob_refuses_undefined_memory_flags_ids_and_sizes(dev, change):
     fields = {"resource_id": 1, "blob_mem": GUEST, "size": FB, **change}
     assert is_err(send(dev, "RESOURCE_CREATE_BLOB", fields, PAGE))
@@ -86,13 +96,15 @@ def test_create_blob_with_a_live_id_fails_and_keeps_the_first(dev):
 
 
 def test_host_blobs_come_from_a_context_object_and_need_virgl(ir, dev):
-    assert is_err(send(dev, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 9, "resource_id": 1, "blob_mem": HOST3D,
-                                                     "size": 4096}))  # context 9 was never created
+    assert is_err(
+        send(dev, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 9, "resource_id": 1, "blob_mem": HOST3D, "size": 4096})
+    )  # context 9 was never created
     assert host_blob(dev, 1).name == OK and host_blob(dev, 2, mem=HOST3D_GUEST).name == OK
     assert {r.blob_mem for r in dev.state.resources.values()} == {HOST3D, HOST3D_GUEST}
     no3d = device(ir, drop={"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_CONTEXT_INIT"})
-    assert is_err(send(no3d, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 1, "resource_id": 1, "blob_mem": HOST3D,
-                                                      "size": 4096}))
+    assert is_err(
+        send(no3d, "RESOURCE_CREATE_BLOB", {"hdr.ctx_id": 1, "resource_id": 1, "blob_mem": HOST3D, "size": 4096})
+    )
     assert guest_blob(no3d).name == OK  # guest memory does not depend on VIRGL
     assert list(no3d.state.resources) == [1] and no3d.state.resources[1].blob_mem == GUEST
 
@@ -110,8 +122,17 @@ def test_blob_alignment_from_config_space_and_unaligned_sizes(ir, dev):
 
 
 def scanout_blob(change=None):
-    return {"r.width": 64, "r.height": 64, "scanout_id": 0, "resource_id": 1, "width": 64, "height": 64,
-            "format": 1, "strides.0": 256, **(change or {})}
+    return {
+        "r.width": 64,
+        "r.height": 64,
+        "scanout_id": 0,
+        "resource_id": 1,
+        "width": 64,
+        "height": 64,
+        "format": 1,
+        "strides.0": 256,
+        **(change or {}),
+    }
 
 
 def test_scanout_blob_shows_a_blob_that_holds_every_row(dev):
@@ -123,17 +144,22 @@ def test_scanout_blob_shows_a_blob_that_holds_every_row(dev):
     assert dev.state.scanouts[0].resource_id == 0 and dev.state.scanouts[0].blob is None
 
 
-@pytest.mark.parametrize("change", [
-    {"height": 65, "r.height": 65},  # one row more than the blob holds
-    {"offsets.0": 4},  # the plane starts late and its last row overruns the blob
-    {"offsets.0": 0xFFFFFFF0},
-    {"width": 4, "r.width": 4, "height": 5, "r.height": 5, "strides.0": 0x40000004},  # 4 strides wrap u32 to 0x10
-    {"strides.0": 128},  # a row of 64 pixels needs 256 bytes
-    {"format": 0}, {"format": 200},  # not in enum virtio_gpu_formats
-    {"r.x": 0xFFFFFFF0, "r.width": 0x20},  # x + width wraps to 0x10
-    {"r.y": 1},  # the rect hangs one row below the framebuffer
-    {"scanout_id": 1}, {"resource_id": 7},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"height": 65, "r.height": 65},  # one row more than the blob holds
+        {"offsets.0": 4},  # the plane starts late and its last row overruns the blob
+        {"offsets.0": 0xFFFFFFF0},
+        {"width": 4, "r.width": 4, "height": 5, "r.height": 5, "strides.0": 0x40000004},  # 4 strides wrap u32 to 0x10
+        {"strides.0": 128},  # a row of 64 pixels needs 256 bytes
+        {"format": 0},
+        {"format": 200},  # not in enum virtio_gpu_formats
+        {"r.x": 0xFFFFFFF0, "r.width": 0x20},  # x + width wraps to 0x10
+        {"r.y": 1},  # the rect hangs one row below the framebuffer
+        {"scanout_id": 1},
+        {"resource_id": 7},
+    ],
+)
 def test_scanout_blob_refuses_what_does_not_fit(dev, change):
     guest_blob(dev)
     assert is_err(send(dev, "SET_SCANOUT_BLOB", scanout_blob(change)))
@@ -215,6 +241,7 @@ def test_a_device_with_the_region_must_map_a_valid_request(dev):
     host_blob(dev, 1)
     req = dev.codec.decode_request(dev.codec.encode("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", {"resource_id": 1}))
     o = dev.protocol.expect(dev.state, req)
+
     def device_breaches(name, fields):
         resp = dev.codec.decode_response(dev.codec.encode(name, fields))
         return [b for b in dev.protocol.judge(dev.state, req, o, resp) if b.side == "device"]
@@ -222,16 +249,21 @@ def test_a_device_with_the_region_must_map_a_valid_request(dev):
     refused = device_breaches("VIRTIO_GPU_RESP_ERR_UNSPEC", {})
     assert [(b.check, b.basis) for b in refused] == [("response-type", "normative")]
     assert MAP_IMPLEMENTED in refused[0].reqs
-    assert [b.check for b in device_breaches("VIRTIO_GPU_RESP_OK_MAP_INFO", {"map_info": 0x07})] \
-        == ["map-info-caching"]  # 7 is no VIRTIO_GPU_MAP_CACHE_* value
+    assert [b.check for b in device_breaches("VIRTIO_GPU_RESP_OK_MAP_INFO", {"map_info": 0x07})] == [
+        "map-info-caching"
+    ]  # 7 is no VIRTIO_GPU_MAP_CACHE_* value
     assert device_breaches("VIRTIO_GPU_RESP_OK_MAP_INFO", {"map_info": 0x03}) == []
 
 
-@pytest.mark.parametrize("cmd,fields", [
-    ("RESOURCE_CREATE_BLOB", {"resource_id": 1, "blob_mem": GUEST, "size": FB}),
-    ("SET_SCANOUT_BLOB", scanout_blob()),
-    ("RESOURCE_MAP_BLOB", {"resource_id": 1}), ("RESOURCE_UNMAP_BLOB", {"resource_id": 1}),
-])
+@pytest.mark.parametrize(
+    "cmd,fields",
+    [
+        ("RESOURCE_CREATE_BLOB", {"resource_id": 1, "blob_mem": GUEST, "size": FB}),
+        ("SET_SCANOUT_BLOB", scanout_blob()),
+        ("RESOURCE_MAP_BLOB", {"resource_id": 1}),
+        ("RESOURCE_UNMAP_BLOB", {"resource_id": 1}),
+    ],
+)
 def test_blob_commands_fail_without_resource_blob(ir, cmd, fields):
     dev = device(ir, drop={"VIRTIO_GPU_F_RESOURCE_BLOB", "VIRTIO_GPU_F_BLOB_ALIGNMENT"}, blob_alignment=0)
     send(dev, "RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64})

@@ -17,7 +17,8 @@ def test_snapshot_regenerates_identically(v14):
     fresh = snapshot_json(ir)
     assert fresh == _committed(), (
         "spec/snapshot is stale: run `virtgpu-conform spec import ../shared/spec-sources "
-        "--header ../shared/spec-sources/virtio_gpu.h --version-label v1.4-cs01`")
+        "--header ../shared/spec-sources/virtio_gpu.h --version-label v1.4-cs01`"
+    )
 
 
 def test_snapshot_loads_as_the_default(v14):

@@ -26,7 +26,9 @@ def test_commands(v14):
     assert by["VIRTIO_GPU_CMD_GET_DISPLAY_INFO"].responses == ("VIRTIO_GPU_RESP_OK_DISPLAY_INFO",)
     assert by["VIRTIO_GPU_CMD_MOVE_CURSOR"].code == 0x301
     assert {c.name for c in ir.commands if c.queue == "cursorq"} == {
-        "VIRTIO_GPU_CMD_UPDATE_CURSOR", "VIRTIO_GPU_CMD_MOVE_CURSOR"}
+        "VIRTIO_GPU_CMD_UPDATE_CURSOR",
+        "VIRTIO_GPU_CMD_MOVE_CURSOR",
+    }
     assert by["VIRTIO_GPU_CMD_GET_EDID"].features == ("VIRTIO_GPU_F_EDID",)
     assert by["VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID"].features == ("VIRTIO_GPU_F_RESOURCE_UUID",)
     assert by["VIRTIO_GPU_CMD_SUBMIT_3D"].features == ("VIRTIO_GPU_F_VIRGL",)
@@ -53,13 +55,17 @@ def test_layouts(v14):
     hdr = ir.struct("virtio_gpu_ctrl_hdr")
     assert hdr.size == 24
     assert [(f.name, f.offset, f.size) for f in hdr.fields] == [
-        ("type", 0, 4), ("flags", 4, 4), ("fence_id", 8, 8), ("ctx_id", 16, 4),
-        ("ring_idx", 20, 1), ("padding", 21, 3)]
+        ("type", 0, 4),
+        ("flags", 4, 4),
+        ("fence_id", 8, 8),
+        ("ctx_id", 16, 4),
+        ("ring_idx", 20, 1),
+        ("padding", 21, 3),
+    ]
     assert (hdr.field("ring_idx").value_min, hdr.field("ring_idx").value_max) == (0, 63)
     assert ir.struct("virtio_gpu_resp_display_info").size == 24 + 16 * 24
     pmodes = ir.struct("virtio_gpu_resp_display_info").field("pmodes")
-    assert (pmodes.count, pmodes.count_expr, pmodes.struct) == (16, "VIRTIO_GPU_MAX_SCANOUTS",
-                                                                "virtio_gpu_display_one")
+    assert (pmodes.count, pmodes.count_expr, pmodes.struct) == (16, "VIRTIO_GPU_MAX_SCANOUTS", "virtio_gpu_display_one")
     assert ir.struct("virtio_gpu_resp_edid").size == 1056
     assert ir.struct("virtio_gpu_transfer_to_host_2d").field("offset").offset == 40
     capset = ir.struct("virtio_gpu_resp_capset")
@@ -74,9 +80,13 @@ def test_layouts(v14):
 def test_features_and_config(v14):
     ir, _ = v14
     assert [(f.name, f.bit) for f in ir.features] == [
-        ("VIRTIO_GPU_F_VIRGL", 0), ("VIRTIO_GPU_F_EDID", 1), ("VIRTIO_GPU_F_RESOURCE_UUID", 2),
-        ("VIRTIO_GPU_F_RESOURCE_BLOB", 3), ("VIRTIO_GPU_F_CONTEXT_INIT", 4),
-        ("VIRTIO_GPU_F_BLOB_ALIGNMENT", 5)]
+        ("VIRTIO_GPU_F_VIRGL", 0),
+        ("VIRTIO_GPU_F_EDID", 1),
+        ("VIRTIO_GPU_F_RESOURCE_UUID", 2),
+        ("VIRTIO_GPU_F_RESOURCE_BLOB", 3),
+        ("VIRTIO_GPU_F_CONTEXT_INIT", 4),
+        ("VIRTIO_GPU_F_BLOB_ALIGNMENT", 5),
+    ]
     assert ir.feature("VIRTIO_GPU_F_CONTEXT_INIT").requires == ("VIRTIO_GPU_F_VIRGL",)
     assert ir.feature("VIRTIO_GPU_F_BLOB_ALIGNMENT").requires == ("VIRTIO_GPU_F_RESOURCE_BLOB",)
     assert ir.feature("VIRTIO_GPU_F_BLOB_ALIGNMENT").config_fields == ("blob_alignment",)
@@ -107,7 +117,7 @@ def test_every_keyword_of_the_chapter_is_a_requirement(v14, spec_sources):
     lines = text.splitlines()
     for r in ir.requirements:  # each points at its keyword
         word = r.level.split()[0]
-        assert lines[r.loc.line - 1][r.loc.col - 1:].startswith(word), r.id
+        assert lines[r.loc.line - 1][r.loc.col - 1 :].startswith(word), r.id
 
 
 def test_requirement_ids_are_unique_and_bind_the_right_side(v14):
@@ -119,7 +129,10 @@ def test_requirement_ids_are_unique_and_bind_the_right_side(v14):
     assert binds["device-operation-controlq-3d/VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB/driver-MUST-NOT"] == "driver"
     assert binds["device-operation-controlq/VIRTIO_GPU_CMD_GET_CAPSET_INFO/driver-MUST"] == "driver"
     assert binds["device-operation-controlq/VIRTIO_GPU_CMD_GET_CAPSET_INFO/device-MUST"] == "device"
-    assert binds["driver-requirements-device-operation-controlq/VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB/driver-MUST"] == "driver"
+    assert (
+        binds["driver-requirements-device-operation-controlq/VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB/driver-MUST"]
+        == "driver"
+    )
     normative = {r.id for r in ir.requirements if r.normative}
     assert all(r.basis == "normative" for r in ir.requirements if r.normative)
     assert "device-requirements-device-operation-command-lifecycle-and-fencing/device/device-MUST" in normative
@@ -132,8 +145,10 @@ def test_requirement_ids_survive_added_text(tmp_path, spec_sources, shared_heade
     text = (spec_sources / "gpu-description.tex").read_text()
     anchor = "\\subsubsection{Device Operation: Using pageflip}"
     edited = text.replace(anchor, "The driver MUST be quick. The device SHOULD be kind.\n\n" + anchor)
-    edited = edited.replace("\\item[VIRTIO_GPU_CMD_RESOURCE_FLUSH]",
-                            "A new paragraph without keywords.\n\n\\item[VIRTIO_GPU_CMD_RESOURCE_FLUSH]")
+    edited = edited.replace(
+        "\\item[VIRTIO_GPU_CMD_RESOURCE_FLUSH]",
+        "A new paragraph without keywords.\n\n\\item[VIRTIO_GPU_CMD_RESOURCE_FLUSH]",
+    )
     for f in spec_sources.iterdir():
         shutil.copy(f, tmp_path / f.name)
     (tmp_path / "gpu-description.tex").write_text(edited)

@@ -29,9 +29,16 @@ def native_trace(ir, steps, from_reset=True) -> str:
     dev = ReferenceDevice(ir)
     out = io.StringIO()
     s = dev.settings
-    w = native.Writer(out, spec=ir.version, features=s.features, num_scanouts=s.num_scanouts,
-                      capsets=[[c.id, c.max_version, c.max_size] for c in s.capsets],
-                      blob_alignment=s.blob_alignment, host_visible=s.host_visible, from_reset=from_reset)
+    w = native.Writer(
+        out,
+        spec=ir.version,
+        features=s.features,
+        num_scanouts=s.num_scanouts,
+        capsets=[[c.id, c.max_version, c.max_size] for c in s.capsets],
+        blob_alignment=s.blob_alignment,
+        host_visible=s.host_visible,
+        from_reset=from_reset,
+    )
     for name, fields, entries in steps:
         data = dev.codec.encode(name, fields, entries)
         queue = "cursorq" if "CURSOR" in name else "controlq"
@@ -69,47 +76,76 @@ def test_native_round_trip_of_the_reference_device_is_clean(ir, protocol, tmp_pa
     v = c.verdicts()
     assert v["device-operation-controlq/VIRTIO_GPU_CMD_SET_SCANOUT/driver-must"]["verdict"] == "pass"
     # every exchange read its request and response bytes back into the fields that were sent
-    evs = [e for e in native.read(enumerate(p.read_text().splitlines(), 1), str(p), protocol.codec)
-           if isinstance(e, Exchange)]
+    evs = [
+        e
+        for e in native.read(enumerate(p.read_text().splitlines(), 1), str(p), protocol.codec)
+        if isinstance(e, Exchange)
+    ]
     assert [e.req.name for e in evs] == [n for n, _, _ in FRAME]
     assert evs[2].req.fields["width"] == 64 and evs[3].req.entries == [{"addr": 4096, "length": 16384, "padding": 0}]
     assert evs[0].resp.name == "VIRTIO_GPU_RESP_OK_DISPLAY_INFO" and evs[0].ts == 0.5
 
 
 def test_native_decoded_fields_and_no_response(ir, protocol, tmp_path):
-    lines = [json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1,
-                         "features": ["VIRTIO_GPU_F_EDID"], "num_scanouts": 1, "from_reset": False}),
-             json.dumps({"kind": "request", "id": "a", "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF",
-                         "fields": {"resource_id": 9}}),
-             json.dumps({"kind": "response", "id": "a", "type": "VIRTIO_GPU_RESP_OK_NODATA"}),
-             json.dumps({"kind": "request", "id": 2, "type": "VIRTIO_GPU_CMD_GET_DISPLAY_INFO"}),
-             json.dumps({"kind": "no-response", "id": 2, "reason": "timeout after 2 s"})]
+    lines = [
+        json.dumps(
+            {
+                "kind": "session",
+                "format": "virtgpu-conform-trace",
+                "version": 1,
+                "features": ["VIRTIO_GPU_F_EDID"],
+                "num_scanouts": 1,
+                "from_reset": False,
+            }
+        ),
+        json.dumps(
+            {"kind": "request", "id": "a", "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": 9}}
+        ),
+        json.dumps({"kind": "response", "id": "a", "type": "VIRTIO_GPU_RESP_OK_NODATA"}),
+        json.dumps({"kind": "request", "id": 2, "type": "VIRTIO_GPU_CMD_GET_DISPLAY_INFO"}),
+        json.dumps({"kind": "no-response", "id": 2, "reason": "timeout after 2 s"}),
+    ]
     p = tmp_path / "t.ndjson"
     p.write_text("\n".join(lines) + "\n")
     c = run_check(protocol, p)
     # The unref of a resource the trace never shows created is fine: the trace starts mid-session.
     assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [(4, "device", "no-response", True)]
-    assert c.verdicts()["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"][
-        "verdict"] == "not-exercised"
-
+    assert (
+        c.verdicts()["device-requirements-device-initialization/VIRTIO_GPU_CMD_GET_DISPLAY_INFO/driver-SHOULD"][
+            "verdict"
+        ]
+        == "not-exercised"
+    )
 
 
 def test_a_request_of_no_known_type_is_still_owed_an_answer(protocol, tmp_path):
     # A garbage type, and a chain too short to hold one: the model has no rule for either, yet the device
     # must still complete them; a stall on them is as much a finding as on a known command.
-    lines = [json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1,
-                         "features": [], "num_scanouts": 1, "from_reset": True}),
-             json.dumps({"kind": "request", "id": 1, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
-             json.dumps({"kind": "no-response", "id": 1, "reason": "no-answer: timeout"}),
-             json.dumps({"kind": "request", "id": 2, "queue": "controlq", "bytes": "0102"}),
-             json.dumps({"kind": "no-response", "id": 2, "reason": "no-answer: timeout"}),
-             json.dumps({"kind": "request", "id": 3, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
-             json.dumps({"kind": "response", "id": 3, "type": "VIRTIO_GPU_RESP_ERR_UNSPEC"})]
+    lines = [
+        json.dumps(
+            {
+                "kind": "session",
+                "format": "virtgpu-conform-trace",
+                "version": 1,
+                "features": [],
+                "num_scanouts": 1,
+                "from_reset": True,
+            }
+        ),
+        json.dumps({"kind": "request", "id": 1, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
+        json.dumps({"kind": "no-response", "id": 1, "reason": "no-answer: timeout"}),
+        json.dumps({"kind": "request", "id": 2, "queue": "controlq", "bytes": "0102"}),
+        json.dumps({"kind": "no-response", "id": 2, "reason": "no-answer: timeout"}),
+        json.dumps({"kind": "request", "id": 3, "queue": "controlq", "bytes": "efbe0000" + "00" * 20}),
+        json.dumps({"kind": "response", "id": 3, "type": "VIRTIO_GPU_RESP_ERR_UNSPEC"}),
+    ]
     p = tmp_path / "t.ndjson"
     p.write_text("\n".join(lines) + "\n")
     c = run_check(protocol, p)
     assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
-        (2, "device", "no-response", True), (4, "device", "no-response", True)]
+        (2, "device", "no-response", True),
+        (4, "device", "no-response", True),
+    ]
     assert all("never answered" in f.message for f in c.findings)
     # Outside the strict profile (no informal rules) nothing is said, as for a known command.
     c = Checker(protocol, profile="spec")
@@ -118,23 +154,32 @@ def test_a_request_of_no_known_type_is_still_owed_an_answer(protocol, tmp_path):
     c.finish()
     assert not [f for f in c.findings if f.check == "no-response"]
 
+
 def test_guest_log_newer_format_pairs_by_seqno(protocol, tmp_path):
-    line = ("  insmod-95 [000] ...1.  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 "
-            "fence_id=0 ctx_id=0 num_free=254 seqno={s}")
-    text = "\n".join([line.format(d="queue", t="0x100", s=1), line.format(d="queue", t="0x10a", s=2),
-                      line.format(d="response", t="0x1104", s=2), line.format(d="response", t="0x1101", s=1)])
+    line = (
+        "  insmod-95 [000] ...1.  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 "
+        "fence_id=0 ctx_id=0 num_free=254 seqno={s}"
+    )
+    text = "\n".join(
+        [
+            line.format(d="queue", t="0x100", s=1),
+            line.format(d="queue", t="0x10a", s=2),
+            line.format(d="response", t="0x1104", s=2),
+            line.format(d="response", t="0x1101", s=1),
+        ]
+    )
     p = tmp_path / "g.log"
     p.write_text(text + "\n")
     assert sources.detect(str(p)) == "guest"
     evs = [e for e in sources.events(str(p), None, protocol.codec) if isinstance(e, Exchange)]
     assert [(e.req.name, e.resp.name) for e in evs] == [
         ("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", "VIRTIO_GPU_RESP_OK_DISPLAY_INFO"),
-        ("VIRTIO_GPU_CMD_GET_EDID", "VIRTIO_GPU_RESP_OK_EDID")]
+        ("VIRTIO_GPU_CMD_GET_EDID", "VIRTIO_GPU_RESP_OK_EDID"),
+    ]
 
 
 def test_qemu_log_without_timestamps_and_with_qemu_10_events(protocol, tmp_path):
-    lines = [l.split(":", 1)[1] if l[:1].isdigit() else l
-             for l in (REAL / "qemu-trace.log").read_text().splitlines()]
+    lines = [l.split(":", 1)[1] if l[:1].isdigit() else l for l in (REAL / "qemu-trace.log").read_text().splitlines()]
     lines.insert(12, "virtio_gpu_inc_inflight_fences in-flight+ 1")
     lines.insert(13, "virtio_gpu_cmd_suspended cmd 0x105")
     p = tmp_path / "q.log"
@@ -184,9 +229,13 @@ def test_not_a_trace_is_a_one_line_error(tmp_path):
 
 def test_bad_native_records_are_diagnosed(ir, tmp_path):
     good = native_trace(ir, FRAME[:3]).splitlines()
-    good[2:2] = ['{"kind": "request", "id": 5, "type": "VIRTIO_GPU_CMD_NOPE"}', "{not json",
-                 '{"kind": "request", "id": 6, "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": -1}}',
-                 '{"kind": "response", "id": 77, "type": "VIRTIO_GPU_RESP_OK_NODATA"}', '[1, 2]']
+    good[2:2] = [
+        '{"kind": "request", "id": 5, "type": "VIRTIO_GPU_CMD_NOPE"}',
+        "{not json",
+        '{"kind": "request", "id": 6, "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": -1}}',
+        '{"kind": "response", "id": 77, "type": "VIRTIO_GPU_RESP_OK_NODATA"}',
+        "[1, 2]",
+    ]
     p = tmp_path / "t.ndjson"
     p.write_text("\n".join(good) + "\n")
     evs = list(native.read(enumerate(p.read_text().splitlines(), 1), str(p), Protocol(ir).codec))
@@ -211,9 +260,17 @@ def test_check_json_result_and_exit_codes(tmp_path):
 def test_symbolic_verdict_is_explained_by_an_unsat_core(ir, protocol, tmp_path):
     """A rect whose x + width wraps u32 is outside the resource whatever its unknown y and height are."""
     head = native_trace(ir, FRAME[:4]).splitlines()
-    head += [json.dumps({"kind": "request", "id": 99, "type": "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
-                         "fields": {"resource_id": 1, "r.x": 0xFFFFFFF0, "r.width": 0x20, "offset": 0}}),
-             json.dumps({"kind": "response", "id": 99, "type": "VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER"})]
+    head += [
+        json.dumps(
+            {
+                "kind": "request",
+                "id": 99,
+                "type": "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D",
+                "fields": {"resource_id": 1, "r.x": 0xFFFFFFF0, "r.width": 0x20, "offset": 0},
+            }
+        ),
+        json.dumps({"kind": "response", "id": 99, "type": "VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER"}),
+    ]
     p = tmp_path / "t.ndjson"
     p.write_text("\n".join(head) + "\n")
     c = run_check(protocol, p)
@@ -223,8 +280,17 @@ def test_symbolic_verdict_is_explained_by_an_unsat_core(ir, protocol, tmp_path):
     assert "r.y" not in msg.split("because")[1]  # the unknown fields are not part of the reason
 
 
-SESSION = json.dumps({"kind": "session", "format": "virtgpu-conform-trace", "version": 1, "features": [],
-                      "num_scanouts": 1, "capsets": [], "from_reset": True})
+SESSION = json.dumps(
+    {
+        "kind": "session",
+        "format": "virtgpu-conform-trace",
+        "version": 1,
+        "features": [],
+        "num_scanouts": 1,
+        "capsets": [],
+        "from_reset": True,
+    }
+)
 
 
 def req(i, name, **fields):
@@ -241,18 +307,25 @@ UNREF, OK = "VIRTIO_GPU_CMD_RESOURCE_UNREF", "VIRTIO_GPU_RESP_OK_NODATA"
 # name: (records after the session header, expected (line, side, check, definite) findings)
 GUESSES = {
     # a trace that ends, or a reset, while a request is in flight proves no silence
-    "trace-ends-in-flight": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR)],
-                             [(2, "device", "no-response", False)]),
+    "trace-ends-in-flight": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR)], [(2, "device", "no-response", False)]),
     "reset-in-flight": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR), json.dumps({"kind": "reset"})], []),
-    "stated-no-response": ([req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR),
-                            json.dumps({"kind": "no-response", "id": 1, "reason": "timeout"})],
-                           [(2, "device", "no-response", True)]),
+    "stated-no-response": (
+        [
+            req(1, "VIRTIO_GPU_CMD_GET_DISPLAY_INFO", **HDR),
+            json.dumps({"kind": "no-response", "id": 1, "reason": "timeout"}),
+        ],
+        [(2, "device", "no-response", True)],
+    ),
     # a line that could not be read may have created the resource
-    "unreadable-line-before": (["{broken", req(1, UNREF, resource_id=7, **HDR), resp(1, "VIRTIO_GPU_RESP_ERR_UNSPEC")],
-                               [(3, "driver", "resource-exists", False)]),
+    "unreadable-line-before": (
+        ["{broken", req(1, UNREF, resource_id=7, **HDR), resp(1, "VIRTIO_GPU_RESP_ERR_UNSPEC")],
+        [(3, "driver", "resource-exists", False)],
+    ),
     # the header unknown cannot rescue an OK to an unref of a resource that never existed
-    "ok-despite-unknown-header": ([req(1, UNREF, resource_id=7), resp(1, OK)],
-                                  [(2, "driver", "resource-exists", True), (2, "device", "response-type", True)]),
+    "ok-despite-unknown-header": (
+        [req(1, UNREF, resource_id=7), resp(1, OK)],
+        [(2, "driver", "resource-exists", True), (2, "device", "response-type", True)],
+    ),
 }
 
 
@@ -286,10 +359,20 @@ def test_unusable_records_are_diagnosed_not_raised(tmp_path):
 
 
 def test_guest_orphan_response_does_not_shift_the_pairing(protocol, tmp_path):
-    line = "  k-1 [000] .....  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 fence_id=0 ctx_id=0"
+    line = (
+        "  k-1 [000] .....  2.49: virtio_gpu_cmd_{d}: vdev=0 vq=0 name=control type={t} flags=0x0 fence_id=0 ctx_id=0"
+    )
     p = tmp_path / "g.log"
-    p.write_text("\n".join([line.format(d="response", t="0x1100"), line.format(d="queue", t="0x100"),
-                            line.format(d="response", t="0x1101")]) + "\n")
+    p.write_text(
+        "\n".join(
+            [
+                line.format(d="response", t="0x1100"),
+                line.format(d="queue", t="0x100"),
+                line.format(d="response", t="0x1101"),
+            ]
+        )
+        + "\n"
+    )
     c = run_check(protocol, p)
     assert c.findings == [] and c.diagnostics == {"unpaired": 1}
 
@@ -304,12 +387,15 @@ def test_ok_to_a_truncated_request_is_definite_and_only_later_findings_are_downg
     cut = c.encode("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", {"resource_id": 1, "format": 1, "width": 64, "height": 64})[:30]
     ok = c.encode("VIRTIO_GPU_RESP_OK_NODATA")
     unref = c.encode("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": 1})
-    lines = [json.dumps({"kind": "request", "id": 10, "queue": "controlq", "bytes": cut.hex()}),
-             json.dumps({"kind": "response", "id": 10, "bytes": ok.hex()}),
-             json.dumps({"kind": "request", "id": 11, "queue": "controlq", "bytes": unref.hex()}),
-             json.dumps({"kind": "response", "id": 11, "bytes": ok.hex()})]
-    lines[-1] = json.dumps({"kind": "response", "id": 11,
-                            "bytes": c.encode("VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID").hex()})
+    lines = [
+        json.dumps({"kind": "request", "id": 10, "queue": "controlq", "bytes": cut.hex()}),
+        json.dumps({"kind": "response", "id": 10, "bytes": ok.hex()}),
+        json.dumps({"kind": "request", "id": 11, "queue": "controlq", "bytes": unref.hex()}),
+        json.dumps({"kind": "response", "id": 11, "bytes": ok.hex()}),
+    ]
+    lines[-1] = json.dumps(
+        {"kind": "response", "id": 11, "bytes": c.encode("VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID").hex()}
+    )
     path = tmp_path / "cut.ndjson"
     path.write_text(text + "\n".join(lines) + "\n")
     checker = run_check(protocol, path)
@@ -330,22 +416,34 @@ def test_after_an_ok_to_a_truncated_request_what_rests_on_no_state_stays_definit
     text = native_trace(ir, [("VIRTIO_GPU_CMD_GET_DISPLAY_INFO", {}, None)])
     cut = c.encode("VIRTIO_GPU_CMD_RESOURCE_FLUSH", {"resource_id": 1})[:30]
     ok = c.encode("VIRTIO_GPU_RESP_OK_NODATA").hex()
-    lines = [json.dumps({"kind": "request", "id": 10, "queue": "controlq", "bytes": cut.hex()}),
-             json.dumps({"kind": "response", "id": 10, "bytes": ok}),
-             json.dumps({"kind": "request", "id": 11, "queue": "controlq", "bytes": cut.hex()}),
-             json.dumps({"kind": "response", "id": 11, "bytes": ok}),
-             json.dumps({"kind": "request", "id": 12, "queue": "controlq", "bytes": "01020000"}),
-             json.dumps({"kind": "no-response", "id": 12, "reason": "no-answer: no completion within 0.2 s"})]
+    lines = [
+        json.dumps({"kind": "request", "id": 10, "queue": "controlq", "bytes": cut.hex()}),
+        json.dumps({"kind": "response", "id": 10, "bytes": ok}),
+        json.dumps({"kind": "request", "id": 11, "queue": "controlq", "bytes": cut.hex()}),
+        json.dumps({"kind": "response", "id": 11, "bytes": ok}),
+        json.dumps({"kind": "request", "id": 12, "queue": "controlq", "bytes": "01020000"}),
+        json.dumps({"kind": "no-response", "id": 12, "reason": "no-answer: no completion within 0.2 s"}),
+    ]
     path = tmp_path / "cut.ndjson"
     path.write_text(text + "\n".join(lines) + "\n")
     device = [(f.where.line, f.check, f.definite) for f in run_check(protocol, path).findings if f.side == "device"]
-    assert device == [(4, "malformed-accepted", True), (6, "malformed-accepted", True), (8, "no-response", True)], device
+    assert device == [(4, "malformed-accepted", True), (6, "malformed-accepted", True), (8, "no-response", True)], (
+        device
+    )
 
 
-ODD = [b"virtio_gpu_cmd_get_display_info  \r", b"\t1413@1.5:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 1",
-       b"1413@1.5:virtio_gpu_cmd_res_unref res 0x2 ", b"\xff\xfe\x00 junk \xe2\x80", b"", b"   ",
-       b"virtio_gpu_resource_create_2d: resource already exists 2", b"1413@1.5:virtio_gpu_features virgl 0",
-       b"1413@1.5:virtqueue_fill vq 0x1 elem 0x2 len 24 idx 0\x0b", "\u2028é".encode()]
+ODD = [
+    b"virtio_gpu_cmd_get_display_info  \r",
+    b"\t1413@1.5:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 1",
+    b"1413@1.5:virtio_gpu_cmd_res_unref res 0x2 ",
+    b"\xff\xfe\x00 junk \xe2\x80",
+    b"",
+    b"   ",
+    b"virtio_gpu_resource_create_2d: resource already exists 2",
+    b"1413@1.5:virtio_gpu_features virgl 0",
+    b"1413@1.5:virtqueue_fill vq 0x1 elem 0x2 len 24 idx 0\x0b",
+    "\u2028é".encode(),
+]
 
 
 @pytest.mark.parametrize("block", [1 << 18, 333, 1])
@@ -384,8 +482,10 @@ def _display_log(frames: int) -> str:
     cmd("virtio_gpu_cmd_set_scanout id 0, res 0x1, w 64, h 64, x 0, y 0")
     for f in range(frames):
         cmd("virtio_gpu_cmd_res_xfer_toh_2d res 0x1")
-        cmd(f"virtio_gpu_cmd_res_flush res 0x1, w 64, h 16, x 0, y {f % 4 * 16}",
-            after="virtio_gpu_resource_flush: bad" if f % 9 == 5 else "")
+        cmd(
+            f"virtio_gpu_cmd_res_flush res 0x1, w 64, h 16, x 0, y {f % 4 * 16}",
+            after="virtio_gpu_resource_flush: bad" if f % 9 == 5 else "",
+        )
         cmd(f"virtio_gpu_update_cursor scanout 0, x {f % 5}, y 1, move, res 0x0", 0, "0x20")
         if f % 3 == 0:
             rid = f % 4 + 2
@@ -407,8 +507,18 @@ def test_remembered_verdicts_check_as_the_general_path(protocol, tmp_path, profi
         for ev in sources.events(str(p), "qemu", protocol.codec):
             c.feed(ev)
         c.finish()
-        results.append(([f.to_json() for f in c.findings], c.verdicts(), c.commands, c.max_split, c.uncertain,
-                         c.diagnostics, c.divergences, c.cands[0].state))
+        results.append(
+            (
+                [f.to_json() for f in c.findings],
+                c.verdicts(),
+                c.commands,
+                c.max_split,
+                c.uncertain,
+                c.diagnostics,
+                c.divergences,
+                c.cands[0].state,
+            )
+        )
     assert results[0] == results[1]
     assert (results[0][3] > 1) == (candidates > 1)  # the readings split (where room was left for it)
     assert results[0][0] if profile == "strict" else True  # the complaints make findings

@@ -3,6 +3,7 @@
 By default z3 catches SIGINT while it solves, answers "unknown (interrupted from keyboard)" and
 the program's handler never runs: a fuzz campaign interrupted during a solve ran on.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,9 @@ def test_a_sigint_during_a_solve_reaches_the_programs_handler():
         x, y = z3.BitVecs("x y", 128)
         s = z3.Solver()
         s.set("timeout", 1000)  # factoring a 80-bit product: z3 is still at it when the signal comes
-        s.add(x * y == 1099511627689 * 1099511627691, z3.UGT(x, 1), z3.UGT(y, 1),
-              z3.ULT(x, 1 << 64), z3.ULT(y, 1 << 64))
+        s.add(
+            x * y == 1099511627689 * 1099511627691, z3.UGT(x, 1), z3.UGT(y, 1), z3.ULT(x, 1 << 64), z3.ULT(y, 1 << 64)
+        )
         sender = threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGINT)))
         sender.start()
         result = s.check()

@@ -18,8 +18,13 @@ class Planted(ReferenceTarget):
     def send(self, queue, outs, in_sizes):
         reply = super().send(queue, outs, in_sizes)
         data = b"".join(outs)
-        if queue == "controlq" and len(data) >= 24 and int.from_bytes(data[:4], "little") == UNREF \
-                and reply.status == "answered" and len(reply.data) >= 24:
+        if (
+            queue == "controlq"
+            and len(data) >= 24
+            and int.from_bytes(data[:4], "little") == UNREF
+            and reply.status == "answered"
+            and len(reply.data) >= 24
+        ):
             return Reply("answered", OK_NODATA.to_bytes(4, "little") + reply.data[4:])
         return reply
 
