@@ -54,7 +54,28 @@ _LAZY = {
     "ResultError": "virtgpu_conform.checker.report.results",
 }
 
-__all__ = ["Error", "__version__", *_LAZY]
+__all__ = [
+    "Error",
+    "__version__",
+    "check_trace",
+    "CheckResult",
+    "SessionResult",
+    "NotConformant",
+    "Finding",
+    "fuzz",
+    "replay",
+    "DeviceSpec",
+    "FuzzResult",
+    "ReplayResult",
+    "DeviceNotConformant",
+    "report",
+    "load_spec",
+    "SpecIR",
+    "SpecSourceError",
+    "TraceError",
+    "TargetError",
+    "ResultError",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -37,11 +37,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.oracle import Oracle
 from virtgpu_conform.checker.fuzz.pipeline import Pipeline
-from virtgpu_conform.checker.devices.qemu import QemuTarget
-from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.load import load_snapshot
 

@@ -15,8 +15,9 @@ workers and machines), and every later check of the same device replays them fir
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 

@@ -124,7 +124,7 @@ def layout_of(ir: SpecIR, s: Struct) -> Layout:
     )
 
 
-def _too_wide(lay: "Layout", records: list[dict]) -> str:
+def _too_wide(lay: Layout, records: list[dict]) -> str:
     """The integer leaves of `lay` that some record gives a value its wire width cannot hold."""
     return ", ".join(
         k

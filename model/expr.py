@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 import z3
 
@@ -21,7 +22,7 @@ class E:
     width: int
 
     # --- building -------------------------------------------------------
-    def _bin(self, op: str, other: Any) -> "E":
+    def _bin(self, op: str, other: Any) -> E:
         o = lift(other, self.width)
         if o.width != self.width:
             raise TypeError(f"width mismatch in {self} {op} {o}: {self.width} vs {o.width}")
@@ -52,44 +53,44 @@ class E:
     def __invert__(self):
         return Not(self)
 
-    def eq(self, o) -> "E":
+    def eq(self, o) -> E:
         return Cmp("==", self, lift(o, self.width))
 
-    def ne(self, o) -> "E":
+    def ne(self, o) -> E:
         return Not(self.eq(o))
 
-    def ule(self, o) -> "E":
+    def ule(self, o) -> E:
         return Cmp("<=", self, lift(o, self.width))
 
-    def ult(self, o) -> "E":
+    def ult(self, o) -> E:
         return Cmp("<", self, lift(o, self.width))
 
-    def uge(self, o) -> "E":
+    def uge(self, o) -> E:
         return lift(o, self.width).ule(self)
 
-    def ugt(self, o) -> "E":
+    def ugt(self, o) -> E:
         return lift(o, self.width).ult(self)
 
-    def isin(self, values) -> "E":
+    def isin(self, values) -> E:
         return In(self, tuple(sorted(set(int(v) for v in values))))
 
-    def zext(self, width: int) -> "E":
+    def zext(self, width: int) -> E:
         return ZExt(self, width)
 
-    def implies(self, o) -> "E":
+    def implies(self, o) -> E:
         return Or(Not(self), lift(o, BOOL))
 
     # --- reading ----------------------------------------------------------
     def py(self) -> str:  # Python source over a mapping `v`
         raise NotImplementedError
 
-    def z3(self, env: "Z3Env"):
+    def z3(self, env: Z3Env):
         raise NotImplementedError
 
-    def children(self) -> tuple["E", ...]:
+    def children(self) -> tuple[E, ...]:
         return ()
 
-    def walk(self) -> Iterator["E"]:
+    def walk(self) -> Iterator[E]:
         yield self
         for c in self.children():
             yield from c.walk()

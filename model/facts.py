@@ -6,7 +6,8 @@ free z3 variable of the same width, so a rule quantifies over every state shape.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .expr import BOOL, E, Var
 from .state import KIND_BLOB, KIND_NONE, State, overlaps, timeline_key

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.errors import Error
+from virtgpu_conform.spec.ir import SpecIR
 
 from . import rules_2d, rules_3d, rules_blob, rules_cursor, rules_query
 from .codec import Codec, Message, codec_for

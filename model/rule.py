@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Optional
 
-from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.errors import Error
+from virtgpu_conform.spec.ir import SpecIR
 
 from .codec import Codec, Message
 from .expr import E, Var, compile_py, evaluate

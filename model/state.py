@@ -49,7 +49,7 @@ class Resource:
     mapped: Optional[tuple[int, int]] = None  # (offset, size) in the host-visible region
     transferred: bool = False  # some TRANSFER_TO_HOST_* completed on it
 
-    def clone(self) -> "Resource":
+    def clone(self) -> Resource:
         new = _shallow(self)
         new.contexts = set(self.contexts)
         return new
@@ -108,7 +108,7 @@ class State:
         """Device reset: everything but the settings goes."""
         self.__init__(self.settings, self.ring_idx_flag, self.capset_id_mask)
 
-    def clone(self) -> "State":
+    def clone(self) -> State:
         """An independent copy, cheaper than deepcopy: effects replace scanouts, contexts and
         backing lists whole, and mutate only resources, the cursor and timelines in place."""
         new = _shallow(self)

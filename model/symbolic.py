@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Iterator, Optional
+from typing import Optional
 
 import z3
 
@@ -107,7 +108,7 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
         ok = set(rule.ok) | set(rule.tolerated)
         all_pass = z3.And(*holds.values()) if holds else z3.BoolVal(True)
 
-        def meets(code: str):
+        def meets(code: str, demands=demands, rule=rule, all_pass=all_pass, ok=ok):
             parts = [z3.Implies(z3.Not(h), z3.BoolVal(code in errs)) for h, errs in demands]
             if rule.ok_basis != "implementation":
                 parts.append(z3.Implies(all_pass, z3.BoolVal(code in ok)))

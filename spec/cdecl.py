@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Optional, Union
 
 from lark import Lark, Token, Tree
@@ -13,7 +13,7 @@ from .errors import SpecSourceError, source_context
 from .parsers import lalr
 
 
-@lru_cache(maxsize=None)
+@cache
 def c_parser(strict: bool = False) -> Lark:
     # Comments are ignored by the grammar, but the header uses them to say which
     # command a struct belongs to, so the lexer hands them to a sink on the side.
@@ -30,7 +30,7 @@ class CMember:
     array: Optional[str]  # array length expression as written; "" for a flexible []
     array_value: Optional[int]  # evaluated length, None if unknown or scalar
     line: int
-    nested: Optional["CStruct"] = None  # a struct defined in place
+    nested: Optional[CStruct] = None  # a struct defined in place
 
 
 @dataclass

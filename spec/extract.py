@@ -76,7 +76,7 @@ def _header_annotations(parsed: Parsed) -> None:
 def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
     doc = parsed.chapter
     chapter_file = doc.path
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         for s in unit.structs:
             parsed.tex_structs.setdefault(s.name, s)
     if parsed.header:
@@ -89,7 +89,7 @@ def extract(parsed: Parsed, version: str, sources: dict[str, str]) -> SpecIR:
 
     # trailing arrays the text describes: "Request data is A, followed by B entries"
     trailing: dict[str, Trailing] = {}
-    for label, blocks in items.items():
+    for _label, blocks in items.items():
         text = " ".join(b.text for b in blocks)
         m = re.search(r"Request data is\s+" + F + r"\s*,?\s*followed by\s+" + F + r"\s+entries", text)
         if m:
@@ -154,7 +154,7 @@ def _item_blocks(doc: D.Doc) -> dict[str, list[D.Block]]:
         if b.item is not None:
             items.setdefault(b.item, []).append(b)
     # \item[A] \item[B] text: A has no block of its own and shares B's
-    for i, (label, line, sec, depth) in enumerate(doc.items):
+    for i, (label, _line, sec, _depth) in enumerate(doc.items):
         if label in items:
             continue
         for nxt in doc.items[i + 1 :]:
@@ -170,7 +170,7 @@ def _enums_and_constants(parsed: Parsed) -> tuple[list[Enum], list[Constant]]:
     enums: dict[str, Enum] = {}
     consts: dict[str, Constant] = {}
     path = parsed.chapter.path
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         for e in unit.enums:
             enums[e.name] = Enum(e.name, tuple((n, v) for n, v, _ in e.members), "tex", Loc(path, e.line))
             for n, v, line in e.members:
@@ -227,7 +227,7 @@ def _value_ranges(
     """Ranges stated in a field's description item, tied to the last struct declaring it."""
     out: dict[tuple[str, str], tuple[Optional[int], Optional[int]]] = {}
     struct_lines = sorted((s.line, s.name, {m.name for m in s.members}) for s in parsed.tex_structs.values())
-    for label, line, sec, depth in doc.items:
+    for label, line, _sec, _depth in doc.items:
         blocks = items.get(label)
         if not blocks or " " in label:
             continue
@@ -258,7 +258,7 @@ def _with_ranges(st: Struct, ranges) -> Struct:
 
 def _features(doc: D.Doc, items, parsed: Parsed, chapter_file: str, header_file: str) -> list[Feature]:
     feats: dict[str, Feature] = {}
-    for label, line, sec, depth in doc.items:
+    for label, line, _sec, _depth in doc.items:
         m = re.fullmatch(r"(" + FEAT + r"\w+)\s*\((\d+)\)", label)
         if not m:
             continue
@@ -280,7 +280,7 @@ def _features(doc: D.Doc, items, parsed: Parsed, chapter_file: str, header_file:
 def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str, header_file: str) -> list[Response]:
     ctrl = next(e for e in enums if e.name == "virtio_gpu_ctrl_type")
     stated: dict[str, tuple[str, int]] = {}  # response -> struct, line
-    for label, blocks in items.items():
+    for _label, blocks in items.items():
         for b in blocks:
             for m in re.finditer(r"Response type is\s+(VIRTIO_GPU_RESP_\w+)\s*,\s*response data is\s+" + F, b.text):
                 stated.setdefault(m.group(1), (m.group(2), b.position(m.start())[0]))
@@ -303,7 +303,7 @@ def _responses(parsed: Parsed, enums: list[Enum], items, chapter_file: str, head
 
 
 def _enum_lines(parsed: Parsed, name: str):
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         for e in unit.enums:
             if e.name == name:
                 return e.members
@@ -388,7 +388,7 @@ def _commands(
 
 def _enum_group(parsed: Parsed, name: str) -> str:
     """The `/* ... commands */` comment group an enumerator stands under."""
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         line = next((ln for e in unit.enums for n, v, ln in e.members if n == name), None)
         if line is not None:
             groups = [c.text.strip("/* ").split() for c in unit.comments if c.line < line]

@@ -203,7 +203,7 @@ class SpecIR:
         return _encode(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SpecIR":
+    def from_json(cls, data: dict[str, Any]) -> SpecIR:
         if data.get("schema") != IR_SCHEMA:
             raise ValueError(
                 f"SpecIR schema {data.get('schema')!r} is not {IR_SCHEMA}: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Optional, Union
 
 from lark import Lark, Token, Tree
@@ -22,7 +22,7 @@ KNOWN_MACROS = (
 ).split()
 
 
-@lru_cache(maxsize=None)
+@cache
 def latex_parser(strict: bool = False) -> Lark:
     return lalr("latex.lark", ["chapter", "macros"], strict)
 

@@ -40,13 +40,13 @@ def _source_defects(ir: SpecIR, parsed: Parsed) -> list[LintFinding]:
     doc = parsed.chapter
     path = doc.path
     out = [LintFinding("defect", "warning", Loc(path, ln, col), msg) for ln, col, msg in doc.defects]
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         out += [LintFinding("defect", "warning", Loc(path, ln, col), msg) for ln, col, msg in unit.defects]
     # \field references that name nothing the spec declares
     known = {f.name for s in ir.structs for f in s.fields}
     known |= {f"struct {s.name}" for s in ir.structs} | {f"enum {e.name}" for e in ir.enums}
     known |= parsed.external_fields
-    for ref, sec in doc.field_refs:
+    for ref, _sec in doc.field_refs:
         name = " ".join(ref.name.split())
         if name in known:
             continue
@@ -144,7 +144,7 @@ def _tex_vs_header(ir: SpecIR, parsed: Parsed) -> list[LintFinding]:
     hpath, tpath = h.path, parsed.chapter.path
 
     tex_consts: dict[str, tuple[int, int]] = {}
-    for at, unit in parsed.listings:
+    for _at, unit in parsed.listings:
         for e in unit.enums:
             tex_consts.update({n: (v, ln) for n, v, ln in e.members})
         tex_consts.update({d.name: (d.value, d.line) for d in unit.defines if d.value is not None})

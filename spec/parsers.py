@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from importlib import resources
-from typing import Callable, Optional
+from typing import Optional
 
 from lark import Lark, Token
 
 
-@lru_cache(maxsize=None)
+@cache
 def grammar_text(name: str) -> str:
     return resources.files(__package__).joinpath("grammars", name).read_text()
 

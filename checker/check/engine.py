@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from typing import Optional
 
+from virtgpu_conform.checker.traces.events import RESET, Diagnostic, Exchange, Reset, Session, Where
 from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import PROFILES
 from virtgpu_conform.model.state import Capset, Settings, State
 
-from ..traces.events import RESET, Diagnostic, Exchange, Reset, Session, Where
 from .explain import History, message, no_response, short, symbolic_why
 from .findings import Finding, Tally
 from .judging import Judge
 from .ledger import Ledger
-from .readings import Candidate, Pair
 from .memo import FastPaths
+from .readings import Candidate, Pair
 
 MAX_CANDIDATES = 8
 _SELECTORS = ("resource_id", "scanout_id", "pos.scanout_id")  # fields an effect finds its object by

@@ -7,12 +7,11 @@ import re
 from collections import deque
 from typing import Optional
 
+from virtgpu_conform.checker.traces.events import NO_ANSWER, Exchange, Where
 from virtgpu_conform.model.expr import why_false
 from virtgpu_conform.model.facts import depends
 from virtgpu_conform.model.protocol import Breach
 from virtgpu_conform.model.rule import Outcome
-
-from ..traces.events import NO_ANSWER, Exchange, Where
 
 RELATED = 4  # earlier events remembered per resource
 RESOURCES = 4096  # resources remembered at once (bounded: flat memory on traces that cycle through ids)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from virtgpu_conform.checker.traces.events import RESET, Exchange
 from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import PROFILES, Outcome
 
-from ..traces.events import RESET, Exchange
 from .explain import answer_names, no_response, short, unknown_fields
 from .readings import GUESSES, Candidate, Pair
 

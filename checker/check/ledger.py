@@ -37,7 +37,7 @@ class Ledger:
             t = self.tallies[rid] = Tally()
         return t
 
-    def tally(self, ex: "Exchange", primary: "Pair", proven: set) -> dict[str, int]:
+    def tally(self, ex: Exchange, primary: Pair, proven: set) -> dict[str, int]:
         """Count the marks of one exchange's leading reading; returns them (requirement -> level)."""
         marks = self.marks(ex, primary, proven)
         for r, level in marks.items():
@@ -51,7 +51,7 @@ class Ledger:
                 t.passed += 1
         return marks
 
-    def marks(self, ex: "Exchange", primary: "Pair", proven: set) -> dict[str, int]:
+    def marks(self, ex: Exchange, primary: Pair, proven: set) -> dict[str, int]:
         """The marks `tally` counts, counting none."""
         out = primary.outcome
         rule = out.rule
@@ -102,9 +102,8 @@ class Ledger:
             items = [c for c in rule.checks if c.reqs and c.basis in self.profile]
             if answered:
                 items += [o for o in rule.obligations if o.reqs and o.basis in self.profile]
-            fn = eval(
-                "lambda v: (" + "".join(f"{i.when.py() if i.when is not None else 'True'}, " for i in items) + ")", {}
-            )  # noqa: S307 - generated from our own expression nodes
+            source = "lambda v: (" + "".join(f"{i.when.py() if i.when is not None else 'True'}, " for i in items) + ")"
+            fn = eval(source, {})  # noqa: S307 - generated from our own expression nodes
             fast = self.fast_tally[key] = (fn, items, {})
         fn, items, by_holds = fast
         holds = fn(values)

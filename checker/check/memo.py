@@ -13,10 +13,10 @@ from __future__ import annotations
 import typing
 from typing import Optional
 
+from virtgpu_conform.checker.traces.events import Exchange
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.state import State
 
-from ..traces.events import Exchange
 from .explain import History, short
 from .ledger import Ledger
 from .readings import GUESSES, Candidate, Pair
@@ -74,7 +74,7 @@ class FastPaths:
             return True, None
         return False, keys
 
-    def settle(self, ex: Exchange, rule, keys: list, groups: list, primary: "Pair", marks: dict) -> None:
+    def settle(self, ex: Exchange, rule, keys: list, groups: list, primary: Pair, marks: dict) -> None:
         """Remember how each candidate's completions came out: their answers and ranks, whether
         they broke something in the profile (then a clean reading drops them), and the marks of a
         candidate that broke nothing at all (it may be the primary). Not a candidate with a

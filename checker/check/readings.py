@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from virtgpu_conform.checker.traces.events import Where
 from virtgpu_conform.model.protocol import Breach
 from virtgpu_conform.model.rule import Outcome
 from virtgpu_conform.model.state import State
-
-from ..traces.events import Where
 
 GUESSES = 3  # assumed answers remembered per candidate, for messages
 

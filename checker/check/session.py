@@ -8,17 +8,18 @@ several sides (QEMU's log and the guest's tracepoints), merged so that each fill
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Callable, Iterable, Optional, Union
+from typing import Optional, Union
 
+from virtgpu_conform.checker.traces import sources
+from virtgpu_conform.checker.traces.events import Exchange, Reset, TraceError, Where
+from virtgpu_conform.checker.version import tool_version
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.errors import Error
 from virtgpu_conform.spec.ir import SpecIR
 
-from ..traces import sources
-from ..traces.events import Exchange, Reset, TraceError, Where
-from ..version import tool_version
 from .engine import MAX_CANDIDATES, Checker
 from .findings import RESULT_SCHEMA, RESULT_VERSION, VERDICTS, Finding
 from .timeline import Timeline
@@ -41,7 +42,7 @@ class Recording:
     skipped: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, *paths: Union[str, PathLike], fmt: Optional[str] = None) -> "Recording":
+    def of(cls, *paths: Union[str, PathLike], fmt: Optional[str] = None) -> Recording:
         """These files as one session (merged when there are several), formats detected unless given."""
         files = [(os.fspath(p), fmt or sources.detect(os.fspath(p))) for p in paths]
         files.sort(key=lambda f: f[1] == "guest")  # the device-side source leads
@@ -264,8 +265,9 @@ def describe(f: Finding) -> str:
 
 def protocol_for(spec: Union[SpecIR, Protocol, str, PathLike, None]) -> Protocol:
     """The model for a spec: the embedded snapshot (None), a SpecIR, a spec checkout or chapter file."""
-    from virtgpu_conform.spec.load import load_snapshot, load_spec
     from pathlib import Path
+
+    from virtgpu_conform.spec.load import load_snapshot, load_spec
 
     if isinstance(spec, Protocol):
         return spec

@@ -10,11 +10,19 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..check.engine import MAX_CANDIDATES
-from ..check.findings import VERDICTS
-from ..check.session import CheckResult, Recording, SessionResult, check_session, plan, protocol_for
-from ..traces import sources
-from ..traces.events import TraceError
+from virtgpu_conform.checker.check.engine import MAX_CANDIDATES
+from virtgpu_conform.checker.check.findings import VERDICTS
+from virtgpu_conform.checker.check.session import (
+    CheckResult,
+    Recording,
+    SessionResult,
+    check_session,
+    plan,
+    protocol_for,
+)
+from virtgpu_conform.checker.traces import sources
+from virtgpu_conform.checker.traces.events import TraceError
+
 from . import console
 from .console import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from rich.console import Console
 
+from rich.console import Console
 
 # Exit codes shared by every command. EXIT_BUG: the tool itself failed (not the input, not the device).
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_BUG = 0, 1, 2, 3, 4

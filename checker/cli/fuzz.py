@@ -13,12 +13,13 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from . import console
-from .console import EXIT_BUG, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.fuzz.run import FAILING
+from virtgpu_conform.checker.fuzz.run import KINDS as TARGETS
 from virtgpu_conform.checker.traces.events import TraceError
 
-from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.fuzz.run import FAILING, KINDS as TARGETS
+from . import console
+from .console import EXIT_BUG, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 
 
 def _seconds(text: Optional[str]) -> Optional[float]:

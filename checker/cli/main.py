@@ -9,8 +9,9 @@ import threading
 
 import click
 
-from ..errors import save_traceback
-from ..version import tool_version
+from virtgpu_conform.checker.errors import save_traceback
+from virtgpu_conform.checker.version import tool_version
+
 from . import console
 from .check import check
 from .console import EXIT_BUG, EXIT_USAGE

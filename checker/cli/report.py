@@ -8,9 +8,10 @@ from typing import Optional
 
 import click
 
+from virtgpu_conform.checker.report import FORMATS, make_report, render
+
 from . import console
 from .console import EXIT_USAGE
-from virtgpu_conform.checker.report import FORMATS, make_report, render
 
 
 def write(doc: dict, fmt: str, output: Optional[str]) -> None:

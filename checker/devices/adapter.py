@@ -8,11 +8,13 @@ import shlex
 import socket
 import subprocess
 import time
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.spec.ir import SpecIR
 
+from . import scratch
 from .adapter_wire import (
     ERROR,
     FRAME_NAMES,
@@ -30,7 +32,6 @@ from .adapter_wire import (
     parse_reply,
     request,
 )
-from . import scratch
 from .children import Child, tail
 from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
 

@@ -13,7 +13,8 @@ import os
 import socket
 import struct
 import sys
-from typing import BinaryIO, Callable, Optional
+from collections.abc import Callable
+from typing import BinaryIO, Optional
 
 from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.model.state import Settings

@@ -36,7 +36,7 @@ import os
 import select
 import struct
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from virtgpu_conform.spec.errors import Error
 

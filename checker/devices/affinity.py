@@ -10,8 +10,9 @@ children inherit the affinity at fork.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 
 def choose(spec: str) -> Optional[int]:

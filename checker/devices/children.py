@@ -11,11 +11,12 @@ import atexit
 import os
 import subprocess
 import weakref
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from .qtest import kill_group, starter
 
-_LIVE: "weakref.WeakSet[Child]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Child] = weakref.WeakSet()
 
 
 class Child:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 

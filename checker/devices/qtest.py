@@ -11,11 +11,12 @@ import signal
 import subprocess
 import time
 import weakref
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from virtgpu_conform.spec.errors import Error
 
-_LIVE: "weakref.WeakSet[QemuProcess]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,7 +93,7 @@ class QemuProcess:
         )
         _LIVE.add(self)
 
-    def __enter__(self) -> "QemuProcess":
+    def __enter__(self) -> QemuProcess:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
-from virtgpu_conform.model.device import ReferenceDevice, default_settings
 from virtgpu_conform.model.codec import codec_for
+from virtgpu_conform.model.device import ReferenceDevice, default_settings
 from virtgpu_conform.model.state import Capset, Settings
-from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.errors import Error
-
+from virtgpu_conform.spec.ir import SpecIR
 
 QUEUES = {"controlq": 0, "cursorq": 1}
 

@@ -21,14 +21,15 @@ import os
 import subprocess
 import time
 from collections import deque
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 
 from . import affinity, scratch
 from .children import Child, tail
-from .qtest import QemuProcess
 from .qemu import QemuTarget
+from .qtest import QemuProcess
 from .target import Reply, TargetError
 
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"

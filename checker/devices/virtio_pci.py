@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
-
-from .qtest import QemuProcess
+from typing import Optional
 
 from virtgpu_conform.spec.errors import Error
+
+from .qtest import QemuProcess
 
 VENDOR_VIRTIO, DEVICE_GPU = 0x1AF4, 0x1050
 VERSION_1 = 32  # the feature bit every modern device offers

@@ -14,28 +14,29 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.errors import Flaky, HypothesisException
 from hypothesis.stateful import get_state_machine_test
 
+from virtgpu_conform.checker.check.findings import Tally
+from virtgpu_conform.checker.check.ledger import Ledger
+from virtgpu_conform.checker.devices import affinity
+from virtgpu_conform.checker.devices.target import Target, TargetError
+from virtgpu_conform.checker.errors import save_traceback
+from virtgpu_conform.checker.traces.events import TraceError
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
-from virtgpu_conform.checker.errors import save_traceback
-from virtgpu_conform.checker.check.ledger import Ledger
-from virtgpu_conform.checker.traces.events import TraceError
-from virtgpu_conform.checker.check.findings import Tally
-from virtgpu_conform.checker.devices import affinity
 from .differential import Differ
 from .machine import DeviceMachine, Failure
 from .oracle import Observation, Signature
 from .pipeline import Pipeline
 from .replay import replay
 from .step import Step
-from virtgpu_conform.checker.devices.target import Target, TargetError
 
 RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
 RESULT_VERSION = 1
@@ -113,7 +114,7 @@ class Campaign:
         out: Optional[str] = None,
         seed: int = 0,
         steps: int = 40,
-        progress: Optional[Callable[["Campaign"], None]] = None,
+        progress: Optional[Callable[[Campaign], None]] = None,
         hunt: bool = True,
         pipeline: bool = False,
     ):
@@ -289,7 +290,7 @@ class Campaign:
                         raise stop from None
                     bug = _bug_in(exc)
                     if bug is not None:
-                        raise bug  # a bug that showed once is still a bug, not a flaky device
+                        raise bug from exc  # a bug that showed once is still a bug, not a flaky device
                     detail = " ".join(str(exc).split())
                     if "stopped drawing earlier" in detail or "continued to draw" in detail:
                         # Generation reads only the model, so a case that ends elsewhere on a rerun means

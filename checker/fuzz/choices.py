@@ -11,7 +11,8 @@ still supply values where the machine asks for them (`Choices.draw` of a strateg
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 
 class Choice:
@@ -19,7 +20,7 @@ class Choice:
 
     __slots__ = ()
 
-    def read(self, c: "Choices") -> Any:
+    def read(self, c: Choices) -> Any:
         raise NotImplementedError
 
 
@@ -32,7 +33,7 @@ class Ints(Choice):
         self.lo, self.span = lo, max(0, hi - lo)
         self.width = (self.span.bit_length() + 7) // 8  # bytes read
 
-    def read(self, c: "Choices") -> int:
+    def read(self, c: Choices) -> int:
         if not self.span:
             return self.lo
         return self.lo + c.take_int(self.width) % (self.span + 1)
@@ -47,7 +48,7 @@ class Among(Choice):
         self.values = tuple(values)
         self.index = Ints(0, len(self.values) - 1)
 
-    def read(self, c: "Choices") -> Any:
+    def read(self, c: Choices) -> Any:
         return self.values[self.index.read(c)]
 
 
@@ -60,7 +61,7 @@ class OneOf(Choice):
         self.branches = branches
         self.index = Ints(0, len(branches) - 1)
 
-    def read(self, c: "Choices") -> Any:
+    def read(self, c: Choices) -> Any:
         b = self.branches[self.index.read(c)]
         return b.read(c) if isinstance(b, Choice) else b
 
@@ -73,7 +74,7 @@ class Bytes(Choice):
     def __init__(self, lo: int, hi: int):
         self.lo, self.size = lo, Ints(lo, hi)
 
-    def read(self, c: "Choices") -> bytes:
+    def read(self, c: Choices) -> bytes:
         return c.take(self.size.read(c))
 
 
@@ -85,7 +86,7 @@ class Lists(Choice):
     def __init__(self, element: Choice, most: int):
         self.element, self.count = element, Ints(0, most)
 
-    def read(self, c: "Choices") -> list:
+    def read(self, c: Choices) -> list:
         return [self.element.read(c) for _ in range(self.count.read(c))]
 
 
@@ -97,7 +98,7 @@ class Fields(Choice):
     def __init__(self, **parts: Choice):
         self.items = tuple(parts.items())
 
-    def read(self, c: "Choices") -> dict:
+    def read(self, c: Choices) -> dict:
         return {k: v.read(c) if isinstance(v, Choice) else v for k, v in self.items}
 
 

@@ -10,14 +10,14 @@ case where it was first seen (a native trace of the lead target's side).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
+from virtgpu_conform.checker.devices.target import Reply, Target
 from virtgpu_conform.model.codec import Message
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.rule import PROFILES
-
-from virtgpu_conform.checker.devices.target import Reply, Target
 
 
 class MirrorTarget(Target):

@@ -25,13 +25,12 @@ from typing import ClassVar, Optional
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from virtgpu_conform.checker.devices.target import Target
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.strategies import leaves
-
-from virtgpu_conform.checker.devices.target import Target
 
 from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
 from .differential import Differ
@@ -240,7 +239,7 @@ class Host(typing.Protocol):
     def choked(self, choke: tuple, status: str) -> None:
         """The device did not answer a malformed chain: no-answer or died."""
 
-    def observe(self, machine: "DeviceMachine", obs: list[Observation]) -> None:
+    def observe(self, machine: DeviceMachine, obs: list[Observation]) -> None:
         """What the oracle made of one answer; raises Failure for a finding the host hunts."""
 
 
@@ -252,7 +251,7 @@ class DeviceMachine(RuleBasedStateMachine):
     pipe: ClassVar[Optional[Pipeline]]
 
     @classmethod
-    def bind(cls, host: Host, key: str = "") -> type["DeviceMachine"]:
+    def bind(cls, host: Host, key: str = "") -> type[DeviceMachine]:
         """A machine class for `host`, named for its target (and `key`, what tells this device from
         others of its kind): hypothesis' example database keys saved cases by that name, so every
         process that binds the same device replays the cases another one saved."""
@@ -336,7 +335,7 @@ class DeviceMachine(RuleBasedStateMachine):
     def _natural(self, data, cmd: str, fixed: dict) -> dict:
         lay = self.vocab.codec.layout(cmd)
         out = {}
-        for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
+        for key, _size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
             if key.startswith("hdr.") or key in lay.padding or key in fixed or is_bytes or key in self.vocab.counts:
                 continue
             if key in ("width", "height"):

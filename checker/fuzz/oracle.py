@@ -4,16 +4,18 @@ the same importer and Checker that a saved reproducer meets, so what the fuzzer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
-from virtgpu_conform.model.protocol import Protocol
-
-from virtgpu_conform.checker.traces import native
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.check.findings import Finding
-from .pixels import CHECK as PIXELS, PixelModel
 from virtgpu_conform.checker.devices.target import Reply
+from virtgpu_conform.checker.traces import native
+from virtgpu_conform.model.protocol import Protocol
+
+from .pixels import CHECK as PIXELS
+from .pixels import PixelModel
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
 GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})

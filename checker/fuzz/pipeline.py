@@ -22,11 +22,11 @@ import os
 import signal
 import traceback
 from collections import deque
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 from virtgpu_conform.checker.devices import affinity, scratch
 from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
-
 from virtgpu_conform.spec.errors import Error
 
 _PR_SET_PDEATHSIG = 1

@@ -19,9 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from virtgpu_conform.model.codec import Message
-
 from virtgpu_conform.checker.devices.guest_ram import PATTERN, PATTERN_BASE, PATTERN_SIZE
+from virtgpu_conform.model.codec import Message
 
 MAX_PIXELS = 256 * 256  # larger resources are not followed (their pixels stay unknown)
 BPP = 4

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
-from virtgpu_conform.spec.ir import SpecIR
-
-from virtgpu_conform.checker.traces.native import Writer
 from virtgpu_conform.checker.devices.target import Reply, Target
+from virtgpu_conform.checker.traces.native import Writer
+from virtgpu_conform.spec.ir import SpecIR
 
 
 def session_header(ir: SpecIR, target: Target) -> dict:

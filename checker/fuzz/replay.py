@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
+from virtgpu_conform.checker.devices.target import Target
+from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
 
-from virtgpu_conform.checker.traces.events import TraceError, Where
-from .step import Step
 from .oracle import Observation, Oracle, screen_of
 from .record import session_header
-from virtgpu_conform.checker.devices.target import Target
+from .step import Step
 
 
 def replay(

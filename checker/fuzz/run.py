@@ -5,8 +5,9 @@ pytest plugin call these."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from virtgpu_conform.checker.check.session import protocol_for
 from virtgpu_conform.checker.devices import affinity
@@ -191,7 +192,7 @@ class FuzzResult:
 
     doc: dict
     out: Optional[str]
-    campaign: Optional["Campaign"] = field(default=None, repr=False)
+    campaign: Optional[Campaign] = field(default=None, repr=False)
 
     @property
     def findings(self) -> list[dict]:
@@ -288,10 +289,10 @@ class ReplayResult:
 
     steps: int
     trace: str
-    observations: list["Observation"]
+    observations: list[Observation]
 
     @property
-    def failing(self) -> list["Observation"]:
+    def failing(self) -> list[Observation]:
         return [o for o in self.observations if o.signature.kind in FAILING]
 
 
@@ -305,7 +306,8 @@ def replay(
 ) -> ReplayResult:
     """Re-run a saved case (a `repro.ndjson`) on a fresh device; its new trace and the device's logs go
     to `out` (default: the case's own directory) as `replay.ndjson`."""
-    from .replay import replay as send_again, steps_from_trace
+    from .replay import replay as send_again
+    from .replay import steps_from_trace
 
     device = DeviceSpec(target) if isinstance(target, str) else target
     protocol = protocol_for(spec)

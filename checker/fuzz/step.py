@@ -20,7 +20,7 @@ class Step:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Step":
+    def from_json(cls, d: dict) -> Step:
         return cls(
             d["queue"], [bytes.fromhex(h) for h in d["outs"]], list(d["ins"]), d.get("how", ""), bool(d.get("framed"))
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
-from ..version import tool_version
+from virtgpu_conform.checker.version import tool_version
 
 # One renderer per format, each in its own module with `render(doc) -> str`; text also prints with rich.
 RENDERERS = {"text": "text", "md": "markdown", "html": "html", "junit": "junit", "sarif": "sarif"}

@@ -12,12 +12,12 @@ import hashlib
 import re
 from typing import Optional
 
+from virtgpu_conform.checker.check.findings import VERDICTS
 from virtgpu_conform.model.coverage import NOT_CHECKABLE
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.ir import SpecIR
 from virtgpu_conform.spec.load import LAYOUTS
 
-from virtgpu_conform.checker.check.findings import VERDICTS
 from .results import Column
 
 SCHEMA, VERSION = "virtgpu-conform/report", 1

@@ -386,7 +386,7 @@ def _timelines(doc: dict, anchors: _Anchors) -> str:
         t = c.get("timeline")
         if isinstance(t, dict) and (_num(t.get("exchanges")) or 0) >= 1:
             marks = {}
-            for sec, item, _ in _items(doc):
+            for _sec, item, _ in _items(doc):
                 for f in item["findings"]:
                     if f.get("column") == c["id"] and _num(f.get("event")) is not None:
                         marks.setdefault(f.get("fingerprint") or id(f), (f, anchors("req", item["id"])))

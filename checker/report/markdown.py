@@ -26,7 +26,7 @@ def render(doc: dict) -> str:
         "| requirement | level | basis | " + " | ".join(c["id"] for c in cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
-    for sec, r in rows(doc):
+    for _sec, r in rows(doc):
         cells = []
         for c in cols:
             v = r["verdicts"].get(c["id"])

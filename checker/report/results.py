@@ -14,7 +14,6 @@ from typing import Optional
 
 from virtgpu_conform.checker.check.findings import RESULT_SCHEMA as CHECK_SCHEMA
 from virtgpu_conform.checker.check.findings import RESULT_VERSION as CHECK_VERSION
-
 from virtgpu_conform.spec.errors import Error
 
 FUZZ_SCHEMA, FUZZ_VERSION = "virtgpu-conform/fuzz-result", 1

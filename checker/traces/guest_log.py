@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Optional
 
 from virtgpu_conform.model.codec import Codec, Message
 
-from .pairing import Pairer
 from .events import CONTROLQ, CURSORQ, Diagnostic, Event, Exchange, Where
+from .pairing import Pairer
 
 _EVENT = re.compile(
     r"\s*(?P<task>.*?)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+virtio_gpu_cmd_(?P<dir>queue|response):\s+"

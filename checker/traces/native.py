@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import IO, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import IO, Optional
 
 from virtgpu_conform.model.codec import Codec, Message
 
-from .pairing import Pairer
 from .events import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
+from .pairing import Pairer
 
 FORMAT, VERSION = "virtgpu-conform-trace", 1
 QUEUES = (CONTROLQ, CURSORQ)
@@ -167,7 +168,7 @@ class Records:
         return _record(no, "", rec, Where(self.path, no), self.pairs, self.decode)
 
 
-def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: "_Decoder") -> Iterator[Event]:
+def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decoder) -> Iterator[Event]:
     """Events from one record (None: the line is still to be parsed)."""
     try:
         if rec is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Iterable, Iterator, Optional
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Optional
 
 from .events import LOST, OVERTAKEN, OVERTAKEN_BY, TRACE_ENDED, Exchange
 

@@ -9,12 +9,13 @@ code: the written length and the device's own complaints narrow the answer.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Optional
 
 from virtgpu_conform.model.codec import Codec, Message
 
-from .pairing import Pairer
 from .events import CONTROLQ, CURSORQ, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
+from .pairing import Pairer
 
 # event -> (command, format string as QEMU 7.2 / 10.0 print it, the request fields its conversions fill)
 EVENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from virtgpu_conform.checker.traces import sources
 from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.traces import sources
 from virtgpu_conform.model.protocol import Protocol
 
 # Installs what it lacks with apt-get and keeps Debian's kernel in ~/.cache: asked for with --mutate-host.

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from processes import alive as _alive
 
 from virtgpu_conform.checker.cli.main import main
-from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.devices.target import ReferenceTarget
+from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
-
-from processes import alive as _alive
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).parent.parent / "data" / "fuzz"

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from processes import alive, assert_children_die_with_tool
 
 from virtgpu_conform.checker.cli.main import main
-from virtgpu_conform.checker.fuzz.campaign import Campaign
-from virtgpu_conform.checker.fuzz.pipeline import Pipeline, SenderFailed
 from virtgpu_conform.checker.devices.qemu import QemuTarget
 from virtgpu_conform.checker.devices.target import ReferenceTarget, TargetError
+from virtgpu_conform.checker.fuzz.campaign import Campaign
+from virtgpu_conform.checker.fuzz.pipeline import Pipeline, SenderFailed
 from virtgpu_conform.model.protocol import Protocol
-
-from processes import alive, assert_children_die_with_tool
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from test_vhost_user_target import _target as _vhost
+
 from virtgpu_conform.checker.cli.main import main
-from virtgpu_conform.checker.fuzz.step import Step
+from virtgpu_conform.checker.devices.qemu import QemuTarget
 from virtgpu_conform.checker.fuzz.pixels import PATTERN_BASE, channel_order
 from virtgpu_conform.checker.fuzz.replay import replay
-from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.fuzz.step import Step
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path, view):
         for fmt in channel_order(ir):
             shots = []
             screen = t.screendump
-            t.screendump = lambda: shots.append(screen()) or shots[-1]  # count them
+            t.screendump = lambda shots=shots, screen=screen: shots.append(screen()) or shots[-1]  # count them
             obs = replay(p, t, _scene(p.codec, fmt, view), str(tmp_path / f"fmt-{fmt}.ndjson"))
             del t.screendump
             assert len(shots) == 1 and shots[0][:2] == (view["r.width"], view["r.height"]), fmt  # once, after the flush

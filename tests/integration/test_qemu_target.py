@@ -11,11 +11,11 @@ import textwrap
 import pytest
 from processes import assert_children_die_with_tool
 
-from virtgpu_conform.checker.traces import native
 from virtgpu_conform.checker.check.engine import Checker
-from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.checker.devices.qemu import QemuTarget
 from virtgpu_conform.checker.devices.target import ReferenceTarget
+from virtgpu_conform.checker.fuzz.record import record
+from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import shared_file
+from test_qemu_target import _need_qemu
 
 from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.spec.load import load_snapshot
-
-from conftest import shared_file
-from test_qemu_target import _need_qemu
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_qemu]  # the results hold a campaign against QEMU
 REPO = Path(__file__).resolve().parents[2]

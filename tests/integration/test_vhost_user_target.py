@@ -8,11 +8,12 @@ import signal
 import textwrap
 
 import pytest
-
-from processes import alive as _alive, assert_children_die_with_tool
+from processes import alive as _alive
+from processes import assert_children_die_with_tool
 from test_qemu_target import _need_qemu, check_native, script
-from virtgpu_conform.checker.fuzz.record import record
+
 from virtgpu_conform.checker.devices.vhost_user import BACKEND, KvmUnusable, VhostUserGpuTarget, kvm_problem
+from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = pytest.mark.integration

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import assert_children_die_with_tool, gone as _gone
+from processes import assert_children_die_with_tool
+from processes import gone as _gone
 
 from virtgpu_conform.checker.devices import adapter_wire as ap
 from virtgpu_conform.checker.devices.adapter import AdapterTarget
 from virtgpu_conform.checker.devices.children import Child
-from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.checker.devices.target import TargetError
+from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.model.protocol import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_layers import _modules
 
 import virtgpu_conform as vgc
 from virtgpu_conform.checker.cli.main import main
-
-from test_layers import _modules
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = REPO / "traces" / "qemu-7.2" / "fbdev-modetest"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from virtgpu_conform.checker.cli.main import main

@@ -107,9 +107,9 @@ def test_ppm_as_qemu_writes_it():
 def test_an_answer_cut_before_its_type_stops_the_judging(ir, p):
     # A SET_SCANOUT that disables the scanout, answered into a 1-byte buffer, was carried out all the same
     # (QEMU 10.0 then shows its grey placeholder): the oracle cannot tell, so it judges nothing more.
+    from virtgpu_conform.checker.devices.target import ReferenceTarget, Reply
     from virtgpu_conform.checker.fuzz.oracle import Oracle
     from virtgpu_conform.checker.fuzz.record import session_header
-    from virtgpu_conform.checker.devices.target import ReferenceTarget, Reply
 
     target = ReferenceTarget(ir)
     shots = []

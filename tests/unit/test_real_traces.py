@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from virtgpu_conform.checker.traces import sources
 from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.traces import sources
 from virtgpu_conform.model.protocol import Protocol
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import copy
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from virtgpu_conform.checker.traces import native, qemu_log, sources
-from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.cli.main import main
+from virtgpu_conform.checker.traces import native, qemu_log, sources
 from virtgpu_conform.checker.traces.events import Diagnostic, Exchange
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.protocol import Protocol
@@ -179,7 +179,9 @@ def test_guest_log_newer_format_pairs_by_seqno(protocol, tmp_path):
 
 
 def test_qemu_log_without_timestamps_and_with_qemu_10_events(protocol, tmp_path):
-    lines = [l.split(":", 1)[1] if l[:1].isdigit() else l for l in (REAL / "qemu-trace.log").read_text().splitlines()]
+    lines = [
+        ln.split(":", 1)[1] if ln[:1].isdigit() else ln for ln in (REAL / "qemu-trace.log").read_text().splitlines()
+    ]
     lines.insert(12, "virtio_gpu_inc_inflight_fences in-flight+ 1")
     lines.insert(13, "virtio_gpu_cmd_suspended cmd 0x105")
     p = tmp_path / "q.log"
@@ -201,7 +203,7 @@ BROKEN = {
 
 def test_broken_lines_are_diagnosed_and_the_check_goes_on(tmp_path):
     lines = (REAL / "qemu-trace.log").read_text().splitlines()
-    for i, (name, bad) in enumerate(sorted(BROKEN.items())):
+    for i, (_name, bad) in enumerate(sorted(BROKEN.items())):
         lines.insert(40 + 7 * i, bad)
     p = tmp_path / "broken.log"
     p.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + b"\xff\xfe half a line")

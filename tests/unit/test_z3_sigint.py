@@ -6,13 +6,12 @@ the program's handler never runs: a fuzz campaign interrupted during a solve ran
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import signal
 import threading
 import time
 
+import pytest
 import z3
 
 import virtgpu_conform.model.expr  # noqa: F401  (the z3 layer: importing it sets the parameter)
