@@ -128,7 +128,7 @@ class TraceSession(pytest.Item):
         if lines:
             raise NotConformant("\n".join(lines))
 
-    def repr_failure(self, excinfo, style=None):  # type: ignore[override]
+    def repr_failure(self, excinfo, style=None):
         from virtgpu_conform.checker.check.session import NotConformant
 
         if isinstance(excinfo.value, NotConformant):
@@ -156,7 +156,8 @@ def _database(spec: Optional[str]):
         return None
     if spec.startswith("redis://"):
         try:
-            import redis
+            # an optional extra (hypothesis[redis]), absent from the dev environment; typed where installed
+            import redis  # type: ignore[import-not-found, unused-ignore]
             from hypothesis.extra.redis import RedisExampleDatabase
         except ImportError:
             raise pytest.UsageError("--virtgpu-db redis://...: install hypothesis[redis]") from None

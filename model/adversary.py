@@ -99,8 +99,9 @@ class Edges:
                 models = boundary(
                     target.cond, assume=assume + chosen, env=env, report=free, timeout_ms=self.timeout_ms, edges=(edge,)
                 )
-                if models.get(edge) is not None:
-                    answer = {n: models[edge][n] for n in free}
+                found = models.get(edge)
+                if found is not None:
+                    answer = {n: found[n] for n in free}
                     break
         self.cache[key] = answer
         return answer

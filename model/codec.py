@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import struct as _struct
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union, cast
 
 from virtgpu_conform.spec.ir import Command, Response, SpecIR, Struct
 
 Value = Union[int, bytes, None]
+# Fields as code that knows the struct reads them: each leaf is its layout's type (an int, bytes for a
+# byte array) or None where unknown; which is which is the SpecIR's, beyond the type checker.
+Leaves = dict[str, Any]
 
 HDR = "virtio_gpu_ctrl_hdr"
 
@@ -165,8 +168,9 @@ class Codec:
             if code is not None:  # a short buffer was recorded by _read
                 problems.append(Problem("unknown-type", 0, f"{code:#x} is not a virtio-gpu {kind} type"))
             return Message(kind, None, None, fields, problems=problems, size=len(data))
-        sname = item.request if kind == "request" else item.struct
-        if kind == "request" and queue and item.queue != queue:
+        # item is a Command exactly when kind is "request": the table is the kind's
+        sname = item.request if isinstance(item, Command) else item.struct
+        if isinstance(item, Command) and queue and item.queue != queue:
             problems.append(Problem("wrong-queue", 0, f"{item.name} belongs on {item.queue}, not {queue}"))
         lay = self.layouts[sname]
         fields = self._read(lay, data, problems)
@@ -176,7 +180,7 @@ class Codec:
         if s.trailing:
             pos = self._entries(msg, s, data, pos)
         if sname in PAYLOAD_LENGTH:
-            want = fields.get(PAYLOAD_LENGTH[sname])
+            want = cast("Optional[int]", fields.get(PAYLOAD_LENGTH[sname]))  # an integer leaf
             if want is not None:
                 msg.payload = data[pos : pos + want]
                 if len(msg.payload) < want:
@@ -210,14 +214,16 @@ class Codec:
         }
 
     def _entries(self, msg: Message, s: Struct, data: bytes, pos: int) -> int:
-        elem = self.layouts[s.trailing.element]
-        count = msg.fields.get(s.trailing.count_field)
+        trailing = s.trailing
+        assert trailing is not None, "called for a struct with trailing entries"
+        elem = self.layouts[trailing.element]
+        count = cast("Optional[int]", msg.fields.get(trailing.count_field))  # an integer leaf
         if count is None:
             return pos
         room = max(0, len(data) - pos) // elem.size
         if count > room:
             msg.problems.append(
-                Problem("entries-truncated", pos, f"{s.trailing.count_field}={count} but only {room} entries fit")
+                Problem("entries-truncated", pos, f"{trailing.count_field}={count} but only {room} entries fit")
             )
             return len(data)  # the leftover bytes are the torn entry, not trailing garbage
         for i in range(min(count, room)):
@@ -230,7 +236,7 @@ class Codec:
         if hit is None:
             item = self.by_name[name]
             kind = "request" if isinstance(item, Command) else "response"
-            sname = item.request if kind == "request" else item.struct
+            sname = item.request if isinstance(item, Command) else item.struct
             unknown = dict.fromkeys(self.layouts[sname].keys)
             unknown["hdr.type"] = item.code
             hit = self._partials[name] = (kind, sname, unknown, item.code)

@@ -46,7 +46,7 @@ def coverage(p: Protocol) -> list[Row]:
         cites.setdefault(rid, {}).setdefault(what, []).append(command.removeprefix("VIRTIO_GPU_CMD_"))
 
     for rule in p.rules.values():
-        for item in (*rule.checks, *rule.obligations):
+        for item in rule.checks + rule.obligations:
             for rid in item.reqs:
                 cite(rid, item.id, rule.command)
         for rid in rule.ok_reqs:

@@ -7,7 +7,7 @@ from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 
-from .codec import Message
+from .codec import Leaves, Message
 from .protocol import Breach, Protocol
 from .state import Capset, Settings
 
@@ -79,7 +79,12 @@ class ReferenceDevice:
             req = self.codec.decode_request(data, queue)
         unusable = self.protocol.unusable(req)
         # Judge in the state the request found, before it is booked on its timeline.
-        name = "VIRTIO_GPU_RESP_ERR_UNSPEC" if unusable else self.protocol.expect(self.state, req).expected
+        if unusable:
+            name = "VIRTIO_GPU_RESP_ERR_UNSPEC"
+        else:
+            outcome = self.protocol.expect(self.state, req)
+            assert outcome is not None, "a usable request is of a known type, and every command has a rule"
+            name = outcome.expected
         self.protocol.submit(self.state, req)
         fields, payload = self._body(name, req)
         fields.update(self._header(req))
@@ -88,7 +93,7 @@ class ReferenceDevice:
         return out
 
     def _header(self, req: Message) -> dict:
-        f = req.fields
+        f: Leaves = req.fields
         flags = f.get("hdr.flags") or 0
         fence, ring = self._fence, self._ring
         out = {"hdr.flags": flags & (fence | ring), "hdr.ctx_id": f.get("hdr.ctx_id") or 0}
@@ -99,7 +104,8 @@ class ReferenceDevice:
         return out
 
     def _body(self, name: str, req: Message) -> tuple[dict, bytes]:
-        f, st = req.fields, self.state
+        f: Leaves = req.fields
+        st = self.state
         if name == "VIRTIO_GPU_RESP_OK_DISPLAY_INFO":
             out = {}
             for i in range(self.settings.num_scanouts):

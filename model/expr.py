@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import z3
 
@@ -19,7 +19,10 @@ BOOL = 0  # width 0 marks a boolean; every other width is an unsigned bit-vector
 class E:
     """An expression node. Arithmetic wraps at the operand width, as the wire does."""
 
-    width: int
+    if TYPE_CHECKING:  # a field of most nodes, derived (a property) on Arith: readers only read it
+
+        @property
+        def width(self) -> int: ...
 
     # --- building -------------------------------------------------------
     def _bin(self, op: str, other: Any) -> E:
@@ -286,7 +289,7 @@ def compile_py(expr: E):
 class Z3Env:
     """z3 constants for variable names, one per name and width."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.vars: dict[str, Any] = {}
 
     def var(self, name: str, width: int):

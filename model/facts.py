@@ -62,13 +62,14 @@ def via(name: str, width: int, lookup: Getter, fn: Callable[[Any, State, dict], 
 
 
 def _res(st: State, f: dict):
-    return st.resources.get(f.get("resource_id"))
+    rid: Any = f.get("resource_id")  # looked up as the request gives it, None (unknown) included
+    return st.resources.get(rid)
 
 
 def _seen_res(st: State, f: dict):
     """The resource the request names, or None. A fact about one the state has no record of is
     unknown when the trace began mid-session (it may predate it), and follows from its absence otherwise."""
-    rid = f.get("resource_id")
+    rid: Any = f.get("resource_id")  # looked up as the request gives it, None (unknown) included
     if not st.complete and rid not in st.resources:
         return UNSEEN
     return st.resources.get(rid)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 from virtgpu_conform.spec.errors import Error
 from virtgpu_conform.spec.ir import SpecIR
 
 from . import rules_2d, rules_3d, rules_blob, rules_cursor, rules_query
-from .codec import Codec, Message, codec_for
+from .codec import Codec, Leaves, Message, codec_for
 from .rule import Build, CompiledRule, MissingFact, Outcome, Rule
 from .rules_common import RING_COMPLETE
 from .state import Settings, State, timeline_key
@@ -80,11 +80,12 @@ class Protocol:
     def submit(self, state: State, req: Message) -> None:
         """Book a request on its fence timeline when it is sent."""
         state.commands += 1
-        flags = req.fields.get("hdr.flags")
-        if flags is not None and flags & self.fence_flag and req.fields.get("hdr.fence_id") is not None:
-            tl = state.timeline(timeline_key(req.fields, self.ring_flag))
-            tl.pending.append(req.fields["hdr.fence_id"])
-            tl.last_submitted = req.fields["hdr.fence_id"]
+        f: Leaves = req.fields
+        flags = f.get("hdr.flags")
+        if flags is not None and flags & self.fence_flag and f.get("hdr.fence_id") is not None:
+            tl = state.timeline(timeline_key(f, self.ring_flag))
+            tl.pending.append(f["hdr.fence_id"])
+            tl.last_submitted = f["hdr.fence_id"]
 
     def complete(self, state: State, req: Message, resp: Optional[Message], resp_name: Optional[str] = None) -> None:
         """Apply the command's effect if the device answered success, and close its fence."""
@@ -92,10 +93,11 @@ class Protocol:
         rule = self.rules.get(req.name or "")
         if rule and rule.effect and name in self.ok_types:
             rule.effect(state, req, resp)
-        flags = req.fields.get("hdr.flags")
+        f: Leaves = req.fields
+        flags = f.get("hdr.flags")
         if flags is not None and flags & self.fence_flag:
-            tl = state.timeline(timeline_key(req.fields, self.ring_flag))
-            fid = req.fields.get("hdr.fence_id")
+            tl = state.timeline(timeline_key(f, self.ring_flag))
+            fid = f.get("hdr.fence_id")
             if fid in tl.pending:
                 tl.pending.remove(fid)
             if fid is not None and (tl.last_completed is None or fid > tl.last_completed):
@@ -136,6 +138,7 @@ class Protocol:
         out = [Breach(rule.command, c.id, "driver", c.basis, c.reqs, True, c.note) for c in outcome.failed]
         name = resp.name
         if name is None:
+            hdr_type = cast("Optional[int]", resp.fields.get("hdr.type"))  # an integer leaf
             out.append(
                 Breach(
                     rule.command,
@@ -144,7 +147,7 @@ class Protocol:
                     "informal",
                     (),
                     True,
-                    f"the response's type is not a virtio-gpu response ({resp.fields.get('hdr.type')})",
+                    f"the response's type is not a virtio-gpu response ({hdr_type})",
                 )
             )
             return out

@@ -105,7 +105,8 @@ class Outcome:
         demanding = self.demanding(profile)
         if not demanding:
             return None
-        return frozenset(e for c in demanding for e in c.errors)
+        # a demanding check has errors: without them its reject_basis is None, which no profile holds
+        return frozenset(e for c in demanding for e in c.errors or ())
 
     def demanding(self, profile: frozenset[str]) -> list[Check]:
         """The failed checks whose demand to reject the profile enforces."""
@@ -116,7 +117,9 @@ class Outcome:
         checks' rejection, or else the rule's success."""
         demanding = self.demanding(profile)
         if demanding:
-            return demanding[0].reject_basis, tuple(r for c in demanding for r in c.reqs)
+            basis = demanding[0].reject_basis
+            assert basis is not None, "a demanding check's reject_basis is in the profile"
+            return basis, tuple(r for c in demanding for r in c.reqs)
         return self.rule.ok_basis, tuple(self.rule.ok_reqs)
 
     @property
@@ -145,7 +148,7 @@ class CompiledRule:
         # that never says its header asks the same question of every command, once.
         self.memo: dict[tuple, Optional[bool]] = {}
         names: set[str] = set()
-        for c in (*rule.checks, *rule.obligations):
+        for c in rule.checks + rule.obligations:
             names.update(n for n in c.full.vars() if n.startswith("st."))
         self.facts = [(n, FACTS[n][1], depends(n)) for n in sorted(names)]
         # Every value a check reads: with the same values, the checks reach the same verdicts.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .codec import Message
+from .codec import Leaves, Message
 from .facts import F, S
 from .rule import Build, Check, Rule
 from .rules_common import (
@@ -27,35 +27,40 @@ from .state import KIND_2D, Resource, Scanout, State
 
 
 def _create_2d(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.resources[f["resource_id"]] = Resource(f["resource_id"], KIND_2D, f["format"], f["width"], f["height"])
 
 
 def _unref(st: State, req: Message, resp: Optional[Message]) -> None:
     # What becomes of a scanout or cursor showing it is open; the model keeps their ids
     # (a dangling reference) and drops the resource with its backing and mapping.
-    st.resources.pop(req.fields["resource_id"], None)
+    f: Leaves = req.fields
+    st.resources.pop(f["resource_id"], None)
 
 
 def _set_scanout(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.scanouts[f["scanout_id"]] = Scanout(f["resource_id"], (f["r.x"], f["r.y"], f["r.width"], f["r.height"]))
 
 
 def _transfer(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
         r.transferred = True
 
 
 def _attach(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    entries: list[Leaves] = req.entries
+    r = st.resources.get(f["resource_id"])
     if r is not None:
-        r.backing = [(e["addr"], e["length"]) for e in req.entries]
+        r.backing = [(e["addr"], e["length"]) for e in entries]
 
 
 def _detach(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
         r.backing = None
 

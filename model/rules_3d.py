@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .codec import Message
+from .codec import Leaves, Message
 from .expr import fits
 from .facts import F, S
 from .rule import Build, Check, Rule
@@ -26,7 +26,7 @@ from .state import KIND_3D, KIND_BLOB, Context, Resource, State
 
 
 def _ctx_create(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.contexts[f["hdr.ctx_id"]] = Context(
         f["hdr.ctx_id"],
         (f.get("context_init") or 0) & st.capset_id_mask,
@@ -35,33 +35,37 @@ def _ctx_create(st: State, req: Message, resp: Optional[Message]) -> None:
 
 
 def _ctx_destroy(st: State, req: Message, resp: Optional[Message]) -> None:
-    ctx = req.fields["hdr.ctx_id"]
+    f: Leaves = req.fields
+    ctx = f["hdr.ctx_id"]
     st.contexts.pop(ctx, None)
     for r in st.resources.values():
         r.contexts.discard(ctx)
 
 
 def _attach(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
-        r.contexts.add(req.fields["hdr.ctx_id"])
+        r.contexts.add(f["hdr.ctx_id"])
 
 
 def _detach(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
-        r.contexts.discard(req.fields["hdr.ctx_id"])
+        r.contexts.discard(f["hdr.ctx_id"])
 
 
 def _create_3d(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.resources[f["resource_id"]] = Resource(
         f["resource_id"], KIND_3D, f["format"], f["width"], f["height"], f["depth"]
     )
 
 
 def _transfer(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
         r.transferred = True
 

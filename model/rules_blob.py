@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .codec import Message
+from .codec import Leaves, Message
 from .expr import fits
 from .facts import F, S
 from .rule import Build, Check, Obligation, Rule
@@ -35,8 +35,9 @@ BYTES_PER_PIXEL = 4  # every format in enum virtio_gpu_formats is 32 bits per pi
 
 
 def _create_blob(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
-    backing = [(e["addr"], e["length"]) for e in req.entries] if req.entries else None
+    f: Leaves = req.fields
+    entries: list[Leaves] = req.entries
+    backing = [(e["addr"], e["length"]) for e in entries] if entries else None
     st.resources[f["resource_id"]] = Resource(
         f["resource_id"],
         KIND_BLOB,
@@ -49,7 +50,7 @@ def _create_blob(st: State, req: Message, resp: Optional[Message]) -> None:
 
 
 def _set_scanout_blob(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     blob = {k: f[k] for k in f if k in ("width", "height", "format") or k.startswith(("strides.", "offsets."))}
     st.scanouts[f["scanout_id"]] = Scanout(
         f["resource_id"], (f["r.x"], f["r.y"], f["r.width"], f["r.height"]), blob if f["resource_id"] else None
@@ -57,13 +58,15 @@ def _set_scanout_blob(st: State, req: Message, resp: Optional[Message]) -> None:
 
 
 def _map(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
-        r.mapped = (req.fields["offset"], r.size)
+        r.mapped = (f["offset"], r.size)
 
 
 def _unmap(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None:
         r.mapped = None
 

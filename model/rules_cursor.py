@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional
 
-from .codec import Message
+from .codec import Leaves, Message
 from .facts import S
 from .rule import Build, Check, Rule
 from .rules_common import (
@@ -24,12 +24,12 @@ NO_ANSWER = "cursorq commands get no error answer in practice (QEMU returns the 
 
 
 def _update(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.cursor = Cursor(f["pos.scanout_id"], f["pos.x"], f["pos.y"], f["resource_id"], f["hot_x"], f["hot_y"])
 
 
 def _move(st: State, req: Message, resp: Optional[Message]) -> None:
-    f = req.fields
+    f: Leaves = req.fields
     st.cursor.scanout_id, st.cursor.x, st.cursor.y = f["pos.scanout_id"], f["pos.x"], f["pos.y"]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
-from .codec import Message
+from .codec import Leaves, Message
 from .expr import E
 from .facts import S
 from .rule import Build, Check, Obligation, Rule
@@ -30,9 +30,10 @@ def _edid(st: State, req: Message, resp: Optional[Message]) -> None:
 
 
 def _uuid(st: State, req: Message, resp: Optional[Message]) -> None:
-    r = st.resources.get(req.fields["resource_id"])
+    f: Leaves = req.fields
+    r = st.resources.get(f["resource_id"])
     if r is not None and resp is not None:
-        r.uuid = resp.fields.get("uuid")
+        r.uuid = cast("Optional[bytes]", resp.fields.get("uuid"))  # a byte-array leaf
 
 
 def rules(b: Build) -> list[Rule]:

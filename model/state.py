@@ -106,7 +106,7 @@ class State:
 
     def reset(self) -> None:
         """Device reset: everything but the settings goes."""
-        self.__init__(self.settings, self.ring_idx_flag, self.capset_id_mask)
+        type(self).__init__(self, self.settings, self.ring_idx_flag, self.capset_id_mask)
 
     def clone(self) -> State:
         """An independent copy, cheaper than deepcopy: effects replace scanouts, contexts and

@@ -43,7 +43,7 @@ def boundaries(p: Protocol, rule: Rule, item: Check | Obligation) -> dict[str, O
 
 def every_condition(p: Protocol) -> Iterator[tuple[Rule, Check | Obligation]]:
     for rule in p.rules.values():
-        for item in (*rule.checks, *rule.obligations):
+        for item in rule.checks + rule.obligations:
             yield rule, item
 
 
@@ -97,7 +97,10 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
     response types, so "no answer fits" expands to a finite conjunction z3 decides.
     """
     codes = [r.name for r in p.ir.responses]
-    valid, contra, unknown, conflicts = {}, {}, [], []
+    valid: dict[str, str] = {}
+    contra: dict[str, Optional[dict]] = {}
+    unknown: list[str] = []
+    conflicts: list[Conflict] = []
     for name, rule in p.rules.items():
         env = Z3Env()
         base = [assumptions(p).z3(env)]
@@ -120,7 +123,9 @@ def prove(p: Protocol, reading: str = "conformant") -> Proof:
         elif r == "unknown":
             unknown.append(name)
         for a, b in combinations([c for c in rule.checks if _demand(c, reading) is not None], 2):
-            if set(_demand(a, reading)) & set(_demand(b, reading)):
+            da, db = _demand(a, reading), _demand(b, reading)
+            assert da is not None and db is not None, "both have a demand (filtered above)"
+            if set(da) & set(db):
                 continue
             r, m = solve(base + [z3.Not(holds[a.id]), z3.Not(holds[b.id])], PROOF_TIMEOUT_MS)
             if r == "sat":

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .errors import SpecSourceError, source_context
-from .parsers import lalr
+from .parsers import lalr, tok_col, tok_line
 
 
 @cache
@@ -84,7 +84,8 @@ def parse_c(text: str, path: str, line_offset: int = 0, constants: Optional[dict
     except UnexpectedInput as exc:
         raise _translate(exc, text, path, line_offset) from None
     for tok in comments:
-        unit.comments.append(CComment(tok.value, tok.line + line_offset, tok.end_line + line_offset))
+        assert tok.end_line is not None, "a lexed token has an end line"
+        unit.comments.append(CComment(tok.value, tok_line(tok) + line_offset, tok.end_line + line_offset))
     env = dict(constants or {})
     _Builder(unit, env, line_offset, path, text).top(tree)
     return unit
@@ -118,8 +119,9 @@ def _translate(exc: UnexpectedInput, text: str, path: str, off: int) -> SpecSour
             path, line + off, col, f"unexpected {tok.type} {tok.value!r} in C declaration; expected {expected}", ctx
         )
     if isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
-        if text.startswith("/*", exc.pos_in_stream):
+        pos = cast(int, exc.pos_in_stream)  # UnexpectedCharacters sets it; lark types the base class's None
+        ch = text[pos] if pos < len(text) else "?"
+        if text.startswith("/*", pos):
             return SpecSourceError(path, line + off, col, "comment is never closed", ctx, "the file may be truncated")
         return SpecSourceError(path, line + off, col, f"unexpected character {ch!r} in C declaration", ctx)
     return SpecSourceError(path, line + off, col, str(exc).splitlines()[0], ctx)
@@ -132,10 +134,10 @@ def eval_expr(node: Union[Tree, Token], env: dict[str, int]) -> Optional[int]:
             return int(node.value.rstrip("uUlL"), 0)
         return env.get(node.value)
     if node.data == "name_ref":
-        return env.get(node.children[0].value)
+        return env.get(cast(Token, node.children[0]).value)
     if node.data == "neg":
         v = eval_expr(node.children[1], env)
-        return None if v is None else (-v if node.children[0].value == "-" else v)
+        return None if v is None else (-v if cast(Token, node.children[0]).value == "-" else v)
     if node.data == "inv":
         v = eval_expr(node.children[1], env)
         return None if v is None else ~v
@@ -146,7 +148,7 @@ def eval_expr(node: Union[Tree, Token], env: dict[str, int]) -> Optional[int]:
     vals = node.children
     acc = eval_expr(vals[0], env)
     for i in range(1, len(vals), 2):
-        op, rhs = vals[i].value, eval_expr(vals[i + 1], env)
+        op, rhs = cast(Token, vals[i]).value, eval_expr(vals[i + 1], env)
         if acc is None or rhs is None:
             return None
         acc = {
@@ -182,54 +184,54 @@ class _Builder:
                 st = self.struct(node.children[0])
                 self._semis(node.children[1], f"struct {st.name}", node.children[0])
             elif node.data == "define":
-                self.define(node.children[0])
+                self.define(cast(Token, node.children[0]))
 
     def _semis(self, semis: Tree, what: str, body: Tree) -> None:
         n = len(semis.children)
         if n == 1:
             return
         close = body.children[-1] if isinstance(body.children[-1], Token) else None
-        line = (close.line if close else 0) + self.off
-        col = (close.column + 1) if close else 0
+        line = (tok_line(close) if close else 0) + self.off
+        col = (tok_col(close) + 1) if close else 0
         if n == 0:
             self.unit.defects.append((line, col, f"missing ';' after the definition of {what}"))
         else:
             self.unit.defects.append((line, col, f"stray ';' after the definition of {what}"))
 
     def enum(self, node: Tree) -> None:
-        name = node.children[1].value
+        name = cast(Token, node.children[1]).value
         members: list[tuple[str, int, int]] = []
         nxt = 0
         for en in node.children:
             if not (isinstance(en, Tree) and en.data == "enumerator"):
                 continue
-            ident = en.children[0]
+            ident = cast(Token, en.children[0])
             if len(en.children) == 3:
                 val = eval_expr(en.children[2], self.env)
                 if val is None:
                     raise SpecSourceError(
                         self.path,
-                        ident.line + self.off,
-                        ident.column,
+                        tok_line(ident) + self.off,
+                        tok_col(ident),
                         f"cannot evaluate the value of enumerator {ident.value}",
-                        source_context(self.text, ident.line, ident.column),
+                        source_context(self.text, tok_line(ident), tok_col(ident)),
                     )
                 nxt = val
-            members.append((ident.value, nxt, ident.line + self.off))
+            members.append((ident.value, nxt, tok_line(ident) + self.off))
             self.env[ident.value] = nxt
             nxt += 1
-        self.unit.enums.append(CEnum(name, members, node.children[0].line + self.off))
+        self.unit.enums.append(CEnum(name, members, tok_line(cast(Token, node.children[0])) + self.off))
         rbrace = next(t for t in reversed(node.children) if isinstance(t, Token) and t.type == "RBRACE")
         self._semis(node.children[-1], f"enum {name}", Tree("enum", [rbrace]))
 
     def struct(self, node: Tree) -> CStruct:
-        head = node.children[0]
-        st = CStruct(node.children[1].value, [], head.line + self.off, head.column)
+        head = cast(Token, node.children[0])
+        st = CStruct(cast(Token, node.children[1]).value, [], tok_line(head) + self.off, tok_col(head))
         for m in node.children[3:-1]:
             if isinstance(m, Token):
                 continue
             if m.data == "define":
-                self.define(m.children[0])
+                self.define(cast(Token, m.children[0]))
             elif m.data == "member":
                 ctype = self._type(m.children[0])
                 for decl in m.children[1:]:
@@ -245,11 +247,11 @@ class _Builder:
         return st
 
     def _type(self, node: Tree) -> str:
-        toks = [t.value for t in node.children]
+        toks = [cast(Token, t).value for t in node.children]
         return " ".join(toks)
 
     def _member(self, ctype: str, decl: Tree) -> CMember:
-        ident = decl.children[0]
+        ident = cast(Token, decl.children[0])
         array, value = None, None
         if len(decl.children) > 1:
             arr = decl.children[1]
@@ -260,15 +262,15 @@ class _Builder:
                 if value is None:
                     raise SpecSourceError(
                         self.path,
-                        ident.line + self.off,
-                        ident.column,
+                        tok_line(ident) + self.off,
+                        tok_col(ident),
                         f"array length {array!r} of {ident.value} is not a known constant",
-                        source_context(self.text, ident.line, ident.column),
+                        source_context(self.text, tok_line(ident), tok_col(ident)),
                         "define it before the struct",
                     )
             else:
                 array, value = "", 0
-        return CMember(ident.value, ctype, array, value, ident.line + self.off)
+        return CMember(ident.value, ctype, array, value, tok_line(ident) + self.off)
 
     def define(self, tok: Token) -> None:
         body = tok.value.split("define", 1)[1]
@@ -276,19 +278,23 @@ class _Builder:
         try:
             tree = c_parser().parse(body, start="define_body")
         except UnexpectedInput as exc:
-            col = tok.column + lead + (getattr(exc, "column", 1) or 1) - 1
+            col = tok_col(tok) + lead + (getattr(exc, "column", 1) or 1) - 1
             raise SpecSourceError(
-                self.path, tok.line + self.off, col, "cannot parse #define", source_context(self.text, tok.line, col)
+                self.path,
+                tok_line(tok) + self.off,
+                col,
+                "cannot parse #define",
+                source_context(self.text, tok_line(tok), col),
             ) from None
-        name = tree.children[0]
+        name = cast(Token, tree.children[0])
         rest = tree.children[1:]
         stray = bool(rest) and isinstance(rest[-1], Token) and rest[-1].type == "SEMI"
         if stray:
-            semi = rest[-1]
+            semi = cast(Token, rest[-1])
             self.unit.defects.append(
                 (
-                    tok.line + self.off,
-                    tok.column + lead + semi.column - 1,
+                    tok_line(tok) + self.off,
+                    tok_col(tok) + lead + tok_col(semi) - 1,
                     f"stray ';' after the value of #define {name.value}",
                 )
             )
@@ -297,4 +303,4 @@ class _Builder:
         text = expr_text(rest[0]) if rest else ""
         if value is not None:
             self.env[name.value] = value
-        self.unit.defines.append(CDefine(name.value, value, text, tok.line + self.off, tok.column, stray))
+        self.unit.defines.append(CDefine(name.value, value, text, tok_line(tok) + self.off, tok_col(tok), stray))

@@ -353,7 +353,7 @@ def _commands(
             resp = ("VIRTIO_GPU_RESP_OK_NODATA",)
         gates = tuple(dict.fromkeys(re.findall(r"negotiated\s+using the\s+(" + FEAT + r"\w+)", plain)))
         if not gates and sec is not None:
-            s = sec
+            s: Optional[int] = sec
             while s is not None and not gates:
                 gates = section_gate.get(s, ())
                 s = doc.sections[s].parent

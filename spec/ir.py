@@ -7,7 +7,7 @@ import functools
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 IR_SCHEMA = 1  # bump when the shape of the JSON changes
 
@@ -244,8 +244,8 @@ def _decode(tp: Any, data: Any) -> Any:
         return _parse_loc(data)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if data is None else _decode(args[0], data)
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if data is None else _decode(members[0], data)
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -259,5 +259,5 @@ def _decode(tp: Any, data: Any) -> Any:
         for f in dataclasses.fields(tp):
             if f.name in data:
                 kwargs[f.name] = _decode(hints[f.name], data[f.name])
-        return tp(**kwargs)
+        return cast(type, tp)(**kwargs)  # is_dataclass also admits an instance; an annotation is a class
     return data

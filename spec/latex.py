@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import SpecSourceError, source_context
-from .parsers import lalr
+from .parsers import lalr, tok_col, tok_line
 
 # Arity of the spec's own macros as this grammar reads them; spec lint compares
 # it with what the macro file (commands.tex) declares.
@@ -214,8 +214,9 @@ def _translate(exc: UnexpectedInput, text: str, path: str) -> SpecSourceError:
     if isinstance(exc, UnexpectedEOF):
         return _unexpected_end(text, path)
     if isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
-        if text.startswith("\\begin{lstlisting}", exc.pos_in_stream):
+        pos = cast(int, exc.pos_in_stream)  # UnexpectedCharacters sets it; lark types the base class's None
+        ch = text[pos] if pos < len(text) else "?"
+        if text.startswith("\\begin{lstlisting}", pos):
             return SpecSourceError(
                 path,
                 line,
@@ -343,84 +344,87 @@ def _walk(node: Tree, out: list[Event], prev_word: str = "") -> None:
         if isinstance(child, Token):
             t = child.type
             if t == "WORD":
-                out.append(Text(child.value, child.line, child.column))
+                out.append(Text(child.value, tok_line(child), tok_col(child)))
                 prev = child.value
             elif t in ("WS", "TILDE"):
-                out.append(Text(" ", child.line, child.column))
+                out.append(Text(" ", tok_line(child), tok_col(child)))
                 prev = ""
             elif t == "PARBREAK":
-                out.append(ParBreak(child.line))
+                out.append(ParBreak(tok_line(child)))
                 prev = ""
             elif t == "ESCAPED":
-                out.append(Text(_tok_text(child), child.line, child.column))
+                out.append(Text(_tok_text(child), tok_line(child), tok_col(child)))
             elif t in ("LSQB", "RSQB"):
-                out.append(Text(child.value, child.line, child.column))
+                out.append(Text(child.value, tok_line(child), tok_col(child)))
             continue
         kind = child.data
-        head = child.children[0]
+        head = cast(Token, child.children[0])
         if kind == "heading":
             out.append(
-                Heading(head.value.lstrip("\\").rstrip("*"), group_text(child.children[1]), head.line, head.column)
+                Heading(
+                    head.value.lstrip("\\").rstrip("*"), group_text(child.children[1]), tok_line(head), tok_col(head)
+                )
             )
         elif kind == "normative":
-            level = child.children[2].value.lstrip("\\").rstrip("*")
+            level = cast(Token, child.children[2]).value.lstrip("\\").rstrip("*")
             out.append(
                 Normative(
                     head.value.lstrip("\\"),
                     level,
                     group_text(child.children[4]),
                     group_text(child.children[5]),
-                    head.line,
-                    head.column,
+                    tok_line(head),
+                    tok_col(head),
                 )
             )
         elif kind == "conformance":
-            level = child.children[2].value.lstrip("\\").rstrip("*")
-            out.append(Conformance(level, group_text(child.children[4]), head.line, head.column))
+            level = cast(Token, child.children[2]).value.lstrip("\\").rstrip("*")
+            out.append(Conformance(level, group_text(child.children[4]), tok_line(head), tok_col(head)))
         elif kind == "label":
-            out.append(Label(group_text(child.children[1]), head.line, head.column))
+            out.append(Label(group_text(child.children[1]), tok_line(head), tok_col(head)))
         elif kind == "env":
-            begin_name = child.children[2].value
-            end_name = child.children[-2].value
-            out.append(EnvBegin(begin_name, head.line))
+            begin_name = cast(Token, child.children[2]).value
+            end_name = cast(Token, child.children[-2]).value
+            out.append(EnvBegin(begin_name, tok_line(head)))
             inner = Tree("body", child.children[4:-4])
             _walk(inner, out)
-            end_tok = child.children[-4]
+            end_tok = cast(Token, child.children[-4])
             name = end_name if end_name == begin_name else f"!{begin_name}|{end_name}"
-            out.append(EnvEnd(name, end_tok.line))
+            out.append(EnvEnd(name, tok_line(end_tok)))
         elif kind == "listing":
             raw = head.value
             start = raw.index("}") + 1
             body = raw[start : raw.rindex("\\end{lstlisting}")]
-            out.append(Listing(body, head.line + raw.count("\n", 0, start), head.line))
+            out.append(Listing(body, tok_line(head) + raw.count("\n", 0, start), tok_line(head)))
         elif kind == "item":
             if head.type == "ITEM":
-                out.append(Item(None, [], head.line, head.column))
+                out.append(Item(None, [], tok_line(head), tok_col(head)))
             else:
                 label_tree = Tree("item_label", child.children[1:-1])
                 fields = [group_text(f.children[1]) for f in label_tree.iter_subtrees_topdown() if f.data == "field"]
-                out.append(Item(group_text(label_tree), fields, head.line, head.column))
+                out.append(Item(group_text(label_tree), fields, tok_line(head), tok_col(head)))
         elif kind == "field":
-            out.append(FieldRef(group_text(child.children[1]), head.line, head.column))
+            out.append(FieldRef(group_text(child.children[1]), tok_line(head), tok_col(head)))
             prev = ""
         elif kind in ("ref", "nameref"):
-            out.append(Ref(group_text(child.children[1]), head.line, head.column, named=kind == "nameref"))
+            out.append(Ref(group_text(child.children[1]), tok_line(head), tok_col(head), named=kind == "nameref"))
         elif kind == "href":
             text = group_text(child.children[2])
-            out.append(Href(_tok_text(child.children[1]).strip(), text, head.line, head.column))
-            out.append(Text(text, head.line, head.column))
+            out.append(Href(_tok_text(child.children[1]).strip(), text, tok_line(head), tok_col(head)))
+            out.append(Text(text, tok_line(head), tok_col(head)))
         elif kind == "style":
             _walk(child.children[1], out, prev)
         elif kind == "newcommand":
-            name_tok = child.children[2]
+            name_tok = cast(Token, child.children[2])
             arity = 0
             if len(child.children) > 5 and isinstance(child.children[4], Token) and child.children[4].type == "LSQB":
-                arity = int(child.children[5].value) if child.children[5].value.isdigit() else -1
-            out.append(NewCommand(name_tok.value.lstrip("\\"), arity, head.line))
+                digits = cast(Token, child.children[5]).value
+                arity = int(digits) if digits.isdigit() else -1
+            out.append(NewCommand(name_tok.value.lstrip("\\"), arity, tok_line(head)))
         elif kind == "group":
             tok = _first_token(child)
-            inner = group_text(child)
-            out.append(BareGroup(inner, prev, tok.line, tok.column))
+            text = group_text(child)
+            out.append(BareGroup(text, prev, tok_line(tok), tok_col(tok)))
             if not prev.endswith("field"):  # else the builder recovers it as a \field
                 _walk(child, out)
         elif kind == "raw_group":

@@ -39,10 +39,10 @@ def lay_out(
                 raise KeyError(m.type)
             esize, ealign, sname = inner.size, inner.align, inner.name
         else:
-            esize = prim_size(m.type)
-            if esize is None:
+            prim = prim_size(m.type)
+            if prim is None:
                 raise KeyError(m.type)
-            ealign, sname = esize, None
+            esize, ealign, sname = prim, prim, None
         offset = _align_up(offset, ealign)
         align = max(align, ealign)
         count = m.array_value if m.array is not None else None

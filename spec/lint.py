@@ -46,8 +46,8 @@ def _source_defects(ir: SpecIR, parsed: Parsed) -> list[LintFinding]:
     known = {f.name for s in ir.structs for f in s.fields}
     known |= {f"struct {s.name}" for s in ir.structs} | {f"enum {e.name}" for e in ir.enums}
     known |= parsed.external_fields
-    for ref, _sec in doc.field_refs:
-        name = " ".join(ref.name.split())
+    for fref, _sec in doc.field_refs:
+        name = " ".join(fref.name.split())
         if name in known:
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
@@ -56,7 +56,7 @@ def _source_defects(ir: SpecIR, parsed: Parsed) -> list[LintFinding]:
             LintFinding(
                 "defect",
                 "warning",
-                Loc(path, ref.line, ref.col),
+                Loc(path, fref.line, fref.col),
                 f"\\field{{{name}}} names no field, struct or enum{hint}",
             )
         )
@@ -81,11 +81,11 @@ def _source_defects(ir: SpecIR, parsed: Parsed) -> list[LintFinding]:
                 LintFinding("defect", "error", c.loc, f"conformance clause cites {c.target!r}, which no block defines")
             )
     if parsed.conformance:
-        for s in ir.sections:
-            if s.kind != "plain" and s.label and s.label not in cited:
+        for sec in ir.sections:
+            if sec.kind != "plain" and sec.label and sec.label not in cited:
                 out.append(
                     LintFinding(
-                        "defect", "warning", s.loc, f"normative block {s.label!r} is cited by no conformance clause"
+                        "defect", "warning", sec.loc, f"normative block {sec.label!r} is cited by no conformance clause"
                     )
                 )
     # macro arity: what the grammar assumes against what the macro file declares

@@ -29,3 +29,14 @@ def lalr(
         strict=strict,
         lexer_callbacks=callbacks or {},
     )
+
+
+# lark types a Token's position Optional (a Token made by hand has none); its lexer sets it on every token.
+def tok_line(tok: Token) -> int:
+    assert tok.line is not None, "a lexed token has a line"
+    return tok.line
+
+
+def tok_col(tok: Token) -> int:
+    assert tok.column is not None, "a lexed token has a column"
+    return tok.column

@@ -85,7 +85,8 @@ def extract_requirements(
                         ),
                     )
                 )
-    out, ordinal = [], {}
+    out: list[Requirement] = []
+    ordinal: dict[str, int] = {}
     for base, kw in found:
         ordinal[base] = ordinal.get(base, 0) + 1
         rid = base if counts[base] == 1 else f"{base}.{ordinal[base]}"

@@ -181,6 +181,7 @@ class Checker:
                 self._finding(b, b.definite, "" if b.definite else ex.unanswered, ex.where, ex, None, [])
             return
         name = req.name
+        assert name is not None, "a request with a rule has a name"
         self.commands[name] = self.commands.get(name, 0) + 1
         keys = None
         if self.fast_paths is not None:
@@ -213,6 +214,7 @@ class Checker:
         self.history.remember(ex, primary.accepted)
         self.advance(ex, clean or pairs)
         if keys is not None:
+            assert self.fast_paths is not None, "keys come from the fast paths"
             self.fast_paths.settle(ex, rule, keys, groups, primary, marks)
 
     def advance(self, ex: Exchange, pairs: list[Pair]) -> None:
@@ -259,11 +261,13 @@ class Checker:
     def apply(self, ex: Exchange, st: State) -> None:
         """The command's effect on one reading's state, as an accepted command has it."""
         req = ex.req
-        sel = self.selectors.get(req.name)
+        name = req.name
+        assert name is not None, "only a request of a known type is applied"
+        sel = self.selectors.get(name)
         if sel is None:
-            sel = self.selectors[req.name] = (
-                self.p.rules[req.name],
-                _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in req.name else ()),
+            sel = self.selectors[name] = (
+                self.p.rules[name],
+                _SELECTORS + ((_CTX_SELECTOR,) if "_CMD_CTX_" in name else ()),
             )
         rule, keys = sel
         if rule.effect:
@@ -301,6 +305,7 @@ class Checker:
                 else "another completion of what the trace leaves unsaid is conformant"
             )
         elif self.uncertain:
+            assert primary.outcome is not None, "a reported reading was judged"
             why = [r for pre, r in self.uncertain.items() if any(k.startswith(pre) for k in primary.outcome.values)]
             if why:
                 # What an uncertain state leaves unknown is the verdict of checks that read it; an answer
@@ -361,6 +366,7 @@ class Checker:
                 spec.append((r.loc.file, r.loc.line))
         msg = message(b, ex)
         if definite and pair is not None and b.side == "driver":
+            assert pair.outcome is not None, "a reported reading was judged"
             msg += symbolic_why(b, pair.outcome)
         self.findings.append(
             Finding(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Optional
+from typing import Optional, cast
 
 from virtgpu_conform.checker.traces.events import NO_ANSWER, Exchange, Where
 from virtgpu_conform.model.expr import why_false
@@ -27,7 +27,7 @@ class History:
         self.by_resource.clear()
 
     def remember(self, ex: Exchange, accepted: bool) -> None:
-        rid = ex.req.fields.get("resource_id")
+        rid = cast("Optional[int]", ex.req.fields.get("resource_id"))  # an integer leaf
         if rid is None or ex.req.name == "VIRTIO_GPU_CMD_MOVE_CURSOR":
             return
         h = self.by_resource.get(rid)
@@ -38,7 +38,7 @@ class History:
             self.by_resource.pop(next(iter(self.by_resource)))
 
     def related(self, ex: Exchange) -> list[tuple[Where, str]]:
-        rid = ex.req.fields.get("resource_id")
+        rid = cast("Optional[int]", ex.req.fields.get("resource_id"))  # an integer leaf
         if rid is None:
             return []
         return [

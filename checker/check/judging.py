@@ -27,6 +27,7 @@ class Judge:
         """The candidate's readings of the exchange: one per answer the trace allows, each with its breaches."""
         st, req, p = cand.state, ex.req, self.p
         outcome = p.expect(st, req)
+        assert outcome is not None, "the engine judges requests of a known type only"
         p.submit(st, req)
         driver = [Breach(outcome.rule.command, c.id, "driver", c.basis, c.reqs, True, c.note) for c in outcome.failed]
         expected_ok = outcome.expected in p.ok_types

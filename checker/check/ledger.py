@@ -3,7 +3,8 @@ over pass), their tallies, and each requirement's verdict over a whole trace or 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 from virtgpu_conform.model.coverage import NOT_CHECKABLE
 from virtgpu_conform.model.expr import compile_py
@@ -27,7 +28,9 @@ class Ledger:
         self.profile_name = profile
         self.tallies: dict[str, Tally] = tallies if tallies is not None else {}
         # compiled `when`s and per-command check lists, shared by every reader of this protocol
-        self.when_fns: dict[int, object] = protocol.memo.setdefault("engine/when", {})
+        self.when_fns: dict[int, tuple[Callable[[dict], Any], tuple[str, ...]]] = protocol.memo.setdefault(
+            "engine/when", {}
+        )
         self.fast_tally: dict[tuple, tuple] = protocol.memo.setdefault(f"engine/tally/{profile}", {})
         self.cited: dict[str, list] = {}  # command -> its checks that cite requirements and the profile enforces
 
@@ -54,6 +57,7 @@ class Ledger:
     def marks(self, ex: Exchange, primary: Pair, proven: set) -> dict[str, int]:
         """The marks `tally` counts, counting none."""
         out = primary.outcome
+        assert out is not None, "the primary reading of a judged exchange"
         rule = out.rule
         if not (out.failed or out.unknown or primary.breaches or primary.open_) and None not in out.values.values():
             # the common case, every value known and nothing broken: the `when`s that held decide
@@ -126,7 +130,7 @@ class Ledger:
         """Every requirement of the SpecIR with its verdict over what was tallied."""
         cited: dict[str, set[str]] = {}
         for rule in self.p.rules.values():
-            for item in (*rule.checks, *rule.obligations):
+            for item in rule.checks + rule.obligations:
                 for r in item.reqs:
                     cited.setdefault(r, set()).add(item.basis)
             for r in rule.ok_reqs:

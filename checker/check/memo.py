@@ -82,6 +82,7 @@ class FastPaths:
         ledger = self.c.ledger
         for (key, vals), got in zip(keys, groups):
             q = got[0]  # a candidate's completions share its outcome and its breaches
+            assert q.outcome is not None, "the completions of the general path were judged"
             if q.diverges or vals != tuple(map(q.outcome.values.get, rule.check_vars)):
                 continue
             passed = inconclusive = None
@@ -128,11 +129,12 @@ class FastPaths:
         fold as they did, the readings that broke something are dropped. False (and nothing done)
         when the primary's candidate broke something: the general path must say what."""
         c, req = self.c, ex.req
-        primary = None
+        primary: Optional[tuple[int, bool, tuple]] = None
         for cand, hit in zip(c.cands, hits):
             for accepted, rank in hit[0]:
                 if primary is None or cand.rank + rank < primary[0]:
                     primary = (cand.rank + rank, accepted, hit)
+        assert primary is not None, "there is a candidate, and each has a completion"
         _, accepted, hit = primary
         if hit[1] is None:
             return False

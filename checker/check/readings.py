@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from virtgpu_conform.checker.traces.events import Where
 from virtgpu_conform.model.protocol import Breach
@@ -26,7 +27,7 @@ class Pair:
     breaches: list[Breach]  # in profile, definite
     rank: int
     guesses: tuple[tuple[Where, str], ...]
-    outcome: Outcome
+    outcome: Optional[Outcome]  # None on a clean reading the fast paths replayed (memo.py) rather than judged
     open_: list[Breach] = field(default_factory=list)  # could not be decided (unknown fields)
     quiet: bool = False  # nothing broken at all, not even outside the profile
     diverges: bool = False  # some breach is a divergence (counted as one whatever becomes of the pair)

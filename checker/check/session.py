@@ -58,7 +58,7 @@ def plan(paths: Paths, fmt: Optional[str] = None) -> list[Recording]:
     if isinstance(paths, (str, PathLike)):
         paths = [paths]
     out = []
-    for path in map(os.fspath, paths):
+    for path in (os.fspath(p) for p in paths):
         if not os.path.isdir(path):
             out.append(Recording(path, [(path, fmt or sources.detect(path))]))
             continue

@@ -102,6 +102,7 @@ def check(
             console.err.print(f"{json_path}: cannot write the result: {exc.strerror}", markup=False)
             sys.exit(EXIT_USAGE)
     if report_fmt:
+        assert output is not None, "--report needs -o (checked above)"
         _write_report(doc, json_path or "<check>", report_fmt, output, spec_dir)
     if result.interrupted:
         sys.exit(130)
@@ -154,8 +155,8 @@ def _print(s: SessionResult, all_requirements: bool) -> None:
     out.print(f"  {c.exchanges} exchanges ({c.unidentified} of unknown command); {escape(cmds)}")
     if r["interrupted"]:
         out.print(f"  [yellow]{r['interrupted']}: the results below cover what was read[/]")
-    for s in target.skipped:
-        out.print(f"  skipped: {escape(s)}")
+    for skipped in target.skipped:
+        out.print(f"  skipped: {escape(skipped)}")
     if c.diagnostics:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(c.diagnostics.items()))
         out.print(f"  lines skipped or noted: {counts}")

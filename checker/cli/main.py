@@ -30,7 +30,8 @@ class _Group(click.Group):
         console.reset()
         if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints where a long run is, on stderr, and it goes on
             try:
-                faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+                # no __stderr__: sys.stderr, which is what faulthandler itself takes for file=None
+                faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
             except (AttributeError, OSError, ValueError):  # no real stderr (embedded, or a test's runner)
                 pass
         if threading.current_thread() is threading.main_thread():

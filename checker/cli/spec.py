@@ -74,13 +74,13 @@ def _show_rich(ir: SpecIR) -> None:
     t = Table(title=f"Device configuration ({ir.config.size} bytes)")
     for col in ("offset", "field", "type", "range"):
         t.add_column(col)
-    for f in ir.config.fields:
+    for fld in ir.config.fields:
         rng = (
             ""
-            if f.value_min is None and f.value_max is None
-            else f"{'' if f.value_min is None else f.value_min}..{'' if f.value_max is None else f.value_max}"
+            if fld.value_min is None and fld.value_max is None
+            else f"{'' if fld.value_min is None else fld.value_min}..{'' if fld.value_max is None else fld.value_max}"
         )
-        t.add_row(str(f.offset), f.name, f.wire_type, rng)
+        t.add_row(str(fld.offset), fld.name, fld.wire_type, rng)
     out.print(t)
     t = Table(title=f"Commands ({len(ir.commands)})")
     for col in ("code", "name", "queue", "request", "bytes", "responses", "gated by", "source"):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Optional, Union
 
-from virtgpu_conform.model.codec import codec_for
+from virtgpu_conform.model.codec import Leaves, codec_for
 from virtgpu_conform.spec.ir import SpecIR
 
 from . import scratch
@@ -90,7 +90,9 @@ class AdapterTarget(Target):
                         )
                     except OSError as exc:
                         raise TargetError(f"cannot start the device program {self.describe}: {exc}") from None
-                self.stream = Stream(self.child.proc.stdout.fileno(), self.child.proc.stdin.fileno())
+                stdout, stdin = self.child.proc.stdout, self.child.proc.stdin
+                assert stdout is not None and stdin is not None, "opened with PIPE"
+                self.stream = Stream(stdout.fileno(), stdin.fileno())
             else:
                 self.sock = self._connect()
                 self.stream = Stream(self.sock.fileno(), self.sock.fileno())
@@ -100,6 +102,7 @@ class AdapterTarget(Target):
             raise
 
     def _connect(self) -> socket.socket:
+        assert self.socket_path is not None, "no command, so a socket (__init__ checks one is given)"
         deadline = time.monotonic() + self.start_timeout
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -115,9 +118,11 @@ class AdapterTarget(Target):
     def _hello(self, make_frame, what: str) -> None:
         """Send HELLO or RESET and take the device's HELLO: its features and config become `settings`."""
         deadline = time.monotonic() + self.start_timeout
+        stream = self.stream
+        assert stream is not None, "connected: by _start, or checked by reset"
         try:
-            self.stream.write(make_frame(), deadline)
-            kind, body = self.stream.read_frame(deadline)
+            stream.write(make_frame(), deadline)
+            kind, body = stream.read_frame(deadline)
             if kind == ERROR:
                 raise TargetError(f"{self.describe} refused {what}: {body.decode('utf-8', 'replace')}")
             if kind != HELLO:
@@ -135,7 +140,8 @@ class AdapterTarget(Target):
             raise TargetError(
                 f"{self.describe} agreed to feature bits {agreed & ~offered:#x} the driver did not accept"
             )
-        num_capsets = codec_for(self.ir).decode_config(config).get("num_capsets") or 0
+        cfg: Leaves = codec_for(self.ir).decode_config(config)
+        num_capsets = cfg.get("num_capsets") or 0
         if capsets and len(capsets) != num_capsets:
             raise TargetError(
                 f"{self.describe} does not speak the adapter protocol: its HELLO lists "
@@ -210,8 +216,10 @@ class AdapterTarget(Target):
             self.sock.close()
             self.sock = None
         if self.child is not None:
+            stdin = self.child.proc.stdin
+            assert stdin is not None, "opened with PIPE"
             try:
-                self.child.proc.stdin.close()  # a well-behaved program exits at end of input
+                stdin.close()  # a well-behaved program exits at end of input
             except (OSError, ValueError):
                 pass
             self.child.wait(0.5)

@@ -76,6 +76,7 @@ def serve(
         wfile.flush()
 
     def hello() -> None:
+        assert target is not None, "said after HELLO made the device"
         s = target.settings
         put(
             ap.device_hello(

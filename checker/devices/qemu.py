@@ -125,9 +125,8 @@ class QemuTarget(Target):
             self._initialise()
         except (QemuGone, DeviceError) as exc:
             self._stop_qemu()  # this QEMU; the target's folders stay for the next
-            raise TargetError(
-                f"{self.binary} {self.device}: {exc}" + (f"\n{exc.log}" if getattr(exc, "log", "") else "")
-            ) from None
+            log = getattr(exc, "log", "")  # a QemuGone's tail of what QEMU printed
+            raise TargetError(f"{self.binary} {self.device}: {exc}" + (f"\n{log}" if log else "")) from None
 
     def argv_shape(self) -> tuple:
         """The command line but for its per-start parts (sockets, logs): what fixes the PCI layout."""
@@ -154,6 +153,7 @@ class QemuTarget(Target):
         self._start()
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        assert self.q is not None, "started by __init__ and by every reset"
         if not self.q.alive:
             return Reply("died", detail=f"QEMU exited ({exit_status(self.q.proc.poll())})")
         try:

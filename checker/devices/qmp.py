@@ -46,6 +46,7 @@ class Qmp:
         self.execute("qmp_capabilities")
 
     def _reply(self) -> dict:
+        assert self.sock is not None, "read once connected"
         while True:
             while b"\n" not in self._buf:
                 try:
@@ -66,6 +67,7 @@ class Qmp:
     def execute(self, command: str, **arguments) -> dict:
         if self.sock is None:
             self._connect()
+        assert self.sock is not None, "connected above"
         msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
         self.sock.sendall(json.dumps(msg).encode() + b"\n")
         reply = self._reply()

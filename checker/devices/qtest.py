@@ -110,17 +110,21 @@ class QemuProcess:
     def stderr_tail(self) -> str:
         if self.proc.poll() is None:
             return ""
+        stderr = self.proc.stderr
+        assert stderr is not None, "opened with PIPE"
         try:
-            return self.proc.stderr.read().decode("utf-8", "replace")[-2000:]
+            return stderr.read().decode("utf-8", "replace")[-2000:]
         except (OSError, ValueError):
             return ""
 
     # --- the qtest protocol --------------------------------------------------
     def cmd(self, line: str) -> Optional[str]:
         """Send one qtest command and return the value after OK (None when there is none)."""
+        stdin = self.proc.stdin
+        assert stdin is not None, "opened with PIPE"
         try:
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             try:  # the pipe breaks as QEMU dies: wait a moment for how it died
                 self.proc.wait(timeout=2)
@@ -141,7 +145,9 @@ class QemuProcess:
 
     def _readline(self) -> str:
         deadline = time.monotonic() + self.timeout
-        fd = self.proc.stdout.fileno()
+        stdout = self.proc.stdout
+        assert stdout is not None, "opened with PIPE"
+        fd = stdout.fileno()
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -155,14 +161,20 @@ class QemuProcess:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("utf-8", "replace").strip()
 
+    def _value(self, line: str) -> str:
+        """The value a reading command answers ("OK <value>")."""
+        value = self.cmd(line)
+        assert value is not None, f"qtest answered {line.split()[0]} with no value"
+        return value
+
     def outl(self, addr: int, val: int) -> None:
         self.cmd(f"outl {addr:#x} {val:#x}")
 
     def inl(self, addr: int) -> int:
-        return int(self.cmd(f"inl {addr:#x}"), 16)
+        return int(self._value(f"inl {addr:#x}"), 16)
 
     def read_int(self, size: int, addr: int) -> int:
-        return int(self.cmd(f"read{'bwlq'[size.bit_length() - 1]} {addr:#x}"), 16)
+        return int(self._value(f"read{'bwlq'[size.bit_length() - 1]} {addr:#x}"), 16)
 
     def write_int(self, size: int, addr: int, val: int) -> None:
         self.cmd(f"write{'bwlq'[size.bit_length() - 1]} {addr:#x} {val:#x}")
@@ -170,7 +182,7 @@ class QemuProcess:
     def memread(self, addr: int, n: int) -> bytes:
         if n == 0:
             return b""
-        return bytes.fromhex(self.cmd(f"read {addr:#x} {n:#x}")[2:])
+        return bytes.fromhex(self._value(f"read {addr:#x} {n:#x}")[2:])
 
     def memwrite(self, addr: int, data: bytes) -> None:
         if data:

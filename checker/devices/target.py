@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from virtgpu_conform.model.codec import codec_for
+from virtgpu_conform.model.codec import Leaves, codec_for
 from virtgpu_conform.model.device import ReferenceDevice, default_settings
 from virtgpu_conform.model.state import Capset, Settings
 from virtgpu_conform.spec.errors import Error
@@ -84,7 +84,7 @@ def settings_from_config(
     """What the driver learnt at initialisation: the features agreed, the config it read (decoded by
     the codec from the SpecIR's layout), and the capsets when they were told (otherwise the model
     treats the device's settings as unknown, as it cannot know what GET_CAPSET_INFO would say)."""
-    cfg = codec_for(ir).decode_config(config)
+    cfg: Leaves = codec_for(ir).decode_config(config)
     num_capsets = cfg.get("num_capsets") or 0
     told = capsets is not None and len(capsets) == num_capsets
     return Settings(

@@ -302,8 +302,9 @@ class VhostUserGpuTarget(QemuTarget):
     def _stop_qemu(self) -> None:
         """Retire the pair in use (the spares stay)."""
         self._retire(getattr(self, "q", None), self.backend)  # QemuTarget.__init__ may have failed before a QEMU
-        if getattr(self, "qmp", None) is not None:
-            self.qmp.close()
+        qmp = getattr(self, "qmp", None)
+        if qmp is not None:
+            qmp.close()
         self.q = self.backend = self.qmp = None
 
     def _drop_spares(self) -> None:

@@ -70,6 +70,7 @@ class VirtioPci:
 
     # --- PCI configuration mechanism #1 on bus 0 ---------------------------
     def _cfg_addr(self, off: int) -> int:
+        assert self.devfn is not None, "find() or restore() sets it first"
         return 0x80000000 | (self.devfn << 8) | (off & 0xFC)
 
     def cfg_read(self, off: int, size: int = 4) -> int:
@@ -137,7 +138,9 @@ class VirtioPci:
             self.cfg_write(reg + 4, 0)  # 64-bit BAR: high half
         self.cfg_write(0x04, self.cfg_read(0x04, 2) | 0x6)  # memory space + bus master
         self.common = self._at(CAP_COMMON)
-        self.notify_base, self.notify_mult = self._at(CAP_NOTIFY), self.caps[CAP_NOTIFY][3]
+        mult = self.caps[CAP_NOTIFY][3]
+        assert mult is not None, "map_bars() reads the notify capability's multiplier"
+        self.notify_base, self.notify_mult = self._at(CAP_NOTIFY), mult
         self.devcfg = self._at(CAP_DEVICE)
 
     def _at(self, kind: int) -> int:

@@ -65,11 +65,12 @@ def _stop_under(exc: BaseException) -> Optional[Stop]:
     that stopped drawing there; if it had run that far before (a mutation of a known case), it
     calls the two inconsistent and raises this instead: the campaign's end, not a flaky device."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, Stop):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    cur: Optional[BaseException] = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, Stop):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
     return None
 
 
@@ -138,8 +139,9 @@ class Campaign:
         # where the campaign runs: with a pipeline, the sender's CPU and the ones this process moved to
         self.cpus = sorted(here | affinity.usable())
         self.differ = None  # set for a differential run (the target is then a MirrorTarget, maybe piped)
-        if getattr(self.target, "parts", None):
-            self.differ = Differ(protocol, self.target.parts, profile, out)
+        parts = getattr(self.target, "parts", None)  # a MirrorTarget's, maybe through the pipe
+        if parts:
+            self.differ = Differ(protocol, parts, profile, out)
         self.found: dict[Signature, Found] = {}
         self.hunting: Optional[Signature] = None
         self.commands = self.cases = self.rounds = 0
@@ -278,6 +280,7 @@ class Campaign:
                 try:
                     test()
                 except Failure:
+                    assert self.hunting is not None, "a case fails on the finding hunted"
                     f = self.found[self.hunting]
                     f.shrunk = True
                     self._save(f, replay_it=True)

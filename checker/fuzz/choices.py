@@ -91,11 +91,11 @@ class Lists(Choice):
 
 
 class Fields(Choice):
-    """A dict of choices, in a fixed order."""
+    """A dict of choices, in a fixed order; a part that is not a Choice is a constant, read as it is."""
 
     __slots__ = ("items",)
 
-    def __init__(self, **parts: Choice):
+    def __init__(self, **parts: object):
         self.items = tuple(parts.items())
 
     def read(self, c: Choices) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-from typing import Optional
+from typing import Any, Optional
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import ExampleDatabase
@@ -18,6 +18,7 @@ from virtgpu_conform.checker.check.session import protocol_for
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
+from .differential import Differ
 from .machine import DeviceMachine, Failure
 from .oracle import Observation, Oracle, Signature
 from .run import FAILING, DeviceSpec
@@ -26,7 +27,7 @@ from .run import FAILING, DeviceSpec
 class DeviceSession:
     """A device started once, reset before every case; `check()` runs hypothesis against it."""
 
-    differ = None  # a device test drives one device
+    differ: Optional[Differ] = None  # a device test drives one device
     skip: frozenset = frozenset()
 
     def __init__(
@@ -97,6 +98,7 @@ class DeviceSession:
         example database holds for this device run first; `generate=False` runs only those."""
         __tracebackhide__ = True
         phases = [Phase.explicit, Phase.reuse] + ([Phase.generate] if generate else []) + [Phase.shrink]
+        database: dict[str, Any] = {"database": self.database} if self.database is not None else {}
         config = settings(
             max_examples=max_examples,
             stateful_step_count=steps,
@@ -104,7 +106,7 @@ class DeviceSession:
             suppress_health_check=list(HealthCheck),
             phases=phases,
             report_multiple_bugs=False,
-            **({"database": self.database} if self.database is not None else {}),
+            **database,
         )
         self.hunting = None
         try:

@@ -127,6 +127,7 @@ class Differ:
                 basis="informal",
             )
         outcome = self.protocol.expect(state, req)
+        assert outcome is not None, "a usable request is of a known type, which has a rule"
         allowed = outcome.acceptable(PROFILES[self.profile])
         typed = [a for a in answers if a in self.typed]
         if allowed is None:

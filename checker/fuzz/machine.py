@@ -20,20 +20,21 @@ import sys
 import typing
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional, cast
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from virtgpu_conform.checker.devices.target import Target
 from virtgpu_conform.model.adversary import Edges
-from virtgpu_conform.model.codec import PAYLOAD_LENGTH
+from virtgpu_conform.model.codec import PAYLOAD_LENGTH, Codec
 from virtgpu_conform.model.device import ReferenceDevice
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.strategies import leaves
+from virtgpu_conform.spec.ir import SpecIR
 
 from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
-from .differential import Differ
+from .differential import Differ, MirrorTarget
 from .oracle import Observation, Oracle, screen_of
 from .pipeline import DROPPED, Pipeline
 from .pixels import PATTERN_BASE, PixelModel
@@ -91,7 +92,7 @@ def _wide(size: int) -> OneOf:
 
 def _leaf_choices(lay) -> Fields:
     """Every leaf of a layout from the rule's bytes, as strategies.leaves gives them from hypothesis."""
-    parts = {}
+    parts: dict[str, object] = {}
     for key, size, is_bytes in zip(lay.keys, lay.sizes, lay.is_bytes):
         if key in lay.padding:
             parts[key] = bytes(size) if is_bytes else 0
@@ -146,9 +147,9 @@ class Vocabulary:
     """What the machine reads off the protocol once: commands, their queues and answer sizes, the
     choices built from them. One per protocol, shared by every machine bound to it."""
 
-    codec: object
-    ir: object
-    protocol: object
+    codec: Codec
+    ir: SpecIR
+    protocol: Protocol
     ok_nodata: bytes
     commands: tuple
     queue_of: dict
@@ -263,7 +264,7 @@ class DeviceMachine(RuleBasedStateMachine):
             {"host": host, "vocab": vocabulary(host.protocol), "pipe": pipe, "__module__": cls.__module__},
         )
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.handling = sys.exc_info()[1]
         self.host.begin_case()
@@ -348,7 +349,8 @@ class DeviceMachine(RuleBasedStateMachine):
 
     def _rect_for(self, cmd: str, fields: dict) -> None:
         """A valid request's rectangle covers its resource: the common case real drivers send."""
-        r = self.model.state.resources.get(fields.get("resource_id"))
+        rid: Any = fields.get("resource_id")  # None (a command without one) names no resource
+        r = self.model.state.resources.get(rid)
         if r is not None and "r.width" in self.vocab.codec.layout(cmd).keys:
             fields.update({"r.x": 0, "r.y": 0, "r.width": r.width, "r.height": r.height, "offset": 0})
 
@@ -356,7 +358,8 @@ class DeviceMachine(RuleBasedStateMachine):
         s = self.vocab.ir.struct(self.vocab.codec.layout(cmd).name)
         if not s.trailing:
             return None
-        r = self.model.state.resources.get(fields.get("resource_id"))
+        rid: Any = fields.get("resource_id")  # None (a command without one) names no resource
+        r = self.model.state.resources.get(rid)
         need = min(U32, max(4096, (r.width * r.height * 4) if r is not None and r.width else 4096))
         if valid:
             return [{"addr": RAM_BACKING, "length": need}]
@@ -399,7 +402,9 @@ class DeviceMachine(RuleBasedStateMachine):
         entries = self._entries(data, cmd, fields, how == "valid")
         fields.pop("hdr.type", None)
         if entries is not None and how == "wild":
-            fields.pop(self.vocab.ir.struct(self.vocab.codec.layout(cmd).name).trailing.count_field, None)
+            trailing = self.vocab.ir.struct(self.vocab.codec.layout(cmd).name).trailing
+            assert trailing is not None, "entries are drawn for a struct that has them"
+            fields.pop(trailing.count_field, None)
         return self.vocab.codec.encode(cmd, fields, entries, self._payload(data, cmd)), label
 
     # --- sending -------------------------------------------------------------------------
@@ -435,7 +440,9 @@ class DeviceMachine(RuleBasedStateMachine):
         self.steps.append(step)
         obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
         if differ is not None:
-            differ.compare(before, req, step.queue, self.host.target.last, self.oracle.text())
+            # a differential run's target mirrors several (maybe through the pipe): each one's answer
+            mirror = cast("MirrorTarget | Pipeline", self.host.target)
+            differ.compare(before, req, step.queue, mirror.last, self.oracle.text())
         if reply.status != "answered":
             self.gone = True
             if choke is not None:
@@ -445,6 +452,7 @@ class DeviceMachine(RuleBasedStateMachine):
     def _collect(self, wait: bool, judge: bool = True) -> None:
         """Judge the answers that have come (`wait`: all of them), in the order their chains went."""
         while self.inflight:
+            assert self.pipe is not None, "chains are in flight down a pipeline only"
             reply = self.pipe.next_reply(wait)
             if reply is None:
                 return

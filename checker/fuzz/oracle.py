@@ -50,7 +50,7 @@ class Observation:
 
 def shared_checks(protocol: Protocol) -> frozenset[str]:
     """Checks and obligations every command has (the header's): one finding whichever command shows it."""
-    ids = [{c.id for c in (*r.checks, *r.obligations)} for r in protocol.rules.values()]
+    ids = [{c.id for c in r.checks + r.obligations} for r in protocol.rules.values()]
     return frozenset(set.intersection(*ids)) if ids else frozenset()
 
 
@@ -58,7 +58,7 @@ class _Sink:
     """What the writer wrote, kept as the strings it wrote (a StringIO's getvalue() at every step
     made a case quadratic)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.parts: list[str] = []
 
     def write(self, text: str) -> int:
@@ -124,31 +124,35 @@ class Oracle:
         if self.pixels is not None:
             self._pixels(req, queue, reply, line, out)
         judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
-        for b in self.checker.divergence_log:
+        log = self.checker.divergence_log
+        assert log is not None, "set in __init__"
+        for b in log:
             # A driver breaking an implementation-defined rule is the fuzzer's doing; an answer already
             # reported as a violation is not also a divergence.
             if b.side == "device" and not (b.check == "preferred-answer" and b.command in judged):
                 cmd = "" if b.check in self.shared else b.command
                 out.append(Observation(Signature(DIVERGENCE, cmd, b.check), b.detail, line))
-        self.checker.divergence_log.clear()
+        log.clear()
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
             cmd = req.name or ""
             out.append(Observation(Signature(CRASH, cmd, "device-died"), reply.detail, line))
         return out
 
     def _pixels(self, req, queue: str, reply: Reply, line: int, out: list) -> None:
+        pixels = self.pixels
+        assert pixels is not None, "called when the pixel oracle runs"
         if queue == "cursorq" and reply.status == "answered":
             return  # the cursor queue answers nothing, and the cursor is not part of the scanout's picture
         if reply.status != "answered" or len(reply.data) < 4:
-            self.pixels.lose()  # no answer, or one cut before its type: what the device did is unknown
+            pixels.lose()  # no answer, or one cut before its type: what the device did is unknown
             return
         accepted = int.from_bytes(reply.data[:4], "little") == self.ok_nodata
-        if self.pixels.due(req, accepted) and self.pixel_checks < self.PIXEL_CHECKS:
+        if pixels.due(req, accepted) and self.pixel_checks < self.PIXEL_CHECKS:
             shot = self.screen()
             if shot is None:
                 return  # no picture to be had at this moment: not judged, and not counted
             self.pixel_checks += 1
-            wrong = self.pixels.check(shot)
+            wrong = pixels.check(shot)
             if wrong is not None:
                 out.append(
                     Observation(

@@ -23,11 +23,14 @@ import signal
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 from virtgpu_conform.checker.devices import affinity, scratch
 from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
 from virtgpu_conform.spec.errors import Error
+
+if TYPE_CHECKING:
+    from virtgpu_conform.checker.devices.qemu import QemuTarget
 
 _PR_SET_PDEATHSIG = 1
 DROPPED = "dropped"  # the status of a chain the sender did not send: the case was over for the device
@@ -70,7 +73,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 return  # the campaign is gone
             op = msg[0]
             if op == "send":
-                answers = []
+                answers: list[tuple[str, bytes, str, Optional[list]]] = []
                 for queue, outs, in_sizes in msg[1]:
                     if over:
                         answers.append((DROPPED, b"", "", None))
@@ -94,7 +97,8 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 except TargetError as exc:
                     reply = ("target-error", str(exc))
             elif op == "screen":
-                reply = ("screen", target.screendump())
+                # asked for only of a target that runs the pixel oracle (`pixels`): a QEMU target
+                reply = ("screen", cast("QemuTarget", target).screendump())
             else:  # close
                 return
             if not _say(conn, reply):
@@ -225,7 +229,9 @@ class Pipeline(Target):
         if self.pending:
             raise RuntimeError("a synchronous send with chains still in the pipe")
         self.submit(queue, outs, in_sizes)
-        return self.next_reply(wait=True)
+        reply = self.next_reply(wait=True)
+        assert reply is not None, "waiting, the chain just submitted is answered"
+        return reply
 
     def reset(self) -> None:
         """Queued like a chain: the sender resets the device between two cases' chains. Answers no

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from virtgpu_conform.checker.devices.guest_ram import PATTERN, PATTERN_BASE, PATTERN_SIZE
-from virtgpu_conform.model.codec import Message
+from virtgpu_conform.model.codec import Leaves, Message
 
 MAX_PIXELS = 256 * 256  # larger resources are not followed (their pixels stay unknown)
 BPP = 4
@@ -57,7 +57,7 @@ class Mismatch:
 class PixelModel:
     """Follows one device from its reset; `check(shot)` judges a screendump after a flush."""
 
-    def __init__(self, ir):
+    def __init__(self, ir) -> None:
         self.order = channel_order(ir)
         self.resources: dict[int, _Resource] = {}
         self.scanout: Optional[tuple[int, tuple[int, int, int, int]]] = None  # resource id, rect
@@ -68,21 +68,24 @@ class PixelModel:
         show a known picture: call `check` with its screendump."""
         if self.lost:
             return False
-        name, f = req.name, req.fields
+        name = req.name
+        f: Leaves = req.fields
+        entries: list[Leaves] = req.entries
         if req.problems and accepted:
             self.lost = True  # what the device made of a request it could not read whole is unknown
             return False
         if not accepted:
             return False  # a refusal changes nothing
-        rid = f.get("resource_id")
+        rid: Any = f.get("resource_id")  # None for a command without one
         if name == "VIRTIO_GPU_CMD_RESOURCE_CREATE_2D":
-            w, h, fmt = f.get("width") or 0, f.get("height") or 0, f.get("format")
+            w, h = f.get("width") or 0, f.get("height") or 0
+            fmt: Any = f.get("format")  # None (unknown) is no format the oracle knows
             known = fmt in self.order and 0 < w * h <= MAX_PIXELS
             self.resources[rid] = _Resource(
                 w, h, self.order.get(fmt, (0, 1, 2)), bytearray(w * h * BPP) if known else None
             )
         elif name == "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING" and rid in self.resources:
-            self.resources[rid].backing = [(e.get("addr") or 0, e.get("length") or 0) for e in req.entries]
+            self.resources[rid].backing = [(e.get("addr") or 0, e.get("length") or 0) for e in entries]
         elif name == "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING" and rid in self.resources:
             self.resources[rid].backing = None
         elif name == "VIRTIO_GPU_CMD_RESOURCE_UNREF":
@@ -92,8 +95,8 @@ class PixelModel:
         elif name == "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D" and rid in self.resources:
             self._transfer(self.resources[rid], f)
         elif name == "VIRTIO_GPU_CMD_SET_SCANOUT" and (f.get("scanout_id") or 0) == 0:
-            rect = tuple(f.get(k) or 0 for k in ("r.x", "r.y", "r.width", "r.height"))
-            self.scanout = (rid, rect) if rid else None
+            rx, ry, rw, rh = (f.get(k) or 0 for k in ("r.x", "r.y", "r.width", "r.height"))
+            self.scanout = (rid, (rx, ry, rw, rh)) if rid else None
         elif name == "VIRTIO_GPU_CMD_RESOURCE_FLUSH":
             return self._covers(rid, f)
         elif name not in (
@@ -153,8 +156,8 @@ class PixelModel:
         return (
             r is not None
             and r.data is not None
-            and sw
-            and sh
+            and sw > 0
+            and sh > 0
             and sx + sw <= r.width
             and sy + sh <= r.height
             and fx <= sx
@@ -165,8 +168,10 @@ class PixelModel:
 
     def expected(self) -> tuple[int, int, bytes]:
         """(width, height, RGB bytes) scanout 0 must show."""
+        assert self.scanout is not None, "called when a flush was due, so scanout 0 shows a resource"
         rid, (sx, sy, sw, sh) = self.scanout
         r = self.resources[rid]
+        assert r.data is not None, "called when a flush was due, so every pixel is known"
         ri, gi, bi = r.rgb
         out = bytearray()
         for y in range(sy, sy + sh):

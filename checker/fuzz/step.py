@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -14,7 +15,12 @@ class Step:
     framed: bool = False  # framing is part of the case and must be replayed as it was
 
     def to_json(self) -> dict:
-        out = {"queue": self.queue, "outs": [b.hex() for b in self.outs], "ins": self.ins, "how": self.how}
+        out: dict[str, Any] = {
+            "queue": self.queue,
+            "outs": [b.hex() for b in self.outs],
+            "ins": self.ins,
+            "how": self.how,
+        }
         if self.framed:
             out["framed"] = True
         return out

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 from virtgpu_conform.checker.version import tool_version
 
@@ -46,7 +46,18 @@ def make_report(columns, inputs: list[str], spec_dir: Optional[str]) -> dict:
     return build(columns, ir, Protocol(ir), inputs, tool_version(), quotes, spec_dir)
 
 
-def report(results: Union[object, Iterable[object]], format: str = "json", spec_dir: Optional[str] = None) -> str:
+class Result(Protocol):
+    """What a report reads of a result in hand (a CheckResult, a FuzzResult)."""
+
+    def to_json(self) -> dict: ...
+
+
+ResultLike = Union[str, PathLike, Result]  # a result, or the path of a saved one
+
+
+def report(
+    results: Union[ResultLike, Iterable[ResultLike]], format: str = "json", spec_dir: Optional[str] = None
+) -> str:
     """One spec-compliance report over checked sessions and fuzz campaigns, rendered in `format`
     (text, json, md, html, junit, sarif). `results`: CheckResult and FuzzResult objects, or paths
     of saved ones (a `check --json` file, a `fuzz --out` directory); each session or campaign is a

@@ -217,9 +217,9 @@ def _section(ir: SpecIR, sec, rq: list[dict], ru: list[dict]) -> dict:
 
 
 def _rule_notes(protocol: Protocol) -> dict[tuple[str, str], str]:
-    out = {}
+    out: dict[tuple[str, str], str] = {}
     for rule in protocol.rules.values():
-        for item in (*rule.checks, *rule.obligations):
+        for item in rule.checks + rule.obligations:
             if item.note:
                 out.setdefault((rule.command, item.id), item.note)
                 out.setdefault(("", item.id), item.note)

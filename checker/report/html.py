@@ -16,7 +16,7 @@ import hashlib
 import html
 import math
 import re
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from .common import MARK, findings_of, short_req, spelled, where
@@ -234,7 +234,8 @@ def _summary(doc: dict) -> str:
     for c in _cols(doc):
         s, counts = c.get("stats") or {}, c.get("verdict_counts") or {}
         if c["kind"] == "trace":
-            cmds = s.get("commands") if isinstance(s.get("commands"), dict) else {}
+            got = s.get("commands")
+            cmds = got if isinstance(got, dict) else {}
             stats = f"{_int(s.get('exchanges'))} exchanges · {len(cmds)} command types"
         else:
             cmds = {}
@@ -385,7 +386,7 @@ def _timelines(doc: dict, anchors: _Anchors) -> str:
     for c in _cols(doc):
         t = c.get("timeline")
         if isinstance(t, dict) and (_num(t.get("exchanges")) or 0) >= 1:
-            marks = {}
+            marks: dict[Any, tuple[dict, str]] = {}
             for _sec, item, _ in _items(doc):
                 for f in item["findings"]:
                     if f.get("column") == c["id"] and _num(f.get("event")) is not None:
@@ -543,7 +544,8 @@ class _Timeline:
             for i in range(0, int(self.n) + 1, step)
         )
         axis = f'<line class="axis" x1="{self.LEFT}" y1="{y:.1f}" x2="{self.WIDTH - self.RIGHT}" y2="{y:.1f}"/>'
-        dropped = self.t.get("dropped") if isinstance(self.t.get("dropped"), dict) else {}
+        got = self.t.get("dropped")
+        dropped = got if isinstance(got, dict) else {}
         notes = [
             f"{_int(dropped.get(k))} more {k} lifetimes not recorded (the checker keeps the first 300)"
             for k in ("resource", "scanout")
@@ -758,7 +760,8 @@ def _divergences(doc: dict) -> str:
     cols = _cols(doc)
     rows = []
     for d in doc["divergences"]:
-        examples, counts = {}, d.get("counts") or {}
+        examples: dict[str, list[tuple[Any, Any]]] = {}
+        counts = d.get("counts") or {}
         for cid, ex in (d.get("examples") or {}).items():
             if isinstance(ex, dict):
                 examples.setdefault(str(ex.get("message") or ""), []).append((cid, ex.get("reproducer")))

@@ -162,13 +162,14 @@ def _trace_finding(f: dict) -> dict:
 
 def _fuzz_column(file: str, doc: dict) -> Column:
     target = str(doc.get("target", "?"))
+    reqs = doc.get("requirements")
     col = Column(
         label=f"fuzz: {target}",
         kind="fuzz",
         source=file,
         profile=str(doc.get("profile", "")),
         spec_version=str(doc.get("spec_version", "")),
-        requirements=doc.get("requirements") if isinstance(doc.get("requirements"), dict) else {},
+        requirements=reqs if isinstance(reqs, dict) else {},
         inputs=[str(doc.get("device", target))],
         differential=doc.get("differential"),
     )

@@ -58,7 +58,8 @@ def render(doc: dict) -> str:
 
 
 def _rules(doc: dict) -> tuple[list[dict], dict[str, int]]:
-    rules, index = [], {}
+    rules: list[dict] = []
+    index: dict[str, int] = {}
     for sec in doc["sections"]:
         for r in sec["requirements"]:
             index[r["id"]] = len(rules)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from typing import IO, Optional
+from typing import TYPE_CHECKING, Optional
 
-from virtgpu_conform.model.codec import Codec, Message
+from virtgpu_conform.model.codec import Codec, Message, Value
 
 from .events import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
 from .pairing import Pairer
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 FORMAT, VERSION = "virtgpu-conform-trace", 1
 QUEUES = (CONTROLQ, CURSORQ)
@@ -71,7 +74,7 @@ class _Plain:
     with some id, and then any id _PLAIN accepts in its place makes a record _PLAIN accepts
     just the same. The message is filled in by the reader when it first decodes the bytes."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seen: dict[tuple[str, str], list] = {}
 
     def __call__(self, text: str) -> Optional[tuple[int, list]]:
@@ -124,7 +127,7 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
             if kind == "request":
                 if msg is None:
                     msg = hit[3] = decode.plain("request", raw, queue)
-                ex = Exchange(where, msg, queue=queue, source="native")
+                new = Exchange(where, msg, queue=queue, source="native")
                 if rid in pairs.open:
                     yield Diagnostic(
                         where,
@@ -133,7 +136,7 @@ def read(lines: Iterable[tuple[int, str]], path: str, codec: Codec) -> Iterator[
                         f"id {rid!r} is reused while the "
                         "request under it is unanswered; that one is taken as not seen answered",
                     )
-                yield from pairs.request(rid, ex)
+                yield from pairs.request(rid, new)
                 continue
             ex, drain = pairs.answer(rid)
             if ex is None:
@@ -177,7 +180,7 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
             raise _Bad("a record is a JSON object")
         kind = rec.get("kind")
         if kind == "request":
-            ex = Exchange(
+            new = Exchange(
                 where, decode(rec, "request"), queue=_queue(rec), ts=_ts(rec), source="native", resp_room=_room(rec)
             )
             rid = _id(rec)
@@ -189,7 +192,7 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
                     f"id {rec['id']!r} is reused while the "
                     "request under it is unanswered; that one is taken as not seen answered",
                 )
-            yield from pairs.request(rid, ex)
+            yield from pairs.request(rid, new)
         elif kind in ("response", "no-response"):
             ex, drain = pairs.answer(_id(rec))
             if ex is None:
@@ -303,7 +306,7 @@ def _message(codec: Codec, rec: dict, kind: str) -> Message:
         name = item.name if item else None
     if not isinstance(name, str) or name not in codec.by_name:
         raise _Bad(f"a {kind} needs 'bytes' or a known 'type' (got {rec.get('type')!r})")
-    clean = {}
+    clean: dict[str, Value] = {}
     for k, v in fields.items():
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
             if isinstance(v, str) and k in ("debug_name", "uuid", "edid"):
@@ -368,7 +371,7 @@ def _session(rec: dict, where: Where) -> Session:
 class Writer:
     """Writes a native trace: what the fuzzer saves, and what other tools can emit."""
 
-    def __init__(self, out: IO[str], on_record=None, **session):
+    def __init__(self, out: SupportsWrite[str], on_record=None, **session):
         """`on_record(rec)`: called with each record as it is written, for a reader in the same process."""
         self.out, self.on_record = out, on_record
         rec = {"kind": "session", "format": FORMAT, "version": VERSION, **session}

@@ -151,7 +151,7 @@ _ARGS = {
 
 def looks_qemu(line: str) -> bool:
     m = _LINE.fullmatch(line.strip())
-    return bool(m) and (
+    return m is not None and (
         m.group(3) in EVENTS
         or m.group(3) in QUIET
         or m.group(3) in ("virtqueue_pop", "virtqueue_fill", "virtio_gpu_features")
@@ -252,6 +252,7 @@ class QemuLog:
                             lengths.clear()
                         length = lengths[n] = (k, self.types_for_length(k), self._wrote(k))
                     k, types, said = length
+                    assert msg is not None, "a queue is found for a Message only"
                     nobody = queue == CURSORQ and k == 0
                     # Positional, in the field order of Exchange (where, req, queue, resp, resp_types,
                     # resp_where, answered, unanswered, no_body, evidence, ts, source): matching
@@ -345,7 +346,7 @@ class QemuLog:
             return
         elif c := _COMPLAINT.fullmatch(text):
             yield from self._complaint(where, c.group(1), c.group(2))
-        elif m and ("virtio" in name or "vhost" in name):
+        elif name is not None and ("virtio" in name or "vhost" in name):  # m matched
             if name not in self.unknown_events:
                 self.unknown_events.add(name)
                 yield Diagnostic(
@@ -365,7 +366,7 @@ class QemuLog:
             return
         yield from self._popped(where, p.group(1), p.group(2), ts)
 
-    def _popped(self, where: Where, vq: str, elem: str, ts: Optional[float]) -> list[Exchange]:
+    def _popped(self, where: Where, vq: str, elem: str, ts: Optional[float]) -> Iterable[Exchange]:
         queue = self.queues.get(vq)
         if queue is None and not self.queues:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.

@@ -41,11 +41,13 @@ class Lines:
         return _lines(self._open()) if self.progress is None else self._counted()
 
     def _counted(self) -> Iterator[tuple[int, str]]:
+        progress = self.progress
+        assert progress is not None, "read this way only with a progress callback"
         done = 0
         for no, text in _lines(self._open()):
             done += len(text)  # characters: bytes for the ASCII of trace files
             if no % 4096 == 0:
-                self.progress(done)
+                progress(done)
                 done = 0
             yield no, text
 
@@ -109,7 +111,7 @@ def detect(path: str) -> str:
             votes["qemu"] += 1
         if seen >= _SNIFF:
             break
-    best = max(votes, key=votes.get)
+    best = max(votes, key=lambda k: votes[k])
     if votes[best] == 0:
         raise TraceError(
             Where(path, 1),
