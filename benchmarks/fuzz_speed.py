@@ -42,6 +42,7 @@ from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.checker.fuzz.campaign import Campaign
 from virtgpu_conform.checker.fuzz.oracle import Oracle
 from virtgpu_conform.checker.fuzz.pipeline import Pipeline
+from virtgpu_conform.checker.fuzz.run import DeviceSpec, fuzz
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.load import load_snapshot
 
@@ -85,11 +86,12 @@ def bare(ir, codec, seconds: float, qemu: str) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def survey(protocol, make, seconds: float, pipeline: bool = False) -> tuple[float, Campaign]:
-    c = Campaign(protocol, make, seed=1, hunt=False, pipeline=pipeline)
+def survey(device: DeviceSpec, seconds: float, pipeline: bool = False) -> tuple[float, Campaign]:
+    """A survey as `fuzz --survey` runs it (this process is pinned already: cpu="any" keeps it so)."""
     t0 = time.perf_counter()
-    c.run(seconds=seconds)
-    return c.commands / (time.perf_counter() - t0), c
+    result = fuzz(device, time=seconds, seed=1, survey=True, pipeline=pipeline, cpu="any")
+    assert result.campaign is not None
+    return result.commands / (time.perf_counter() - t0), result.campaign
 
 
 class Timed:
@@ -154,13 +156,12 @@ def main() -> None:
     rate_free = bare(ir, p.codec, a.seconds, a.qemu)
     with affinity.pinned(cpu):
         rate_pinned = bare(ir, p.codec, a.seconds, a.qemu)
-        rate_serial, cs = survey(p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds)
-        rate_qemu, cq = survey(
-            p, lambda d: QemuTarget(ir, qemu=a.qemu, timeout=0.5), a.seconds, pipeline=cpu is not None
-        )
+        qemu = DeviceSpec("qemu", qemu=a.qemu, timeout=0.5, pixels=False)
+        rate_serial, cs = survey(qemu, a.seconds)
+        rate_qemu, cq = survey(qemu, a.seconds, pipeline=cpu is not None)
         with Timed(Oracle, "step") as judging, Timed(ReferenceTarget, "send") as device:
             t0 = time.perf_counter()
-            rate_ref, cr = survey(p, lambda d: ReferenceTarget(ir), a.seconds)
+            rate_ref, cr = survey(DeviceSpec("reference"), a.seconds)
             spent = time.perf_counter() - t0
         floor = hypothesis_floor(a.seconds, cq.max_steps)
     rate_bare = max(rate_free, rate_pinned)

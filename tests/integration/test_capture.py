@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from virtgpu_conform.checker.check.engine import Checker
-from virtgpu_conform.checker.traces import sources
+from virtgpu_conform.checker.check.session import Recording, check_session
 from virtgpu_conform.model.protocol import Protocol
 
 # Installs what it lacks with apt-get and keeps Debian's kernel in ~/.cache: asked for with --mutate-host.
@@ -33,14 +33,7 @@ def _can_capture() -> str:
 
 
 def check(p: Protocol, *files: Path) -> Checker:
-    c = Checker(p)
-    evs = sources.events(str(files[0]), None, p.codec)
-    for f in files[1:]:
-        evs = sources.merged(evs, sources.events(str(f), None, p.codec))
-    for ev in evs:
-        c.feed(ev)
-    c.finish()
-    return c
+    return check_session(Recording.of(*files), p).checker
 
 
 def test_fresh_capture_checks_clean(ir, tmp_path):

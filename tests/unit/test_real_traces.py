@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from virtgpu_conform.checker.check.engine import Checker
-from virtgpu_conform.checker.traces import sources
+from virtgpu_conform.checker.check.session import Recording, check_session
 from virtgpu_conform.model.protocol import Protocol
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"
@@ -26,15 +26,8 @@ def protocol(ir):
 
 
 def check(protocol, *files: Path, profile: str = "strict") -> Checker:
-    c = Checker(protocol, profile)
-    streams = [sources.events(str(f), None, protocol.codec) for f in files]
-    evs = streams[0]
-    for extra in streams[1:]:
-        evs = sources.merged(evs, extra)
-    for ev in evs:
-        c.feed(ev)
-    c.finish()
-    return c
+    """The files as one session (merged), checked as `check` checks them."""
+    return check_session(Recording.of(*files), protocol, profile).checker
 
 
 def test_there_are_real_traces():

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from virtgpu_conform.checker.check.engine import Checker
+from virtgpu_conform.checker.check.session import Recording, check_session
 from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.traces import native, qemu_log, sources
 from virtgpu_conform.checker.traces.events import Diagnostic, Exchange
@@ -59,12 +60,10 @@ FRAME = [
 ]
 
 
-def run_check(protocol, path: Path, fmt=None) -> Checker:
-    c = Checker(protocol)
-    for ev in sources.events(str(path), fmt, protocol.codec):
-        c.feed(ev)
-    c.finish()
-    return c
+def run_check(
+    protocol, path: Path, fmt=None, profile: str = "strict", candidates: int = 8, fast: bool = True
+) -> Checker:
+    return check_session(Recording.of(path, fmt=fmt), protocol, profile, candidates, fast=fast).checker
 
 
 def test_native_round_trip_of_the_reference_device_is_clean(ir, protocol, tmp_path):
@@ -148,10 +147,7 @@ def test_a_request_of_no_known_type_is_still_owed_an_answer(protocol, tmp_path):
     ]
     assert all("never answered" in f.message for f in c.findings)
     # Outside the strict profile (no informal rules) nothing is said, as for a known command.
-    c = Checker(protocol, profile="spec")
-    for ev in sources.events(str(p), None, protocol.codec):
-        c.feed(ev)
-    c.finish()
+    c = run_check(protocol, p, profile="spec")
     assert not [f for f in c.findings if f.check == "no-response"]
 
 
@@ -505,10 +501,7 @@ def test_remembered_verdicts_check_as_the_general_path(protocol, tmp_path, profi
     p.write_text(_display_log(60))
     results = []
     for fast in (True, False):
-        c = Checker(protocol, profile, candidates, fast=fast)
-        for ev in sources.events(str(p), "qemu", protocol.codec):
-            c.feed(ev)
-        c.finish()
+        c = run_check(protocol, p, "qemu", profile, candidates, fast)
         results.append(
             (
                 [f.to_json() for f in c.findings],
