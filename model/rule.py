@@ -41,6 +41,8 @@ class Check:
     device_basis: Optional[str] = None  # basis of the demand to reject; default: basis
     note: str = ""
     when: Optional[E] = None  # the check applies only where this holds
+    # A breach in plain words, for findings: {field} is the request's value, {a|b} the first one given.
+    message: str = ""
 
     @property
     def full(self) -> E:

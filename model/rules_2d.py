@@ -6,14 +6,16 @@ from typing import Optional
 
 from .codec import Leaves, Message
 from .facts import F, S
-from .rule import Build, Check, Rule
+from .rule import Build, Check, Fields, Rule
 from .rules_common import (
     BACKING_FIRST,
     DISPLAY_INFO_FIRST,
     EDID_FIRST,
     ERR_PARAM,
     ERR_UNSPEC,
+    NOT_BACKED,
     OPEN_CODE,
+    RECT_OUTSIDE,
     RESP_OOM,
     SCANOUT_RECT,
     header_checks,
@@ -24,6 +26,19 @@ from .rules_common import (
     scanout_id_valid,
 )
 from .state import KIND_2D, Resource, Scanout, State
+
+
+def _rect_in_resource(c: Fields) -> Check:
+    """The request's rectangle `r` inside its resource (FLUSH, TRANSFER_TO_HOST_2D)."""
+    return Check(
+        "rect-inside-resource",
+        rect_inside("r", c, S("st.res.width"), S("st.res.height")),
+        "informal",
+        prefer=ERR_PARAM,
+        when=S("st.res.exists"),
+        note=OPEN_CODE,
+        message=RECT_OUTSIDE,
+    )
 
 
 def _create_2d(st: State, req: Message, resp: Optional[Message]) -> None:
@@ -141,6 +156,7 @@ def rules(b: Build) -> list[Rule]:
                     prefer=ERR_PARAM,
                     when=enabling & S("st.res.exists"),
                     note="a rect past the resource, including by u32 wrap-around of x+width; " + OPEN_CODE,
+                    message=RECT_OUTSIDE,
                 ),
             ),
             tuple(header_obligations(b, name)),
@@ -158,14 +174,7 @@ def rules(b: Build) -> list[Rule]:
             (
                 *header_checks(b, name),
                 resource_exists(),
-                Check(
-                    "rect-inside-resource",
-                    rect_inside("r", c, S("st.res.width"), S("st.res.height")),
-                    "informal",
-                    prefer=ERR_PARAM,
-                    when=S("st.res.exists"),
-                    note=OPEN_CODE,
-                ),
+                _rect_in_resource(c),
             ),
             tuple(header_obligations(b, name)),
         )
@@ -188,15 +197,9 @@ def rules(b: Build) -> list[Rule]:
                     prefer=ERR_UNSPEC,
                     when=S("st.res.exists"),
                     note="a transfer copies from the backing pages; " + OPEN_CODE,
+                    message=NOT_BACKED,
                 ),
-                Check(
-                    "rect-inside-resource",
-                    rect_inside("r", c, S("st.res.width"), S("st.res.height")),
-                    "informal",
-                    prefer=ERR_PARAM,
-                    when=S("st.res.exists"),
-                    note=OPEN_CODE,
-                ),
+                _rect_in_resource(c),
             ),
             tuple(header_obligations(b, name)),
             _transfer,

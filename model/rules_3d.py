@@ -15,6 +15,7 @@ from .rules_common import (
     ERR_CONTEXT,
     ERR_PARAM,
     ERR_UNSPEC,
+    NOT_BACKED,
     OPEN_CODE,
     RESP_OOM,
     header_checks,
@@ -223,6 +224,7 @@ def rules(b: Build) -> list[Rule]:
                 prefer=ERR_UNSPEC,
                 when=sized,
                 note="DMA either way goes through the backing pages; " + OPEN_CODE,
+                message=NOT_BACKED,
             ),
         )
         out.append(

@@ -132,6 +132,11 @@ def header_obligations(b: Build, command: str) -> list[Obligation]:
     ]
 
 
+# What the commonest breaches mean, for the checks that share them across commands.
+RECT_OUTSIDE = "the rectangle {r.width}x{r.height}+{r.x}+{r.y} reaches outside resource {resource_id}"
+NOT_BACKED = "resource {resource_id} has no backing pages attached; the transfer has nothing to copy"
+
+
 def resource_exists(when: E | None = None) -> Check:
     return Check(
         "resource-exists",
@@ -140,6 +145,7 @@ def resource_exists(when: E | None = None) -> Check:
         prefer=ERR_RESOURCE,
         when=when,
         note="resource ids are live from their create to their unref; " + OPEN_CODE,
+        message="resource {resource_id} does not exist (never created, or already unreferenced)",
     )
 
 
@@ -151,6 +157,7 @@ def resource_id_free(c: Fields) -> list[Check]:
             "informal",
             prefer=ERR_RESOURCE,
             note="0 means 'no resource' in SET_SCANOUT and UPDATE_CURSOR",
+            message="resource id 0 cannot be created",
         ),
         Check(
             "resource-id-free",
@@ -158,6 +165,7 @@ def resource_id_free(c: Fields) -> list[Check]:
             "informal",
             prefer=ERR_RESOURCE,
             note="an id names one live resource",
+            message="resource {resource_id} already exists; create needs an unused id",
         ),
     ]
 
@@ -175,4 +183,5 @@ def scanout_id_valid(c: Fields, key: str = "scanout_id", prefer: str = ERR_SCANO
         prefer=prefer,
         errors=None if answer_open else (ANY_ERROR,),
         note="scanouts are numbered below num_scanouts; " + OPEN_CODE,
+        message="scanout {scanout_id|scanout|pos.scanout_id} does not exist (num_scanouts is smaller)",
     )

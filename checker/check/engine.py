@@ -364,7 +364,7 @@ class Checker:
             r = self.reqs.get(rid)
             if r is not None:
                 spec.append((r.loc.file, r.loc.line))
-        msg = message(b, ex)
+        msg = message(b, ex, self.p)
         if definite and pair is not None and b.side == "driver":
             assert pair.outcome is not None, "a reported reading was judged"
             msg += symbolic_why(b, pair.outcome)

@@ -10,7 +10,7 @@ from typing import Optional, cast
 from virtgpu_conform.checker.traces.events import NO_ANSWER, Exchange, Where
 from virtgpu_conform.model.expr import why_false
 from virtgpu_conform.model.facts import depends
-from virtgpu_conform.model.protocol import Breach
+from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import Outcome
 
 RELATED = 4  # earlier events remembered per resource
@@ -75,16 +75,6 @@ def unknown_fields(outcome: Outcome) -> str:
     return "the values of " + ", ".join(fields or found) if found else "unknown values"
 
 
-_PLAIN = {
-    "resource-exists": "resource {resource_id} does not exist (never created, or already unreferenced)",
-    "resource-id-free": "resource {resource_id} already exists; create needs an unused id",
-    "resource-id-nonzero": "resource id 0 cannot be created",
-    "backing-attached": "resource {resource_id} has no backing pages attached; the transfer has nothing to copy",
-    "rect-inside-resource": "the rectangle {r.width}x{r.height}+{r.x}+{r.y} reaches outside resource {resource_id}",
-    "scanout-id": "scanout {scanout_id|scanout|pos.scanout_id} does not exist (num_scanouts is smaller)",
-}
-
-
 def no_response(command: str, ex: Exchange) -> Breach:
     """The device's breach for a request it never answered; definite when the trace says no answer came."""
     return Breach(
@@ -98,10 +88,20 @@ def no_response(command: str, ex: Exchange) -> Breach:
     )
 
 
-def message(b: Breach, ex: Optional[Exchange]) -> str:
+def _words(p: Protocol) -> dict[tuple[str, str], str]:
+    """(command, check) -> the check's message, from the rules (kept on the protocol: read once)."""
+    words = p.memo.get("explain/words")
+    if words is None:
+        words = p.memo["explain/words"] = {
+            (rule.command, c.id): c.message for rule in p.rules.values() for c in rule.checks if c.message
+        }
+    return words
+
+
+def message(b: Breach, ex: Optional[Exchange], p: Protocol) -> str:
     cmd = short(b.command)
     if b.side == "driver":
-        text = _PLAIN.get(b.check)
+        text = _words(p).get((b.command, b.check))
         if text and ex is not None:
             f = ex.req.fields
             return f"{cmd}: " + re.sub(r"\{([\w.|]+)\}", lambda m: str(_first(f, m.group(1).split("|"))), text)

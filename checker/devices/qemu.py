@@ -64,35 +64,18 @@ class QemuTarget(Target):
             raise
 
     def _argv(self) -> list[str]:
-        return [
-            self.binary,
-            "-machine",
-            "q35",
-            "-S",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-m",
-            "256M",
-            "-qtest",
-            "stdio",
-            "-qtest-log",
-            self.qtest_log,
-            "-trace",
-            "virtio_gpu*",
-            "-trace",
-            "virtqueue_pop",
-            "-trace",
-            "virtqueue_fill",
-            "-d",
-            "guest_errors",
-            "-D",
-            self.log_path,
-            "-device",
-            f"{self.device},addr=04.0",
-            *self._monitor(),
-            *self.extra,
-        ]
+        # fmt: off
+        return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
+                *self._driven("virtqueue_pop", "virtqueue_fill"),
+                "-device", f"{self.device},addr=04.0", *self._monitor(), *self.extra]
+        # fmt: on
+
+    def _driven(self, *traced: str) -> list[str]:
+        """Driven over qtest on stdio, its device's events and errors (and `traced`) logged to log_path."""
+        # fmt: off
+        return ["-qtest", "stdio", "-qtest-log", self.qtest_log, "-trace", "virtio_gpu*",
+                *(a for event in traced for a in ("-trace", event)), "-d", "guest_errors", "-D", self.log_path]
+        # fmt: on
 
     def _monitor(self) -> list[str]:
         """A monitor socket of its own for the QEMU about to start (the pixel oracle's screendumps)."""

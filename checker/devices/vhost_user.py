@@ -144,42 +144,14 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _argv(self) -> list[str]:
         self._prepare()
-        return [
-            self.binary,
-            "-accel",
-            "kvm",
-            "-machine",
-            "q35,memory-backend=mem",
-            "-object",
-            "memory-backend-memfd,id=mem,size=256M,share=on",
-            "-m",
-            "256M",
-            "-bios",
-            self.halt_bin,
-            "-nodefaults",
-            "-display",
-            "none",
-            "-qtest",
-            "stdio",
-            "-qtest-log",
-            self.qtest_log,
-            "-trace",
-            "virtio_gpu*",
-            "-trace",
-            "vhost_user*",
-            "-trace",
-            "virtio_set_status",
-            "-d",
-            "guest_errors",
-            "-D",
-            self.log_path,
-            "-chardev",
-            f"socket,id=vug,path={self.sock}",
-            "-device",
-            f"{self.device},chardev=vug,addr=04.0",
-            *self._monitor(),
-            *self.extra,
-        ]
+        # fmt: off
+        return [self.binary, "-accel", "kvm", "-machine", "q35,memory-backend=mem",
+                "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M",
+                "-bios", self.halt_bin, "-nodefaults", "-display", "none",
+                *self._driven("vhost_user*", "virtio_set_status"),
+                "-chardev", f"socket,id=vug,path={self.sock}", "-device", f"{self.device},chardev=vug,addr=04.0",
+                *self._monitor(), *self.extra]
+        # fmt: on
 
     def _spawn(self) -> QemuProcess:
         q = None
