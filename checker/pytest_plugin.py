@@ -48,9 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption(
         "--virtgpu-db",
-        metavar="DIR|redis://HOST:PORT",
-        help="the hypothesis example database device tests save and replay findings in (default: "
-        "hypothesis' own, .hypothesis/ in the working directory, which xdist workers share)",
+        metavar="DIR|redis://HOST:PORT|unix://SOCKET",
+        help="the hypothesis example database device tests save and replay findings in: a directory, or a "
+        "redis server many machines share (default: hypothesis' own, .hypothesis/ in the working directory, "
+        "which xdist workers share)",
     )
     g.addoption(
         "--virtgpu-out",
@@ -154,13 +155,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _database(spec: Optional[str]):
     if not spec:
         return None
-    if spec.startswith("redis://"):
+    if spec.startswith(("redis://", "rediss://", "unix://")):
         try:
             # an optional extra (hypothesis[redis]), absent from the dev environment; typed where installed
             import redis  # type: ignore[import-not-found, unused-ignore]
             from hypothesis.extra.redis import RedisExampleDatabase
         except ImportError:
-            raise pytest.UsageError("--virtgpu-db redis://...: install hypothesis[redis]") from None
+            raise pytest.UsageError(f"--virtgpu-db {spec}: pip install 'virtgpu-conform[redis]'") from None
         return RedisExampleDatabase(redis.Redis.from_url(spec))
     from hypothesis.database import DirectoryBasedExampleDatabase
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_recorded_sessions_are_items_with_their_verdicts_as_junit_properties(tmp
     assert cases["broken.ndjson"].find("failure") is not None
 
 
-def _device_tests(tmp: Path, db: Path, generate: bool) -> subprocess.CompletedProcess:
+def _device_tests(tmp: Path, db: Path | str, generate: bool) -> subprocess.CompletedProcess:
     suite = tmp / "vmm-tests"
     suite.mkdir(exist_ok=True)
     for name in ("planted_device.py", "test_planted.py"):
@@ -111,3 +112,56 @@ def test_a_finding_one_worker_shrank_replays_on_the_others_from_a_shared_databas
         timeout=120,
     )
     assert r.returncode == 1 and found.group(1) in r.stdout, r.stdout + r.stderr
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis server of the test's own, on a unix socket in its tmp_path, stopped after it: the
+    example database as machines that share nothing but a server would."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        why = "redis-server is not installed (apt-get install redis-server)"
+        pytest.fail(f"CI installs it: {why}") if os.environ.get("CI") else pytest.skip(why)
+    sock = tmp_path / "redis.sock"
+    p = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), "redis-server did not listen"
+        yield f"unix://{sock}"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def test_a_finding_replays_from_a_redis_database(tmp_path, redis_server):
+    """The same, with the database on a redis server (`--virtgpu-db unix://...`, or redis://HOST:PORT
+    for machines on a network): what one run shrank, a run that generates nothing fails on."""
+    first = _device_tests(tmp_path, redis_server, generate=True)
+    out = first.stdout + first.stderr
+    assert first.returncode == 1 and "1 failed, 1 passed" in out, out
+    found = re.search(r"adapter device: (violation: .*?): RESOURCE_UNREF", out)
+    assert found, out
+    again = _device_tests(tmp_path, redis_server, generate=False)
+    out2 = again.stdout + again.stderr
+    assert again.returncode == 1 and "1 failed, 1 skipped" in out2, out2
+    assert f"adapter device: {found.group(1)}: RESOURCE_UNREF" in out2, out2
