@@ -101,11 +101,26 @@ _QEMU = {
 }
 
 
-def generate(n: int, native_path: str, qemu_path: str) -> None:
+# The formats measured, in the order of the paths generate() writes.
+FORMATS = (
+    ("native", "native", "ndjson"),
+    ("qemu", "QEMU log (pops, fills)", "qemu.log"),
+    ("qemu", "QEMU log traced the documented way (virtio_gpu* alone)", "gpu-only.log"),
+    ("guest", "guest tracepoints, Linux 6.12 (seqno)", "guest.log"),
+)
+
+
+def generate(n: int, native_path: str, qemu_path: str, gpu_only_path: str, guest_path: str) -> None:
     ir = load_snapshot()
     dev = ReferenceDevice(ir)
     codec = dev.codec
-    with open(native_path, "w") as nat, open(qemu_path, "w") as q:
+    seqno = {"controlq": 0, "cursorq": 0}
+    with (
+        open(native_path, "w") as nat,
+        open(qemu_path, "w") as q,
+        open(gpu_only_path, "w") as gq,
+        open(guest_path, "w") as g,
+    ):
         s = dev.settings
         nat.write(
             json.dumps(
@@ -126,6 +141,7 @@ def generate(n: int, native_path: str, qemu_path: str) -> None:
             + "\n"
         )
         q.write("1000@1700000000.000000:virtio_gpu_features virgl 0\n")
+        gq.write("virtio_gpu_features virgl 0\n")
         t = 1700000000.0
         for i, (name, fields, entries, queue) in enumerate(workload(n), 1):
             data = codec.encode(name, fields, entries)
@@ -143,6 +159,19 @@ def generate(n: int, native_path: str, qemu_path: str) -> None:
                 f"1000@{t:.6f}:virtqueue_pop vq {vq} elem {elem} in_num 1 out_num 1\n"
                 f"1000@{t:.6f}:{_QEMU[name](fields)}\n"
                 f"1000@{t:.6f}:virtqueue_fill vq {vq} elem {elem} len {n_out} idx {i % 256}\n"
+            )
+            gq.write(f"{_QEMU[name](fields)}\n")
+            seqno[queue] += 1
+            qn, vqn = ("control", 0) if queue == "controlq" else ("cursor", 1)
+            head = (
+                f"vdev=0 vq={vqn} name={qn} type={{:#x}} flags=0x0 fence_id=0 ctx_id=0 num_free=63 seqno={seqno[queue]}"
+            )
+            answer = int.from_bytes(resp[:4], "little") if queue == "controlq" else 0
+            g.write(
+                f"  modetest-336     [000] ...1.   {t - 1700000000:.6f}: virtio_gpu_cmd_queue: "
+                f"{head.format(codec.by_name[name].code)}\n"
+                f"   kworker/0:1-10  [000] .....   {t - 1700000000:.6f}: virtio_gpu_cmd_response: "
+                f"{head.format(answer)}\n"
             )
 
 
@@ -185,7 +214,7 @@ def main() -> None:
     paths = {}
     t0 = time.perf_counter()
     for n in (small, a.commands):
-        paths[n] = (os.path.join(tmp, f"trace-{n}.ndjson"), os.path.join(tmp, f"trace-{n}.qemu.log"))
+        paths[n] = tuple(os.path.join(tmp, f"trace-{n}.{ext}") for _, _, ext in FORMATS)
         generate(n, *paths[n])
     print(f"generated {a.commands:,} and {small:,} commands in {time.perf_counter() - t0:.0f} s ({tmp})")
     try:
@@ -196,13 +225,13 @@ def main() -> None:
 
 
 def _measure(a, paths: dict, small: int) -> None:
-    for fmt, idx in (("native", 0), ("qemu", 1)):
+    for idx, (fmt, what, _) in enumerate(FORMATS):
         big, little = paths[a.commands][idx], paths[small][idx]
         parse = _child("parse", big, fmt)
         full = _child("check", big, fmt)
         tiny = _child("check", little, fmt)
         print(
-            f"\n{fmt} format, {a.commands:,} commands ({full['lines']:,} lines, "
+            f"\n{what}, {a.commands:,} commands ({full['lines']:,} lines, "
             f"{os.path.getsize(big) / 1e6:.0f} MB): {full['findings']} findings"
         )
         print(

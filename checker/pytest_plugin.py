@@ -180,7 +180,12 @@ def virtgpu_device(request: pytest.FixtureRequest, tmp_path: Path):
     cfg = request.config
     out = cfg.getoption("virtgpu_out")
     out = os.path.join(out, request.node.name) if out else str(tmp_path)
-    session = DeviceSession(device, out, cfg.getoption("virtgpu_profile"), _database(cfg.getoption("virtgpu_db")))
+    from virtgpu_conform.checker.devices.target import TargetError
+
+    try:
+        session = DeviceSession(device, out, cfg.getoption("virtgpu_profile"), _database(cfg.getoption("virtgpu_db")))
+    except TargetError as exc:  # the message says what is missing: the device's traceback would not
+        pytest.fail(f"the {device.kind} device cannot run here: {exc}", pytrace=False)
     try:
         yield session
     finally:

@@ -184,13 +184,15 @@ class Checker:
         assert name is not None, "a request with a rule has a name"
         self.commands[name] = self.commands.get(name, 0) + 1
         keys = None
-        if self.fast_paths is not None:
-            if ex.resp is None and not req.problems:
-                done, keys = self.fast_paths.replayed(ex, rule)
+        fast = self.fast_paths
+        if fast is not None and not req.problems:
+            if ex.resp is not None and len(self.cands) == 1 and fast.clean(ex, rule):
+                return
+            if ex.resp is None or not ex.resp.problems:
+                # no answer bytes (a QEMU log), or an answer to a request with fields unknown (a guest log)
+                done, keys = fast.replayed(ex, rule)
                 if done:
                     return
-            elif len(self.cands) == 1 and ex.resp is not None and self.fast_paths.clean(ex, rule):
-                return
         pairs: list[Pair] = []
         groups: list[list[Pair]] = []  # per candidate, its completions
         for cand in self.cands:

@@ -54,9 +54,16 @@ class FastPaths:
         """(True, None) when a remembered verdict decided the exchange; else (False, the keys to
         remember the general path's verdict under)."""
         c, name = self.c, ex.req.name
+        tail: tuple = (ex.resp_types, ex.answered, ex.unanswered, ex.no_body)
+        resp = ex.resp
+        if resp is not None:
+            # The answer's type and fields, and every value an obligation on it may read: the
+            # request's fields and the rule's facts (the checks' own values are `vals`).
+            tail = (resp.name, tuple(resp.fields.values()), tuple(ex.req.fields.values()), ex.resp_room, ex.answered)
         if len(c.cands) == 1:
-            vals = rule.check_values(c.cands[0].state, ex.req.fields)
-            key = (name, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body)
+            st = c.cands[0].state
+            vals = rule.check_values(st, ex.req.fields)
+            key = (name, vals, *tail) if resp is None else (name, vals, rule.fact_values(st, ex.req.fields), *tail)
             hit = self.settled.get(key)
             if hit is not None and hit[1] is not None:  # (its only candidate is the primary: it must be quiet)
                 if len(hit[0]) == 1:
@@ -65,10 +72,13 @@ class FastPaths:
                 if self._replay_split(ex, [hit]):
                     return True, None
             return False, [(key, vals)]
-        keys = []
+        keys: list[tuple[tuple, tuple]] = []
         for cand in c.cands:
             vals = rule.check_values(cand.state, ex.req.fields)
-            keys.append(((name, vals, ex.resp_types, ex.answered, ex.unanswered, ex.no_body), vals))
+            if resp is None:
+                keys.append(((name, vals, *tail), vals))
+            else:
+                keys.append(((name, vals, rule.fact_values(cand.state, ex.req.fields), *tail), vals))
         hits = [self.settled.get(k) for k, _ in keys]
         if None not in hits and self._replay_split(ex, hits):
             return True, None

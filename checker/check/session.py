@@ -8,7 +8,7 @@ several sides (QEMU's log and the guest's tracepoints), merged so that each fill
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Optional, Union
@@ -91,16 +91,43 @@ def plan(paths: Paths, fmt: Optional[str] = None) -> list[Recording]:
     return out
 
 
+# How to record what a source lacks, per format: the line a user reads when nothing could be checked.
+RECORD = {
+    "qemu": "QEMU's log needs its command events: run QEMU with -trace 'virtio_gpu*' -D FILE (add -trace "
+    "virtqueue_pop -trace virtqueue_fill for its answers, -d guest_errors for its complaints)",
+    "guest": "the guest's log needs its virtio_gpu tracepoints: echo 1 > /sys/kernel/tracing/events/virtio_gpu/"
+    "enable before the driver probes the device, then save /sys/kernel/tracing/trace",
+    "native": "a native trace needs request records after its session record (see docs/trace-format.md)",
+}
+# Diagnostics that say what a whole source lacks or where it starts: named with the source.
+SOURCE_NOTES = frozenset({"no-answers", "late-start", "lost-events"})
+
+
+def _counted(events: Iterable, counts: dict[str, int], path: str) -> Iterator:
+    n = 0
+    try:
+        for ev in events:
+            if type(ev) is Exchange:
+                n += 1
+            yield ev
+    finally:
+        counts[path] = n
+
+
 def feed(
     rec: Recording,
     checker: Checker,
     progress: Optional[Callable[[int], None]] = None,
     timeline: Optional[Timeline] = None,
+    counts: Optional[dict[str, int]] = None,
 ) -> Optional[str]:
     """Every event of the session into the checker, then its end; returns where it stopped when
-    interrupted (Ctrl-C keeps what was checked), else None."""
+    interrupted (Ctrl-C keeps what was checked), else None. `counts` hears how many exchanges
+    each source gave (of a merged session: before merging)."""
     codec = checker.p.codec
     streams = [sources.READERS[kind](sources.numbered_lines(path, progress), path, codec) for path, kind in rec.files]
+    if counts is not None and len(streams) > 1:
+        streams = [_counted(s, counts, path) for s, (path, _) in zip(streams, rec.files)]
     evs = streams[0]
     for extra in streams[1:]:
         evs = sources.merged(evs, extra)
@@ -129,6 +156,27 @@ class SessionResult:
     checker: Checker
     interrupted: Optional[str] = None
     timeline: Optional[dict] = None
+    contributed: dict[str, int] = field(default_factory=dict)  # exchanges each source gave, when merged
+
+    def from_source(self, path: str) -> int:
+        """Exchanges the source gave (of a single-source session: the session's)."""
+        if len(self.recording.files) == 1:
+            return self.checker.exchanges
+        return self.contributed.get(path, 0)
+
+    def source_notes(self, path: str) -> list[str]:
+        """What the source lacks, or where it starts, as its importer said."""
+        return [d.message for d in self.checker.first_diagnostics if d.code in SOURCE_NOTES and d.where.file == path]
+
+    def unchecked_sources(self) -> list[str]:
+        """A line for each source nothing could be checked from: what it lacks and how to record it."""
+        if self.interrupted:
+            return []
+        return [
+            f"{path}: no command could be read from this {fmt} trace; {RECORD[fmt]}"
+            for path, fmt in self.recording.files
+            if self.from_source(path) == 0
+        ]
 
     @property
     def label(self) -> str:
@@ -159,7 +207,10 @@ class SessionResult:
         verdicts = c.verdicts()
         out = {
             "target": self.recording.label,
-            "sources": [{"file": p, "format": k} for p, k in self.recording.files],
+            "sources": [
+                {"file": p, "format": k, "exchanges": self.from_source(p), "notes": self.source_notes(p)}
+                for p, k in self.recording.files
+            ],
             "skipped_files": self.recording.skipped,
             "interrupted": self.interrupted,
             "exchanges": c.exchanges,
@@ -235,6 +286,7 @@ class CheckResult:
         for s in self.sessions:
             if s.exchanges == 0:
                 out.append(f"{s.label}: nothing was checked (0 exchanges)")
+            out += s.unchecked_sources() if s.exchanges else []
             if s.interrupted:
                 out.append(f"{s.label}: {s.interrupted}")
             for f in s.findings:
@@ -307,8 +359,9 @@ def check_session(
 ) -> SessionResult:
     checker = Checker(protocol, profile, candidates, fast=fast)
     tl = Timeline() if timeline else None
-    stopped = feed(rec, checker, None if progress is None else _ticker(rec, checker, progress), tl)
-    return SessionResult(rec, checker, stopped, tl.to_json(checker.exchanges) if tl is not None else None)
+    counts: dict[str, int] = {}
+    stopped = feed(rec, checker, None if progress is None else _ticker(rec, checker, progress), tl, counts)
+    return SessionResult(rec, checker, stopped, tl.to_json(checker.exchanges) if tl is not None else None, counts)
 
 
 def check_trace(

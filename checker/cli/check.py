@@ -106,6 +106,12 @@ def check(
         _write_report(doc, json_path or "<check>", report_fmt, output, spec_dir)
     if result.interrupted:
         sys.exit(130)
+    # Nothing checked is never a pass: a source that gave no exchange is unusable input.
+    unchecked = [line for s in result.sessions for line in s.unchecked_sources()]
+    for line in unchecked:
+        console.err.print(f"check: {line}", markup=False, soft_wrap=True)
+    if unchecked:
+        sys.exit(EXIT_USAGE)
     sys.exit(EXIT_FINDINGS if result.definite else EXIT_INCONCLUSIVE if result.possible else EXIT_OK)
 
 

@@ -14,7 +14,7 @@ from virtgpu_conform.checker.version import tool_version
 
 from . import console
 from .check import check
-from .console import EXIT_BUG, EXIT_USAGE
+from .console import EXIT_BUG, EXIT_OK, EXIT_USAGE
 from .fuzz import fuzz
 from .model import model
 from .report import report
@@ -46,6 +46,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             console.err.print("interrupted", markup=False)
             sys.exit(130)
+        except BrokenPipeError:
+            # Output written past rich (JSON, a report) to a reader that went away: what was read
+            # is all that was wanted, so this is no failure. (What rich prints, a check's summary
+            # among it, stops quietly and leaves the exit code to the verdict.)
+            console.silence_stdout()
+            sys.exit(EXIT_OK)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):  # click's own ways out
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the bug, one line and a saved traceback

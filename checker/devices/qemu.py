@@ -82,7 +82,7 @@ class QemuTarget(Target):
         if not self.pixels:
             return []
         self._monitor_count += 1
-        self.qmp = Qmp(os.path.join(self.monitors, f"qmp-{self._monitor_count}.sock"))
+        self.qmp = Qmp(scratch.socket_path(self.monitors, f"qmp-{self._monitor_count}.sock", "QEMU's monitor"))
         return self.qmp.argv()
 
     def _spawn(self) -> QemuProcess:

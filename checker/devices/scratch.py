@@ -14,7 +14,10 @@ import shutil
 import tempfile
 from typing import Optional
 
+from .target import TargetError
+
 PREFIX = "vgc-"  # what this tool's folders in the temp dir are called
+SUN_PATH = 108  # bytes of a unix socket's path, its terminating zero included (Linux)
 _root: Optional[str] = None
 _owner = 0  # the process whose exit removes the run's folder
 
@@ -32,6 +35,18 @@ def root() -> str:
 def make(kind: str) -> str:
     """A new empty folder for a target, `kind` naming what it holds (qemu, qmp, vug, adapter)."""
     return tempfile.mkdtemp(prefix=f"{kind}-", dir=root())
+
+
+def socket_path(folder: str, name: str, what: str) -> str:
+    """A unix socket's path in one of these folders, or a TargetError naming the fix when it is
+    longer than a unix socket's path can be (a deep TMPDIR)."""
+    path = os.path.join(folder, name)
+    if len(os.fsencode(path)) >= SUN_PATH:
+        raise TargetError(
+            f"{what}'s socket path {path} is longer than a unix socket's {SUN_PATH - 1} bytes: "
+            "set TMPDIR to a shorter folder"
+        )
+    return path
 
 
 def remove(path: str) -> None:

@@ -35,7 +35,6 @@ from .target import Reply, TargetError
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
 _KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix flags of a listening socket
-_SUN_PATH = 108  # bytes of a unix socket's path, its terminating zero included (Linux)
 SPARES = 1  # backend + QEMU pairs a campaign's target keeps started ahead of use
 
 
@@ -131,12 +130,8 @@ class VhostUserGpuTarget(QemuTarget):
         if not os.path.isdir(self.workdir):
             self.workdir = scratch.make("vug")
         self._socks += 1
-        self.sock = os.path.join(self.workdir, f"vug-{self._socks}.sock")  # one per pair: spares wait on theirs
-        if len(os.fsencode(self.sock)) >= _SUN_PATH:
-            raise TargetError(
-                f"the backend's socket path {self.sock} is longer than a unix socket's "
-                f"{_SUN_PATH - 1} bytes: set TMPDIR to a shorter folder"
-            )
+        # one per pair: spares wait on theirs
+        self.sock = scratch.socket_path(self.workdir, f"vug-{self._socks}.sock", "the vhost-user backend")
         self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
         if not os.path.exists(self.halt_bin):  # once: a spare QEMU may be reading it while the next is prepared
             with open(self.halt_bin, "wb") as f:

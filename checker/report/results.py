@@ -136,6 +136,13 @@ def _trace_column(file: str, doc: dict, s: dict) -> Column:
     if s.get("interrupted"):
         col.notes.append(f"incomplete: {s['interrupted']}")
     col.notes += [f"definite findings downgraded: {x}" for x in s.get("uncertain", [])]
+    # what a source lacks (no answers) or where it starts (late): read before trusting its verdicts
+    col.notes += [
+        f"{os.path.basename(str(x.get('file')))}: {note}"
+        for x in s.get("sources", [])
+        if isinstance(x, dict)
+        for note in x.get("notes", [])
+    ]
     return col
 
 

@@ -70,6 +70,9 @@ class Exchange:
     also: list[Where] = field(default_factory=list)  # the same command in another source of the session
     index: int = 0  # set by the checker: the exchange's number in the session
     resp_room: Optional[int] = None  # bytes of device-writable buffer the driver gave, when the trace says
+    # The request's number on its queue: the guest driver's seqno, or QEMU's count of the queue's
+    # commands since the device's reset. Two complete logs of one session number alike.
+    seqno: Optional[int] = None
 
 
 @dataclass(frozen=True)

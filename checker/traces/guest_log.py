@@ -1,9 +1,17 @@
 """The Linux guest driver's tracepoints (tracefs `virtio_gpu_cmd_queue` / `virtio_gpu_cmd_response`).
 
 Every command's header and every response's type, no payloads. Linux 6.1 prints
-`vdev= vq= name= type= flags= fence_id= ctx_id=`; newer kernels add `num_free=`
-and `seqno=`, which pairs a response with its command. Without it, responses on a
-queue pair with commands in order (the device answers a queue in order).
+`vdev= vq= name= type= flags= fence_id= ctx_id=`; newer kernels (6.12) add `num_free=`
+and `seqno=`, the command's number on its queue, which pairs a response with its command
+and numbers the commands as the device saw them. Without it, responses on a queue pair
+with commands in order (the device answers a queue in order).
+
+What the lines prove (basis: the Linux driver's code, not the spec): a queue line is a
+command the driver put on the queue, with the header it wrote; a response line on the
+control queue is the header the device wrote into the response buffer. On the cursor
+queue the device writes nothing (it has no device-writable buffer), so 6.12's response
+line there, printing the driver's zeroed buffer, says only that the command completed.
+6.1 traces no cursor completions at all.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ _ENTRIES = re.compile(r"#\s*entries-in-buffer/entries-written:\s*(\d{1,20})/(\d{
 _MARKER = re.compile(r"\]\s+\S*\s*\d+\.\d+:\s+tracing_mark_write: ")
 _QUEUES = {"control": CONTROLQ, "cursor": CURSORQ}
 _VQ = {0: CONTROLQ, 1: CURSORQ}
+_NAMES = {CONTROLQ: "control", CURSORQ: "cursor"}
 
 
 def looks_guest(line: str) -> bool:
@@ -42,10 +51,20 @@ class GuestLog:
         self.fifo: dict[tuple, deque] = {}  # (vdev, vq) -> open commands in order, when there is no seqno
         self.count = 0
         self.cursor_answers = False  # some kernels trace no cursor-queue completions at all
+        self.first_seqno: dict[str, int] = {}  # queue -> the seqno its first command carried
+        self.messages: dict[tuple, Message] = {}  # (request|response, the header as printed) -> its message
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
+        event, path = _EVENT.fullmatch, self.path
         for no, line in lines:
-            where = Where(self.path, no)
+            m = event(line)  # (the pattern's trailing \s* takes the newline)
+            if m is not None:
+                if m["dir"] == "queue":
+                    yield from self._request(Where(path, no), m)
+                else:
+                    yield from self._response(Where(path, no), m)
+                continue
+            where = Where(path, no)
             text = line.rstrip("\n")
             if not text.strip():
                 continue
@@ -61,13 +80,9 @@ class GuestLog:
                         "commands before this log began are not in it",
                     )
                 continue
-            m = _EVENT.fullmatch(text)
-            if m is None and _MARKER.search(text):
+            if _MARKER.search(text):
                 continue  # trace_marker lines a capture writes between its steps
-            if m is None:
-                yield _unusable(where, text)
-                continue
-            yield from (self._request(where, m) if m["dir"] == "queue" else self._response(where, m))
+            yield _unusable(where, text)
         yield from self.pairs.flush()
 
     def _queue(self, m) -> str:
@@ -76,6 +91,25 @@ class GuestLog:
     def _header(self, m) -> dict:
         flags, fence = int(m["flags"], 16), int(m["fence"])
         return {"hdr.type": int(m["type"], 16), "hdr.flags": flags, "hdr.fence_id": fence, "hdr.ctx_id": int(m["ctx"])}
+
+    def _message(self, kind: str, m) -> Message:
+        """The request or response a line's header describes, decoded once per distinct header (a
+        display workload repeats the same few): messages are shared and never changed."""
+        key = (kind, m["type"], m["flags"], m["fence"], m["ctx"])
+        msg = self.messages.get(key)
+        if msg is None:
+            hdr = self._header(m)
+            if kind == "request":
+                cmd = self.codec.commands.get(hdr["hdr.type"])
+                # ring_idx is not printed; with the ring flag clear it does not matter to any rule
+                msg = Message("request", None, None, hdr) if cmd is None else self.codec.partial(cmd.name, hdr)
+            else:
+                resp = self.codec.responses.get(hdr["hdr.type"])
+                msg = Message("response", None, None, hdr) if resp is None else self.codec.partial(resp.name, hdr)
+            if len(self.messages) >= 4096:  # bounded: fence ids make headers many
+                self.messages.clear()
+            self.messages[key] = msg
+        return msg
 
     def _request_key(self, m) -> tuple:
         dev = (m["vdev"], m["vq"])
@@ -96,15 +130,22 @@ class GuestLog:
         return open_.popleft() if open_ else None
 
     def _request(self, where: Where, m) -> Iterator[Event]:
-        hdr = self._header(m)
-        cmd = self.codec.commands.get(hdr["hdr.type"])
-        if cmd is None:
-            req = Message("request", None, None, hdr)
-        else:
-            # ring_idx is not printed; with the ring flag clear it does not matter to any rule
-            req = self.codec.partial(cmd.name, hdr)
-        ex = Exchange(where, req, queue=self._queue(m), ts=float(m["ts"]), source="guest")
-        if ex.queue == CURSORQ and not self.cursor_answers:
+        ex = Exchange(where, self._message("request", m), queue=self._queue(m), ts=float(m["ts"]), source="guest")
+        if m["seqno"] is not None:
+            assert ex.queue is not None, "a queue line has its queue"
+            ex.seqno = int(m["seqno"])
+            if ex.queue not in self.first_seqno:
+                self.first_seqno[ex.queue] = ex.seqno
+                if ex.seqno > 1:
+                    yield Diagnostic(
+                        where,
+                        "info",
+                        "late-start",
+                        f"the log starts at the {_NAMES[ex.queue]} queue's command {ex.seqno} (seqno={ex.seqno}): the "
+                        f"{ex.seqno - 1} before it were queued before the tracepoints were on",
+                    )
+        elif ex.queue == CURSORQ and not self.cursor_answers:
+            # Linux 6.1 traces no completion on the cursor queue: nothing will pair this one.
             ex.evidence.append("the guest's tracepoints record no cursor-queue completions")
             yield ex
             return
@@ -124,13 +165,14 @@ class GuestLog:
                 "(the buffer wrapped, or the trace starts mid-session); skipped",
             )
             return
-        hdr = self._header(m)
-        resp = self.codec.responses.get(hdr["hdr.type"])
-        if resp is None:
-            ex.resp = Message("response", None, None, hdr)
-        else:
-            ex.resp = self.codec.partial(resp.name, hdr)
         ex.resp_where = where
+        if ex.queue == CURSORQ:
+            # The device writes nothing on the cursor queue: the line prints the driver's own zeroed
+            # buffer, and proves only that the command completed.
+            ex.no_body = True
+            yield from drain
+            return
+        ex.resp = self._message("response", m)
         yield from drain
 
 

@@ -4,10 +4,22 @@ A command is the element QEMU pops from a virtqueue, the `virtio_gpu_cmd_*` even
 QEMU logs while it handles the element, and the element's fill. The log carries
 some request fields, never the header's flags or fence (2D path), never a response
 code: the written length and the device's own complaints narrow the answer.
+
+Traced as QEMU's documentation has it, `-trace 'virtio_gpu*'` alone, the log has the
+command events and nothing else: the command stream in order, with its fields, and no
+answers. Each event is then a command of its own, its answer unknown.
+
+What the events prove (basis: QEMU's code, hw/display/virtio-gpu.c in 7.2 and 10.0, not the
+spec): a `virtio_gpu_cmd_*` event is traced only after QEMU read the command's whole
+request struct (a short one is refused before); the control queue is processed one
+command at a time, in the order popped, each completed before the next (2D: no fence
+waits; with virgl a fenced command's completion may come later, and in-order reasoning
+about its answer does not hold); a fill's length is what the device wrote.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Optional
@@ -182,6 +194,9 @@ class QemuLog:
         self.messages: dict[tuple[str, str], Message] = {}  # (event, arguments) -> the message they describe
         self.wrote: dict[int, str] = {}  # written length -> its line of evidence
         self.lengths: dict[str, tuple] = {}  # a fill's length as logged -> (length, resp_types, evidence)
+        self.popped = False  # a virtqueue_pop was seen: commands are elements, answers are fills
+        # command events and no pops: each event a command, its answer unknown (None: just found so)
+        self.gpu_only: Optional[bool] = False
 
     # --- the answer a written length allows -------------------------------
     def types_for_length(self, n: int) -> frozenset[str]:
@@ -198,12 +213,27 @@ class QemuLog:
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         yield Session(Where(self.path, 1), producer="qemu trace log")
         blocks = getattr(lines, "blocks", None)
-        if blocks is None:
-            for no, line in lines:
-                yield from self._one(no, line)
-        else:
-            yield from self._blocks(blocks())
-        yield from self.pairs.flush()
+        events = (
+            self._blocks(blocks()) if blocks is not None else (e for no, line in lines for e in self._one(no, line))
+        )
+        # Each command's number on its queue since the device's reset: what the guest's seqno is.
+        counts: dict[Optional[str], int] = {}
+        for ev in itertools.chain(events, self.pairs.flush()):
+            if type(ev) is Exchange:
+                n = counts[ev.queue] = counts.get(ev.queue, 0) + 1
+                ev.seqno = n
+                if self.gpu_only is None:  # the first command of a log without pops: say what it lacks
+                    self.gpu_only = True
+                    yield Diagnostic(
+                        ev.where,
+                        "info",
+                        "no-answers",
+                        NO_ANSWERS + ": the device's answers are "
+                        "unknown; record with -trace virtqueue_pop -trace virtqueue_fill to see them",
+                    )
+            elif type(ev) is Reset:
+                counts = {}
+            yield ev
 
     def _blocks(self, blocks: Iterable[tuple[int, str]]) -> Iterator[Event]:
         """The events of blocks of whole lines (number of the first, text): what `_one` makes of each line."""
@@ -367,6 +397,7 @@ class QemuLog:
         yield from self._popped(where, p.group(1), p.group(2), ts)
 
     def _popped(self, where: Where, vq: str, elem: str, ts: Optional[float]) -> Iterable[Exchange]:
+        self.popped = True
         queue = self.queues.get(vq)
         if queue is None and not self.queues:
             # The driver's first command is on controlq; the cursor queue shows itself by its event.
@@ -441,19 +472,32 @@ class QemuLog:
             if el is not None and el.vq not in self.queues:
                 self.queues[el.vq] = CONTROLQ
                 el.ex.queue = CONTROLQ
+        if el is None and not self.popped:
+            return self._alone(where, msg, ts)
         if el is None:
             return Diagnostic(
                 where,
                 "warning",
                 "unpaired",
                 f"{name} with no popped element it could belong to "
-                "(virtqueue_pop not traced, or the trace starts mid-command); skipped",
+                "(the trace starts mid-command, or lost the pop's line); skipped",
             )
         el.described = True
         el.ex.req = msg  # shared by every event with these arguments: messages are never changed
         el.ex.where, el.ex.ts = where, ts or el.ex.ts
         self.last = el
         return None
+
+    def _alone(self, where: Where, msg: Message, ts: Optional[float]) -> Exchange:
+        """A command event in a log without virtqueue_pop/fill: a command of its own, its answer unknown
+        (on the cursor queue the device writes nothing anyway)."""
+        if not self.gpu_only:
+            self.gpu_only = None
+        cursor = msg.name in self.cursor_commands
+        ex = Exchange(where, msg, queue=CURSORQ if cursor else CONTROLQ, ts=ts, source="qemu", no_body=cursor)
+        if not cursor:
+            ex.evidence.append(NO_ANSWERS)
+        return ex
 
     def _message(self, name: str, args: str):
         """`_describe`, remembered: a display workload repeats the same few events."""
@@ -519,6 +563,8 @@ class QemuLog:
         self.last = None
         yield Reset(where, known_start=True)
 
+
+NO_ANSWERS = "QEMU's log shows no answers (traced without virtqueue_pop and virtqueue_fill)"
 
 # The request of a popped element no event described yet: shared, as messages are never changed.
 _UNDESCRIBED = Message("request", None, None, {})

@@ -130,13 +130,18 @@ def events(path: str, fmt: Optional[str], codec: Codec) -> Iterator[Event]:
 def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Event]:
     """One session seen from two sides (QEMU's log and the guest's tracepoints): each fills the other's gaps.
 
-    The primary's order is the device's processing order; the secondary's exchanges on
-    the same queue are matched in order, and a short look-ahead resynchronises when
-    both name a command and they differ.
+    The primary's order is the device's processing order. Where both sides number their
+    commands (QEMU's count of a queue's commands since the device's reset, the guest's
+    seqno), a command pairs with the one of the same number on its queue: a guest log that
+    starts late (its tracepoints came on after the driver's first commands) is aligned, and
+    said to start late. Where the guest has no seqno (Linux 6.1), the secondary's exchanges
+    on the same queue are matched in order, and a short look-ahead resynchronises when both
+    name a command and they differ.
     """
     sec = iter(secondary)
     waiting: dict[str, deque] = {}
     ended = False
+    first: dict[str, int] = {}  # queue -> the secondary's first number on it
 
     def pull(queue: str, need: int) -> Iterator[Event]:
         nonlocal ended
@@ -163,30 +168,48 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
         if not buf:
             yield ev
             continue
+        if ev.seqno is not None and buf[0].seqno is not None:
+            first.setdefault(q, buf[0].seqno)
+            # The secondary's commands numbered below this one have no counterpart here.
+            while buf and buf[0].seqno is not None and buf[0].seqno < ev.seqno:
+                g = buf.popleft()
+                yield _unmatched(g)
+                yield g
+                if not buf:
+                    yield from pull(q, 1)
+            if buf and buf[0].seqno == ev.seqno:
+                if _agree(ev, buf[0]):
+                    yield _combine(ev, buf.popleft())
+                    continue
+                g = buf.popleft()
+                yield Diagnostic(
+                    ev.where,
+                    "error",
+                    "mismatch",
+                    f"{ev.req.name} is {g.req.name} at {g.where}, "
+                    f"command {ev.seqno} of the {q} queue in both sources; each is checked alone",
+                )
+                yield ev
+                yield g
+                continue
+            if ev.seqno < first[q]:
+                yield ev  # before the secondary began (it says so itself): this source's alone
+                continue
+            yield _unmatched(ev)
+            yield ev
+            continue
         if _agree(ev, buf[0]):
             yield _combine(ev, buf.popleft())
             continue
         yield from pull(q, _LOOKAHEAD)
         skip = next((i for i, g in enumerate(buf) if _agree(ev, g)), None)
         if skip is None:
-            yield Diagnostic(
-                ev.where,
-                "error",
-                "unmatched",
-                f"{ev.req.name or 'this command'} has no counterpart in "
-                "the other source of the session; checked from this source alone",
-            )
+            yield _unmatched(ev)
             yield ev
             continue
         for _ in range(skip):
             g = buf.popleft()
-            yield Diagnostic(
-                g.where,
-                "error",
-                "unmatched",
-                f"{g.req.name or 'a command'} has no counterpart in the "
-                "other source of the session; checked from this source alone",
-            )
+            yield _unmatched(g)
             yield g
         yield _combine(ev, buf.popleft())
     for buf in waiting.values():
@@ -194,6 +217,16 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
     for ev in sec:
         if not isinstance(ev, Session):
             yield ev
+
+
+def _unmatched(ex: Exchange) -> Diagnostic:
+    return Diagnostic(
+        ex.where,
+        "error",
+        "unmatched",
+        f"{ex.req.name or 'this command'} has no counterpart in the other source of the session; "
+        "checked from this source alone",
+    )
 
 
 def _agree(a: Exchange, b: Exchange) -> bool:

@@ -151,3 +151,42 @@ def test_a_fuzzer_bug_stops_the_campaign_and_keeps_its_findings(monkeypatch, tmp
     assert r["stopped"] == "internal error" and r["error"]["type"] == "ZeroDivisionError"
     assert r["commands"] >= 199
     assert "ZeroDivisionError: seeded bug" in (out / "internal-error.txt").read_text()
+
+
+def test_a_trace_nothing_could_be_checked_from_exits_2_and_says_how_to_record_it(tmp_path):
+    """Nothing checked is never a pass: a QEMU log with no command event, alone or beside a guest log."""
+    log = tmp_path / "qemu-trace.log"
+    log.write_text("virtio_gpu_features virgl 0\n" * 3)
+    r = CliRunner().invoke(main, ["check", str(log)])
+    assert r.exit_code == 2, r.output
+    assert f"{log}: no command could be read from this qemu trace" in r.stderr
+    assert "-trace 'virtio_gpu*' -D FILE" in r.stderr
+    (tmp_path / "guest-tracepoints.log").write_text(
+        (REPO / "traces" / "qemu-7.2" / "fbdev" / "guest-tracepoints.log").read_text()
+    )
+    r = CliRunner().invoke(main, ["check", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 2 and f"{log}: no command" in r.stderr, r.output
+    sources = json.loads((tmp_path / "r.json").read_text())["sessions"][0]["sources"]
+    assert [(s["format"], s["exchanges"] > 0) for s in sources] == [("qemu", False), ("guest", True)]
+
+
+def test_a_closed_pipe_leaves_the_exit_code_to_the_verdict(tmp_path):
+    """`check ... | head -1`: the reader goes after one line; the tool stops printing and exits as the
+    check decided (0 here: a clean session), not 1 as if it had found something."""
+    import fcntl
+    import subprocess
+    import sys
+
+    for args, expect in (
+        (["check", "--all-requirements", str(REPO / "traces" / "qemu-7.2" / "fbdev-modetest")], 0),
+        (["spec", "show"], 0),
+    ):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "virtgpu_conform", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        fcntl.fcntl(p.stdout, 1031, 4096)  # F_SETPIPE_SZ: a small pipe, so the output does not fit in it
+        assert p.stdout.readline()
+        p.stdout.close()
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == expect, err
+        assert "Traceback" not in err and "Broken pipe" not in err, err

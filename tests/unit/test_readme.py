@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,14 +61,18 @@ def test_the_readmes_plugin_example_runs_as_written(tmp_path):
     protocol passes, QEMU fails with a shrunk finding and the command that replays it."""
     [code] = [b for b in _python_blocks() if "virtgpu_device" in b]
     (tmp_path / "test_example.py").write_text(code)
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_example.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    )
+    short = tempfile.mkdtemp(prefix="vgc-test-")  # QEMU's monitor socket lives in TMPDIR: keep its path short
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_example.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "TMPDIR": short},
+        )
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     out = r.stdout + r.stderr
     assert "1 failed, 1 passed" in out, out[-3000:]
     assert "FAILED test_example.py::test_qemu" in out, out[-3000:]

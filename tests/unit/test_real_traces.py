@@ -15,6 +15,13 @@ from virtgpu_conform.model.protocol import Protocol
 TRACES = Path(__file__).resolve().parents[2] / "traces"
 SESSIONS = sorted(p.parent for p in TRACES.glob("qemu-*/*/qemu-trace.log"))
 BASE = TRACES / "qemu-7.2" / "fbdev-modetest"
+# Real sessions faults are put into: one per importer's kind of log (QEMU's full log and the one
+# traced the documented way; Linux 6.1's tracepoints and 6.12's, with seqno).
+BASES = {
+    "qemu-full+linux-6.1": BASE,
+    "qemu-full+linux-6.12": TRACES / "qemu-7.2" / "fbdev-modetest-linux-6.12",
+    "qemu-gpu-only+linux-6.12": TRACES / "qemu-7.2" / "gpu-only-linux-6.12",
+}
 
 ERR_UNSPEC, ERR_RESOURCE, ERR_PARAM = 0x1200, 0x1203, 0x1205
 OK_NODATA, OK_DISPLAY_INFO = 0x1100, 0x1101
@@ -44,9 +51,16 @@ def test_real_session_checks_clean(protocol, session):
     for c in (merged, alone_q, alone_g):
         assert [f for f in c.findings if f.definite] == []
         assert c.exchanges > 20 and c.unidentified == 0
-    # The two sources see the same commands, and together they leave nothing to guess on controlq.
-    assert merged.commands == alone_q.commands == alone_g.commands
-    assert merged.findings == [] and merged.max_split == 1
+    # QEMU's log is complete in every session: merged, the session has exactly its commands.
+    assert merged.commands == alone_q.commands and merged.exchanges == alone_q.exchanges
+    late = bool(alone_g.diagnostics.get("late-start"))  # the guest's tracepoints came on after its first commands
+    if late:
+        assert all(n <= alone_q.commands[k] for k, n in alone_g.commands.items())
+        assert alone_g.exchanges < alone_q.exchanges
+    else:  # the two sources see the same commands
+        assert alone_g.commands == alone_q.commands
+    # Together they leave nothing to guess on controlq (but for the commands only QEMU's log has).
+    assert merged.findings == [] and (merged.max_split == 1 or late)
     assert merged.diagnostics.get("unmatched", 0) == 0
     verdicts = merged.verdicts()
     assert verdicts["device-operation/guest/driver-must.2"]["verdict"] == "pass"  # backing before transfer
@@ -57,19 +71,30 @@ def test_real_session_checks_clean(protocol, session):
 
 
 class Session:
-    """Both logs of one real session, with commands inserted where neither source has one in flight."""
+    """Both logs of one real session, with commands inserted where neither source has one in flight.
+
+    Either kind of QEMU log (with pops and fills, or traced the documented way, command events
+    alone) and either guest format (6.1; 6.12 with seqno, renumbered past the insertion)."""
 
     def __init__(self, src: Path, dst: Path):
         shutil.copytree(src, dst)
         self.dir = dst
         self.qemu = (dst / "qemu-trace.log").read_text().splitlines()
         self.guest = (dst / "guest-tracepoints.log").read_text().splitlines()
-        self.ctrl_vq = re.search(r"virtqueue_pop vq (\S+)", "\n".join(self.qemu)).group(1)
+        pop = re.search(r"virtqueue_pop vq (\S+)", "\n".join(self.qemu))
+        self.gpu_only = pop is None
+        self.ctrl_vq = pop.group(1) if pop else ""
+        self.seqno = "seqno=" in (dst / "guest-tracepoints.log").read_text()
 
     def quiet_points(self) -> tuple[dict[int, int], dict[int, int]]:
         """control exchanges completed -> index of the line after which nothing is in flight, per log."""
         q, out, done = {}, set(), 0
         for i, line in enumerate(self.qemu):
+            if self.gpu_only:  # each control command's event is the whole command
+                if "virtio_gpu_cmd_" in line:
+                    done += 1
+                    q[done] = i
+                continue
             m = re.search(r"virtqueue_(pop|fill) vq (\S+) elem (\S+)", line)
             if not m:
                 continue
@@ -98,18 +123,20 @@ class Session:
         q, g = self.quiet_points()
         k = sorted(set(q) & set(g))[after]
         qi, gi = q[k], g[k]
-        pid_ts = self.qemu[qi].split(":", 1)[0]
+        prefix = "" if self.gpu_only else self.qemu[qi].split(":", 1)[0] + ":"
         qlines, glines, where = [], [], []
         for n, c in enumerate(commands):
             elem = f"0xdead{n:04x}0"
-            qlines.append(f"{pid_ts}:virtqueue_pop vq {self.ctrl_vq} elem {elem} in_num 1 out_num 1")
-            qlines.append(f"{pid_ts}:{c['event']}")
+            if not self.gpu_only:
+                qlines.append(f"{prefix}virtqueue_pop vq {self.ctrl_vq} elem {elem} in_num 1 out_num 1")
+            qlines.append(f"{prefix}{c['event']}")
             where.append(qi + 1 + len(qlines))  # 1-based line number of the event
-            if c.get("complaint"):
+            if c.get("complaint") and not self.gpu_only:  # a log traced without -d guest_errors has none
                 qlines.append(c["complaint"])
-            if c.get("fill", True):
-                qlines.append(f"{pid_ts}:virtqueue_fill vq {self.ctrl_vq} elem {elem} len {c.get('len', 24)} idx 0")
-            hdr = "vdev=0 vq=0 name=control type={:#x} flags=0x0 fence_id=0 ctx_id=0"
+            if c.get("fill", True) and not self.gpu_only:
+                qlines.append(f"{prefix}virtqueue_fill vq {self.ctrl_vq} elem {elem} len {c.get('len', 24)} idx 0")
+            seq = f" num_free=63 seqno={k + n + 1}" if self.seqno else ""
+            hdr = "vdev=0 vq=0 name=control type={:#x} flags=0x0 fence_id=0 ctx_id=0" + seq
             glines.append(
                 f"            test-1       [000] .....     9.000000: virtio_gpu_cmd_queue: {hdr.format(c['type'])}"
             )
@@ -118,11 +145,19 @@ class Session:
                     f"     kworker/0:1-17      [000] .....     9.000001: virtio_gpu_cmd_response: "
                     f"{hdr.format(c['resp'])}"
                 )
+        if self.seqno:  # the control queue's later commands move up by as many
+            self.guest[gi + 1 :] = [_renumber(line, len(commands)) for line in self.guest[gi + 1 :]]
         self.qemu[qi + 1 : qi + 1] = qlines
         self.guest[gi + 1 : gi + 1] = glines
         (self.dir / "qemu-trace.log").write_text("\n".join(self.qemu) + "\n")
         (self.dir / "guest-tracepoints.log").write_text("\n".join(self.guest) + "\n")
         return where
+
+
+def _renumber(line: str, by: int) -> str:
+    if "name=control" not in line:
+        return line
+    return re.sub(r"seqno=(\d+)", lambda m: f"seqno={int(m.group(1)) + by}", line)
 
 
 def create(rid: int, w: int = 64, h: int = 64) -> dict:
@@ -203,10 +238,14 @@ FAULTS = {
 }
 
 
+@pytest.mark.parametrize("base", sorted(BASES))
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_fault_found_where_it_was_put(protocol, tmp_path, fault):
+def test_fault_found_where_it_was_put(protocol, tmp_path, fault, base):
+    """Merged: QEMU's log and the guest's fill each other's gaps, whatever each lacks alone."""
     cmds, bad, side, check_id, req = FAULTS[fault]
-    s = Session(BASE, tmp_path / "s")
+    if fault == "wrong-response-length" and "gpu-only" in base:
+        pytest.skip("a log traced without virtqueue_fill has no lengths")
+    s = Session(BASES[base], tmp_path / "s")
     where = s.insert(10, cmds)
     c = check(protocol, s.dir / "qemu-trace.log", s.dir / "guest-tracepoints.log")
     got = [(f.where.line, f.side, f.check, f.definite) for f in c.findings]
@@ -253,10 +292,14 @@ def test_guest_log_alone_cannot_tell_the_side(protocol, tmp_path):
     assert len(possible) == 1 and possible[0].check == "response-type" and "resource_id" in possible[0].message
 
 
-FAST_VS_GENERAL = [*SESSIONS, *sorted((Path(__file__).parents[1] / "data" / "fuzz").glob("*.ndjson"))]
+FAST_VS_GENERAL = [
+    *SESSIONS,  # merged
+    *(s / name for s in SESSIONS for name in ("qemu-trace.log", "guest-tracepoints.log")),  # each log alone
+    *sorted((Path(__file__).parents[1] / "data" / "fuzz").glob("*.ndjson")),
+]
 
 
-@pytest.mark.parametrize("path", FAST_VS_GENERAL, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", FAST_VS_GENERAL, ids=lambda p: str(p.relative_to(p.parents[2])))
 def test_the_fast_paths_check_as_the_general_path(protocol, path):
     """The checker's remembered verdicts and clean path, switched off through `fast=False`, change no
     finding, verdict, count or reading, on every real session and every saved fuzz reproducer."""
@@ -269,3 +312,90 @@ def test_the_fast_paths_check_as_the_general_path(protocol, path):
         assert paths.settled or paths.clean_memo, "the fast paths were never taken: the comparison shows nothing"
     assert fast.to_json()["sessions"] == general.to_json()["sessions"]
     assert fast.sessions[0].exchanges > 0
+
+
+def test_there_are_sessions_of_every_kind():
+    """Linux 6.1 and 6.12 guests, QEMU 7.2 and 10.0, QEMU traced fully and the documented way, a late start."""
+    names = {f"{p.parent.name}/{p.name}" for p in SESSIONS}
+    assert {
+        "qemu-7.2/fbdev-modetest",
+        "qemu-10.0/fbdev-modetest",
+        "qemu-7.2/fbdev-modetest-linux-6.12",
+        "qemu-10.0/fbdev-modetest-linux-6.12",
+        "qemu-7.2/gpu-only-linux-6.12",
+        "qemu-7.2/late-start-linux-6.12",
+    } <= names
+    assert "virtqueue_pop" not in (TRACES / "qemu-7.2" / "gpu-only-linux-6.12" / "qemu-trace.log").read_text()
+    assert "seqno=" in (TRACES / "qemu-7.2" / "fbdev-modetest-linux-6.12" / "guest-tracepoints.log").read_text()
+
+
+def test_a_guest_log_that_starts_late_is_aligned_by_seqno(protocol):
+    """Linux 6.12 with its virtio transport built in, its tracepoints on after the driver probed: the
+    guest's first command is seqno=k, QEMU's log has all of them. Merged, QEMU's k-th command since
+    the reset pairs with the guest's seqno=k, the ones before are QEMU's alone, and it is said."""
+    from virtgpu_conform.checker.traces import sources
+    from virtgpu_conform.checker.traces.events import Diagnostic, Exchange
+
+    d = TRACES / "qemu-7.2" / "late-start-linux-6.12"
+    first = int(re.search(r"name=control .*seqno=(\d+)", (d / "guest-tracepoints.log").read_text()).group(1))
+    assert first > 1
+    qemu = sources.events(str(d / "qemu-trace.log"), None, protocol.codec)
+    guest = sources.events(str(d / "guest-tracepoints.log"), None, protocol.codec)
+    evs = list(sources.merged(qemu, guest))
+    control = [e for e in evs if isinstance(e, Exchange) and e.queue == "controlq"]
+    assert [e.seqno for e in control] == list(range(1, len(control) + 1))
+    assert all(not e.also for e in control[: first - 1])  # before the guest's log began: QEMU's alone
+    assert all(e.also and e.also[0].file.endswith("guest-tracepoints.log") for e in control[first - 1 :])
+    assert all(e.resp is not None for e in control[first - 1 :])  # the guest's answers, paired by number
+    notes = [e for e in evs if isinstance(e, Diagnostic)]
+    assert [(n.code, n.level) for n in notes] == [("late-start", "info")], notes
+    assert f"seqno={first}" in notes[0].message and f"the {first - 1} before it" in notes[0].message
+
+
+GPU_ONLY_FAULTS = {
+    # name: (commands inserted, index of the faulty one, check, definite)
+    "use-after-unref": (FAULTS["use-after-unref"][0], 2, "resource-exists", True),
+    "rect-outside-the-resource": (FAULTS["scanout-rect-outside-resource"][0], 2, "rect-inside-resource", True),
+    "unknown-resource": (
+        [{"event": "virtio_gpu_cmd_res_flush res 0x77, w 8, h 8, x 0, y 0", "type": 0x104}],
+        0,
+        "resource-exists",
+        True,
+    ),
+    # The first create may have been refused with OUT_OF_MEMORY, which the spec allows to any create
+    # and a log without answers cannot rule out: then the second is right. Possible, and it says so.
+    "duplicate-create": ([create(0x63), create(0x63)], 1, "resource-id-free", False),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(GPU_ONLY_FAULTS))
+def test_the_documented_qemu_log_alone_finds_the_drivers_faults(protocol, tmp_path, fault):
+    """QEMU traced with -trace 'virtio_gpu*' alone: no answers, yet the command stream and its fields
+    prove what the driver did wrong, at the event's line; definite unless a reading the spec allows
+    (an answer the log does not show) makes the command right."""
+    cmds, bad, check_id, definite = GPU_ONLY_FAULTS[fault]
+    s = Session(BASES["qemu-gpu-only+linux-6.12"], tmp_path / "s")
+    where = s.insert(10, cmds)
+    c = check(protocol, s.dir / "qemu-trace.log")
+    got = [(f.where.line, f.side, f.check, f.definite) for f in c.findings]
+    assert got == [(where[bad], "driver", check_id, definite)], c.findings
+    if not definite:
+        assert c.findings[0].reason == (
+            f"conformant if the device rejected RESOURCE_CREATE_2D at {s.dir / 'qemu-trace.log'}:{where[0]} "
+            "(the trace does not show those answers)"
+        )
+    assert c.diagnostics.get("no-answers") == 1  # and it says what it lacks
+
+
+@pytest.mark.parametrize("base", ["qemu-full+linux-6.1", "qemu-full+linux-6.12"])
+def test_a_guest_log_alone_finds_what_the_device_got_wrong(protocol, tmp_path, base):
+    """Each guest format alone: an error to a request that has no fields to get wrong is the device's,
+    definite, at the guest's line of it."""
+    s = Session(BASES[base], tmp_path / "s")
+    s.insert(10, FAULTS["error-to-a-valid-request"][0])
+    lines = (s.dir / "guest-tracepoints.log").read_text().splitlines()
+    line = 1 + next(i for i, x in enumerate(lines) if "test-1" in x)
+    c = check(protocol, s.dir / "guest-tracepoints.log")
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
+        (line, "device", "response-type", True)
+    ], c.findings

@@ -2,6 +2,7 @@
 # Capture a real virtio-gpu trace: Debian's own kernel drives QEMU's virtio-gpu-pci device
 # from a busybox initramfs, under TCG. Writes into --out:
 #   qemu-trace.log         QEMU's -D file: virtio_gpu* trace events, virtqueue_pop/fill, guest_errors
+#                          (--qemu-trace gpu-only: the virtio_gpu* events alone)
 #   guest-tracepoints.log  the guest's tracefs buffer (virtio_gpu_cmd_queue/_response), verbatim
 #   serial.log             the whole serial console
 #   session.json           versions, date, the exact QEMU command line, the workload steps run
@@ -21,6 +22,13 @@ usage: capture.sh --out DIR [options]
   --qemu-module-dir DIR  exported as QEMU_MODULE_DIR (for an unpacked QEMU)
   --qemu-suite SUITE     use QEMU from a Debian suite (e.g. bookworm-backports), downloaded and
                          unpacked into the cache, not installed; sets --qemu, -L, --qemu-module-dir
+  --kernel-suite SUITE   the guest kernel from a Debian suite (e.g. bookworm-backports: Linux 6.12,
+                         virtio_pci built in) instead of the release's
+  --qemu-trace HOW       full (default): -msg timestamp=on, -trace 'virtio_gpu*', virtqueue_pop,
+                         virtqueue_fill and -d guest_errors; gpu-only: -trace 'virtio_gpu*' and
+                         nothing else, as QEMU's tracing documentation has it
+  --guest-trace WHEN     start (default): the guest's tracepoints are on before the driver probes
+                         the device; late: after (what a built-in transport does to a naive recipe)
   --timeout SECS         hard limit for the guest run (default 120)
 
 Cache: $VIRTGPU_CAPTURE_CACHE, default ~/.cache/virtgpu-conform/capture.
@@ -34,6 +42,9 @@ WORKLOAD=fbdev-modetest
 QEMU=qemu-system-x86_64
 QEMU_L=()
 QEMU_SUITE=""
+KERNEL_SUITE=""
+QEMU_TRACE=full
+GUEST_TRACE=start
 TIMEOUT=120
 
 while [ $# -gt 0 ]; do
@@ -44,6 +55,9 @@ while [ $# -gt 0 ]; do
     -L) QEMU_L+=(-L "$2"); shift 2 ;;
     --qemu-module-dir) export QEMU_MODULE_DIR=$2; shift 2 ;;
     --qemu-suite) QEMU_SUITE=$2; shift 2 ;;
+    --kernel-suite) KERNEL_SUITE=$2; shift 2 ;;
+    --qemu-trace) QEMU_TRACE=$2; shift 2 ;;
+    --guest-trace) GUEST_TRACE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "capture.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -51,6 +65,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || { usage >&2; exit 2; }
 case $WORKLOAD in fbdev-modetest | fbdev) ;; *) echo "capture.sh: unknown workload $WORKLOAD" >&2; exit 2 ;; esac
+case $QEMU_TRACE in full | gpu-only) ;; *) echo "capture.sh: --qemu-trace is full or gpu-only" >&2; exit 2 ;; esac
+case $GUEST_TRACE in start | late) ;; *) echo "capture.sh: --guest-trace is start or late" >&2; exit 2 ;; esac
 
 log() { echo "capture: $*" >&2; }
 T0=$(date +%s.%N)
@@ -78,9 +94,23 @@ pkgs=(busybox-static cpio kmod)
 [ "$QEMU" = qemu-system-x86_64 ] && [ -z "$QEMU_SUITE" ] && pkgs+=(qemu-system-x86)
 ensure_packages "${pkgs[@]}"
 
+add_suite() { # SUITE: let apt-get download see a suite (e.g. bookworm-backports)
+    apt-cache policy | grep -q " $1/main " && return
+    # Backports are pinned below the release (NotAutomatic), so this source changes
+    # nothing that is installed; it only lets apt-get download see the suite.
+    log "adding apt source for $1"
+    echo "deb http://deb.debian.org/debian $1 main" >"/etc/apt/sources.list.d/$1.list"
+    apt-get update -q >&2
+}
+
 # --- the kernel: Debian's real one, unpacked into the cache, never installed --------------
 # linux-image-amd64 is a metapackage; the real image package is its one dependency.
-KPKG=$(apt-cache depends linux-image-amd64 | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+KMETA=linux-image-amd64
+if [ -n "$KERNEL_SUITE" ]; then
+    add_suite "$KERNEL_SUITE"
+    KMETA=linux-image-amd64/$KERNEL_SUITE
+fi
+KPKG=$(apt-cache depends "$KMETA" | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
 KVERSION=$(apt-cache show --no-all-versions "$KPKG" | awk '$1 == "Version:" { print $2; exit }')
 KDIR=$CACHE/kernel/${KPKG}_$KVERSION
 if [ ! -e "$KDIR/.complete" ]; then
@@ -102,13 +132,7 @@ QEMU_VERSION_PKG=""
 if [ -n "$QEMU_SUITE" ]; then
     QDIR=$CACHE/qemu-$QEMU_SUITE
     if [ ! -e "$QDIR/.complete" ]; then
-        if ! apt-cache policy | grep -q " $QEMU_SUITE/main "; then
-            # Backports are pinned below the release (NotAutomatic), so this source changes
-            # nothing that is installed; it only lets apt-get download see the suite.
-            log "adding apt source for $QEMU_SUITE"
-            echo "deb http://deb.debian.org/debian $QEMU_SUITE main" >"/etc/apt/sources.list.d/$QEMU_SUITE.list"
-            apt-get update -q >&2
-        fi
+        add_suite "$QEMU_SUITE"
         log "fetching QEMU from $QEMU_SUITE"
         rm -rf "$QDIR" "$CACHE/dl"
         mkdir -p "$CACHE/dl" "$QDIR"
@@ -157,6 +181,10 @@ cp /bin/busybox "$ROOT/bin/busybox"
 ln -s busybox "$ROOT/bin/sh"
 install -m 0755 "$HERE/init.sh" "$ROOT/init"
 echo "$WORKLOAD" >"$ROOT/etc/capture/workload"
+echo "$GUEST_TRACE" >"$ROOT/etc/capture/guest-trace"
+# A transport built into the kernel (6.12's virtio_pci) has no module: its list stays empty.
+: >"$ROOT/etc/capture/modules-driver"
+: >"$ROOT/etc/capture/modules-transport"
 
 # Module load order from modprobe itself, as two lists: the driver with its deps, then the
 # transport (see init.sh for why the driver must come first).
@@ -188,15 +216,18 @@ INITRD=$WORK/initrd.cpio
 (cd "$ROOT" && find . | cpio -o -H newc --quiet >"$INITRD")
 
 # --- the run ------------------------------------------------------------------------------
+if [ "$QEMU_TRACE" = full ]; then
+    TRACE=(-msg timestamp=on -trace 'virtio_gpu*' -trace virtqueue_pop -trace virtqueue_fill -d guest_errors)
+else
+    TRACE=(-trace 'virtio_gpu*')
+fi
 CMD=("$QEMU" "${QEMU_L[@]}"
     -accel tcg -machine q35 -m 512 -smp 1 -nodefaults
     -serial stdio -display none -no-reboot
     -kernel "$VMLINUZ" -initrd "$INITRD"
     -append 'console=ttyS0 panic=-1 quiet'
     -device virtio-gpu-pci
-    -msg timestamp=on
-    -trace 'virtio_gpu*' -trace virtqueue_pop -trace virtqueue_fill
-    -d guest_errors -D "$OUT/qemu-trace.log")
+    "${TRACE[@]}" -D "$OUT/qemu-trace.log")
 
 rm -f "$OUT"/{qemu-trace.log,guest-tracepoints.log,serial.log,session.json}
 log "booting ($QEMU_VERSION, kernel $KREL, workload $WORKLOAD)"
@@ -220,7 +251,8 @@ grep -qx '=== TRACEFS END ===' "$OUT/serial.log" || COMPLETE=false
 # session.json: values go through the environment, so no quoting can break the JSON.
 S_WORKLOAD=$WORKLOAD S_COMPLETE=$COMPLETE S_QRC=$QRC S_T0=$T0 S_T1=$T1 S_T2=$T2 \
 S_QEMU_VERSION=$QEMU_VERSION S_QEMU_PKG=$QEMU_VERSION_PKG S_QEMU_SUITE=$QEMU_SUITE \
-S_KPKG=$KPKG S_KVERSION=$KVERSION S_KREL=$KREL \
+S_KPKG=$KPKG S_KVERSION=$KVERSION S_KREL=$KREL S_KSUITE=$KERNEL_SUITE \
+S_QEMU_TRACE=$QEMU_TRACE S_GUEST_TRACE=$GUEST_TRACE \
 S_MODULES_DRIVER=$(cat "$ROOT/etc/capture/modules-driver") \
 S_MODULES_TRANSPORT=$(cat "$ROOT/etc/capture/modules-transport") \
 S_BUSYBOX=$(dpkg-query -W -f='${Version}' busybox-static) \
@@ -240,7 +272,10 @@ session = {
     "complete": e["S_COMPLETE"] == "true",
     "qemu": {"version": e["S_QEMU_VERSION"], "package_version": e["S_QEMU_PKG"] or None,
              "suite": e["S_QEMU_SUITE"] or None, "exit_status": int(e["S_QRC"])},
+    "qemu_trace": e["S_QEMU_TRACE"],
+    "guest_trace": e["S_GUEST_TRACE"],
     "kernel": {"package": e["S_KPKG"], "package_version": e["S_KVERSION"], "release": e["S_KREL"],
+               "suite": e["S_KSUITE"] or None,
                "modules_loaded": {"driver_first": e["S_MODULES_DRIVER"].split(),
                                   "transport_after_tracepoints": e["S_MODULES_TRANSPORT"].split()}},
     "busybox_static": e["S_BUSYBOX"],

@@ -54,9 +54,29 @@ load_modules() {
 
 # The virtio_gpu tracepoints only exist once the module is loaded, and loading it on a
 # bus that already has the device probes it at once, so its first commands would be
-# lost. So the driver goes in first, while no virtio transport exists (virtio_pci is a
-# module in Debian's kernel); the tracepoints are enabled; only then does loading
-# virtio_pci create the virtio device and let virtio_gpu probe it, traced from the start.
+# lost. So the driver goes in while it can probe nothing: on Debian 12's 6.1 kernel no
+# virtio transport exists yet (virtio_pci is a module, loaded after the tracepoints); on a
+# kernel with virtio_pci built in (bookworm-backports' 6.12) the device is there from boot,
+# so the bus's automatic probing is off while the driver loads. The tracepoints are
+# enabled; only then does the driver probe the device, traced from its first command.
+# (With "late" in /etc/capture/guest-trace the order is the one that loses the start: the
+# driver probes as it loads and the tracepoints come after, as a recipe unaware of a
+# built-in transport would have it.)
+hold_probing() {
+    [ "$LATE" = late ] && return 0
+    [ -e /sys/bus/virtio/drivers_autoprobe ] && echo 0 >/sys/bus/virtio/drivers_autoprobe
+    return 0
+}
+
+probe_devices() {
+    [ -e /sys/bus/virtio/drivers_autoprobe ] || return 0
+    echo 1 >/sys/bus/virtio/drivers_autoprobe
+    for d in /sys/bus/virtio/devices/*; do
+        [ -e "$d" ] && [ ! -e "$d/driver" ] && echo "${d##*/}" >/sys/bus/virtio/drivers_probe
+    done
+    return 0
+}
+
 enable_tracepoints() {
     echo 1 >$T/events/virtio_gpu/virtio_gpu_cmd_queue/enable &&
     echo 1 >$T/events/virtio_gpu/virtio_gpu_cmd_response/enable
@@ -119,11 +139,14 @@ pick_pipe() {
 }
 
 WORKLOAD=$(cat /etc/capture/workload)
-echo "capture guest: kernel $(uname -r), workload $WORKLOAD"
+LATE=$(cat /etc/capture/guest-trace)
+echo "capture guest: kernel $(uname -r), workload $WORKLOAD, guest tracing $LATE"
 
+hold_probing
 step load-driver load_modules /etc/capture/modules-driver
 step enable-tracepoints enable_tracepoints
 step load-transport load_modules /etc/capture/modules-transport
+step probe-devices probe_devices
 step fbdev-write fbdev_writes
 
 case $WORKLOAD in
