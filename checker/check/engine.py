@@ -10,6 +10,7 @@ candidate was dropped for room; otherwise it is possible, with what the trace le
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Optional
 
 from virtgpu_conform.checker.traces.events import RESET, Diagnostic, Exchange, Reset, Session, Where
@@ -202,9 +203,11 @@ class Checker:
         primary = min(pairs, key=lambda q: q.rank)
         proven: set[tuple[str, str]] = set()  # (side, check) reported definite
         if not clean:
-            # Definite only what every reading breaks; a side only some readings blame stays possible.
+            # Definite what every reading breaks; and where every reading blames one side, if by
+            # different rules, that side is at fault all the same (one finding, naming the others).
             every = set.intersection(*({(b.side, b.check) for b in q.breaches} for q in pairs))
-            proven = self._report(ex, primary, every, alt=None, others=pairs)
+            blamed = set.intersection(*({b.side for b in q.breaches} for q in pairs))
+            proven = self._report(ex, primary, every, alt=None, others=pairs, blamed=blamed)
         elif primary.breaches:
             self._report(ex, primary, set(), alt=min(clean, key=lambda q: q.rank), others=pairs)
         if primary.open_:
@@ -294,8 +297,17 @@ class Checker:
         self.p.complete(st, ex.req, None, "")  # books the fence; the effect cannot be applied
 
     # --- findings ------------------------------------------------------------
-    def _report(self, ex: Exchange, primary: Pair, every: set, alt: Optional[Pair], others: list) -> set:
-        """Report the primary reading's breaches; returns the (side, check) pairs reported definite."""
+    def _report(
+        self,
+        ex: Exchange,
+        primary: Pair,
+        every: set,
+        alt: Optional[Pair],
+        others: list,
+        blamed: Set[str] = frozenset(),
+    ) -> set:
+        """Report the primary reading's breaches; returns the (side, check) pairs reported definite.
+        `blamed`: sides every reading breaks some rule of (alone, they make a definite finding)."""
         reason, proven = "", set()
         if alt is not None:
             differ = [g for g in alt.guesses if g not in primary.guesses]
@@ -313,11 +325,20 @@ class Checker:
                 # What an uncertain state leaves unknown is the verdict of checks that read it; an answer
                 # that never came, or an OK to a request that cannot be read, rests on the exchange alone.
                 every, reason = {k for k in every if k[1] in _STATELESS}, why[0]
+                blamed = frozenset()
+        sides = {s for s, _ in every}  # sides a shared breach already proves
         for b in primary.breaches:
             key = (b.side, b.check)
             if key in every:
                 proven.add(key)
                 self._finding(b, True, "", ex.where, ex, primary, self.history.related(ex))
+            elif b.side in blamed and b.side not in sides:
+                # Which rule it broke depends on the reading, so the requirement's verdict stays
+                # inconclusive (not in `proven`); that its side is at fault does not.
+                sides.add(b.side)
+                others_ = sorted({x.check for q in others for x in q.breaches if x.side == b.side} - {b.check})
+                also = f" (every reading of what the trace leaves unsaid blames the {b.side}: in another, {', '.join(others_)})"
+                self._finding(b, True, "", ex.where, ex, primary, self.history.related(ex), also)
             else:
                 instead = sorted({f"{x.side} {x.check}" for q in others for x in q.breaches} - {f"{b.side} {b.check}"})
                 self._finding(
@@ -360,6 +381,7 @@ class Checker:
         ex: Optional[Exchange],
         pair: Optional[Pair],
         related: list,
+        also: str = "",
     ) -> None:
         spec = []
         for rid in b.reqs:
@@ -367,9 +389,10 @@ class Checker:
             if r is not None:
                 spec.append((r.loc.file, r.loc.line))
         msg = message(b, ex, self.p)
-        if definite and pair is not None and b.side == "driver":
+        if definite and pair is not None and b.side == "driver" and not also:
             assert pair.outcome is not None, "a reported reading was judged"
             msg += symbolic_why(b, pair.outcome)
+        msg += also
         self.findings.append(
             Finding(
                 definite,

@@ -399,3 +399,20 @@ def test_a_guest_log_alone_finds_what_the_device_got_wrong(protocol, tmp_path, b
     assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
         (line, "device", "response-type", True)
     ], c.findings
+
+
+def test_every_reading_blaming_one_side_is_one_definite_finding(protocol, tmp_path):
+    """A create whose answer the log does not show, then a transfer with no backing attached: read
+    one way the resource exists unbacked, the other way (the create refused) it does not exist.
+    Either way the driver is at fault: one definite finding, naming the other reading's rule; which
+    requirement it broke stays open, so the requirement's verdict is inconclusive."""
+    s = Session(BASES["qemu-gpu-only+linux-6.12"], tmp_path / "s")
+    where = s.insert(10, [create(0x63), {"event": "virtio_gpu_cmd_res_xfer_toh_2d res 0x63", "type": 0x105}])
+    c = check(protocol, s.dir / "qemu-trace.log")
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
+        (where[1], "driver", "backing-attached", True)
+    ]
+    assert c.findings[0].message.endswith(
+        "(every reading of what the trace leaves unsaid blames the driver: in another, resource-exists)"
+    )
+    assert c.verdicts()["device-operation/guest/driver-must.2"]["verdict"] == "inconclusive"
