@@ -53,6 +53,8 @@ class GuestLog:
         self.cursor_answers = False  # some kernels trace no cursor-queue completions at all
         self.first_seqno: dict[str, int] = {}  # queue -> the seqno its first command carried
         self.messages: dict[tuple, Message] = {}  # (request|response, the header as printed) -> its message
+        self.fence_flag = codec.ir.constant("VIRTIO_GPU_FLAG_FENCE")
+        self.fences: dict[tuple, tuple] = {}  # open fenced command (no seqno) -> (fence_id, ctx_id)
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         event, path = _EVENT.fullmatch, self.path
@@ -116,18 +118,34 @@ class GuestLog:
         if m["seqno"] is not None:
             return dev + ("seqno", int(m["seqno"]))
         self.count += 1
-        self.fifo.setdefault(dev, deque()).append(dev + (self.count,))
-        return dev + (self.count,)
+        key = dev + (self.count,)
+        self.fifo.setdefault(dev, deque()).append(key)
+        if int(m["flags"], 16) & self.fence_flag:
+            self.fences[key] = (int(m["fence"]), m["ctx"])
+        return key
 
     def _response_key(self, m) -> Optional[tuple]:
-        """The command a response answers: by seqno, else the oldest open one on its queue."""
+        """The command a response answers: by seqno; else, without it (Linux 6.1), a fenced answer's by
+        its fence (a device may complete a fenced command after later ones: QEMU's GL device does, when
+        the fence signals) and any other the oldest open unfenced command on its queue."""
         dev = (m["vdev"], m["vq"])
         if m["seqno"] is not None:
             return dev + ("seqno", int(m["seqno"]))
         open_ = self.fifo.get(dev)
         while open_ and not self.pairs.is_open(open_[0]):
             open_.popleft()  # given up on (never answered in time): not this response's command
-        return open_.popleft() if open_ else None
+        if not open_:
+            return None
+        if int(m["flags"], 16) & self.fence_flag:
+            fence = (int(m["fence"]), m["ctx"])
+            key = next((k for k in open_ if self.fences.get(k) == fence and self.pairs.is_open(k)), None)
+        else:
+            key = next((k for k in open_ if k not in self.fences and self.pairs.is_open(k)), None)
+        if key is None:  # no command fits (a device that echoed no fence, or a wrong one): in order, then
+            key = open_[0]
+        open_.remove(key)
+        self.fences.pop(key, None)
+        return key
 
     def _request(self, where: Where, m) -> Iterator[Event]:
         ex = Exchange(where, self._message("request", m), queue=self._queue(m), ts=float(m["ts"]), source="guest")

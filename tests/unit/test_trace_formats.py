@@ -517,3 +517,32 @@ def test_remembered_verdicts_check_as_the_general_path(protocol, tmp_path, profi
     assert results[0] == results[1]
     assert (results[0][3] > 1) == (candidates > 1)  # the readings split (where room was left for it)
     assert results[0][0] if profile == "strict" else True  # the complaints make findings
+
+
+def test_a_fenced_answer_after_a_later_one_pairs_by_its_fence_in_the_6_1_format(protocol, tmp_path):
+    """Linux 6.1 prints no seqno: a device that completes a fenced command after a later unfenced one
+    (QEMU's GL device does, when the fence signals) is paired by the fence, never first in, first out."""
+    head = "vdev=0 vq=0 name=control type={} flags={} fence_id={} ctx_id=0"
+    q = "            init-1       [000] .....     1.00000{}: virtio_gpu_cmd_queue: " + head
+    r = "     kworker/0:1-17      [000] .....     1.00000{}: virtio_gpu_cmd_response: " + head
+    p = tmp_path / "guest.log"
+    p.write_text(
+        "\n".join(
+            [
+                q.format(0, "0x101", "0x0", 0),
+                r.format(1, "0x1100", "0x0", 0),
+                q.format(2, "0x105", "0x1", 5),  # fenced
+                q.format(3, "0x104", "0x0", 0),
+                r.format(4, "0x1100", "0x0", 0),  # the later, unfenced one's answer comes first
+                r.format(5, "0x1100", "0x1", 5),
+            ]
+        )
+        + "\n"
+    )
+    evs = [e for e in sources.events(str(p), "guest", protocol.codec) if isinstance(e, Exchange)]
+    assert [(e.req.name, e.resp_where.line) for e in evs] == [
+        ("VIRTIO_GPU_CMD_RESOURCE_CREATE_2D", 2),
+        ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", 6),
+        ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", 5),
+    ]
+    assert run_check(protocol, p, "guest").findings == []
