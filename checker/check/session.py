@@ -8,6 +8,7 @@ several sides (QEMU's log and the guest's tracepoints), merged so that each fill
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -346,6 +347,49 @@ def _ticker(rec: Recording, checker: Checker, progress: Progress) -> Callable[[i
         progress(rec.label, done[0], total, checker.exchanges)
 
     return tick
+
+
+def follow_session(
+    path: str,
+    protocol: Protocol,
+    profile: str,
+    stop: Callable[[], bool],
+    seen: Callable[[Checker, Finding], None],
+    fmt: Optional[str] = None,
+    candidates: int = MAX_CANDIDATES,
+    tick: Optional[Callable[[Checker], None]] = None,
+) -> SessionResult:
+    """Check a trace that is still being written (or a pipe), as it grows: `seen` hears each finding
+    as it is made, `tick` each event, `stop()` ends it (the exchanges still waiting for their
+    answers are then judged as a trace's end judges them)."""
+    if fmt is None:
+        if not os.path.isfile(path):
+            raise TraceError(
+                Where(path, 0),
+                "a pipe's format cannot be told without reading it",
+                "give --format qemu, guest or native",
+            )
+        while fmt is None:  # a log the VM has only just opened: wait for its first lines
+            try:
+                fmt = sources.detect(path)
+            except TraceError:
+                if stop():
+                    raise
+                time.sleep(0.2)
+    rec = Recording(path, [(path, fmt)])
+    checker = Checker(protocol, profile, candidates)
+    shown = 0
+    for ev in sources.READERS[fmt](
+        sources.Follow(path, stop, tick=None if tick is None else lambda: tick(checker)), path, protocol.codec
+    ):
+        checker.feed(ev)
+        while shown < len(checker.findings):
+            seen(checker, checker.findings[shown])
+            shown += 1
+    checker.finish()
+    for f in checker.findings[shown:]:
+        seen(checker, f)
+    return SessionResult(rec, checker)
 
 
 def check_session(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -55,6 +56,12 @@ _PROGRESS_BYTES = 8 << 20  # files smaller than this finish before a progress ba
     help="Also write a spec-compliance report (as `virtgpu-conform report` renders it) to -o FILE.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where --report writes.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Check one trace as it grows (a running VM's QEMU log, or a tracefs pipe with --format): each finding "
+    "is printed as it is made, with a live status line; Ctrl-C ends it with the summary (and --json).",
+)
 @click.option("--spec-dir", type=click.Path(), help="With --report: a virtio-spec checkout to quote requirements from.")
 def check(
     traces: tuple[str, ...],
@@ -66,6 +73,7 @@ def check(
     report_fmt: Optional[str],
     output: Optional[str],
     spec_dir: Optional[str],
+    follow: bool,
 ) -> None:
     """Check captured traces against the protocol model.
 
@@ -74,8 +82,14 @@ def check(
     merged so that each fills the other's gaps.
 
     Exits 0 when nothing was found, 1 on definite findings, 3 when every finding is
-    only possible (the trace leaves the verdict open), 2 on unusable input.
+    only possible (the trace leaves the verdict open), 2 on unusable input (also a
+    trace nothing could be checked from). A closed stdout (| head) stops the printing
+    and leaves the exit code as it would have been.
     """
+    if follow:
+        if len(traces) != 1 or os.path.isdir(traces[0]) or report_fmt:
+            raise click.UsageError("--follow checks one growing file or pipe (no directory, no --report)")
+        _follow(traces[0], fmt, profile, candidates, json_path)
     if report_fmt and not output:
         raise click.UsageError("--report needs -o FILE (stdout carries the check's own summary)")
     if output and not report_fmt:
@@ -113,6 +127,81 @@ def check(
     if unchecked:
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_FINDINGS if result.definite else EXIT_INCONCLUSIVE if result.possible else EXIT_OK)
+
+
+def _follow(path: str, fmt: Optional[str], profile: str, candidates: int, json_path: Optional[str]) -> None:
+    """--follow: findings as they are made and a live status line, until Ctrl-C (or SIGTERM)."""
+    import signal
+    import time
+
+    from rich.live import Live
+    from rich.text import Text
+
+    from virtgpu_conform.checker.check.session import describe, follow_session
+
+    stopping = []
+
+    def stop_on(signum, frame) -> None:
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, stop_on) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    live = (
+        Live(Text(""), console=console.err, refresh_per_second=4, transient=True) if console.err.is_terminal else None
+    )
+
+    def status(c) -> Text:
+        definite = sum(f.definite for f in c.findings)
+        return Text(
+            f"following {path}: {c.exchanges:,} exchanges ({c.exchanges / max(time.monotonic() - started, 1e-9):,.0f}/s), "
+            f"{definite} definite, {len(c.findings) - definite} possible findings; Ctrl-C ends it"
+        )
+
+    last = [0.0]
+
+    def seen(c, f) -> None:
+        console.out.print(describe(f), markup=False, soft_wrap=True)
+
+    def stop() -> bool:
+        return bool(stopping)
+
+    def tick(c) -> None:
+        now = time.monotonic()
+        if live is not None and now - last[0] > 0.25:
+            last[0] = now
+            live.update(status(c))
+
+    if live is not None:
+        live.start()
+    try:
+        protocol = protocol_for(None)
+        s = follow_session(path, protocol, profile, stop, seen, fmt, candidates, tick=tick)
+    except TraceError as exc:
+        console.err.print(str(exc), markup=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        if live is not None:
+            live.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    result = CheckResult([s], profile, protocol.ir.version)
+    _print(s, False)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result.to_json(), fh, indent=1)
+    unchecked = s.unchecked_sources()
+    for line in unchecked:
+        console.err.print(f"check: {line}", markup=False, soft_wrap=True)
+    # Ctrl-C is how a follow ends: the exit code is the verdict, as for a whole trace.
+    sys.exit(
+        EXIT_USAGE
+        if unchecked
+        else EXIT_FINDINGS
+        if result.definite
+        else EXIT_INCONCLUSIVE
+        if result.possible
+        else EXIT_OK
+    )
 
 
 def _write_report(doc: dict, name: str, fmt: str, output: str, spec_dir: Optional[str]) -> None:

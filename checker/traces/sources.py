@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -88,6 +91,55 @@ def _lines(f) -> Iterator[tuple[int, str]]:
 def _text(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace")
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+class Follow:
+    """The lines of a file that is still being written (a running VM's QEMU log) or of a pipe
+    (tracefs' trace_pipe), numbered from 1, as they come: at the end of what is there it waits,
+    until `stop()` says the user is done; then a last line without its newline ends it."""
+
+    def __init__(
+        self, path: str, stop: Callable[[], bool], poll: float = 0.1, tick: Optional[Callable[[], None]] = None
+    ):
+        self.path, self.stop, self.poll, self.tick = path, stop, poll, tick
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise TraceError(Where(self.path, 0), exc.strerror or str(exc), "check the path") from None
+        no, rest = 0, b""
+        regular, fed = os.path.isfile(self.path), False
+        try:
+            while True:
+                empty = False  # a pipe with a writer and nothing in it yet
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    chunk, empty = b"", True
+                if chunk:
+                    fed = True
+                    rest += chunk
+                    *whole, rest = rest.split(b"\n")
+                    for raw in whole:
+                        no += 1
+                        yield no, _text(raw + b"\n")
+                    if self.tick is not None:
+                        self.tick()
+                    continue
+                # The end of a pipe whose writer had written and went away is the end; a file grows on.
+                if self.stop() or (not regular and not empty and fed):
+                    if rest:
+                        yield no + 1, _text(rest)
+                    return
+                if self.tick is not None:  # waiting: the caller may show where it stands
+                    self.tick()
+                if empty:
+                    select.select([fd], [], [], self.poll)
+                else:  # a file at its end, or a FIFO no writer has opened yet: select would not wait
+                    time.sleep(self.poll)
+        finally:
+            os.close(fd)
 
 
 def numbered_lines(path: str, progress: Optional[Callable[[int], None]] = None) -> Lines:

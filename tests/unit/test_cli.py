@@ -190,3 +190,46 @@ def test_a_closed_pipe_leaves_the_exit_code_to_the_verdict(tmp_path):
         _, err = p.communicate(timeout=60)
         assert p.returncode == expect, err
         assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_follow_checks_a_log_as_it_grows_and_ctrl_c_ends_it_with_the_summary(tmp_path):
+    """A running VM's QEMU log, written while the check follows it: the finding is printed while
+    the log still grows; Ctrl-C ends it with the summary and --json, the exit code the verdict."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lines = (REPO / "traces" / "qemu-7.2" / "fbdev-modetest" / "qemu-trace.log").read_text().splitlines(True)
+    ts = lines[-1].split(":", 1)[0]
+    # an unknown resource flushed: the driver's fault, definite (the device's complaint says it refused)
+    fault = [
+        f"{ts}:virtqueue_pop vq 0x0 elem 0xdead0 in_num 1 out_num 1\n",
+        f"{ts}:virtio_gpu_cmd_res_flush res 0x77, w 8, h 8, x 0, y 0\n",
+        f"{ts}:virtqueue_fill vq 0x0 elem 0xdead0 len 24 idx 0\n",
+    ]
+    log = tmp_path / "qemu-trace.log"
+    log.write_text("".join(lines[:200]))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "virtgpu_conform", "check", "--follow", str(log), "--json", str(tmp_path / "r.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        vq = next(x.split()[2] for x in lines if "virtqueue_pop" in x)  # the control queue's pointer
+        with log.open("a") as f:
+            f.writelines(lines[200:])
+            f.writelines(x.replace("vq 0x0", f"vq {vq}") for x in fault)
+        first = p.stdout.readline()  # printed while the log is still open and the check goes on
+        assert "RESOURCE_FLUSH: resource 119 does not exist" in first and "definite driver finding" in first
+        assert p.poll() is None
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 1, err
+    assert "1 definite, 0 possible findings" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["sessions"][0]["exchanges"] > 300 and doc["totals"]["definite"] == 1
