@@ -81,6 +81,7 @@ def test_unusable_input_is_an_error_naming_the_file(tmp_path):
     assert str(tmp_path) in str(exc.value) and isinstance(exc.value, vgc.Error)
 
 
+@pytest.mark.slow
 def test_fuzz_replay_and_report_from_python(tmp_path):
     out = tmp_path / "fuzz"
     campaign = vgc.fuzz("reference", examples=25, seed=3, out=str(out))

@@ -192,6 +192,7 @@ def test_a_closed_pipe_leaves_the_exit_code_to_the_verdict(tmp_path):
         assert "Traceback" not in err and "Broken pipe" not in err, err
 
 
+@pytest.mark.slow
 def test_follow_checks_a_log_as_it_grows_and_ctrl_c_ends_it_with_the_summary(tmp_path):
     """A running VM's QEMU log, written while the check follows it: the finding is printed while
     the log still grows; Ctrl-C ends it with the summary and --json, the exit code the verdict."""

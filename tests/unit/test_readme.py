@@ -37,6 +37,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
 
+@pytest.mark.slow
 def test_the_readmes_library_example_runs_as_written(tmp_path):
     """The library example, run from the repository's root as the README says, in a fresh
     interpreter, prints what it promises."""
