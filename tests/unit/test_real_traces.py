@@ -238,13 +238,14 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("base", sorted(BASES))
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize(
+    "fault, base",
+    # a log traced without virtqueue_fill has no lengths to be wrong
+    [(f, b) for f in sorted(FAULTS) for b in sorted(BASES) if not (f == "wrong-response-length" and "gpu-only" in b)],
+)
 def test_fault_found_where_it_was_put(protocol, tmp_path, fault, base):
     """Merged: QEMU's log and the guest's fill each other's gaps, whatever each lacks alone."""
     cmds, bad, side, check_id, req = FAULTS[fault]
-    if fault == "wrong-response-length" and "gpu-only" in base:
-        pytest.skip("a log traced without virtqueue_fill has no lengths")
     s = Session(BASES[base], tmp_path / "s")
     where = s.insert(10, cmds)
     c = check(protocol, s.dir / "qemu-trace.log", s.dir / "guest-tracepoints.log")
