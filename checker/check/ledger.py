@@ -61,7 +61,8 @@ class Ledger:
         rule = out.rule
         if not (out.failed or out.unknown or primary.breaches or primary.open_) and None not in out.values.values():
             # the common case, every value known and nothing broken: the `when`s that held decide
-            return dict.fromkeys(self.clean_reqs(rule, out.values, ex.resp is not None), PASS)
+            clean = dict.fromkeys(self.clean_reqs(rule, out.values, ex.resp is not None), PASS)
+            return self._unseen(ex, rule, out.values, clean)
         failed = {c.id for c in out.failed}
         unknown = {c.id for c in out.unknown}
         bad = {(b.check, r) for b in primary.breaches for r in b.reqs}
@@ -96,6 +97,16 @@ class Ledger:
                 if ob.basis in self.profile and (ob.when is None or self.holds(ob, out.values)):
                     for r in ob.reqs:
                         mark(r, PASS)
+        return self._unseen(ex, rule, out.values, marks)
+
+    def _unseen(self, ex: Exchange, rule, values: dict, marks: dict[str, int]) -> dict[str, int]:
+        """An answer the trace does not show (QEMU's log has a length at most; traced the documented
+        way, nothing): what the device owed in it was exercised and cannot be judged, inconclusive."""
+        if ex.resp is None and ex.answered and not ex.no_body:
+            for ob in rule.obligations:
+                if ob.basis in self.profile and (ob.when is None or self.holds(ob, values)):
+                    for r in ob.reqs:
+                        marks[r] = max(marks.get(r, INCONCLUSIVE), INCONCLUSIVE)
         return marks
 
     def clean_reqs(self, rule, values: dict, answered: bool) -> tuple[str, ...]:

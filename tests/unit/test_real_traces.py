@@ -417,3 +417,15 @@ def test_every_reading_blaming_one_side_is_one_definite_finding(protocol, tmp_pa
         "(every reading of what the trace leaves unsaid blames the driver: in another, resource-exists)"
     )
     assert c.verdicts()["device-operation/guest/driver-must.2"]["verdict"] == "inconclusive"
+
+
+def test_what_needs_the_answers_a_log_does_not_show_is_inconclusive(protocol):
+    """The device's duties in its answers (here: echoing the fence of the fenced transfer) are
+    inconclusive from QEMU's log alone, which shows no answer header, never a pass; merged with the
+    guest's log, which shows it, they pass."""
+    fence_echo = "device-operation-request-header/fence_id/device-MUST"
+    for d in ("fbdev-modetest", "gpu-only-linux-6.12"):
+        session = TRACES / "qemu-7.2" / d
+        alone = check(protocol, session / "qemu-trace.log").verdicts()[fence_echo]
+        merged = check(protocol, session / "qemu-trace.log", session / "guest-tracepoints.log").verdicts()[fence_echo]
+        assert (alone["verdict"], merged["verdict"]) == ("inconclusive", "pass"), (d, alone, merged)
