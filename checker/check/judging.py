@@ -108,6 +108,24 @@ class Judge:
                         f"{answer_names(widest, self.errors)}",
                     )
                 )
+            elif (
+                outcome.unknown
+                and ex.resp.name
+                and (anyway := self._any_completion(outcome, allowed)) is not None
+                and ex.resp.name not in anyway
+            ):
+                # No completion of the unknowns allows this answer: the device's fault whatever they were.
+                breaches.append(
+                    Breach(
+                        outcome.rule.command,
+                        "response-type",
+                        "device",
+                        *outcome.duty(self.profile),
+                        True,
+                        f"answered {short(ex.resp.name)}; whatever {unknown_fields(outcome)} were, a conformant "
+                        f"device answers {answer_names(anyway, self.errors)}",
+                    )
+                )
             elif outcome.unknown and ex.resp.name and allowed is not None and ex.resp.name not in allowed:
                 # No completion is clean: either some unknown field breaks a check, or the device
                 # refused a valid request. The trace cannot say which side: a possible finding.
@@ -138,11 +156,15 @@ class Judge:
             fits = [n for n in names if allowed is None or n in allowed]
             classes = {n in p.ok_types for n in fits}
             if not fits:
-                # With checks undecided, either side may be at fault: possible, not definite.
+                # With checks undecided, either side may be at fault: possible, not definite; unless
+                # no completion of the unknowns allows any answer the trace leaves (an OK of the
+                # wrong size, say): then the device is at fault whatever they were.
+                anyway = self._any_completion(outcome, allowed)
+                definite = not outcome.unknown or (anyway is not None and not set(names) & anyway)
                 why = (
                     f"; unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
                     " (then the driver is at fault)"
-                    if outcome.unknown
+                    if outcome.unknown and not definite
                     else ""
                 )
                 device.append(
@@ -151,9 +173,9 @@ class Judge:
                         "response-type",
                         "device",
                         *outcome.duty(self.profile),
-                        not outcome.unknown,
+                        definite,
                         f"answered {answer_names(names, self.errors)} ({'; '.join(ex.evidence) or 'from the trace'}); "
-                        f"a conformant device answers {answer_names(allowed, self.errors)}{why}",
+                        f"a conformant device answers {answer_names(anyway if outcome.unknown and definite else allowed, self.errors)}{why}",
                     )
                 )
                 classes = {n in p.ok_types for n in names} or {expected_ok}
@@ -193,6 +215,16 @@ class Judge:
             alt = Outcome(outcome.rule, outcome.failed + [c], [], outcome.values).acceptable(self.profile)
             base = None if alt is None else base | alt
         return base
+
+    def _any_completion(self, outcome: Outcome, allowed: Optional[frozenset[str]]) -> Optional[frozenset[str]]:
+        """Every answer some completion of the unknown checks allows (None: any): what they allow
+        passing, and failing (failures only widen the errors a device may give)."""
+        if allowed is None:
+            return None
+        if not outcome.unknown:
+            return allowed
+        failing = Outcome(outcome.rule, outcome.failed + outcome.unknown, [], outcome.values).acceptable(self.profile)
+        return None if failing is None else allowed | failing
 
     def _widest(self, outcome: Outcome) -> Optional[frozenset[str]]:
         """Every answer some completion allows, when the known failures already demand a rejection."""

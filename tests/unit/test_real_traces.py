@@ -429,3 +429,16 @@ def test_what_needs_the_answers_a_log_does_not_show_is_inconclusive(protocol):
         alone = check(protocol, session / "qemu-trace.log").verdicts()[fence_echo]
         merged = check(protocol, session / "qemu-trace.log", session / "guest-tracepoints.log").verdicts()[fence_echo]
         assert (alone["verdict"], merged["verdict"]) == ("inconclusive", "pass"), (d, alone, merged)
+
+
+def test_an_answer_no_reading_allows_is_the_devices_fault(protocol, tmp_path):
+    """QEMU's log alone leaves the header's flags and fence unknown, so the driver may have broken a
+    header rule; but then the device owed an error, and a 408-byte answer to RESOURCE_CREATE_2D (an
+    OK_DISPLAY_INFO's size) is wrong whatever the header said: definite, the device's."""
+    s = Session(BASE, tmp_path / "s")
+    where = s.insert(10, [{**create(0x63), "len": 408}])
+    c = check(protocol, s.dir / "qemu-trace.log")
+    assert [(f.where.line, f.side, f.check, f.definite) for f in c.findings] == [
+        (where[0], "device", "response-type", True)
+    ]
+    assert "the device wrote 408 bytes" in c.findings[0].message
