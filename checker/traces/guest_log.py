@@ -55,6 +55,7 @@ class GuestLog:
         self.messages: dict[tuple, Message] = {}  # (request|response, the header as printed) -> its message
         self.fence_flag = codec.ir.constant("VIRTIO_GPU_FLAG_FENCE")
         self.fences: dict[tuple, tuple] = {}  # open fenced command (no seqno) -> (fence_id, ctx_id)
+        self.ambiguous = False  # the last response was paired by a guess
 
     def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
         event, path = _EVENT.fullmatch, self.path
@@ -143,6 +144,8 @@ class GuestLog:
             key = next((k for k in open_ if k not in self.fences and self.pairs.is_open(k)), None)
         if key is None:  # no command fits (a device that echoed no fence, or a wrong one): in order, then
             key = open_[0]
+            if any(k in self.fences for k in open_) or int(m["flags"], 16) & self.fence_flag:
+                self.ambiguous = True  # which command this answers is a guess: said by the caller
         open_.remove(key)
         self.fences.pop(key, None)
         return key
@@ -173,6 +176,16 @@ class GuestLog:
         if self._queue(m) == CURSORQ:
             self.cursor_answers = True
         key = self._response_key(m)
+        if self.ambiguous:
+            self.ambiguous = False
+            # An error: what rests on this pairing (the state after it) is then possible, not definite.
+            yield Diagnostic(
+                where,
+                "error",
+                "ambiguous-pairing",
+                "no open command fits this answer's fence (a device that echoed none, or another one): "
+                "paired with the oldest open command, which may be the wrong one",
+            )
         ex, drain = self.pairs.answer(key) if key is not None else (None, iter(()))
         if ex is None:
             yield Diagnostic(

@@ -546,3 +546,17 @@ def test_a_fenced_answer_after_a_later_one_pairs_by_its_fence_in_the_6_1_format(
         ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", 5),
     ]
     assert run_check(protocol, p, "guest").findings == []
+
+
+def test_an_answer_no_command_fits_is_paired_by_a_guess_and_said(protocol, tmp_path):
+    """A fenced command answered without its fence (a device that echoes none) in the 6.1 format: the
+    answer is paired with the oldest open command, and since that is a guess, it is said (an error:
+    what rests on it is possible, not definite)."""
+    head = "vdev=0 vq=0 name=control type={} flags={} fence_id={} ctx_id=0"
+    q = "            init-1       [000] .....     1.00000{}: virtio_gpu_cmd_queue: " + head
+    r = "     kworker/0:1-17      [000] .....     1.00000{}: virtio_gpu_cmd_response: " + head
+    p = tmp_path / "guest.log"
+    p.write_text("\n".join([q.format(0, "0x105", "0x1", 5), r.format(1, "0x1100", "0x0", 0)]) + "\n")
+    c = run_check(protocol, p, "guest")
+    assert c.diagnostics.get("ambiguous-pairing") == 1
+    assert not [f for f in c.findings if f.definite]
