@@ -97,11 +97,8 @@ class Judge:
             if outcome.unknown and ex.resp.name and widest is not None and ex.resp.name not in widest:
                 # What the known failures demand, more failures only widen: no completion helps.
                 breaches.append(
-                    Breach(
-                        outcome.rule.command,
-                        "response-type",
-                        "device",
-                        *outcome.duty(self.profile),
+                    self._wrong_answer(
+                        outcome,
                         True,
                         f"answered {short(ex.resp.name)} to a request that fails "
                         f"{', '.join(c.id for c in outcome.failed)}; a conformant device answers "
@@ -116,11 +113,8 @@ class Judge:
             ):
                 # No completion of the unknowns allows this answer: the device's fault whatever they were.
                 breaches.append(
-                    Breach(
-                        outcome.rule.command,
-                        "response-type",
-                        "device",
-                        *outcome.duty(self.profile),
+                    self._wrong_answer(
+                        outcome,
                         True,
                         f"answered {short(ex.resp.name)}; whatever {unknown_fields(outcome)} were, a conformant "
                         f"device answers {answer_names(anyway, self.errors)}",
@@ -130,11 +124,8 @@ class Judge:
                 # No completion is clean: either some unknown field breaks a check, or the device
                 # refused a valid request. The trace cannot say which side: a possible finding.
                 breaches.append(
-                    Breach(
-                        outcome.rule.command,
-                        "response-type",
-                        "device",
-                        *outcome.duty(self.profile),
+                    self._wrong_answer(
+                        outcome,
                         False,
                         f"answered {short(ex.resp.name)}; a conformant device answers {answer_names(allowed, self.errors)} "
                         f"unless {unknown_fields(outcome)} break {', '.join(c.id for c in outcome.unknown)}"
@@ -168,11 +159,8 @@ class Judge:
                     else ""
                 )
                 device.append(
-                    Breach(
-                        outcome.rule.command,
-                        "response-type",
-                        "device",
-                        *outcome.duty(self.profile),
+                    self._wrong_answer(
+                        outcome,
                         definite,
                         f"answered {answer_names(names, self.errors)} ({'; '.join(ex.evidence) or 'from the trace'}); "
                         f"a conformant device answers {answer_names(anyway if outcome.unknown and definite else allowed, self.errors)}{why}",
@@ -215,6 +203,10 @@ class Judge:
             alt = Outcome(outcome.rule, outcome.failed + [c], [], outcome.values).acceptable(self.profile)
             base = None if alt is None else base | alt
         return base
+
+    def _wrong_answer(self, outcome: Outcome, definite: bool, detail: str) -> Breach:
+        """The device's breach for an answer the request did not allow."""
+        return Breach(outcome.rule.command, "response-type", "device", *outcome.duty(self.profile), definite, detail)
 
     def _any_completion(self, outcome: Outcome, allowed: Optional[frozenset[str]]) -> Optional[frozenset[str]]:
         """Every answer some completion of the unknown checks allows (None: any): what they allow
