@@ -223,6 +223,6 @@ class AdapterTarget(Target):
             except (OSError, ValueError):
                 pass
             self.child.wait(0.5)
-            self.child.kill()
+            self.child.stop(grace=1.0)  # it had its end of input; a second more after SIGTERM
             self.child = None
         self.stream = None

@@ -1,8 +1,9 @@
 """Helper processes (a vhost-user backend, an adapter device program) that never outlive the tool.
 
-The same protection as QEMU's in qtest.py: PR_SET_PDEATHSIG (the kernel kills the child when
-the process that started it dies, even by SIGKILL), a process group of its own (a terminal's
-Ctrl-C reaches the tool, which decides), SIGKILL of that group on close and at exit.
+The same protection as QEMU's in qtest.py: PR_SET_PDEATHSIG (the kernel sends the child SIGTERM
+when the process that started it dies, even by SIGKILL), a process group of its own (a terminal's
+Ctrl-C reaches the tool, which decides), and on close and at exit SIGTERM of that group, SIGKILL
+only if it has not exited after a grace period.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Optional
 
-from .qtest import kill_group, starter
+from .qtest import GRACE, starter, stop_group
 
 _LIVE: weakref.WeakSet[Child] = weakref.WeakSet()
 
@@ -45,8 +46,9 @@ class Child:
         except subprocess.TimeoutExpired:
             return False
 
-    def kill(self) -> None:
-        kill_group(self.proc)
+    def stop(self, grace: float = GRACE) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; reaped, pipes closed."""
+        stop_group(self.proc, grace)
         _LIVE.discard(self)
 
 
@@ -62,6 +64,6 @@ def tail(path: str, limit: int = 2000) -> str:
 
 
 @atexit.register
-def _kill_all() -> None:
+def _stop_all() -> None:
     for c in list(_LIVE):
-        c.kill()
+        c.stop()

@@ -170,7 +170,7 @@ class QemuTarget(Target):
 
     def _stop_qemu(self) -> None:
         if self.q is not None:
-            self.q.kill()
+            self.q.stop()
         if self.qmp is not None:
             self.qmp.close()
 

@@ -1,4 +1,4 @@
-"""QEMU under qtest: the process (always killed, even when this one dies) and the qtest text protocol."""
+"""QEMU under qtest: the process (always stopped, even when this one dies) and the qtest text protocol."""
 
 from __future__ import annotations
 
@@ -40,13 +40,20 @@ def exit_status(code) -> str:
     return f"status {code}"
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a child started with `_die_with_parent` (its own process group), reap it, close its pipes."""
+GRACE = 3.0  # seconds a child has to exit on SIGTERM before it is killed
+
+
+def stop_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
+    """Stop a child started with `_die_with_parent` (its own process group): SIGTERM, then SIGKILL if it
+    has not exited within `grace` seconds; reap it, close its pipes. A QEMU stopped with SIGTERM goes
+    through its own exit path (what it writes at exit is written: a gcov build's coverage counters,
+    say); one killed outright runs none of it."""
     if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
@@ -59,11 +66,18 @@ def kill_group(proc: subprocess.Popen) -> None:
                 pass
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _die_with_parent(cpus=None) -> None:  # runs in the child between fork and exec
-    # The kernel sends QEMU SIGKILL when the process that started it dies, however it dies
-    # (a crash, SIGKILL): no QEMU outlives the tool.
+    # The kernel sends the child SIGTERM when the process that started it dies, however it dies
+    # (a crash, SIGKILL): no QEMU outlives the tool, and it still leaves by its own exit path.
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     os.setpgrp()  # Ctrl-C in a terminal reaches us, not QEMU: we decide when it goes
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -97,14 +111,15 @@ class QemuProcess:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.kill()
+        self.stop()
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def kill(self) -> None:
-        kill_group(self.proc)
+    def stop(self, grace: float = GRACE) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds (see stop_group)."""
+        stop_group(self.proc, grace)
         _LIVE.discard(self)
 
     def stderr_tail(self) -> str:
@@ -190,6 +205,9 @@ class QemuProcess:
 
 
 @atexit.register
-def _kill_all() -> None:
-    for q in list(_LIVE):
-        q.kill()
+def _stop_all() -> None:
+    live = list(_LIVE)
+    for q in live:  # all told at once: they exit side by side, not one grace after another
+        _signal_group(q.proc, signal.SIGTERM)
+    for q in live:
+        q.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import time
 from collections import deque
@@ -181,11 +182,11 @@ class VhostUserGpuTarget(QemuTarget):
             self.backend, self.sock, self.argv, self.qmp = current
 
     def _retire(self, *children) -> None:
-        """SIGKILL now, reap later: waiting for a QEMU with KVM to exit costs tens of ms."""
+        """SIGTERM now, reap later: waiting for a QEMU with KVM to exit costs tens of ms."""
         for c in children:
             if c is not None:
                 try:
-                    os.killpg(c.proc.pid, 9)
+                    os.killpg(c.proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
                 self.retired.append(c)
@@ -194,7 +195,7 @@ class VhostUserGpuTarget(QemuTarget):
             if c.proc.poll() is None:
                 still.append(c)
             else:
-                c.kill()  # exited: this reaps it and closes its pipes, without waiting
+                c.stop()  # exited: this reaps it and closes its pipes, without waiting
         self.retired = still
 
     def _start_backend(self, keep: bool = False, cpus=None) -> None:
@@ -228,7 +229,7 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _stop_backend(self) -> None:
         if self.backend is not None:
-            self.backend.kill()
+            self.backend.stop()
             self.backend = None
 
     def _start(self) -> None:
@@ -285,7 +286,7 @@ class VhostUserGpuTarget(QemuTarget):
         self._stop_qemu()
         self._drop_spares()
         for c in self.retired:
-            c.kill()  # SIGKILLed already: this reaps it and closes its pipes
+            c.stop()  # told to go already: this waits out its grace (SIGKILL after it), reaps it, closes its pipes
         self.retired = []
         super().close()
         for folder in (self.workdir, self.own_logs):

@@ -13,6 +13,7 @@ from processes import assert_children_die_with_tool
 
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.devices.qtest import exit_status
 from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.checker.fuzz.record import record
 from virtgpu_conform.checker.traces import native
@@ -156,3 +157,13 @@ def test_qemu_started_while_pinned_runs_every_thread_on_that_cpu(ir):
         info = codec_for(ir).encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
         assert t.send("controlq", [info], [408]).status == "answered"
     assert sorted(os.sched_getaffinity(0)) != [cpu]  # this process's own affinity came back
+
+
+@pytest.mark.needs_qemu
+def test_close_stops_qemu_through_its_own_exit_path(ir):
+    """SIGTERM first: QEMU leaves through its exit path (status 0, what it writes at exit written;
+    a gcov build's counters among it), not killed outright (status -9, nothing written)."""
+    t = QemuTarget(ir)
+    q = t.q
+    t.close()
+    assert q.proc.returncode == 0, exit_status(q.proc.returncode)

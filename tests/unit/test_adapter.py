@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
 import sys
 import textwrap
 import time
@@ -144,7 +145,7 @@ def test_the_reference_device_over_a_socket(ir, tmp_path):
             t.reset()
             assert _type(t.send("controlq", [_create(p)], [24]).data) == OK_NODATA
     finally:
-        server.kill()
+        server.stop()
 
 
 def test_features_are_negotiated(ir):
@@ -313,3 +314,25 @@ def test_a_program_that_ignores_end_of_input_is_killed(ir, tmp_path):
     t0 = time.monotonic()
     t.close()
     assert _gone(pid) and time.monotonic() - t0 < 3
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace():
+    """Stopping is SIGTERM first; a child that ignores it is killed once the grace runs out."""
+    import time
+
+    from virtgpu_conform.checker.devices.children import Child
+
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
+    c = Child([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert c.proc.stdout.readline() == b"ready\n"
+    t0 = time.monotonic()
+    c.stop(grace=0.5)
+    assert c.returncode == -9 and time.monotonic() - t0 >= 0.5
+    polite = Child(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE
+    )
+    assert polite.proc.stdout.readline() == b"ready\n"
+    polite.stop(grace=5)
+    assert polite.returncode == -15  # it left on SIGTERM, without waiting out the grace
