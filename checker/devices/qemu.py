@@ -18,6 +18,14 @@ from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_f
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
+LOG_LIMIT = 64 << 20  # bytes of QEMU's trace log past which the next case starts a new QEMU, and a new log
+
+
+def _too_big(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > LOG_LIMIT
+    except OSError:
+        return False
 
 
 class QemuTarget(Target):
@@ -125,8 +133,14 @@ class QemuTarget(Target):
         self.settings = settings_from_config(ir, agreed, cfg)
 
     def reset(self) -> None:
-        """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled."""
-        if self.q is not None and self.q.alive and not any(qd.stalled for qd in self.pci.queues.values()):
+        """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled,
+        or when its log has grown past LOG_LIMIT (a new QEMU starts a new log: a campaign's stays bounded)."""
+        if (
+            self.q is not None
+            and self.q.alive
+            and not any(qd.stalled for qd in self.pci.queues.values())
+            and not _too_big(self.log_path)
+        ):
             try:
                 self._initialise()
                 return

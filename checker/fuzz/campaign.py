@@ -38,6 +38,7 @@ from .pipeline import Pipeline
 from .replay import replay
 from .step import Step
 
+ROUND_EXAMPLES = 10_000  # cases a round runs at most (a hunt's ends sooner, on a new finding)
 RESULT_SCHEMA = "virtgpu-conform/fuzz-result"
 RESULT_VERSION = 1
 
@@ -263,7 +264,7 @@ class Campaign:
             while examples is None or self.cases < examples:
                 self.rounds += 1
                 self.hunting = None
-                left = 10_000 if examples is None else max(1, examples - self.cases)
+                left = ROUND_EXAMPLES if examples is None else max(1, examples - self.cases)
                 config = settings(
                     max_examples=left,
                     stateful_step_count=self.max_steps,
@@ -304,7 +305,9 @@ class Campaign:
                         )
                     self.flaky.append(f"round {self.rounds}: {type(exc).__name__}: {detail[:700]}")
                     continue
-                break  # a round that found nothing new used the whole budget
+                if self.deadline is None:
+                    break  # a round that found nothing new used the whole budget
+                # --time is the campaign's length, not a cap: another round, with another seed
             if examples is not None and self.cases >= examples:
                 self.stopped = "examples"
         except Stop as exc:

@@ -17,6 +17,7 @@ from processes import alive as _alive
 from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.checker.fuzz.campaign import Campaign
+from virtgpu_conform.checker.fuzz.run import fuzz
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
@@ -277,3 +278,34 @@ def test_a_malformation_the_device_stalls_on_twice_is_not_sent_again(ir, tmp_pat
     if hunt:
         assert liveness[0]["shrunk"] and liveness[0]["reproduced"], liveness
         assert liveness[0]["steps"] == 1
+
+
+def test_a_survey_runs_as_long_as_asked(ir, monkeypatch):
+    """--time is the campaign's length: a round that uses its whole budget of cases is followed by
+    another (with another seed) until the time is up, never a stop for 'budget used'."""
+    from virtgpu_conform.checker.fuzz import campaign
+
+    monkeypatch.setattr(campaign, "ROUND_EXAMPLES", 15)
+    r = fuzz("reference", time=3, seed=4, steps=5, survey=True)
+    assert r.doc["stopped"] == "time" and r.doc["seconds"] >= 3 and r.doc["rounds"] > 1, r.doc
+
+
+@pytest.mark.needs_qemu
+def test_a_campaigns_device_log_stays_bounded(ir, tmp_path, monkeypatch):
+    """QEMU's trace log grows with every command: past LOG_LIMIT the next case starts a new QEMU,
+    whose log starts anew."""
+    from virtgpu_conform.checker.devices import qemu
+
+    monkeypatch.setattr(qemu, "LOG_LIMIT", 4096)
+    log = tmp_path / "qemu-trace.log"
+    t = qemu.QemuTarget(ir, log_path=str(log))
+    try:
+        first = t.q
+        while log.stat().st_size <= 4096:
+            t.send("controlq", [bytes.fromhex("00010000" + "00" * 20)], [408])
+        t.reset()
+        assert t.q is not first and log.stat().st_size < 4096
+        t.reset()  # a small log: a virtio reset, the same QEMU
+        assert t.starts == 2
+    finally:
+        t.close()
