@@ -272,6 +272,8 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
         _print_differential(r)
     for note in r["flaky"]:
         console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
+    for note in r["notes"]:
+        console.err.print(f"  warning: {escape(note)}", soft_wrap=True)
     console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
     if r["error"] is not None:
         e = r["error"]
@@ -325,4 +327,7 @@ def _replay(device, path: str, out: Optional[str], profile: str, cpu: str) -> in
         console.out.print(f"  line {o.line}: {escape(str(o.signature))}: {escape(o.message)}", soft_wrap=True)
     if not r.observations:
         console.out.print("  no device findings", soft_wrap=True)
+    if r.reproducer:
+        shown = ", ".join(escape(p) for p in r.reproducer)
+        console.out.print(f"in QEMU's own form (runs with QEMU alone): {shown}", soft_wrap=True)
     return EXIT_FINDINGS if r.failing else EXIT_OK

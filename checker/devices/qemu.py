@@ -10,11 +10,11 @@ from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 
-from . import scratch
+from . import qtest_script, scratch
 from .guest_ram import PATTERN, PATTERN_BASE
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
-from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
+from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config, used_reply
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
@@ -65,6 +65,7 @@ class QemuTarget(Target):
         self.qtest_log = qtest_log or "/dev/null"
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.starts = 0
+        self.recording = False
         try:
             self._start()
         except BaseException:
@@ -102,6 +103,8 @@ class QemuTarget(Target):
         self.describe = " ".join(shlex.quote(a) for a in self.argv)
         self.q = self._spawn()
         self.starts += 1
+        if self.recording:
+            self.q.script = []
         try:
             self.pci = VirtioPci(self.q)
             layout = getattr(self, "_layout", None)
@@ -149,6 +152,42 @@ class QemuTarget(Target):
         self._stop_qemu()
         self._start()
 
+    def record(self) -> None:
+        """A new QEMU whose every qtest command is kept, from its start (write_reproducer)."""
+        self.recording = True
+        self._stop_qemu()
+        self._start()
+
+    def write_reproducer(self, about: str) -> list[str]:
+        """repro.qtest and repro.sh beside the log this target was given (none: nothing is kept)."""
+        if self.logs or self.q is None or self.q.script is None:
+            return []
+        folder = os.path.dirname(os.path.abspath(self.log_path))
+        qtest, sh = os.path.join(folder, "repro.qtest"), os.path.join(folder, "repro.sh")
+        with open(qtest, "w") as fh:
+            fh.write(qtest_script.render(self.q.script, self.SETTLE))
+        before, argv, after = self._repro_argv()
+        with open(sh, "w") as fh:
+            fh.write(qtest_script.shell(argv, about, before, after))
+        os.chmod(sh, 0o755)
+        return [qtest, sh]
+
+    SETTLE = qtest_script.SETTLE  # bytes each poll fills in a reproducer (qtest_script.py)
+
+    def _repro_argv(self) -> tuple[list[str], list[str], list[str]]:
+        """The command line for repro.sh, and what runs before and after it: this QEMU's, with
+        QEMU's own exit at the end of the script and the logs beside it; no monitor (the pixel
+        oracle's screendumps are this tool's)."""
+        swap = {self.qtest_log: "repro-qtest.log", self.log_path: "repro-qemu.log"}
+        argv = [self.argv[0], "-no-reboot"]
+        args = iter(self.argv[1:])
+        for a in args:
+            if a == "-qmp":
+                next(args)
+            else:
+                argv.append(swap.get(a, a))
+        return [], argv, []
+
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         assert self.q is not None, "started by __init__ and by every reset"
         if not self.q.alive:
@@ -165,13 +204,7 @@ class QemuTarget(Target):
             return Reply("no-answer", detail=detail)
         except QemuGone as exc:
             return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
-        if used.length > sum(in_sizes):
-            return Reply(
-                "answered",
-                used.data,
-                detail=f"used length {used.length} exceeds the {sum(in_sizes)} bytes of device-writable buffers",
-            )
-        return Reply("answered", used.data[: used.length])
+        return used_reply(used.length, used.data, sum(in_sizes))
 
     def screendump(self) -> Optional[tuple[int, int, bytes]]:
         """What the console shows (width, height, RGB), or None without a monitor or when it fails."""

@@ -12,7 +12,8 @@ import subprocess
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 from virtgpu_conform.spec.errors import Error
 
@@ -89,13 +90,28 @@ def starter(cpus=None):
     return functools.partial(_die_with_parent, cpus) if cpus else _die_with_parent
 
 
+@dataclass(frozen=True)
+class Poll:
+    """In a recorded session: the driver polled `line` (a used ring's index) until the device answered."""
+
+    line: str
+
+
+Script = list[Union[str, Poll]]
+
+
 class QemuProcess:
-    """One QEMU with the qtest protocol on stdio. Use as a context manager."""
+    """One QEMU with the qtest protocol on stdio. Use as a context manager.
+
+    `script`, when a list, receives every command sent and a Poll where the driver waited for an
+    answer: the session as a reproducer in qtest's own form (qtest_script.py).
+    """
 
     def __init__(self, argv: Sequence[str], timeout: float = 5.0, env: Optional[dict] = None, cpus=None):
         self.argv = list(argv)
         self.timeout = timeout
         self.irqs: list[str] = []
+        self.script: Optional[Script] = None
         self._buf = b""
         self.proc = subprocess.Popen(
             self.argv,
@@ -133,8 +149,11 @@ class QemuProcess:
             return ""
 
     # --- the qtest protocol --------------------------------------------------
-    def cmd(self, line: str) -> Optional[str]:
-        """Send one qtest command and return the value after OK (None when there is none)."""
+    def cmd(self, line: str, keep: bool = True) -> Optional[str]:
+        """Send one qtest command and return the value after OK (None when there is none).
+        `keep`: the command goes into `script` (a poll's reads do not: the Poll stands for them)."""
+        if keep and self.script is not None:
+            self.script.append(line)
         stdin = self.proc.stdin
         assert stdin is not None, "opened with PIPE"
         try:
@@ -176,9 +195,9 @@ class QemuProcess:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("utf-8", "replace").strip()
 
-    def _value(self, line: str) -> str:
+    def _value(self, line: str, keep: bool = True) -> str:
         """The value a reading command answers ("OK <value>")."""
-        value = self.cmd(line)
+        value = self.cmd(line, keep)
         assert value is not None, f"qtest answered {line.split()[0]} with no value"
         return value
 
@@ -189,7 +208,15 @@ class QemuProcess:
         return int(self._value(f"inl {addr:#x}"), 16)
 
     def read_int(self, size: int, addr: int) -> int:
-        return int(self._value(f"read{'bwlq'[size.bit_length() - 1]} {addr:#x}"), 16)
+        return int(self._value(_read_int(size, addr)), 16)
+
+    def poll_int(self, size: int, addr: int) -> int:
+        """read_int, for a loop waiting on the device: marked once in `script` by polled(), not kept per read."""
+        return int(self._value(_read_int(size, addr), keep=False), 16)
+
+    def polled(self, size: int, addr: int) -> None:
+        if self.script is not None:
+            self.script.append(Poll(_read_int(size, addr)))
 
     def write_int(self, size: int, addr: int, val: int) -> None:
         self.cmd(f"write{'bwlq'[size.bit_length() - 1]} {addr:#x} {val:#x}")
@@ -202,6 +229,10 @@ class QemuProcess:
     def memwrite(self, addr: int, data: bytes) -> None:
         if data:
             self.cmd(f"write {addr:#x} {len(data):#x} 0x{data.hex()}")
+
+
+def _read_int(size: int, addr: int) -> str:
+    return f"read{'bwlq'[size.bit_length() - 1]} {addr:#x}"
 
 
 @atexit.register

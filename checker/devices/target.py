@@ -24,6 +24,15 @@ class Reply:
     detail: str = ""
 
 
+def used_reply(length: int, data: bytes, room: int) -> Reply:
+    """The answer a used element of `length` over `room` bytes of device-writable buffers (read as `data`) gives."""
+    if length > room:
+        return Reply(
+            "answered", data, detail=f"used length {length} exceeds the {room} bytes of device-writable buffers"
+        )
+    return Reply("answered", data[:length])
+
+
 class TargetError(Error):
     """A target that cannot be started here (missing binary, device refused to initialise)."""
 
@@ -39,6 +48,15 @@ class Target:
     def reset(self) -> None:
         """Bring the device back to its state right after initialisation (between fuzz cases)."""
         raise NotImplementedError
+
+    def record(self) -> None:
+        """reset(), for a session to be saved as a reproducer in the device's own form (write_reproducer)."""
+        self.reset()
+
+    def write_reproducer(self, about: str) -> list[str]:
+        """Write the session since record() in the device's own form beside its logs; the files written.
+        `about`: what the session shows, for the reader. A target with no such form writes nothing."""
+        return []
 
     def close(self) -> None:
         pass

@@ -234,7 +234,8 @@ class VirtioPci:
         self.q.write_int(2, qd.avail + 2, qd.avail_idx)
         t0 = time.monotonic()
         self.q.write_int(2, qd.notify, queue)
-        while self.q.read_int(2, qd.used + 2) == qd.used_idx:
+        self.q.polled(2, qd.used + 2)
+        while self.q.poll_int(2, qd.used + 2) == qd.used_idx:
             if time.monotonic() - t0 > timeout:
                 qd.stalled = True
                 raise Stalled(f"no completion on queue {queue} within {timeout:g} s")

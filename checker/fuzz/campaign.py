@@ -87,6 +87,7 @@ class Found:
     reproduced: Optional[bool] = None  # the saved case, replayed on a fresh device, showed it again
     path: Optional[str] = None  # the case's directory
     line: int = 0  # of the request showing it, in the reproducer
+    native: list[str] = field(default_factory=list)  # the reproducer in the device's own form (repro.qtest, repro.sh)
 
     def to_json(self) -> dict:
         s = self.signature
@@ -104,6 +105,7 @@ class Found:
             "reproduced": self.reproduced,
             "reproducer": self.path and os.path.join(self.path, "repro.ndjson"),
             "reproducer_line": self.line or None,
+            "device_reproducer": [os.path.basename(p) for p in self.native],
         }
 
 
@@ -151,6 +153,8 @@ class Campaign:
         self.deadline: Optional[float] = None
         self.case_budget: Optional[int] = None
         self.stopped = ""  # why the campaign ended early: time, interrupted, ...
+        self.native_form: Optional[bool] = None  # whether the device has a reproducer form of its own
+        self.notes: list[str] = []  # what the reader should know of how the campaign ended
         self.interrupted = False
         self.flaky: list[str] = []
         self.error: Optional[dict] = None  # a bug in the fuzzer that ended the campaign
@@ -231,7 +235,7 @@ class Campaign:
         if f.reproduced:
             f.shrunk = True
             return
-        f.steps, f.reproduced = full, None
+        f.steps, f.reproduced, f.native = full, None, []  # the one step's own reproducer is not the case's
         self._save(f, case=case)
 
     def _stop_if_due(self) -> None:
@@ -328,6 +332,8 @@ class Campaign:
                     os.rmdir(self.live)  # a device that logs nothing (the reference) leaves no folder
                 except OSError:
                     pass
+            if self.stopped not in ("interrupted", "internal error"):
+                self._device_reproducers()
             self.final = self.result()  # what the campaign ended with: fuzz-result.json and fuzz() return it
             self.write_result(self.final)
 
@@ -340,11 +346,7 @@ class Campaign:
             os.makedirs(f.path, exist_ok=True)
         if replay_it:
             # A fresh device with its logs in the case's directory; the saved trace is what it answered.
-            target = self.make_target(f.path)
-            try:
-                obs = replay(self.protocol, target, f.steps, os.path.join(f.path, "repro.ndjson"), self.profile)
-            finally:
-                target.close()
+            obs = self._replay(f, "repro.ndjson")
             shown = [o for o in obs if o.signature == f.signature]
             f.reproduced = bool(shown)
             if shown:
@@ -356,6 +358,48 @@ class Campaign:
         with open(os.path.join(f.path, "finding.json"), "w") as fh:
             json.dump(f.to_json(), fh, indent=1)
         self.write_result()
+
+    def _replay(self, f: Found, trace: str) -> list[Observation]:
+        """Send the finding's case to a fresh device, its trace saved as `trace` in the case's directory
+        beside the device's logs, and the case in the device's own form (f.native)."""
+        assert f.path is not None, "saved before it is replayed"
+        target = self.make_target(f.path)
+        try:
+            s = f.signature
+            about = f"{s.kind}: {s.command or 'any command'} {s.check}: {f.message}"
+            obs, f.native = replay(self.protocol, target, f.steps, os.path.join(f.path, trace), self.profile, about)
+        finally:
+            target.close()
+        self.native_form = bool(f.native)
+        return obs
+
+    def _device_reproducers(self) -> None:
+        """A finding saved as found (a survey's, a hunt's cut short by the time) has no reproducer in
+        the device's own form: its smallest case is sent once more, to a fresh device, for one. When
+        that shows the finding, its trace is the new repro.ndjson; when not, the case stays as found,
+        said not reproduced, with no reproducer of the device's form. Not after Ctrl-C, which asks for
+        a quick end."""
+        for f in self.found.values():
+            if f.native or not f.path or not f.steps:
+                continue
+            if self.native_form is False:
+                return  # the device has no form of its own (the reference, an adapter)
+            try:
+                obs = self._replay(f, "replay.ndjson")
+            except TargetError as exc:
+                self.notes.append(f"no reproducer in the device's own form for {f.signature}: {exc}")
+                return
+            shown = [o for o in obs if o.signature == f.signature]
+            f.reproduced = bool(shown)
+            if shown:
+                os.replace(os.path.join(f.path, "replay.ndjson"), os.path.join(f.path, "repro.ndjson"))
+                f.line = shown[0].line
+            else:
+                for path in f.native:
+                    os.unlink(path)
+                f.native = []
+            with open(os.path.join(f.path, "finding.json"), "w") as fh:
+                json.dump(f.to_json(), fh, indent=1)
 
     def result(self) -> dict:
         t = self.target
@@ -376,6 +420,7 @@ class Campaign:
             "error": self.error,
             "z3_questions": self.edges.solved,
             "flaky": self.flaky,
+            "notes": self.notes,
             "cpus": self.cpus,
             "not_sent": [
                 {

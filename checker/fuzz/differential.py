@@ -41,6 +41,14 @@ class MirrorTarget(Target):
             t.reset()
         self.settings = self.targets[0].settings
 
+    def record(self) -> None:
+        for t in self.targets:
+            t.record()
+        self.settings = self.targets[0].settings
+
+    def write_reproducer(self, about: str) -> list[str]:
+        return [path for t in self.targets for path in t.write_reproducer(about)]
+
     def close(self) -> None:
         for t in self.targets:
             t.close()

@@ -171,7 +171,8 @@ class Oracle:
             cmd = f.command
             if req.problems:  # the malformation, not the command, is what the device chokes on
                 cmd, check = "", f"{check}-to-{req.problems[0].code}"
-            return Observation(Signature(kind, cmd, check), f"{f.message} ({reply.detail})", f.where.line)
+            # the message holds the reply's detail already: the trace's no-response record gives it
+            return Observation(Signature(kind, cmd, check), f.message, f.where.line)
         # A response-type finding is about the check the request failed, when the message names one shared by all.
         blamed = next((c for c in shared if f.check == "response-type" and f"fails {c}" in f.message), None)
         # The same device habit whatever the command: one finding.

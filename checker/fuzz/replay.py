@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
+from virtgpu_conform.checker.devices.qtest_script import replies
 from virtgpu_conform.checker.devices.target import Target
 from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
@@ -16,10 +18,12 @@ from .step import Step
 
 
 def replay(
-    protocol: Protocol, target: Target, steps: Sequence[Step], path: str, profile: str = "strict"
-) -> list[Observation]:
-    """Send `steps` to a freshly reset target and save the exchanges at `path` as they happen."""
-    target.reset()
+    protocol: Protocol, target: Target, steps: Sequence[Step], path: str, profile: str = "strict", about: str = ""
+) -> tuple[list[Observation], list[str]]:
+    """Send `steps` to a fresh target and save the exchanges at `path` as they happen; then the
+    session in the device's own form, where it has one (`about` heads it). The observations, and
+    the reproducer files written."""
+    target.record()
     oracle = Oracle(protocol, session_header(protocol.ir, target), profile, name=path, screen=screen_of(target))
     seen: list[Observation] = []
     with open(path, "w") as out:
@@ -33,7 +37,7 @@ def replay(
             written = len(text)
             if reply.status != "answered":
                 break
-    return seen
+    return seen, target.write_reproducer(about or f"the case {path}")
 
 
 def steps_from_trace(path: str, codec: Codec) -> list[Step]:
@@ -83,3 +87,29 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
     if not steps:
         raise TraceError(Where(path, 0), "the file has no request records", "pass a repro.ndjson written by `fuzz`")
     return steps
+
+
+def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "strict") -> list[Observation]:
+    """What a run of a case's repro.sh showed: QEMU's answers to repro.qtest (repro.out in `folder`),
+    judged as the case's own were. `case`: the repro.ndjson the script was made from."""
+    steps = steps_from_trace(case, protocol.codec)
+    with open(case, encoding="utf-8") as fh:
+        head = json.loads(fh.readline())
+    session = {k: v for k, v in head.items() if k not in ("kind", "format", "version")}
+    text = {}
+    for name in ("repro.qtest", "repro.out"):
+        path = os.path.join(folder, name)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text[name] = fh.read()
+        except OSError as exc:
+            raise TraceError(Where(path, 0), f"cannot read it: {exc.strerror}", "run repro.sh first") from None
+    try:
+        answers = replies(text["repro.qtest"], text["repro.out"], [s.ins for s in steps])
+    except ValueError as exc:
+        raise TraceError(Where(os.path.join(folder, "repro.qtest"), 0), f"not the script of {case}: {exc}") from None
+    oracle = Oracle(protocol, session, profile, name=os.path.join(folder, "repro.out"))
+    seen: list[Observation] = []
+    for step, reply in zip(steps, answers):
+        seen += oracle.step(step.queue, step.outs, step.ins, reply)
+    return seen

@@ -290,6 +290,7 @@ class ReplayResult:
     steps: int
     trace: str
     observations: list[Observation]
+    reproducer: list[str] = field(default_factory=list)  # in the device's own form: repro.qtest, repro.sh
 
     @property
     def failing(self) -> list[Observation]:
@@ -318,7 +319,7 @@ def replay(
         t = device.factory(protocol.ir)(dest)
         try:
             trace = os.path.join(dest, "replay.ndjson")
-            obs = send_again(protocol, t, steps, trace, profile)
+            obs, native = send_again(protocol, t, steps, trace, profile, f"fuzz --replay {os.path.abspath(case)}")
         finally:
             t.close()
-    return ReplayResult(len(steps), trace, obs)
+    return ReplayResult(len(steps), trace, obs, native)

@@ -17,6 +17,7 @@ from processes import alive as _alive
 from virtgpu_conform.checker.cli.main import main
 from virtgpu_conform.checker.devices.target import ReferenceTarget
 from virtgpu_conform.checker.fuzz.campaign import Campaign
+from virtgpu_conform.checker.fuzz.replay import judge_qtest_run
 from virtgpu_conform.checker.fuzz.run import fuzz
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
@@ -82,6 +83,23 @@ def test_qemu_campaign_finds_shrinks_and_saves_reproducers(ir, tmp_path):
             assert any(d["check"] == f["check"] for d in res["divergences"]), res["divergences"]
         else:
             assert any(x["side"] == "device" and x["definite"] for x in res["findings"]), res["findings"]
+    # every finding shown again on a fresh device has its case in QEMU's own form, which shows it
+    # again with QEMU alone (but a wrong picture: qtest has no screendump)
+    protocol = Protocol(ir)
+    for f in findings:
+        if not f["reproduced"]:
+            continue
+        case = Path(f["reproducer"]).parent
+        assert f["device_reproducer"] == ["repro.qtest", "repro.sh"], f
+        run = subprocess.run(
+            ["/bin/sh", str(case / "repro.sh")], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, timeout=120
+        )
+        assert run.returncode == 0 or f["kind"] == "crash", f
+        if f["check"] != "pixels":
+            seen = judge_qtest_run(protocol, f["reproducer"], str(case))
+            assert (f["kind"], f["command"], f["check"]) in {
+                (o.signature.kind, o.signature.command, o.signature.check) for o in seen
+            }, f
 
 
 @pytest.mark.needs_qemu

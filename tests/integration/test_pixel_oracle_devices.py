@@ -57,7 +57,7 @@ def test_qemu_shows_what_was_transferred_in_every_format(ir, tmp_path, view):
             shots = []
             screen = t.screendump
             t.screendump = lambda shots=shots, screen=screen: shots.append(screen()) or shots[-1]  # count them
-            obs = replay(p, t, _scene(p.codec, fmt, view), str(tmp_path / f"fmt-{fmt}.ndjson"))
+            obs, _ = replay(p, t, _scene(p.codec, fmt, view), str(tmp_path / f"fmt-{fmt}.ndjson"))
             del t.screendump
             assert len(shots) == 1 and shots[0][:2] == (view["r.width"], view["r.height"]), fmt  # once, after the flush
             assert not [o for o in obs if o.signature.check == "pixels"], (fmt, [o.message for o in obs])
@@ -75,7 +75,7 @@ def test_the_oracle_reports_a_picture_that_is_not_the_one_flushed(ir, tmp_path):
             return w, h, bytes([rgb[0] ^ 0x80]) + rgb[1:]
 
         t.screendump = altered
-        obs = replay(p, t, _scene(p.codec, 1, {}), str(tmp_path / "altered.ndjson"))
+        obs, _ = replay(p, t, _scene(p.codec, 1, {}), str(tmp_path / "altered.ndjson"))
     pixels = [o for o in obs if o.signature.check == "pixels"]
     assert len(pixels) == 1 and pixels[0].line == 12, obs
     assert "1 of 2048 pixels" in pixels[0].message and "first at (0,0)" in pixels[0].message
@@ -88,7 +88,7 @@ def test_vhost_user_gpu_shows_a_picture_shifted_by_the_scanout_origin(ir, tmp_pa
     t = _vhost(ir, tmp_path, pixels=True)
     p = Protocol(ir)
     try:
-        obs = replay(
+        obs, _ = replay(
             p,
             t,
             _scene(p.codec, 1, {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}),
