@@ -13,6 +13,9 @@ the steady state rather than whichever findings a seed happens to hit first. The
 `fuzz` does: serially on the one CPU (`--no-pipeline`), and pipelined (the default on two
 or more CPUs: a sender process and QEMU on that CPU, generating and judging on the others).
 
+The QEMU surveys do not migrate (`--no-migrate`), but one more serial survey that does (the
+default), for what the migration oracle costs.
+
 The survey against the reference device is what generating and judging cost with next to
 no device: one process doing them can feed a pipeline no faster than that, whatever the
 device, so reference / bare is the best ratio a pipelined fuzzer of this design reaches here.
@@ -30,6 +33,7 @@ shape can reach against the bare loop, before it generates, sends or checks anyt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
@@ -156,8 +160,9 @@ def main() -> None:
     rate_free = bare(ir, p.codec, a.seconds, a.qemu)
     with affinity.pinned(cpu):
         rate_pinned = bare(ir, p.codec, a.seconds, a.qemu)
-        qemu = DeviceSpec("qemu", qemu=a.qemu, timeout=0.5, pixels=False)
+        qemu = DeviceSpec("qemu", qemu=a.qemu, timeout=0.5, pixels=False, migrate=False)
         rate_serial, cs = survey(qemu, a.seconds)
+        rate_moving, cm = survey(dataclasses.replace(qemu, migrate=True), a.seconds)
         rate_qemu, cq = survey(qemu, a.seconds, pipeline=cpu is not None)
         with Timed(Oracle, "step") as judging, Timed(ReferenceTarget, "send") as device:
             t0 = time.perf_counter()
@@ -173,6 +178,10 @@ def main() -> None:
     print(f"{'bare qtest loop, any CPU':36} {rate_free:>11,.0f}")
     print(
         f"{'fuzz survey against QEMU, serial':36} {rate_serial:>11,.0f}   ({cs.cases} cases, {len(cs.found)} findings)"
+    )
+    print(
+        f"{'fuzz survey against QEMU, migrating':36} {rate_moving:>11,.0f}   ({cm.cases} cases, "
+        f"{cm.migrations} migrations: {rate_moving / rate_serial:.2f} of serial without)"
     )
     piped = isinstance(cq.target, Pipeline)
     print(

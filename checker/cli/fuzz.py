@@ -103,6 +103,14 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     "the model knows, a screendump must show them.",
 )
 @click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="On the qemu target, now and then move the device to a new QEMU mid-case (save and restore "
+    "over QMP) and go on: an answer that differs from the device left behind, or a device that does "
+    "not survive the move, is a migration finding.",
+)
+@click.option(
     "--pipeline/--no-pipeline",
     default=None,
     help="Send from a process of its own, on --cpu with the device, while generating and judging go on "
@@ -134,6 +142,7 @@ def fuzz(
     timeout: float,
     cpu: str,
     pixels: bool,
+    migrate: bool,
     pipeline: Optional[bool],
     survey: bool,
     replay_path: Optional[str],
@@ -167,6 +176,7 @@ def fuzz(
                 adapter_socket=adapter_socket,
                 timeout=timeout,
                 pixels=pixels,
+                migrate=migrate,
             )
             for n in names
         ]
@@ -320,8 +330,10 @@ def _replay(device, path: str, out: Optional[str], profile: str, cpu: str) -> in
     from virtgpu_conform.checker.fuzz.run import replay
 
     r = replay(path, device, out, profile, cpu)
+    moved = f" and {r.migrations} migration{'s' if r.migrations > 1 else ''}" if r.migrations else ""
     console.out.print(
-        f"replayed {r.steps} requests of {escape(path)} on {device.name}: {escape(r.trace)}", soft_wrap=True
+        f"replayed {r.steps - r.migrations} requests{moved} of {escape(path)} on {device.name}: {escape(r.trace)}",
+        soft_wrap=True,
     )
     for o in r.observations:
         console.out.print(f"  line {o.line}: {escape(str(o.signature))}: {escape(o.message)}", soft_wrap=True)

@@ -10,15 +10,45 @@ from typing import Optional
 
 from virtgpu_conform.spec.ir import SpecIR
 
-from . import qtest_script, scratch
+from . import migration, qtest_script, scratch
 from .guest_ram import PATTERN, PATTERN_BASE
+from .migration import MigrationFailed, MigrationRefused, Twin
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
-from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config, used_reply
+from .target import MIGRATION, QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config, used_reply
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
+MIGRATION_TIMEOUT = 10.0  # seconds a save or a load of the machine may take
 LOG_LIMIT = 64 << 20  # bytes of QEMU's trace log past which the next case starts a new QEMU, and a new log
+
+
+def _other_log(path: str, first: str) -> str:
+    """Where the device a migration starts logs, when its source logs at `path`: beside the target's
+    first log (qemu-trace.log, qemu-trace.migrated.log), in turn."""
+    if path == "/dev/null":
+        return path
+    stem, ext = os.path.splitext(first)
+    return f"{stem}.migrated{ext}" if path == first else first
+
+
+def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout: float) -> Reply:
+    """One chain to the device `pci` drives in `q`, and what became of it."""
+    if not q.alive:
+        return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+    try:
+        used = pci.send(QUEUES[queue], outs, in_sizes, timeout)
+    except Stalled as exc:
+        detail = str(exc)
+        try:
+            if pci.status() & NEEDS_RESET:
+                detail += "; the device set DEVICE_NEEDS_RESET (it took the chain for a broken one)"
+        except QemuGone:
+            pass
+        return Reply("no-answer", detail=detail)
+    except QemuGone as exc:
+        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+    return used_reply(used.length, used.data, sum(in_sizes))
 
 
 def _too_big(path: str) -> bool:
@@ -47,22 +77,26 @@ class QemuTarget(Target):
         qtest_log: Optional[str] = None,
         name: str = "qemu",
         pixels: bool = False,
+        migrate: bool = False,
     ):
-        """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py)."""
+        """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py).
+        `migrate`: a monitor to migrate the device with (a MIGRATION step, migration.py)."""
         super().__init__(name)
         binary = shutil.which(qemu)
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
-        self.pixels = pixels
+        self.pixels, self.migrates = pixels, migrate
         self.qmp: Optional[Qmp] = None
         self.q: Optional[QemuProcess] = None
-        self.monitors = scratch.make("qmp") if pixels else ""
+        self.twin: Optional[Twin] = None  # the device as it was before a migration in this case
+        self.monitors = scratch.make("qmp") if pixels or migrate else ""
         self._monitor_count = 0
         self.ir, self.timeout, self.binary, self.device, self.extra = ir, timeout, binary, device, list(extra)
         # A log nobody asked to keep goes with the target; one asked for (a case's directory) stays.
         self.logs = "" if log_path else scratch.make("qemu")
         self.log_path = log_path or os.path.join(self.logs, "qemu-trace.log")
         self.qtest_log = qtest_log or "/dev/null"
+        self.first_logs = (self.log_path, self.qtest_log)  # a migrated device's go beside them
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.starts = 0
         self.recording = False
@@ -87,8 +121,8 @@ class QemuTarget(Target):
         # fmt: on
 
     def _monitor(self) -> list[str]:
-        """A monitor socket of its own for the QEMU about to start (the pixel oracle's screendumps)."""
-        if not self.pixels:
+        """A monitor socket of its own for the QEMU about to start (screendumps, migrations)."""
+        if not (self.pixels or self.migrates):
             return []
         self._monitor_count += 1
         self.qmp = Qmp(scratch.socket_path(self.monitors, f"qmp-{self._monitor_count}.sock", "QEMU's monitor"))
@@ -99,6 +133,7 @@ class QemuTarget(Target):
 
     def _start(self) -> None:
         """Start QEMU and bring the device to DRIVER_OK."""
+        self.log_path, self.qtest_log = self.first_logs
         self.argv = self._argv()
         self.describe = " ".join(shlex.quote(a) for a in self.argv)
         self.q = self._spawn()
@@ -138,11 +173,13 @@ class QemuTarget(Target):
     def reset(self) -> None:
         """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled,
         or when its log has grown past LOG_LIMIT (a new QEMU starts a new log: a campaign's stays bounded)."""
+        self._drop_twin()
         if (
             self.q is not None
             and self.q.alive
             and not any(qd.stalled for qd in self.pci.queues.values())
             and not _too_big(self.log_path)
+            and not _too_big(self.qtest_log)
         ):
             try:
                 self._initialise()
@@ -190,36 +227,70 @@ class QemuTarget(Target):
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         assert self.q is not None, "started by __init__ and by every reset"
-        if not self.q.alive:
-            return Reply("died", detail=f"QEMU exited ({exit_status(self.q.proc.poll())})")
-        try:
-            used = self.pci.send(QUEUES[queue], outs, in_sizes, self.timeout)
-        except Stalled as exc:
-            detail = str(exc)
-            try:
-                if self.pci.status() & NEEDS_RESET:
-                    detail += "; the device set DEVICE_NEEDS_RESET (it took the chain for a broken one)"
-            except QemuGone:
-                pass
-            return Reply("no-answer", detail=detail)
-        except QemuGone as exc:
-            return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
-        return used_reply(used.length, used.data, sum(in_sizes))
+        if queue == MIGRATION:
+            return self._migrate()
+        reply = _send_on(self.q, self.pci, queue, outs, in_sizes, self.timeout)
+        if self.twin is not None:
+            reply.twin = _send_on(self.twin.q, self.twin.pci, queue, outs, in_sizes, self.timeout)
+        return reply
 
-    def screendump(self) -> Optional[tuple[int, int, bytes]]:
-        """What the console shows (width, height, RGB), or None without a monitor or when it fails."""
-        if self.qmp is None or self.q is None or not self.q.alive:
+    def _migrate(self) -> Reply:
+        """Move the device to a new QEMU (migration.py); the one left behind stays as the case's twin."""
+        assert self.q is not None and self.qmp is not None, "a target that migrates has a monitor"
+        if self.q.script is not None:
+            self.recording = False  # a session over two QEMUs has no single qtest script
+        source, monitor = self.q, self.qmp
+        state = os.path.join(self.monitors, "state")
+        try:
+            migration.save(monitor, state, MIGRATION_TIMEOUT)
+        except MigrationRefused as exc:
+            self.migrates = False  # not a finding: the machine (a device option) forbids it
+            return Reply("refused", detail=str(exc))
+        except (MigrationFailed, QmpError) as exc:
+            return Reply("no-answer", detail=f"the device could not be saved: {exc}")
+        # The new QEMU logs beside the source, which goes on (as the twin) with its own logs.
+        # Two names taken in turn: a campaign's device logs stay two, each bounded.
+        self.log_path = _other_log(self.log_path, self.first_logs[0])
+        self.qtest_log = _other_log(self.qtest_log, self.first_logs[1])
+        argv = [*self._argv(), "-incoming", f"exec:cat {shlex.quote(state)}"]
+        try:
+            self.q = QemuProcess(argv, timeout=max(5.0, self.timeout))
+            migration.load(self.qmp, self.q, MIGRATION_TIMEOUT)
+        except (MigrationFailed, QmpError, QemuGone) as exc:
+            return Reply("died", detail=f"the device did not survive the migration: {exc}")
+        finally:
+            if os.path.exists(state):
+                os.unlink(state)
+            if self.twin is None:
+                self.twin = Twin.of(source, self.pci, monitor)
+            else:  # a second migration: the twin stays the device that never moved
+                source.stop()
+                monitor.close()
+        self.pci.q = self.q
+        return Reply("answered")
+
+    def screendump(self, twin: bool = False) -> Optional[tuple[int, int, bytes]]:
+        """What the console shows (width, height, RGB), or None without a monitor or when it fails.
+        `twin`: the console of the device left behind by a migration in this case."""
+        qmp, q = (self.twin.qmp, self.twin.q) if twin and self.twin is not None else (self.qmp, self.q)
+        if twin and self.twin is None or qmp is None or q is None or not q.alive:
             return None
         try:
-            return self.qmp.screendump()
+            return qmp.screendump()
         except QmpError:
             return None
 
     def _stop_qemu(self) -> None:
+        self._drop_twin()
         if self.q is not None:
             self.q.stop()
         if self.qmp is not None:
             self.qmp.close()
+
+    def _drop_twin(self) -> None:
+        if self.twin is not None:
+            self.twin.stop()
+            self.twin = None
 
     def close(self) -> None:
         """Stop QEMU and remove the folders this target made (a log it was given stays)."""

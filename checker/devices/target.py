@@ -13,6 +13,10 @@ from virtgpu_conform.spec.errors import Error
 from virtgpu_conform.spec.ir import SpecIR
 
 QUEUES = {"controlq": 0, "cursorq": 1}
+# A step on no queue: the device is saved and restored in a new process (a migration) between two
+# chains; a target that `migrates` answers it "answered" once the new device runs, "refused" when
+# the machine cannot be migrated at all (a migration blocker), and no more after that.
+MIGRATION = "migration"
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Reply:
     status: str  # answered | no-answer (the chain was never completed) | died (the device process is gone)
     data: bytes = b""  # the bytes the device reported writing (used length), at most the buffers' size
     detail: str = ""
+    twin: Optional[Reply] = None  # after a migration: the answer of the same device not migrated
 
 
 def used_reply(length: int, data: bytes, room: int) -> Reply:
@@ -41,6 +46,7 @@ class TargetError(Error):
 class Target:
     name: str
     settings: Settings = field(default_factory=Settings)
+    migrates = False  # sends of MIGRATION move the device to a new process, keeping its state
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         raise NotImplementedError
@@ -81,6 +87,8 @@ class ReferenceTarget(Target):
         self.device.state = self.device.protocol.new_state(self.settings)  # a new device, without rebuilding the rules
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
+        if queue == MIGRATION:
+            return Reply("answered")  # the model's state is the same object after as before
         answer = self.device.handle(b"".join(outs), queue)
         if queue == "cursorq":
             return Reply("answered", b"")  # cursor commands get no answer written, as QEMU does

@@ -25,7 +25,7 @@ from hypothesis.stateful import get_state_machine_test
 from virtgpu_conform.checker.check.findings import Tally
 from virtgpu_conform.checker.check.ledger import Ledger
 from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.devices.target import Target, TargetError
+from virtgpu_conform.checker.devices.target import MIGRATION, Target, TargetError
 from virtgpu_conform.checker.errors import save_traceback
 from virtgpu_conform.checker.traces.events import TraceError
 from virtgpu_conform.model.adversary import Edges
@@ -141,13 +141,14 @@ class Campaign:
         self.target = Pipeline(make_target, live) if pipeline else make_target(live)
         # where the campaign runs: with a pipeline, the sender's CPU and the ones this process moved to
         self.cpus = sorted(here | affinity.usable())
+        self.migrate = self.target.migrates  # cases may migrate the device (until it refuses)
         self.differ = None  # set for a differential run (the target is then a MirrorTarget, maybe piped)
         parts = getattr(self.target, "parts", None)  # a MirrorTarget's, maybe through the pipe
         if parts:
             self.differ = Differ(protocol, parts, profile, out)
         self.found: dict[Signature, Found] = {}
         self.hunting: Optional[Signature] = None
-        self.commands = self.cases = self.rounds = 0
+        self.commands = self.cases = self.rounds = self.migrations = 0
         self.steps = 0  # rules hypothesis ran (a scene sends several commands in one)
         self.started = time.monotonic()
         self.deadline: Optional[float] = None
@@ -201,7 +202,10 @@ class Campaign:
         return frozenset(k for k, (_, n) in self.chokes.items() if n >= 2)
 
     def observe(self, machine, obs: list[Observation]) -> None:
-        self.commands += 1
+        if machine.steps[-1].queue == MIGRATION:
+            self.migrations += 1 if self.migrate else 0  # a refused one (refused_migration came first) moved nothing
+        else:
+            self.commands += 1
         now = time.monotonic()
         if self.progress and now - self._last_progress > 0.25:
             self._last_progress = now
@@ -224,6 +228,10 @@ class Campaign:
                     f.steps = list(machine.steps)  # saved by the replay when the round ends
                 raise Failure(str(o.signature))
         self._stop_if_due()
+
+    def refused_migration(self, detail: str) -> None:
+        self.migrate = False
+        self.notes.append(f"no more migrations: {detail}")
 
     def _alone(self, f: Found, step: Step, case: str) -> None:
         """Most findings show on the one step that showed them, sent to a fresh device: tried first,
@@ -414,6 +422,7 @@ class Campaign:
             "commands": self.commands,
             "cases": self.cases,
             "rounds": self.rounds,
+            "migrations": self.migrations,
             "pipelined": isinstance(t, Pipeline),
             "seconds": round(time.monotonic() - self.started, 3),
             "stopped": self.stopped or None,

@@ -42,6 +42,7 @@ class DeviceSession:
         self.protocol = protocol or protocol_for(None)
         self.edges = Edges(self.protocol)
         self.target = device.factory(self.protocol.ir)(None)
+        self.migrate = self.target.migrates
         self.hunting: Optional[Signature] = None
         self.cases = self.commands = 0
         self.reproducer: Optional[str] = None
@@ -62,6 +63,9 @@ class DeviceSession:
 
     def choked(self, choke: tuple, status: str) -> None:
         pass
+
+    def refused_migration(self, detail: str) -> None:
+        self.migrate = False
 
     def observe(self, machine: DeviceMachine, obs: list[Observation]) -> None:
         __tracebackhide__ = True  # pytest shows the finding, not the plugin's frames

@@ -25,6 +25,7 @@ class MirrorTarget(Target):
         lead = targets[0]
         super().__init__("+".join(t.name for t in targets), lead.settings)
         self.targets = list(targets)
+        self.migrates = all(t.migrates for t in targets)
         self.describe = " | ".join(getattr(t, "describe", t.name) for t in targets)
         self.last: list[Reply] = []
 

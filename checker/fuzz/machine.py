@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Optional, cast
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from virtgpu_conform.checker.devices.target import Target
+from virtgpu_conform.checker.devices.target import MIGRATION, Target
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH, Codec
 from virtgpu_conform.model.device import ReferenceDevice
@@ -47,6 +47,11 @@ RAM_BACKING = PATTERN_BASE
 FRAMINGS = ("truncate", "oversize", "split", "small-answer", "garbage-type", "no-answer-buffer")
 SIZES = (1, 2, 16, 64, 256)
 AHEAD = 16  # chains in the pipe before the answers that came are judged: two batches (pipeline.BATCH)
+# One `moving` rule in MIGRATE_TOP + 1 moves the device to a new process (a migration); the others
+# send valid commands. The top value migrates, so a shrunk case (smaller bytes) keeps a migration
+# only where it needs one. A migration costs what some 40 commands do, and the twin doubles every
+# send after it (benchmarks/fuzz_speed.py): at this rate about one case in ten migrates.
+MIGRATE_TOP = 39
 
 
 class Failure(AssertionError):
@@ -226,6 +231,7 @@ class Host(typing.Protocol):
     edges: Edges
     differ: Optional[Differ]
     skip: frozenset  # kinds of malformed chain (choke_key) not to send
+    migrate: bool  # cases may move the device to a new process (the target migrates and has not refused)
 
     def begin_case(self) -> None: ...
 
@@ -242,6 +248,9 @@ class Host(typing.Protocol):
 
     def observe(self, machine: DeviceMachine, obs: list[Observation]) -> None:
         """What the oracle made of one answer; raises Failure for a finding the host hunts."""
+
+    def refused_migration(self, detail: str) -> None:
+        """The machine cannot be migrated at all: no more MIGRATION steps (sets `migrate` false)."""
 
 
 class DeviceMachine(RuleBasedStateMachine):
@@ -281,6 +290,7 @@ class DeviceMachine(RuleBasedStateMachine):
         self.named: list[int] = []  # every resource id a create named, live or not
         self.contexts: list[int] = []
         self.gone = False  # the device died or a queue stalled: later steps cannot be judged
+        self.migrated = False  # a case moves the device once at most
         self.inflight: deque = deque()  # (step, request, choke) sent down the pipe, not yet judged
         self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
         # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
@@ -409,6 +419,9 @@ class DeviceMachine(RuleBasedStateMachine):
 
     # --- sending -------------------------------------------------------------------------
     def _send(self, step: Step) -> None:
+        if step.queue == MIGRATION:
+            self._move(step)
+            return
         # The prediction and the names steer generation, so they advance whatever the device did:
         # a case whose device stalled on one run and not on its replay still draws the same.
         data = b"".join(step.outs)
@@ -423,19 +436,31 @@ class DeviceMachine(RuleBasedStateMachine):
             # would cost a timeout and a restart and show nothing new.
             self.host.not_sent(choke)
             return
-        if self.pipe is None:
-            self._judge(step, req, choke, self.host.target.send(step.queue, step.outs, step.ins))
+        if not self._dispatch(step, req, choke):
             return
-        self.pipe.submit(step.queue, step.outs, step.ins)
-        self.inflight.append((step, req, choke))
+        assert self.pipe is not None, "dispatched down the pipe"
         due = self._screen_due(step.queue, req, predicted)
         if due or len(self.inflight) >= AHEAD:
             self.pipe.want_screen = due
             self._collect(wait=due)
             self.pipe.want_screen = False
 
+    def _move(self, step: Step) -> None:
+        """A migration: the model predicts nothing new (the state must survive it)."""
+        if not (self.gone or self.failure is not None):
+            self._dispatch(step, None, None)
+
+    def _dispatch(self, step: Step, req, choke) -> bool:
+        """Send the step and judge its answer now, or (True) put it down the pipe to be judged later."""
+        if self.pipe is None:
+            self._judge(step, req, choke, self.host.target.send(step.queue, step.outs, step.ins))
+            return False
+        self.pipe.submit(step.queue, step.outs, step.ins)
+        self.inflight.append((step, req, choke))
+        return True
+
     def _judge(self, step: Step, req, choke, reply) -> None:
-        differ = self.host.differ
+        differ = self.host.differ if step.queue != MIGRATION else None
         before = self.oracle.state.clone() if differ is not None else None
         self.steps.append(step)
         obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
@@ -443,7 +468,9 @@ class DeviceMachine(RuleBasedStateMachine):
             # a differential run's target mirrors several (maybe through the pipe): each one's answer
             mirror = cast("MirrorTarget | Pipeline", self.host.target)
             differ.compare(before, req, step.queue, mirror.last, self.oracle.text())
-        if reply.status != "answered":
+        if reply.status == "refused":
+            self.host.refused_migration(reply.detail)
+        elif reply.status != "answered":
             self.gone = True
             if choke is not None:
                 self.host.choked(choke, reply.status)
@@ -628,6 +655,19 @@ class DeviceMachine(RuleBasedStateMachine):
                     f"mistake {kind} {cmd.removeprefix('VIRTIO_GPU_CMD_')}",
                 )
             )
+
+    @precondition(lambda self: self.host.migrate and not self.migrated)
+    @rule(raw=ENTROPY)
+    def moving(self, raw):
+        """Valid commands, or (one time in MIGRATE_TOP + 1) the device saved and restored in a new process
+        mid-case, after which the case goes on: what it held must have survived (oracle.py)."""
+        data = Choices(raw)
+        if data.draw(_ints(0, MIGRATE_TOP)) != MIGRATE_TOP:
+            self._burst(data, lambda d: self._one(d, "valid", self.vocab.pool))
+            return
+        self.host.stepped()
+        self.migrated = True
+        self._send(Step(MIGRATION, [], [], "migration"))
 
     @rule(raw=ENTROPY)
     def framing(self, raw):

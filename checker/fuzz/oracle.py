@@ -10,14 +10,16 @@ from typing import Optional
 
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.check.findings import Finding
-from virtgpu_conform.checker.devices.target import Reply
+from virtgpu_conform.checker.devices.target import MIGRATION, Reply
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
 
+from .differential import answer
 from .pixels import CHECK as PIXELS
 from .pixels import PixelModel
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
+MIGRATED = "migration"  # the device lost or changed state across a migration
 GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})
 
 
@@ -25,7 +27,7 @@ GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffe
 class Signature:
     """What makes two failing cases the same finding."""
 
-    kind: str  # crash | liveness | violation | divergence
+    kind: str  # crash | liveness | violation | migration | divergence
     command: str
     check: str
     basis: str = ""
@@ -105,6 +107,8 @@ class Oracle:
 
     def step(self, queue: str, outs: Sequence[bytes], ins: Sequence[int], reply: Reply, req=None) -> list[Observation]:
         """`req`: the request decoded already, when the caller has it."""
+        if queue == MIGRATION:
+            return self._migration(reply)
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
@@ -136,7 +140,27 @@ class Oracle:
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
             cmd = req.name or ""
             out.append(Observation(Signature(CRASH, cmd, "device-died"), reply.detail, line))
+        twin = reply.twin
+        if twin is not None and (twin.status, twin.data) != (reply.status, reply.data):
+            cmd = req.name or ""
+            said = answer(self.p.codec, queue, reply)
+            message = f"answered {said} after a migration; the device not migrated answered {answer(self.p.codec, queue, twin)}"
+            out.append(Observation(Signature(MIGRATED, cmd, "answer-changed"), message, line))
         return out
+
+    def _migration(self, reply: Reply) -> list[Observation]:
+        """The device was moved to a new process: nothing to judge, unless it did not survive."""
+        line = self._lines + 1
+        if reply.status == "answered":
+            self.writer.migration()
+            return []
+        if reply.status == "refused":
+            self.writer.migration("refused", reply.detail)
+            return []
+        self.writer.migration("failed", reply.detail)
+        if self.pixels is not None:
+            self.pixels.lose()
+        return [Observation(Signature(MIGRATED, "", "migration-failed"), reply.detail, line)]
 
     def _pixels(self, req, queue: str, reply: Reply, line: int, out: list) -> None:
         pixels = self.pixels
@@ -154,11 +178,14 @@ class Oracle:
             self.pixel_checks += 1
             wrong = pixels.check(shot)
             if wrong is not None:
-                out.append(
-                    Observation(
-                        Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_FLUSH", PIXELS, "informal"), wrong.message, line
-                    )
-                )
+                flush = "VIRTIO_GPU_CMD_RESOURCE_FLUSH"
+                # After a migration, the device left behind shows what the move changed.
+                other = self.screen(twin=True) if reply.twin is not None else None
+                if other is not None and pixels.check(other) is None:
+                    message = f"after a migration, {wrong.message}; the device not migrated shows the picture expected"
+                    out.append(Observation(Signature(MIGRATED, flush, "picture-changed"), message, line))
+                    return
+                out.append(Observation(Signature(VIOLATION, flush, PIXELS, "informal"), wrong.message, line))
 
     @staticmethod
     def _observe(f: Finding, reply: Reply, shared: frozenset[str], req) -> Optional[Observation]:

@@ -62,6 +62,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 getattr(target, "describe", target.name),
                 bool(getattr(target, "pixels", False)),
                 getattr(target, "parts", None),
+                target.migrates,
             ),
         ):
             return
@@ -73,21 +74,24 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 return  # the campaign is gone
             op = msg[0]
             if op == "send":
-                answers: list[tuple[str, bytes, str, Optional[list]]] = []
+                answers: list[tuple] = []
                 for queue, outs, in_sizes in msg[1]:
                     if over:
-                        answers.append((DROPPED, b"", "", None))
+                        answers.append((DROPPED, b"", "", None, None))
                         continue
                     try:
                         r = target.send(queue, outs, in_sizes)
                     except TargetError as exc:  # a device program broke the protocol: the campaign ends there
-                        answers.append((TARGET_ERROR, b"", str(exc), None))
+                        answers.append((TARGET_ERROR, b"", str(exc), None, None))
                         over = True
                         continue
-                    over = r.status != "answered"
+                    over = r.status not in ("answered", "refused")
                     # plain values: a tuple pickles in a fraction of a dataclass's time
                     last = getattr(target, "last", None)
-                    answers.append((r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last]))
+                    twin = r.twin and (r.twin.status, r.twin.data, r.twin.detail)
+                    answers.append(
+                        (r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last], twin)
+                    )
                 reply: tuple = ("answers", answers)
             elif op == "reset":
                 over = False
@@ -98,7 +102,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                     reply = ("target-error", str(exc))
             elif op == "screen":
                 # asked for only of a target that runs the pixel oracle (`pixels`): a QEMU target
-                reply = ("screen", cast("QemuTarget", target).screendump())
+                reply = ("screen", cast("QemuTarget", target).screendump(twin=msg[1]))
             else:  # close
                 return
             if not _say(conn, reply):
@@ -145,7 +149,7 @@ class Pipeline(Target):
         if hello[0] == "target-error":
             self._join()
             raise TargetError(hello[1])
-        _, name, settings, self.describe, self.pixels, self.parts = hello
+        _, name, settings, self.describe, self.pixels, self.parts, self.migrates = hello
         super().__init__(name, settings)
         away = affinity.elsewhere()
         if away:
@@ -203,11 +207,11 @@ class Pipeline(Target):
                 return None
             self._take()
         self.pending -= 1
-        status, data, detail, last = self._ready.popleft()
+        status, data, detail, last, twin = self._ready.popleft()
         if status == TARGET_ERROR:
             raise TargetError(detail)
         self.last = [Reply(*x) for x in last] if last else []
-        return Reply(status, data, detail)
+        return Reply(status, data, detail, Reply(*twin) if twin else None)
 
     def _take(self):
         """Read one message: answers are queued for next_reply, a reset's acknowledgement is booked,
@@ -247,13 +251,14 @@ class Pipeline(Target):
             raise failed
         self._post(("reset",))
 
-    def screendump(self):
+    def screendump(self, twin: bool = False):
         """Only when asked for (`want_screen`, by a machine that drained the pipe for this flush):
-        otherwise whether a picture could be taken would depend on how soon answers came."""
-        wanted, self.want_screen = self.want_screen, False
+        otherwise whether a picture could be taken would depend on how soon answers came. The
+        twin's (after a migration) comes right after the moved device's, the pipe still drained."""
+        wanted, self.want_screen = self.want_screen or twin, False
         if not wanted or self.pending:
             return None
-        self._post(("screen",))
+        self._post(("screen", twin))
         while True:
             msg = self._take()
             if msg is not None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from virtgpu_conform.checker.devices.qtest_script import replies
-from virtgpu_conform.checker.devices.target import Target
+from virtgpu_conform.checker.devices.target import MIGRATION, Target
 from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
@@ -35,7 +35,7 @@ def replay(
             out.write(text[written:])
             out.flush()
             written = len(text)
-            if reply.status != "answered":
+            if reply.status not in ("answered", "refused"):
                 break
     return seen, target.write_reproducer(about or f"the case {path}")
 
@@ -61,6 +61,9 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
                     f"not a native trace record ({exc.msg})",
                     "replay takes a repro.ndjson written by `fuzz`",
                 ) from None
+            if isinstance(rec, dict) and rec.get("kind") == "migration":
+                steps.append(Step(MIGRATION, [], [], "migration"))
+                continue
             if not isinstance(rec, dict) or rec.get("kind") != "request":
                 continue
             data = rec.get("bytes")
@@ -93,6 +96,10 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
     """What a run of a case's repro.sh showed: QEMU's answers to repro.qtest (repro.out in `folder`),
     judged as the case's own were. `case`: the repro.ndjson the script was made from."""
     steps = steps_from_trace(case, protocol.codec)
+    if any(s.queue == MIGRATION for s in steps):
+        raise TraceError(
+            Where(case, 0), "a case with a migration has no qtest script", "replay it with `fuzz --replay`"
+        )
     with open(case, encoding="utf-8") as fh:
         head = json.loads(fh.readline())
     session = {k: v for k, v in head.items() if k not in ("kind", "format", "version")}

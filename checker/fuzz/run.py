@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from virtgpu_conform.checker.check.session import protocol_for
 from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.devices.target import Target
+from virtgpu_conform.checker.devices.target import MIGRATION, Target
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.errors import Error
 from virtgpu_conform.spec.ir import SpecIR
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the campaign pulls in hypothesis: not at the CLI's start
     from .oracle import Observation
 
 KINDS = ("reference", "qemu", "vhost-user-gpu", "adapter")
-FAILING = ("violation", "crash", "liveness")  # kinds a device fails on; divergences are reported only
+FAILING = ("violation", "crash", "liveness", "migration")  # kinds a device fails on; divergences are reported only
 MakeTarget = Callable[[Optional[str]], Target]
 
 
@@ -44,6 +44,7 @@ class DeviceSpec:
     adapter_socket: Optional[str] = None  # adapter: a unix socket to connect to instead
     timeout: float = 0.2  # seconds to wait for one answer; longer is a liveness finding
     pixels: bool = True  # the pixel oracle, on QEMU-hosted targets
+    migrate: bool = True  # qemu: cases may move the device to a new QEMU mid-case (migration.py)
     features: Optional[frozenset[str]] = None  # feature names the driver accepts (default: all)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,8 @@ class DeviceSpec:
             out += ["--timeout", f"{self.timeout:g}"]
         if not self.pixels and self.kind != "reference":
             out.append("--no-pixels")
+        if not self.migrate and self.kind == "qemu":
+            out.append("--no-migrate")
         return out
 
     def factory(self, ir: SpecIR, features: Optional[frozenset[str]] = None) -> MakeTarget:
@@ -101,6 +104,7 @@ class DeviceSpec:
                     timeout=self.timeout,
                     extra=self.qemu_args,
                     pixels=self.pixels,
+                    migrate=self.migrate,
                 )
             if self.kind == "vhost-user-gpu":
                 from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES, VhostUserGpuTarget
@@ -291,6 +295,7 @@ class ReplayResult:
     trace: str
     observations: list[Observation]
     reproducer: list[str] = field(default_factory=list)  # in the device's own form: repro.qtest, repro.sh
+    migrations: int = 0  # of the steps, those that moved the device to a new process
 
     @property
     def failing(self) -> list[Observation]:
@@ -322,4 +327,4 @@ def replay(
             obs, native = send_again(protocol, t, steps, trace, profile, f"fuzz --replay {os.path.abspath(case)}")
         finally:
             t.close()
-    return ReplayResult(len(steps), trace, obs, native)
+    return ReplayResult(len(steps), trace, obs, native, sum(s.queue == MIGRATION for s in steps))

@@ -9,6 +9,7 @@ Version 1 (documented in README.md, "Native trace format"):
   {"kind": "response", "id": 7, "bytes": "hex"}   or   "type"/"fields" as above
   {"kind": "no-response", "id": 7, "reason": "timeout"}
   {"kind": "reset"}
+  {"kind": "migration", "status": "done"}   (the device moved to a new process here)
 """
 
 from __future__ import annotations
@@ -215,10 +216,12 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
         elif kind == "reset":
             yield from pairs.flush(RESET)
             yield Reset(where, known_start=True)
+        elif kind == "migration":
+            return  # the device moved to a new process between two chains: its state is what it was
         elif kind == "session":
             yield _session(rec, where)
         else:
-            raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, session)")
+            raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, migration, session)")
     except json.JSONDecodeError as exc:
         yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
     except _Bad as exc:
@@ -414,3 +417,7 @@ class Writer:
 
     def reset(self) -> None:
         self._write({"kind": "reset"})
+
+    def migration(self, status: str = "done", detail: str = "") -> None:
+        """The device was saved and restored in a new process here (`status` done, or failed)."""
+        self._write({"kind": "migration", "status": status, **({"detail": detail} if detail else {})})

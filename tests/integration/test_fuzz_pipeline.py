@@ -132,8 +132,8 @@ def test_close_leaves_nothing_running(ir):
 class _WrongPicture(QemuTarget):
     """QEMU, but every screendump has its first pixel changed: the pixel oracle must say so."""
 
-    def screendump(self):
-        shot = super().screendump()
+    def screendump(self, twin: bool = False):
+        shot = super().screendump(twin)
         if shot is None:
             return None
         w, h, rgb = shot

@@ -66,6 +66,18 @@ def test_a_stall_reproduces_with_qemu_alone(protocol, tmp_path):
     assert _seen(seen) == _seen(r.observations)
 
 
+def test_an_abort_reproduces_with_qemu_alone(protocol, tmp_path):
+    """QEMU 7.2: a transfer whose offset lies past the backing attached aborts QEMU (an assertion in
+    iov_to_buf_full), three requests in."""
+    r = _replayed("qemu-7.2-transfer-offset-past-backing-aborts.ndjson", "qemu", tmp_path)
+    assert [str(o.signature) for o in r.observations] == ["crash: TRANSFER_TO_HOST_2D device-died"]
+    run = _alone(tmp_path)
+    assert run.returncode == 128 + signal.SIGABRT, run.stderr
+    assert "iov_to_buf_full: Assertion `offset == 0' failed" in run.stderr
+    seen = judge_qtest_run(protocol, str(tmp_path / "replay.ndjson"), str(tmp_path))
+    assert _seen(seen) == _seen(r.observations)
+
+
 def test_without_its_polls_the_script_shows_something_else(tmp_path):
     """The repeated polls are what makes the script wait for each answer: with one read where the
     driver polled, the next chain overwrites the last before QEMU has handled it."""
