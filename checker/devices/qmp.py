@@ -90,8 +90,10 @@ class Qmp:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        if os.path.exists(self.path):
+        try:  # QEMU removes its own socket as it exits, perhaps just now (a retired QEMU told to go)
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def parse_ppm(data: bytes) -> Optional[tuple[int, int, bytes]]:

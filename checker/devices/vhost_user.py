@@ -16,6 +16,7 @@ ahead (`SPARES`) while the current one works, and the one retired is reaped late
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -229,7 +230,7 @@ class VhostUserGpuTarget(QemuTarget):
     def _start_backend(self, keep: bool = False, cpus=None) -> None:
         if not keep:
             self._stop_backend()
-        if os.path.exists(self.sock):
+        with contextlib.suppress(FileNotFoundError):  # a retired backend may remove it as it exits
             os.unlink(self.sock)
         argv = [self.backend_binary, "-s", self.sock]
         with open(self.backend_log, "ab") as log:
