@@ -446,9 +446,10 @@ class DeviceMachine(RuleBasedStateMachine):
             self.pipe.want_screen = False
 
     def _move(self, step: Step) -> None:
-        """A migration: the model predicts nothing new (the state must survive it)."""
-        if not (self.gone or self.failure is not None):
-            self._dispatch(step, None, None)
+        """A migration: the model predicts nothing new (the state must survive it). Piped, it is
+        judged before anything after it is built, so the oracle's budget of pictures is current."""
+        if not (self.gone or self.failure is not None) and self._dispatch(step, None, None):
+            self._collect(wait=True)
 
     def _dispatch(self, step: Step, req, choke) -> bool:
         """Send the step and judge its answer now, or (True) put it down the pipe to be judged later."""
@@ -668,6 +669,16 @@ class DeviceMachine(RuleBasedStateMachine):
         self.host.stepped()
         self.migrated = True
         self._send(Step(MIGRATION, [], [], "migration"))
+        # What the display holds is what a move most easily loses: flush what scanout 0 shows, for
+        # the pixel oracle to compare with the device left behind.
+        shown = self.model.state.scanouts.get(0)
+        if shown is not None and shown.resource_id and shown.blob is None:
+            x, y, w, h = shown.rect
+            cmd = "VIRTIO_GPU_CMD_RESOURCE_FLUSH"
+            fields = {"resource_id": shown.resource_id, "r.x": x, "r.y": y, "r.width": w, "r.height": h}
+            self._send(
+                Step("controlq", [self.vocab.codec.encode(cmd, fields)], [self.vocab.answer_size[cmd]], "moving FLUSH")
+            )
 
     @rule(raw=ENTROPY)
     def framing(self, raw):

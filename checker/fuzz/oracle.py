@@ -153,6 +153,7 @@ class Oracle:
         line = self._lines + 1
         if reply.status == "answered":
             self.writer.migration()
+            self.pixel_checks = min(self.pixel_checks, self.PIXEL_CHECKS - 1)  # the picture after a move is judged
             return []
         if reply.status == "refused":
             self.writer.migration("refused", reply.detail)
