@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from virtgpu_conform.spec.ir import Requirement
 
-from .protocol import Protocol
+from .protocol import EVENTS_READ_RO, Protocol
 from .rules_common import RING_COMPLETE
 
 _TRANSPORT = "a transport-level duty (config space, PCI capabilities), not visible in command traffic"
@@ -15,7 +15,6 @@ _TIMING = "about when processing ends inside the device, which request/response 
 
 # Requirement ID -> why no rule can check it from the commands and responses alone.
 NOT_CHECKABLE: dict[str, str] = {
-    "device-configuration-fields/events_read/driver-MUST-NOT": _TRANSPORT,
     "events/VIRTIO_GPU_EVENT_DISPLAY/driver-SHOULD": "reacts to a config-change interrupt, which command traces do not carry",
     "events/VIRTIO_GPU_EVENT_DISPLAY/device-SHOULD": "reacts to a config-change interrupt, which command traces do not carry",
     "device-requirements-device-initialization/driver/driver-MAY": _PERMISSION,
@@ -28,7 +27,10 @@ NOT_CHECKABLE: dict[str, str] = {
 }
 
 # Requirements enforced by the protocol's bookkeeping rather than a per-command check.
-BOOKKEEPING = {RING_COMPLETE: "fence timelines: ring-timeline-completion (Protocol.finish)"}
+BOOKKEEPING = {
+    RING_COMPLETE: "fence timelines: ring-timeline-completion (Protocol.finish)",
+    EVENTS_READ_RO: "config writes: config-events-read (Protocol.config_write)",
+}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ UNUSABLE = frozenset(
 )  # each step adds one basis to the profile
 
 
+EVENTS_READ_RO = "device-configuration-fields/events_read/driver-MUST-NOT"
+
+
 class ModelError(Error):
     """The SpecIR and the rules do not fit together (e.g. a spec too old for the rules)."""
 
@@ -130,6 +133,55 @@ class Protocol:
                         )
                     )
         return out
+
+    # --- the device configuration ---------------------------------------------
+    def config_write(
+        self, offset: int, data: bytes, before: Optional[bytes], after: Optional[bytes]
+    ) -> tuple[list[Breach], tuple[str, ...]]:
+        """A driver write of `data` at `offset` of the device configuration, with the configuration
+        read before and after it: what it breaks, and the requirements it exercised."""
+        lay, out = self.codec.config, []
+        hit = [k for k, o, n in zip(lay.keys, lay.offsets, lay.sizes) if o < offset + len(data) and offset < o + n]
+        exercised = (EVENTS_READ_RO,)
+        if "events_read" in hit:
+            out.append(
+                Breach("", "config-events-read", "driver", "normative", exercised, True, "the driver wrote events_read")
+            )
+        if after is None:
+            return out, exercised
+        now = {k: v for k, v in self.codec.decode_config(after).items() if isinstance(v, int)}
+        if "events_clear" in hit and "events_read" in now:
+            o = lay.offsets[lay.keys.index("events_clear")]
+            written = bytes(data[o + i - offset] if 0 <= o + i - offset < len(data) else 0 for i in range(4))
+            cleared = int.from_bytes(written, "little") & now["events_read"]
+            if cleared:
+                out.append(
+                    Breach(
+                        "",
+                        "events-clear",
+                        "device",
+                        "spec-text",
+                        (),
+                        True,
+                        f"events_read still has bits {cleared:#x} after the driver wrote them to events_clear",
+                    )
+                )
+        if before is not None:
+            was = {k: v for k, v in self.codec.decode_config(before).items() if isinstance(v, int)}
+            for key in ("num_scanouts", "num_capsets", "blob_alignment"):
+                if key in hit and key in was and now.get(key) != was[key]:
+                    out.append(
+                        Breach(
+                            "",
+                            "config-read-only",
+                            "device",
+                            "informal",
+                            (),
+                            True,
+                            f"a driver write changed {key} from {was[key]} to {now.get(key)}",
+                        )
+                    )
+        return out, exercised
 
     # --- judging --------------------------------------------------------------
     def judge(self, state: State, req: Message, outcome: Outcome, resp: Message) -> list[Breach]:

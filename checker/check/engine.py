@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import Optional
 
-from virtgpu_conform.checker.traces.events import RESET, Diagnostic, Exchange, Reset, Session, Where
+from virtgpu_conform.checker.traces.events import RESET, ConfigWrite, Diagnostic, Exchange, Reset, Session, Where
 from virtgpu_conform.model.protocol import Breach, Protocol
 from virtgpu_conform.model.rule import PROFILES
 from virtgpu_conform.model.state import Capset, Settings, State
@@ -122,6 +122,8 @@ class Checker:
             self.exchange(ev)
         elif isinstance(ev, Reset):
             self.reset(ev)
+        elif isinstance(ev, ConfigWrite):
+            self.config_write(ev)
         elif isinstance(ev, Session):
             self.start(ev)
         elif isinstance(ev, Diagnostic):
@@ -154,6 +156,21 @@ class Checker:
         self.cands = [Candidate(self._fresh_state(settings, ev.known_start))]
         self.uncertain = {}
         self.history.clear()
+
+    def config_write(self, ev: ConfigWrite) -> None:
+        """A driver write to the device configuration: judged on its own, the command state untouched."""
+        breaches, exercised = self.p.config_write(ev.offset, ev.data, ev.before, ev.read)
+        failed = {r for b in breaches for r in b.reqs}
+        for rid in exercised:
+            t = self.ledger.t(rid)
+            if rid in failed:
+                t.failed += 1
+                t.first_fail = t.first_fail or ev.where
+            else:
+                t.passed += 1
+        for b in breaches:
+            if b.basis in self.profile:
+                self._finding(b, b.definite, "", ev.where, None, None, [])
 
     def finish(self) -> None:
         for b in self.p.finish(self.cands[0].state):

@@ -99,13 +99,13 @@ def _words(p: Protocol) -> dict[tuple[str, str], str]:
 
 
 def message(b: Breach, ex: Optional[Exchange], p: Protocol) -> str:
-    cmd = short(b.command)
+    cmd = short(b.command) if b.command else ""  # "": no command's (a config write, a fence timeline)
     if b.side == "driver":
         text = _words(p).get((b.command, b.check))
         if text and ex is not None:
             f = ex.req.fields
             return f"{cmd}: " + re.sub(r"\{([\w.|]+)\}", lambda m: str(_first(f, m.group(1).split("|"))), text)
-        return f"{cmd}: the driver broke {b.check}" + (f": {b.detail}" if b.detail else "")
+        return (f"{cmd}: " if cmd else "") + f"the driver broke {b.check}" + (f": {b.detail}" if b.detail else "")
     return f"{cmd}: {b.detail}" if cmd else b.detail
 
 

@@ -15,7 +15,18 @@ from .guest_ram import PATTERN, PATTERN_BASE
 from .migration import MigrationFailed, MigrationRefused, Twin
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
-from .target import MIGRATION, QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config, used_reply
+from .target import (
+    CONFIG,
+    MIGRATION,
+    QUEUES,
+    Reply,
+    Target,
+    TargetError,
+    config_of_step,
+    feature_bits,
+    settings_from_config,
+    used_reply,
+)
 from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
@@ -33,9 +44,11 @@ def _other_log(path: str, first: str) -> str:
 
 
 def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout: float) -> Reply:
-    """One chain to the device `pci` drives in `q`, and what became of it."""
+    """One chain to the device `pci` drives in `q` (or a CONFIG write), and what became of it."""
     if not q.alive:
         return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+    if queue == CONFIG:
+        return _configure(pci, outs[0], in_sizes[0])
     try:
         used = pci.send(QUEUES[queue], outs, in_sizes, timeout)
     except Stalled as exc:
@@ -51,6 +64,17 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
     return used_reply(used.length, used.data, sum(in_sizes))
 
 
+def _configure(pci: VirtioPci, out: bytes, size: int) -> Reply:
+    """A driver write to the device configuration, between two reads of the whole of it."""
+    offset, data = config_of_step(out)
+    try:
+        before = pci.config(size)
+        pci.config_write(offset, data)
+        return Reply("answered", before + pci.config(size))
+    except QemuGone as exc:
+        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+
+
 def _too_big(path: str) -> bool:
     try:
         return os.path.getsize(path) > LOG_LIMIT
@@ -64,6 +88,8 @@ class QemuTarget(Target):
     Subclasses (vhost-user-gpu) change how QEMU is started through `_argv` and `_spawn`;
     finding, negotiating and sending stay here.
     """
+
+    config_writes = True
 
     def __init__(
         self,

@@ -17,6 +17,18 @@ QUEUES = {"controlq": 0, "cursorq": 1}
 # chains; a target that `migrates` answers it "answered" once the new device runs, "refused" when
 # the machine cannot be migrated at all (a migration blocker), and no more after that.
 MIGRATION = "migration"
+# A step on no queue: a driver write to the device configuration (config_step builds it); a target
+# that `config_writes` answers it with the configuration read right before the write, then after.
+CONFIG = "config"
+
+
+def config_step(offset: int, data: bytes) -> bytes:
+    """The one buffer of a CONFIG step: the byte offset (u16) and the bytes written there."""
+    return offset.to_bytes(2, "little") + data
+
+
+def config_of_step(out: bytes) -> tuple[int, bytes]:
+    return int.from_bytes(out[:2], "little"), out[2:]
 
 
 @dataclass
@@ -47,6 +59,7 @@ class Target:
     name: str
     settings: Settings = field(default_factory=Settings)
     migrates = False  # sends of MIGRATION move the device to a new process, keeping its state
+    config_writes = False  # sends of CONFIG write the device configuration
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         raise NotImplementedError
@@ -77,18 +90,41 @@ class Target:
 class ReferenceTarget(Target):
     """The model's own device: the embedded default, needs nothing installed."""
 
+    config_writes = True
+
     def __init__(self, ir: SpecIR, features: Optional[frozenset[str]] = None):
         settings = default_settings(ir, features)
         super().__init__("reference", settings)
         self.ir = ir
         self.device = ReferenceDevice(ir, settings)
+        self.events_read = 0  # no display ever changes here
 
     def reset(self) -> None:
         self.device.state = self.device.protocol.new_state(self.settings)  # a new device, without rebuilding the rules
 
+    def config(self) -> bytes:
+        s = self.settings
+        return codec_for(self.ir).encode_config(
+            {
+                "events_read": self.events_read,
+                "num_scanouts": s.num_scanouts,
+                "num_capsets": s.num_capsets,
+                "blob_alignment": s.blob_alignment,
+            }
+        )
+
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         if queue == MIGRATION:
             return Reply("answered")  # the model's state is the same object after as before
+        if queue == CONFIG:
+            # Only events_clear is the driver's to write: it clears the bits of events_read it names.
+            before = self.config()
+            offset, data = config_of_step(outs[0])
+            written = bytearray(len(before))
+            written[offset : offset + len(data)] = data[: max(0, len(before) - offset)]
+            clear = codec_for(self.ir).decode_config(bytes(written)).get("events_clear")
+            self.events_read &= ~clear if isinstance(clear, int) else -1
+            return Reply("answered", before + self.config())
         answer = self.device.handle(b"".join(outs), queue)
         if queue == "cursorq":
             return Reply("answered", b"")  # cursor commands get no answer written, as QEMU does

@@ -178,6 +178,15 @@ class VirtioPci:
     def config(self, size: int) -> bytes:
         return self.q.memread(self.devcfg, size)
 
+    def config_write(self, offset: int, data: bytes) -> None:
+        """The driver's write to the device configuration, one access per aligned 4, 2 or 1 bytes."""
+        pos = 0
+        while pos < len(data):
+            at = offset + pos
+            n = next(n for n in (4, 2, 1) if at % n == 0 and pos + n <= len(data))
+            self.q.write_int(n, self.devcfg + at, int.from_bytes(data[pos : pos + n], "little"))
+            pos += n
+
     def setup_queues(self, count: int = 2, size: int = 64) -> None:
         c = self.common
         have = self.q.read_int(2, c + NUMQ)

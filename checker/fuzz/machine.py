@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Optional, cast
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from virtgpu_conform.checker.devices.target import MIGRATION, Target
+from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Target, config_step
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH, Codec
 from virtgpu_conform.model.device import ReferenceDevice
@@ -52,6 +52,11 @@ AHEAD = 16  # chains in the pipe before the answers that came are judged: two ba
 # only where it needs one. A migration costs what some 40 commands do, and the twin doubles every
 # send after it (benchmarks/fuzz_speed.py): at this rate about one case in ten migrates.
 MIGRATE_TOP = 39
+# One `configure` rule in CONFIG_TOP + 1 writes the device configuration: a handful of fields, whose
+# every write a few cases find, while commands are where devices differ.
+CONFIG_TOP = 7
+# Backing entries in one RESOURCE_ATTACH_BACKING: the spec sets no limit; QEMU refuses more than 16384.
+MANY_ENTRIES = (16384, 16385)
 
 
 class Failure(AssertionError):
@@ -419,8 +424,8 @@ class DeviceMachine(RuleBasedStateMachine):
 
     # --- sending -------------------------------------------------------------------------
     def _send(self, step: Step) -> None:
-        if step.queue == MIGRATION:
-            self._move(step)
+        if step.queue in (MIGRATION, CONFIG):
+            self._aside(step)
             return
         # The prediction and the names steer generation, so they advance whatever the device did:
         # a case whose device stalled on one run and not on its replay still draws the same.
@@ -445,9 +450,9 @@ class DeviceMachine(RuleBasedStateMachine):
             self._collect(wait=due)
             self.pipe.want_screen = False
 
-    def _move(self, step: Step) -> None:
-        """A migration: the model predicts nothing new (the state must survive it). Piped, it is
-        judged before anything after it is built, so the oracle's budget of pictures is current."""
+    def _aside(self, step: Step) -> None:
+        """A migration or a config write: the command state must not change. Piped, it is judged
+        before anything after it is built (the oracle's budget of pictures stays current)."""
         if not (self.gone or self.failure is not None) and self._dispatch(step, None, None):
             self._collect(wait=True)
 
@@ -461,7 +466,7 @@ class DeviceMachine(RuleBasedStateMachine):
         return True
 
     def _judge(self, step: Step, req, choke, reply) -> None:
-        differ = self.host.differ if step.queue != MIGRATION else None
+        differ = self.host.differ if step.queue not in (MIGRATION, CONFIG) else None
         before = self.oracle.state.clone() if differ is not None else None
         self.steps.append(step)
         obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
@@ -615,6 +620,8 @@ class DeviceMachine(RuleBasedStateMachine):
                 out.append(("unref-mapped", rid))
             if r.width:
                 out.append(("rect-past-edge", rid))
+                if r.backing is None and r.width * r.height * 4 <= MANY_ENTRIES[-1] * 4096:
+                    out.append(("many-entries", rid))
         out += [("use-after-unref", rid) for rid in self.named if rid not in st_.resources]
         return out
 
@@ -622,7 +629,8 @@ class DeviceMachine(RuleBasedStateMachine):
     @rule(raw=FEW)
     def mistake(self, raw):
         """Unref a resource a scanout shows or a mapped blob, attach backing twice, transfer after
-        detaching it, use an id after unref, a rectangle one past the resource's edge or wrapped."""
+        detaching it, use an id after unref, a rectangle one past the resource's edge or wrapped,
+        backing in as many entries as a device allows, or one more."""
         data = Choices(raw)
         self.host.stepped()
         kind, rid = data.draw(Among(self._mistakes()))
@@ -639,6 +647,11 @@ class DeviceMachine(RuleBasedStateMachine):
                 ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D", whole, None),
                 ("VIRTIO_GPU_CMD_RESOURCE_FLUSH", whole, None),
             ]
+        elif kind == "many-entries":
+            n = data.draw(_among(MANY_ENTRIES))
+            size = -(-r.width * r.height * 4 // n)  # the resource's bytes over n contiguous entries
+            entries = [{"addr": RAM_BACKING + i * size, "length": size} for i in range(n)]
+            plan = [("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", res, entries)]
         elif kind == "rect-past-edge":
             x = data.draw(EDGE_X)  # one past the right edge, or wrapped round u32
             past = {**whole, "r.x": r.width - whole["r.width"] + 1 if x == 1 else U32, "r.width": whole["r.width"]}
@@ -679,6 +692,26 @@ class DeviceMachine(RuleBasedStateMachine):
             self._send(
                 Step("controlq", [self.vocab.codec.encode(cmd, fields)], [self.vocab.answer_size[cmd]], "moving FLUSH")
             )
+
+    @precondition(lambda self: self.host.target.config_writes)
+    @rule(raw=FEW)
+    def configure(self, raw):
+        """Now and then (CONFIG_TOP + 1) a driver write to the device configuration: events_clear (the
+        one field the driver may write), or a field it must not (events_read) or that only the device
+        sets, whole or in part; else a valid command."""
+        data = Choices(raw)
+        if data.draw(_ints(0, CONFIG_TOP)) != CONFIG_TOP:
+            self._one(data, "valid", self.vocab.pool)
+            return
+        self.host.stepped()
+        lay = self.vocab.codec.config
+        key = data.draw(_among(lay.keys))
+        at, size = lay.offsets[lay.keys.index(key)], lay.size_of(key)
+        width = data.draw(_among(tuple(n for n in (4, 2, 1) if n <= size)))
+        at += data.draw(_ints(0, size - width)) // width * width
+        value = data.draw(_wide(width))
+        out = config_step(at, value.to_bytes(width, "little"))
+        self._send(Step(CONFIG, [out], [lay.size], f"config {key}"))
 
     @rule(raw=ENTROPY)
     def framing(self, raw):

@@ -10,7 +10,7 @@ from typing import Optional
 
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.check.findings import Finding
-from virtgpu_conform.checker.devices.target import MIGRATION, Reply
+from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Reply, config_of_step
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
 
@@ -109,6 +109,8 @@ class Oracle:
         """`req`: the request decoded already, when the caller has it."""
         if queue == MIGRATION:
             return self._migration(reply)
+        if queue == CONFIG:
+            return self._config(outs[0], reply)
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
@@ -162,6 +164,26 @@ class Oracle:
         if self.pixels is not None:
             self.pixels.lose()
         return [Observation(Signature(MIGRATED, "", "migration-failed"), reply.detail, line)]
+
+    def _config(self, out: bytes, reply: Reply) -> list[Observation]:
+        """A driver write to the device configuration, judged by `check` from its record."""
+        offset, data = config_of_step(out)
+        line = self._lines + 1
+        if reply.status != "answered":
+            self.writer.config(offset, data)
+            if self.pixels is not None:
+                self.pixels.lose()
+            return [Observation(Signature(CRASH, "", "device-died"), reply.detail, line)]
+        half = len(reply.data) // 2
+        before = len(self.checker.findings)
+        self.writer.config(offset, data, reply.data[:half], reply.data[half:])
+        seen = [self._observe(f, reply, self.shared, None) for f in self.checker.findings[before:]]
+        found = [o for o in seen if o is not None]
+        twin = reply.twin
+        if twin is not None and (twin.status, twin.data[half:]) != (reply.status, reply.data[half:]):
+            message = "the configuration read after a write differs from the one of the device not migrated"
+            found.append(Observation(Signature(MIGRATED, "", "config-changed"), message, line))
+        return found
 
     def _pixels(self, req, queue: str, reply: Reply, line: int, out: list) -> None:
         pixels = self.pixels

@@ -63,6 +63,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 bool(getattr(target, "pixels", False)),
                 getattr(target, "parts", None),
                 target.migrates,
+                target.config_writes,
             ),
         ):
             return
@@ -149,7 +150,7 @@ class Pipeline(Target):
         if hello[0] == "target-error":
             self._join()
             raise TargetError(hello[1])
-        _, name, settings, self.describe, self.pixels, self.parts, self.migrates = hello
+        _, name, settings, self.describe, self.pixels, self.parts, self.migrates, self.config_writes = hello
         super().__init__(name, settings)
         away = affinity.elsewhere()
         if away:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from virtgpu_conform.checker.devices.qtest_script import replies
-from virtgpu_conform.checker.devices.target import MIGRATION, Target
+from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Target, config_step
 from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
@@ -64,6 +64,9 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
             if isinstance(rec, dict) and rec.get("kind") == "migration":
                 steps.append(Step(MIGRATION, [], [], "migration"))
                 continue
+            if isinstance(rec, dict) and rec.get("kind") == "config":
+                steps.append(_config_step(rec, path, n, codec))
+                continue
             if not isinstance(rec, dict) or rec.get("kind") != "request":
                 continue
             data = rec.get("bytes")
@@ -92,6 +95,17 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
     return steps
 
 
+def _config_step(rec: dict, path: str, n: int, codec: Codec) -> Step:
+    offset, data = rec.get("offset"), rec.get("bytes")
+    try:
+        raw = bytes.fromhex(data) if isinstance(data, str) else b""
+    except ValueError:
+        raw = b""
+    if not isinstance(offset, int) or not 0 <= offset < 1 << 16 or not raw:
+        raise TraceError(Where(path, n), "a config record needs 'offset' and 'bytes' (hex) to be replayed")
+    return Step(CONFIG, [config_step(offset, raw)], [codec.config.size], "config")
+
+
 def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "strict") -> list[Observation]:
     """What a run of a case's repro.sh showed: QEMU's answers to repro.qtest (repro.out in `folder`),
     judged as the case's own were. `case`: the repro.ndjson the script was made from."""
@@ -99,6 +113,12 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
     if any(s.queue == MIGRATION for s in steps):
         raise TraceError(
             Where(case, 0), "a case with a migration has no qtest script", "replay it with `fuzz --replay`"
+        )
+    if any(s.queue == CONFIG for s in steps):
+        raise TraceError(
+            Where(case, 0),
+            "the answers to a case's config writes are not read back from a qtest log",
+            "replay it with `fuzz --replay`",
         )
     with open(case, encoding="utf-8") as fh:
         head = json.loads(fh.readline())

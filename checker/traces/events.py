@@ -84,6 +84,18 @@ class Reset:
 
 
 @dataclass(frozen=True)
+class ConfigWrite:
+    """The driver wrote `data` at `offset` of the device configuration; `before`, `read`: the whole
+    configuration as read right before and right after (None: the trace does not say)."""
+
+    where: Where
+    offset: int
+    data: bytes
+    read: Optional[bytes] = None
+    before: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
 class Session:
     """What a trace says about the device it talked to. None: the trace does not say."""
 
@@ -112,7 +124,7 @@ class Diagnostic:
         return f"{self.where}: {self.level}: {self.message}"
 
 
-Event = Union[Exchange, Reset, Session, Diagnostic]
+Event = Union[Exchange, Reset, ConfigWrite, Session, Diagnostic]
 
 
 class TraceError(Error):

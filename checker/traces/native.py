@@ -10,6 +10,9 @@ Version 1 (documented in README.md, "Native trace format"):
   {"kind": "no-response", "id": 7, "reason": "timeout"}
   {"kind": "reset"}
   {"kind": "migration", "status": "done"}   (the device moved to a new process here)
+  {"kind": "config", "offset": 4, "bytes": "hex", "before": "hex", "read": "hex"}   (a write to
+   the device configuration at that byte offset; the configuration read right before and after
+   it, both optional)
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from typing import TYPE_CHECKING, Optional
 
 from virtgpu_conform.model.codec import Codec, Message, Value
 
-from .events import CONTROLQ, CURSORQ, NO_ANSWER, RESET, Diagnostic, Event, Exchange, Reset, Session, Where
+from .events import (
+    CONTROLQ,
+    CURSORQ,
+    NO_ANSWER,
+    RESET,
+    ConfigWrite,
+    Diagnostic,
+    Event,
+    Exchange,
+    Reset,
+    Session,
+    Where,
+)
 from .pairing import Pairer
 
 if TYPE_CHECKING:
@@ -218,16 +233,39 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
             yield Reset(where, known_start=True)
         elif kind == "migration":
             return  # the device moved to a new process between two chains: its state is what it was
+        elif kind == "config":
+            yield _config(rec, where)  # chains still open go on: a config write does not touch them
         elif kind == "session":
             yield _session(rec, where)
         else:
-            raise _Bad(f"unknown record kind {kind!r} (request, response, no-response, reset, migration, session)")
+            raise _Bad(
+                f"unknown record kind {kind!r} (request, response, no-response, reset, migration, config, session)"
+            )
     except json.JSONDecodeError as exc:
         yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
     except _Bad as exc:
         yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
     except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
         yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
+
+
+def _config(rec: dict, where: Where) -> ConfigWrite:
+    offset, data = rec.get("offset"), _hex(rec, "bytes")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 1 << 16 or not data:
+        raise _Bad("a config record needs 'offset' (a byte offset) and 'bytes' (what was written, hex)")
+    return ConfigWrite(where, offset, data, _hex(rec, "read"), _hex(rec, "before"))
+
+
+def _hex(rec: dict, key: str) -> Optional[bytes]:
+    raw = rec.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise _Bad(f"{key!r} is a hex string")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise _Bad(f"{key!r} is not hex") from None
 
 
 def _id(rec: dict):
@@ -417,6 +455,14 @@ class Writer:
 
     def reset(self) -> None:
         self._write({"kind": "reset"})
+
+    def config(self, offset: int, data: bytes, before: Optional[bytes] = None, read: Optional[bytes] = None) -> None:
+        """A driver write to the device configuration, and the configuration read before and after it."""
+        rec: dict = {"kind": "config", "offset": offset, "bytes": data.hex()}
+        for key, value in (("before", before), ("read", read)):
+            if value is not None:
+                rec[key] = value.hex()
+        self._write(rec)
 
     def migration(self, status: str = "done", detail: str = "") -> None:
         """The device was saved and restored in a new process here (`status` done, or failed)."""
