@@ -256,8 +256,17 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
     finally:
         if live is not None:
             live.stop()
-    progress(result.campaign)
     r = result.doc
+    if r["stopped"] == "refused":
+        console.out.print(
+            f"fuzz {r['target']}: {escape(r['notes'][0])}; nothing was sent (a result about the device "
+            "as configured, not a failure of the tool)",
+            soft_wrap=True,
+        )
+        if out:
+            console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)
+        return EXIT_OK
+    progress(result.campaign)
     why = {"time": "time is up", "examples": "all examples run", "interrupted": "interrupted (Ctrl-C)"}
     console.out.print(
         f"fuzz {r['target']} ({escape(r['device'])}): {r['commands']} commands, {r['cases']} cases in "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Sequence
 from typing import Optional
 
+from virtgpu_conform.model.codec import codec_for
+from virtgpu_conform.model.state import Settings
 from virtgpu_conform.spec.ir import SpecIR
 
 from . import migration, qtest_script, scratch
@@ -17,8 +20,12 @@ from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, exit_status
 from .target import (
     CONFIG,
+    DEVICE_RESET,
+    EARLY_NOTIFY,
     MIGRATION,
+    PENDING,
     QUEUES,
+    DeviceRefused,
     Reply,
     Target,
     TargetError,
@@ -75,6 +82,50 @@ def _configure(pci: VirtioPci, out: bytes, size: int) -> Reply:
         return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
 
 
+# QEMU's words for a -device it cannot make at all, or an option it cannot read: the user's to fix,
+# not the device's answer to its options.
+NOT_A_REFUSAL = ("is not a valid device model name", "not found", "expects")
+
+
+def refusal(device: str, log: str) -> str:
+    """What QEMU said when it would not realize `device` as configured ("-device DEV,OPTS: why"),
+    or "" when its exit said something else."""
+    for line in log.splitlines():
+        m = re.search(rf"-device {re.escape(device)}(?:,[^:]*)?: (.+)", line)
+        if m and "warning:" not in m.group(1) and not any(w in m.group(1) for w in NOT_A_REFUSAL):
+            return m.group(1).strip()
+    return ""
+
+
+def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False) -> Settings:
+    """Virtio reset, features, config, queues, DRIVER_OK; `early_notify`: every queue kicked before
+    it is set up again (a device must ignore it)."""
+    agreed = pci.negotiate(feature_bits(ir, want))
+    cfg = pci.config(ir.config.size)
+    if early_notify:
+        pci.notify_all()
+    pci.setup_queues()
+    pci.driver_ok()
+    return settings_from_config(ir, agreed, cfg)
+
+
+def _reset_on(q: QemuProcess, pci: VirtioPci, ir: SpecIR, want, flags: int) -> Reply:
+    """A virtio reset mid-case (DEVICE_RESET), with a chain pending and early kicks as `flags` say."""
+    if not q.alive:
+        return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+    try:
+        if flags & PENDING:
+            codec = codec_for(ir)
+            info = codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
+            pci.kick_and_reset(QUEUES["controlq"], [info], [codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size])
+        _initialise_on(pci, ir, want, early_notify=bool(flags & EARLY_NOTIFY))
+    except QemuGone as exc:
+        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+    except DeviceError as exc:
+        return Reply("no-answer", detail=f"the device did not come back from a reset: {exc}")
+    return Reply("answered")
+
+
 def _too_big(path: str) -> bool:
     try:
         return os.path.getsize(path) > LOG_LIMIT
@@ -125,6 +176,7 @@ class QemuTarget(Target):
         self.first_logs = (self.log_path, self.qtest_log)  # a migrated device's go beside them
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.starts = 0
+        self.stall_resets = 0  # stalled devices a virtio reset brought back (no new QEMU)
         self.recording = False
         try:
             self._start()
@@ -181,7 +233,11 @@ class QemuTarget(Target):
         except (QemuGone, DeviceError) as exc:
             self._stop_qemu()  # this QEMU; the target's folders stay for the next
             log = getattr(exc, "log", "")  # a QemuGone's tail of what QEMU printed
-            raise TargetError(f"{self.binary} {self.device}: {exc}" + (f"\n{log}" if log else "")) from None
+            message = f"{self.binary} {self.device}: {exc}" + (f"\n{log}" if log else "")
+            reason = refusal(self.device, log)
+            if reason:
+                raise DeviceRefused(message, reason) from None
+            raise TargetError(message) from None
 
     def argv_shape(self) -> tuple:
         """The command line but for its per-start parts (sockets, logs): what fixes the PCI layout."""
@@ -189,31 +245,36 @@ class QemuTarget(Target):
 
     def _initialise(self) -> None:
         """Virtio reset, features, config, queues, DRIVER_OK: a device as fresh as after boot."""
-        ir = self.ir
-        agreed = self.pci.negotiate(feature_bits(ir, self.want))
-        cfg = self.pci.config(ir.config.size)
-        self.pci.setup_queues()
-        self.pci.driver_ok()
-        self.settings = settings_from_config(ir, agreed, cfg)
+        self.settings = _initialise_on(self.pci, self.ir, self.want)
 
     def reset(self) -> None:
-        """A fresh device for the next case: a virtio reset, or a new QEMU when the last one died or stalled,
-        or when its log has grown past LOG_LIMIT (a new QEMU starts a new log: a campaign's stays bounded)."""
+        """A fresh device for the next case: a virtio reset (after a stall too, when the device then
+        answers again), or a new QEMU when the last one died or does not answer after the reset, or
+        when its log has grown past LOG_LIMIT (a new QEMU starts a new log: a campaign's stays bounded)."""
         self._drop_twin()
-        if (
-            self.q is not None
-            and self.q.alive
-            and not any(qd.stalled for qd in self.pci.queues.values())
-            and not _too_big(self.log_path)
-            and not _too_big(self.qtest_log)
-        ):
+        if self.q is not None and self.q.alive and not _too_big(self.log_path) and not _too_big(self.qtest_log):
+            stalled = any(qd.stalled for qd in self.pci.queues.values())
             try:
                 self._initialise()
-                return
+                if not stalled or self._answers_again():
+                    return
             except (QemuGone, DeviceError):
                 pass
         self._stop_qemu()
         self._start()
+
+    def _answers_again(self) -> bool:
+        """After a stall and a reset: whether the device answers a GET_DISPLAY_INFO (then it is reset
+        once more, for the next case to find it fresh)."""
+        assert self.q is not None, "called on a running QEMU"
+        codec = codec_for(self.ir)
+        probe = codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
+        size = codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size
+        if _send_on(self.q, self.pci, "controlq", [probe], [size], self.timeout).status != "answered":
+            return False
+        self.stall_resets += 1
+        self._initialise()
+        return True
 
     def record(self) -> None:
         """A new QEMU whose every qtest command is kept, from its start (write_reproducer)."""
@@ -255,6 +316,12 @@ class QemuTarget(Target):
         assert self.q is not None, "started by __init__ and by every reset"
         if queue == MIGRATION:
             return self._migrate()
+        if queue == DEVICE_RESET:
+            flags = outs[0][0] if outs and outs[0] else 0
+            reply = _reset_on(self.q, self.pci, self.ir, self.want, flags)
+            if self.twin is not None:
+                reply.twin = _reset_on(self.twin.q, self.twin.pci, self.ir, self.want, flags)
+            return reply
         reply = _send_on(self.q, self.pci, queue, outs, in_sizes, self.timeout)
         if self.twin is not None:
             reply.twin = _send_on(self.twin.q, self.twin.pci, queue, outs, in_sizes, self.timeout)

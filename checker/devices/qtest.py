@@ -152,12 +152,18 @@ class QemuProcess:
     def cmd(self, line: str, keep: bool = True) -> Optional[str]:
         """Send one qtest command and return the value after OK (None when there is none).
         `keep`: the command goes into `script` (a poll's reads do not: the Poll stands for them)."""
+        return self.cmds([line], keep)[0]
+
+    def cmds(self, lines: Sequence[str], keep: bool = True) -> list[Optional[str]]:
+        """Send qtest commands in one write and return each one's value: QEMU reads them in one
+        turn of its main loop, before any bottom half a command scheduled runs."""
+        line = lines[0]
         if keep and self.script is not None:
-            self.script.append(line)
+            self.script.extend(lines)
         stdin = self.proc.stdin
         assert stdin is not None, "opened with PIPE"
         try:
-            stdin.write(line.encode() + b"\n")
+            stdin.write("".join(ln + "\n" for ln in lines).encode())
             stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             try:  # the pipe breaks as QEMU dies: wait a moment for how it died
@@ -167,6 +173,9 @@ class QemuProcess:
             raise QemuGone(
                 f"QEMU exited ({exit_status(self.proc.poll())}) before {line.split()[0]}", self.stderr_tail()
             ) from None
+        return [self._answer(ln) for ln in lines]
+
+    def _answer(self, line: str) -> Optional[str]:
         while True:
             reply = self._readline()
             if reply.startswith("IRQ"):
@@ -219,7 +228,7 @@ class QemuProcess:
             self.script.append(Poll(_read_int(size, addr)))
 
     def write_int(self, size: int, addr: int, val: int) -> None:
-        self.cmd(f"write{'bwlq'[size.bit_length() - 1]} {addr:#x} {val:#x}")
+        self.cmd(write_command(size, addr, val))
 
     def memread(self, addr: int, n: int) -> bytes:
         if n == 0:
@@ -229,6 +238,10 @@ class QemuProcess:
     def memwrite(self, addr: int, data: bytes) -> None:
         if data:
             self.cmd(f"write {addr:#x} {len(data):#x} 0x{data.hex()}")
+
+
+def write_command(size: int, addr: int, val: int) -> str:
+    return f"write{'bwlq'[size.bit_length() - 1]} {addr:#x} {val:#x}"
 
 
 def _read_int(size: int, addr: int) -> str:

@@ -32,7 +32,7 @@ from . import affinity, scratch
 from .children import Child, tail
 from .qemu import QemuTarget
 from .qtest import QemuProcess
-from .target import Reply, TargetError
+from .target import DeviceRefused, Reply, TargetError
 
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
 _KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01
@@ -264,6 +264,9 @@ class VhostUserGpuTarget(QemuTarget):
     def _start(self) -> None:
         try:
             super()._start()
+        except DeviceRefused:
+            self._stop_backend()
+            raise
         except TargetError as exc:
             self._stop_backend()
             if "kvm" in str(exc).lower():  # QEMU's own words: "failed to initialize kvm", "KVM internal error"

@@ -10,7 +10,7 @@ from typing import Optional
 
 from virtgpu_conform.spec.errors import Error
 
-from .qtest import QemuProcess
+from .qtest import QemuProcess, write_command
 
 VENDOR_VIRTIO, DEVICE_GPU = 0x1AF4, 0x1050
 VERSION_1 = 32  # the feature bit every modern device offers
@@ -218,6 +218,22 @@ class VirtioPci:
 
         Raises Stalled when the device does not complete the chain within `timeout`.
         """
+        qd, ins = self._place(queue, outs, in_sizes)
+        t0 = time.monotonic()
+        self.q.write_int(2, qd.notify, queue)
+        self.q.polled(2, qd.used + 2)
+        while self.q.poll_int(2, qd.used + 2) == qd.used_idx:
+            if time.monotonic() - t0 > timeout:
+                qd.stalled = True
+                raise Stalled(f"no completion on queue {queue} within {timeout:g} s")
+        elem = qd.used + 4 + 8 * (qd.used_idx % qd.size)
+        _, length = struct.unpack("<II", self.q.memread(elem, 8))
+        qd.used_idx = (qd.used_idx + 1) & 0xFFFF
+        data = b"".join(self.q.memread(a, ln) for a, ln in ins)
+        return Used(length, data, time.monotonic() - t0)
+
+    def _place(self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int]) -> tuple[_Queue, list]:
+        """Write the chain and make it available, without a kick: its queue, and its device-writable buffers."""
         qd = self.queues[queue]
         if qd.stalled:
             raise Stalled(f"queue {queue} is stalled by an earlier chain")
@@ -241,15 +257,15 @@ class VirtioPci:
         self.q.write_int(2, qd.avail + 4 + 2 * (qd.avail_idx % qd.size), 0)
         qd.avail_idx = (qd.avail_idx + 1) & 0xFFFF
         self.q.write_int(2, qd.avail + 2, qd.avail_idx)
-        t0 = time.monotonic()
-        self.q.write_int(2, qd.notify, queue)
-        self.q.polled(2, qd.used + 2)
-        while self.q.poll_int(2, qd.used + 2) == qd.used_idx:
-            if time.monotonic() - t0 > timeout:
-                qd.stalled = True
-                raise Stalled(f"no completion on queue {queue} within {timeout:g} s")
-        elem = qd.used + 4 + 8 * (qd.used_idx % qd.size)
-        _, length = struct.unpack("<II", self.q.memread(elem, 8))
-        qd.used_idx = (qd.used_idx + 1) & 0xFFFF
-        data = b"".join(self.q.memread(a, ln) for a, ln in ins)
-        return Used(length, data, time.monotonic() - t0)
+        return qd, ins
+
+    def kick_and_reset(self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int]) -> None:
+        """A chain kicked and the device reset in one breath: QEMU takes both before it works on the
+        chain (in a bottom half), so the reset finds the chain pending."""
+        qd, _ = self._place(queue, outs, in_sizes)
+        self.q.cmds([write_command(2, qd.notify, queue), write_command(1, self.common + STATUS, 0)])
+
+    def notify_all(self) -> None:
+        """Kick every queue the device had, set up now or not."""
+        for qd in self.queues.values():
+            self.q.write_int(2, qd.notify, qd.index)

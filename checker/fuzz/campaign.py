@@ -496,7 +496,13 @@ class Campaign:
 
     def write_result(self, doc: Optional[dict] = None) -> None:
         if self.out:
-            tmp = os.path.join(self.out, "fuzz-result.json.tmp")
-            with open(tmp, "w") as fh:
-                json.dump(doc or self.result(), fh, indent=1)
-            os.replace(tmp, os.path.join(self.out, "fuzz-result.json"))
+            write_result(self.out, doc or self.result())
+
+
+def write_result(out: str, doc: dict) -> None:
+    """fuzz-result.json in `out`, replaced whole (a reader never sees half of it)."""
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "fuzz-result.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(tmp, os.path.join(out, "fuzz-result.json"))

@@ -27,6 +27,7 @@ class MirrorTarget(Target):
         self.targets = list(targets)
         self.migrates = all(t.migrates for t in targets)
         self.config_writes = all(t.config_writes for t in targets)
+        self.resets = all(t.resets for t in targets)
         self.describe = " | ".join(getattr(t, "describe", t.name) for t in targets)
         self.last: list[Reply] = []
 

@@ -25,7 +25,16 @@ from typing import Any, ClassVar, Optional, cast
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Target, config_step
+from virtgpu_conform.checker.devices.target import (
+    CONFIG,
+    DEVICE_RESET,
+    EARLY_NOTIFY,
+    MIGRATION,
+    PENDING,
+    RESET_HOW,
+    Target,
+    config_step,
+)
 from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.codec import PAYLOAD_LENGTH, Codec
 from virtgpu_conform.model.device import ReferenceDevice
@@ -55,6 +64,9 @@ MIGRATE_TOP = 39
 # One `configure` rule in CONFIG_TOP + 1 writes the device configuration: a handful of fields, whose
 # every write a few cases find, while commands are where devices differ.
 CONFIG_TOP = 7
+# One `restart` rule in RESET_TOP + 1 resets the device mid-case (what follows starts over).
+RESET_TOP = 15
+ASIDE = (MIGRATION, CONFIG, DEVICE_RESET)  # steps on no queue: nothing the model predicts an answer to
 # Backing entries in one RESOURCE_ATTACH_BACKING: the spec sets no limit; QEMU refuses more than 16384.
 MANY_ENTRIES = (16384, 16385)
 
@@ -424,7 +436,7 @@ class DeviceMachine(RuleBasedStateMachine):
 
     # --- sending -------------------------------------------------------------------------
     def _send(self, step: Step) -> None:
-        if step.queue in (MIGRATION, CONFIG):
+        if step.queue in ASIDE:
             self._aside(step)
             return
         # The prediction and the names steer generation, so they advance whatever the device did:
@@ -453,6 +465,10 @@ class DeviceMachine(RuleBasedStateMachine):
     def _aside(self, step: Step) -> None:
         """A migration or a config write: the command state must not change. Piped, it is judged
         before anything after it is built (the oracle's budget of pictures stays current)."""
+        if step.queue == DEVICE_RESET:  # the prediction starts over whatever the device does
+            self.model.state = self.host.protocol.new_state(self.host.target.settings)
+            if self.shadow is not None:
+                self.shadow = PixelModel(self.vocab.ir)
         if not (self.gone or self.failure is not None) and self._dispatch(step, None, None):
             self._collect(wait=True)
 
@@ -466,7 +482,7 @@ class DeviceMachine(RuleBasedStateMachine):
         return True
 
     def _judge(self, step: Step, req, choke, reply) -> None:
-        differ = self.host.differ if step.queue not in (MIGRATION, CONFIG) else None
+        differ = self.host.differ if step.queue not in ASIDE else None
         before = self.oracle.state.clone() if differ is not None else None
         self.steps.append(step)
         obs = self.oracle.step(step.queue, step.outs, step.ins, reply, req)
@@ -712,6 +728,21 @@ class DeviceMachine(RuleBasedStateMachine):
         value = data.draw(_wide(width))
         out = config_step(at, value.to_bytes(width, "little"))
         self._send(Step(CONFIG, [out], [lay.size], f"config {key}"))
+
+    @precondition(lambda self: self.host.target.resets)
+    @rule(raw=FEW)
+    def restart(self, raw):
+        """Now and then (RESET_TOP + 1) a virtio reset mid-case, maybe with a chain kicked in the same
+        breath (pending when the reset comes) and the queues kicked before they are set up again;
+        the device must start over as fresh as after boot. Else a valid command."""
+        data = Choices(raw)
+        if data.draw(_ints(0, RESET_TOP)) != RESET_TOP:
+            self._one(data, "valid", self.vocab.pool)
+            return
+        self.host.stepped()
+        flags = data.draw(_ints(0, PENDING | EARLY_NOTIFY))
+        how = "+".join(name for bit, name in RESET_HOW.items() if flags & bit)
+        self._send(Step(DEVICE_RESET, [bytes([flags])], [], f"reset {how}".strip()))
 
     @rule(raw=ENTROPY)
     def framing(self, raw):

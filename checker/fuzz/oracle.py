@@ -10,7 +10,7 @@ from typing import Optional
 
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.check.findings import Finding
-from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Reply, config_of_step
+from virtgpu_conform.checker.devices.target import CONFIG, DEVICE_RESET, MIGRATION, RESET_HOW, Reply, config_of_step
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
 
@@ -111,6 +111,8 @@ class Oracle:
             return self._migration(reply)
         if queue == CONFIG:
             return self._config(outs[0], reply)
+        if queue == DEVICE_RESET:
+            return self._reset(outs[0][0] if outs and outs[0] else 0, reply)
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
@@ -164,6 +166,21 @@ class Oracle:
         if self.pixels is not None:
             self.pixels.lose()
         return [Observation(Signature(MIGRATED, "", "migration-failed"), reply.detail, line)]
+
+    def _reset(self, flags: int, reply: Reply) -> list[Observation]:
+        """A virtio reset mid-case: `check` starts the state over (and closes the fence books)."""
+        line = self._lines + 1
+        before = len(self.checker.findings)
+        self.writer.reset([name for bit, name in RESET_HOW.items() if flags & bit])
+        found = [o for o in (self._observe(f, reply, self.shared, None) for f in self.checker.findings[before:]) if o]
+        if self.pixels is not None:
+            self.pixels = PixelModel(self.p.ir)
+        if reply.status == "answered":
+            return found
+        if self.pixels is not None:
+            self.pixels.lose()
+        kind, check = (CRASH, "device-died") if reply.status == "died" else (LIVENESS, "reset-failed")
+        return [*found, Observation(Signature(kind, "", check), reply.detail, line)]
 
     def _config(self, out: bytes, reply: Reply) -> list[Observation]:
         """A driver write to the device configuration, judged by `check` from its record."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, cast
 
 from virtgpu_conform.checker.devices import affinity, scratch
-from virtgpu_conform.checker.devices.target import Reply, Target, TargetError
+from virtgpu_conform.checker.devices.target import DeviceRefused, Reply, Target, TargetError
 from virtgpu_conform.spec.errors import Error
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
         try:
             target = make_target(log_dir)
         except TargetError as exc:
-            _say(conn, ("target-error", str(exc)))
+            _say(conn, ("target-error", str(exc), getattr(exc, "reason", "")))  # a DeviceRefused's reason
             return
         if not _say(
             conn,
@@ -64,6 +64,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 getattr(target, "parts", None),
                 target.migrates,
                 target.config_writes,
+                target.resets,
             ),
         ):
             return
@@ -149,8 +150,12 @@ class Pipeline(Target):
         hello = self._recv()
         if hello[0] == "target-error":
             self._join()
+            if hello[2]:
+                raise DeviceRefused(hello[1], hello[2])
             raise TargetError(hello[1])
-        _, name, settings, self.describe, self.pixels, self.parts, self.migrates, self.config_writes = hello
+        _, name, settings, self.describe, self.pixels, self.parts, self.migrates, self.config_writes, self.resets = (
+            hello
+        )
         super().__init__(name, settings)
         away = affinity.elsewhere()
         if away:

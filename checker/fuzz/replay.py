@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from virtgpu_conform.checker.devices.qtest_script import replies
-from virtgpu_conform.checker.devices.target import CONFIG, MIGRATION, Target, config_step
+from virtgpu_conform.checker.devices.target import CONFIG, DEVICE_RESET, MIGRATION, RESET_HOW, Target, config_step
 from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
@@ -64,6 +64,12 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
             if isinstance(rec, dict) and rec.get("kind") == "migration":
                 steps.append(Step(MIGRATION, [], [], "migration"))
                 continue
+            if isinstance(rec, dict) and rec.get("kind") == "reset":
+                how = rec.get("how")
+                listed = set(how) if isinstance(how, list) else set()
+                flags = sum(bit for bit, name in RESET_HOW.items() if name in listed)
+                steps.append(Step(DEVICE_RESET, [bytes([flags])], [], "reset"))
+                continue
             if isinstance(rec, dict) and rec.get("kind") == "config":
                 steps.append(_config_step(rec, path, n, codec))
                 continue
@@ -114,10 +120,10 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
         raise TraceError(
             Where(case, 0), "a case with a migration has no qtest script", "replay it with `fuzz --replay`"
         )
-    if any(s.queue == CONFIG for s in steps):
+    if any(s.queue in (CONFIG, DEVICE_RESET) for s in steps):
         raise TraceError(
             Where(case, 0),
-            "the answers to a case's config writes are not read back from a qtest log",
+            "the answers to a case's config writes and resets are not read back from a qtest log",
             "replay it with `fuzz --replay`",
         )
     with open(case, encoding="utf-8") as fh:

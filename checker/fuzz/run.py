@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from virtgpu_conform.checker.check.session import protocol_for
 from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.devices.target import MIGRATION, Target
+from virtgpu_conform.checker.devices.target import MIGRATION, DeviceRefused, Target
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.spec.errors import Error
 from virtgpu_conform.spec.ir import SpecIR
@@ -270,21 +270,61 @@ def fuzz(
     if pipeline is None:  # before pinning narrows what this process may use
         pipeline = survey and any(d.kind != "reference" for d in devices) and len(affinity.usable()) >= 2
     with affinity.pinned(pin):  # before any target starts: its processes inherit the CPU
-        camp = Campaign(
-            protocol,
-            target_factory(devices, protocol.ir),
-            profile=profile,
-            out=out,
-            seed=seed,
-            steps=steps,
-            progress=progress,
-            pipeline=pipeline,
-            hunt=not survey,
-        )
+        try:
+            camp = Campaign(
+                protocol,
+                target_factory(devices, protocol.ir),
+                profile=profile,
+                out=out,
+                seed=seed,
+                steps=steps,
+                progress=progress,
+                pipeline=pipeline,
+                hunt=not survey,
+            )
+        except DeviceRefused as exc:
+            return FuzzResult(refused_result(devices, protocol, seed, profile, exc, out), out, None)
         if started is not None:
             started(camp)
         camp.run(seconds=time, examples=examples)
     return FuzzResult(camp.final or camp.result(), out, camp)
+
+
+def refused_result(
+    devices: Sequence[DeviceSpec], protocol: Protocol, seed: int, profile: str, exc: DeviceRefused, out: Optional[str]
+) -> dict:
+    """The result of a campaign whose device would not be made as configured: nothing was sent, and
+    the refusal (the device program's own words) is what there is to know."""
+    from .campaign import RESULT_SCHEMA, RESULT_VERSION, write_result
+
+    doc = {
+        "schema": RESULT_SCHEMA,
+        "version": RESULT_VERSION,
+        "target": "+".join(d.name for d in devices),
+        "device": str(exc).split("\n", 1)[0],
+        "seed": seed,
+        "profile": profile,
+        "spec_version": protocol.ir.version,
+        "commands": 0,
+        "cases": 0,
+        "rounds": 0,
+        "migrations": 0,
+        "pipelined": False,
+        "seconds": 0.0,
+        "stopped": "refused",
+        "error": None,
+        "z3_questions": 0,
+        "flaky": [],
+        "notes": [f"the device refuses to be made as configured: {exc.reason}"],
+        "cpus": [],
+        "not_sent": [],
+        "findings": [],
+        "requirements": {},
+        "differential": None,
+    }
+    if out:
+        write_result(out, doc)
+    return doc
 
 
 @dataclass

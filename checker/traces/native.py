@@ -8,7 +8,7 @@ Version 1 (documented in README.md, "Native trace format"):
   {"kind": "request", "id": 7, "type": "VIRTIO_GPU_CMD_RESOURCE_UNREF", "fields": {"resource_id": 3}}
   {"kind": "response", "id": 7, "bytes": "hex"}   or   "type"/"fields" as above
   {"kind": "no-response", "id": 7, "reason": "timeout"}
-  {"kind": "reset"}
+  {"kind": "reset"}   or   {"kind": "reset", "how": ["pending", "early_notify"]}
   {"kind": "migration", "status": "done"}   (the device moved to a new process here)
   {"kind": "config", "offset": 4, "bytes": "hex", "before": "hex", "read": "hex"}   (a write to
    the device configuration at that byte offset; the configuration read right before and after
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from virtgpu_conform.model.codec import Codec, Message, Value
@@ -453,8 +453,10 @@ class Writer:
     def no_response(self, rid: int, reason: str) -> None:
         self._write({"kind": "no-response", "id": rid, "reason": reason})
 
-    def reset(self) -> None:
-        self._write({"kind": "reset"})
+    def reset(self, how: Sequence[str] = ()) -> None:
+        """A device reset; `how`: what came with it (pending: a chain kicked with it; early_notify:
+        the queues kicked before they were set up again)."""
+        self._write({"kind": "reset", **({"how": list(how)} if how else {})})
 
     def config(self, offset: int, data: bytes, before: Optional[bytes] = None, read: Optional[bytes] = None) -> None:
         """A driver write to the device configuration, and the configuration read before and after it."""

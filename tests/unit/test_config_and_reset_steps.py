@@ -1,5 +1,6 @@
-"""Driver writes to the device configuration: the native `config` record, how `check` judges one, the
-reference device's answer, and the fuzzer's `configure` rule."""
+"""Steps on no queue: driver writes to the device configuration (the native `config` record, how
+`check` judges one, the reference device's answer, the fuzzer's `configure` rule) and virtio resets
+mid-case (the `restart` rule, the native `reset` record's `how`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import json
 
 import virtgpu_conform as vgc
 from virtgpu_conform.checker.devices import target as target_mod
-from virtgpu_conform.checker.devices.target import CONFIG, ReferenceTarget, config_of_step, config_step
+from virtgpu_conform.checker.devices.target import (
+    CONFIG,
+    DEVICE_RESET,
+    EARLY_NOTIFY,
+    PENDING,
+    ReferenceTarget,
+    config_of_step,
+    config_step,
+)
 from virtgpu_conform.checker.fuzz import machine
 from virtgpu_conform.checker.fuzz.record import session_header
 from virtgpu_conform.checker.fuzz.replay import steps_from_trace
@@ -129,3 +138,23 @@ def test_a_campaign_writes_the_config_and_attaches_many_entries_and_its_case_rep
     assert [(s.queue, config_of_step(s.outs[0]), s.ins) for s in steps] == [
         (CONFIG, (4, b"\x01\x00\x00\x00"), [codec.config.size])
     ]
+
+
+def test_a_campaign_resets_the_device_mid_case_and_its_case_replays_the_resets(ir, tmp_path, monkeypatch):
+    flags: list[int] = []
+    real = target_mod.ReferenceTarget.send
+
+    def spy(self, queue, outs, in_sizes):
+        if queue == DEVICE_RESET:
+            flags.append(outs[0][0])
+        return real(self, queue, outs, in_sizes)
+
+    monkeypatch.setattr(target_mod.ReferenceTarget, "send", spy)
+    monkeypatch.setattr(machine, "RESET_TOP", 0)
+    result = vgc.fuzz("reference", examples=40, seed=5, steps=20, survey=True, out=str(tmp_path / "out"))
+    # the model starts over with the device: no false finding after a reset
+    assert result.findings == []
+    assert set(flags) == {0, PENDING, EARLY_NOTIFY, PENDING | EARLY_NOTIFY}
+    path = _trace(tmp_path, ir, {"kind": "reset", "how": ["early_notify"]}, {"kind": "reset"})
+    steps = steps_from_trace(path, Protocol(ir).codec)
+    assert [(s.queue, s.outs) for s in steps] == [(DEVICE_RESET, [bytes([EARLY_NOTIFY])]), (DEVICE_RESET, [b"\0"])]
