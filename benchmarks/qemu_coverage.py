@@ -2,7 +2,7 @@
 
     python benchmarks/qemu_coverage.py [--time 10m] [--checkpoint 60s] [--baseline-time T]
                                        [--seed 1] [--campaign-args '--no-migrate ...']
-                                       [--cache DIR] [--install-deps] [--json FILE]
+                                       [--cache DIR] [--install-deps] [--json FILE] [--edges]
 
 Builds the installed QEMU's Debian source with gcov (qemu_build.py, cached), then runs, each with
 its own counters (GCOV_PREFIX), against that build:
@@ -11,7 +11,9 @@ its own counters (GCOV_PREFIX), against that build:
 - the same campaign stopped at --checkpoint (how fast it rises);
 - a blind command-level fuzzer written here: a random command type of the SpecIR's, on its own
   queue, with random bytes for every field, as long as the campaign (--baseline-time); a
-  device that dies or stalls is restarted.
+  device that dies or stalls is restarted;
+- with --edges, a 40-case survey for each device option at its edge (EDGES: max_outputs 16 and
+  17, blob=true, edid=off, stats=true, the smallest and a huge xres/yres), or QEMU's refusal of it;
 
 and prints line and function coverage of hw/display/virtio-gpu.c and virtio-gpu-base.c for each,
 the campaign's lines over the baseline's as a ratio measured in this run, and the lines the
@@ -43,6 +45,16 @@ from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.spec.load import load_snapshot
 
 FILES = ("hw/display/virtio-gpu.c", "hw/display/virtio-gpu-base.c")
+# Device options at their edges (--edges): each a short campaign of its own, or QEMU's refusal.
+EDGES = (
+    "max_outputs=16",
+    "max_outputs=17",
+    "blob=true",
+    "edid=off",
+    "stats=true",
+    "xres=1,yres=1",
+    "xres=16384,yres=16384",
+)
 FIRMWARE = ["-L", "/usr/share/seabios", "-L", "/usr/share/qemu"]  # the dfsg source ships no firmware
 
 
@@ -64,6 +76,13 @@ class FileCoverage:
     @property
     def functions_covered(self) -> int:
         return sum(1 for f in self.functions.values() if f[2])
+
+    def union(self, other: FileCoverage) -> FileCoverage:
+        lines = {ln: self.lines.get(ln, 0) + other.lines.get(ln, 0) for ln in self.lines.keys() | other.lines.keys()}
+        functions = dict(self.functions)
+        for name, (a, b, n) in other.functions.items():
+            functions[name] = (a, b, functions.get(name, (a, b, 0))[2] + n)
+        return FileCoverage(lines, functions)
 
     def uncovered_by_function(self) -> list[tuple[str, list[int]]]:
         out: dict[str, list[int]] = {}
@@ -160,13 +179,28 @@ def counters(root: str, name: str):
 
 
 def campaign(binary: str, seconds: float, seed: int, extra: list[str], out: str) -> str:
+    return _fuzz(binary, ["--seed", str(seed), "--time", f"{seconds:g}s", "--out", out, *extra])
+
+
+def edges(binary: str, seed: int, out: str) -> str:
+    """A 40-case survey for each of EDGES: what the device does with its options at their edges."""
+    said = []
+    for opts in EDGES:
+        where = os.path.join(out, opts.replace(",", "_"))
+        argv = ["--device-opts", opts, "--seed", str(seed), "--examples", "40", "--survey", "--out", where]
+        said.append(f"{opts}: {_fuzz(binary, argv)}")
+    return "; ".join(said)
+
+
+def _fuzz(binary: str, args: list[str]) -> str:
     argv = [sys.executable, "-m", "virtgpu_conform", "fuzz", "--target", "qemu", "--qemu", binary]
-    argv += [f"--qemu-arg={a}" for a in FIRMWARE]
-    argv += ["--seed", str(seed), "--time", f"{seconds:g}s", "--out", out, *extra]
+    argv += [f"--qemu-arg={a}" for a in FIRMWARE] + args
     r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if r.returncode not in (0, 1):
         raise SystemExit(f"the campaign failed ({r.returncode}): {shlex.join(argv)}\n{r.stderr[-2000:]}")
-    summary = next((ln for ln in r.stdout.splitlines() if " cases in " in ln), "")
+    summary = next((ln for ln in r.stdout.splitlines() if " cases in " in ln or "refuses" in ln), "")
+    if "refuses" in summary:
+        return summary.split(": ", 1)[-1].split(";", 1)[0]
     return summary.split("): ", 1)[-1] if summary else "(no summary line)"
 
 
@@ -211,6 +245,9 @@ def main() -> int:
     ap.add_argument("--cache", default="", help="where QEMU's source, build and counters go")
     ap.add_argument("--install-deps", action="store_true", help="apt-get install what the build needs")
     ap.add_argument("--json", default="", help="also write the figures here")
+    ap.add_argument(
+        "--edges", action="store_true", help="also a short survey for each device option at its edge (EDGES)"
+    )
     args = ap.parse_args()
     try:
         version, _tree, binary = qemu_build.ensure(args.cache, args.install_deps)
@@ -224,26 +261,37 @@ def main() -> int:
     if parse_duration(args.checkpoint):
         runs.append(("checkpoint", "campaign", parse_duration(args.checkpoint)))
     runs.append(("blind", "blind", parse_duration(args.baseline_time) if args.baseline_time else seconds))
+    if args.edges:
+        runs.append(("edges", "edges", 0.0))
     extra = shlex.split(args.campaign_args)
     results: dict[str, dict[str, FileCoverage]] = {}
     print(f"QEMU {version} with gcov ({binary}); seed {args.seed}")
     for name, kind, length in runs:
         print(f"{name}: {length:g} s ...", file=sys.stderr, flush=True)
         with counters(root, name) as prefix, tempfile.TemporaryDirectory(prefix="vgc-cov-") as out:
-            said = (
-                campaign(binary, length, args.seed, extra, out)
-                if kind == "campaign"
-                else blind(binary, length, args.seed)
-            )
+            if kind == "campaign":
+                said = campaign(binary, length, args.seed, extra, out)
+            elif kind == "edges":
+                said = edges(binary, args.seed, out)
+            else:
+                said = blind(binary, length, args.seed)
         results[name] = coverage(build, prefix)
         print(f"{name} ({length:g} s): {said}")
         report(name, results[name])
+    if "edges" in results:
+        results["campaign+edges"] = {f: results["campaign"][f].union(results["edges"][f]) for f in FILES}
+        report("campaign+edges", results["campaign+edges"])
     main_file = FILES[0]
     ours, theirs = results["campaign"][main_file].covered, results["blind"][main_file].covered
     print(f"campaign / blind, {main_file} lines: {ours / max(theirs, 1):.2f}")
     print(f"uncovered by the campaign in {main_file}, by function:")
     for fn, lines in results["campaign"][main_file].uncovered_by_function():
         print(f"  {fn} ({len(lines)}): {_ranges(lines)}")
+    if "edges" in results:
+        for file in FILES:
+            was = {ln for _, lines in results["campaign"][file].uncovered_by_function() for ln in lines}
+            now = {ln for _, lines in results["campaign+edges"][file].uncovered_by_function() for ln in lines}
+            print(f"lines of {file} the option edges add: {_ranges(sorted(was - now)) or 'none'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -55,7 +55,12 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     help="vhost-user-gpu: the backend program (default /usr/lib/qemu/vhost-user-gpu; another QEMU's, "
     "e.g. from an unpacked qemu-system-gui).",
 )
-@click.option("--device-opts", default="", help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'.")
+@click.option(
+    "--device-opts",
+    default="",
+    help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'. A device QEMU refuses to make "
+    "with them (max_outputs=17) is the result, said with QEMU's words (exit 0), not a tool error.",
+)
 @click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
 @click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
 @click.option("--time", "duration", help="Stop after this long (30s, 5m, 1h). Default 1m unless --examples.")

@@ -114,10 +114,12 @@ def _reset_on(q: QemuProcess, pci: VirtioPci, ir: SpecIR, want, flags: int) -> R
     if not q.alive:
         return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
     try:
-        if flags & PENDING:
+        if flags & PENDING:  # a chain on each queue
             codec = codec_for(ir)
             info = codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
-            pci.kick_and_reset(QUEUES["controlq"], [info], [codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size])
+            move = codec.encode("VIRTIO_GPU_CMD_MOVE_CURSOR")
+            answer = codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size
+            pci.kick_and_reset([(QUEUES["controlq"], [info], [answer]), (QUEUES["cursorq"], [move], [answer])])
         _initialise_on(pci, ir, want, early_notify=bool(flags & EARLY_NOTIFY))
     except QemuGone as exc:
         return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))

@@ -25,7 +25,7 @@ CONFIG = "config"
 # A step on no queue: a virtio reset mid-case, and the device initialised again (its one buffer is a
 # byte of these flags). A target that `resets` answers it "answered" once the device runs again.
 DEVICE_RESET = "device-reset"
-PENDING = 1  # a chain is kicked on controlq in the same breath as the reset: the reset finds it pending
+PENDING = 1  # a chain on each queue is kicked in the same breath as the reset: the reset finds them pending
 EARLY_NOTIFY = 2  # both queues are kicked after the reset, before they are set up again
 RESET_HOW = {PENDING: "pending", EARLY_NOTIFY: "early_notify"}  # the flags as the native reset record names them
 

@@ -232,15 +232,18 @@ class VirtioPci:
         data = b"".join(self.q.memread(a, ln) for a, ln in ins)
         return Used(length, data, time.monotonic() - t0)
 
-    def _place(self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int]) -> tuple[_Queue, list]:
-        """Write the chain and make it available, without a kick: its queue, and its device-writable buffers."""
+    def _place(
+        self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int], base: int = DATA_BASE
+    ) -> tuple[_Queue, list]:
+        """Write the chain (its buffers from `base`) and make it available, without a kick: its
+        queue, and its device-writable buffers."""
         qd = self.queues[queue]
         if qd.stalled:
             raise Stalled(f"queue {queue} is stalled by an earlier chain")
         n = len(outs) + len(in_sizes)
         if not 0 < n <= qd.size:
             raise ValueError(f"a chain of {n} descriptors does not fit queue {queue} of size {qd.size}")
-        addr, descs, ins = DATA_BASE, [], []
+        addr, descs, ins = base, [], []
         for i, buf in enumerate(list(outs) + [None] * len(in_sizes)):
             length = len(buf) if buf is not None else in_sizes[i - len(outs)]
             if buf is not None:
@@ -251,7 +254,7 @@ class VirtioPci:
             flags = (DESC_NEXT if i + 1 < n else 0) | (DESC_WRITE if buf is None else 0)
             descs.append(struct.pack("<QIHH", addr, length, flags, i + 1 if i + 1 < n else 0))
             addr = (addr + length + 15) & ~15
-            if addr > DATA_BASE + DATA_SIZE:
+            if addr > DATA_BASE + DATA_SIZE:  # (a chain from a later `base` has less room)
                 raise ValueError("the chain's buffers exceed the scratch area")
         self.q.memwrite(qd.desc, b"".join(descs))
         self.q.write_int(2, qd.avail + 4 + 2 * (qd.avail_idx % qd.size), 0)
@@ -259,11 +262,15 @@ class VirtioPci:
         self.q.write_int(2, qd.avail + 2, qd.avail_idx)
         return qd, ins
 
-    def kick_and_reset(self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int]) -> None:
-        """A chain kicked and the device reset in one breath: QEMU takes both before it works on the
-        chain (in a bottom half), so the reset finds the chain pending."""
-        qd, _ = self._place(queue, outs, in_sizes)
-        self.q.cmds([write_command(2, qd.notify, queue), write_command(1, self.common + STATUS, 0)])
+    def kick_and_reset(self, chains: Sequence[tuple[int, Sequence[bytes], Sequence[int]]]) -> None:
+        """Chains (queue, outs, in_sizes), one a queue, kicked and the device reset in one breath:
+        QEMU takes all these writes before it works on a chain (in a bottom half), so the reset
+        finds them pending."""
+        kicks = []
+        for n, (queue, outs, in_sizes) in enumerate(chains):
+            qd, _ = self._place(queue, outs, in_sizes, DATA_BASE + n * DATA_SIZE // len(chains))
+            kicks.append(write_command(2, qd.notify, queue))
+        self.q.cmds([*kicks, write_command(1, self.common + STATUS, 0)])
 
     def notify_all(self) -> None:
         """Kick every queue the device had, set up now or not."""

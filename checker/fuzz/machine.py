@@ -584,9 +584,17 @@ class DeviceMachine(RuleBasedStateMachine):
                 }
             )
         if data.draw(PART):
+            # A display panned over a larger framebuffer shows the rest of it from (x, y): half the time
+            # that, else any part (a device may refuse small ones: QEMU wants 16 pixels each way).
             x, y = data.draw(_ints(0, w - 1)), data.draw(_ints(0, h - 1))
+            rest = data.draw(PART)
             view.update(
-                {"r.x": x, "r.y": y, "r.width": data.draw(_ints(1, w - x)), "r.height": data.draw(_ints(1, h - y))}
+                {
+                    "r.x": x,
+                    "r.y": y,
+                    "r.width": w - x if rest else data.draw(_ints(1, w - x)),
+                    "r.height": h - y if rest else data.draw(_ints(1, h - y)),
+                }
             )
         if not self.model.state.display_info_read:
             self._send(
@@ -732,9 +740,9 @@ class DeviceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.host.target.resets)
     @rule(raw=FEW)
     def restart(self, raw):
-        """Now and then (RESET_TOP + 1) a virtio reset mid-case, maybe with a chain kicked in the same
-        breath (pending when the reset comes) and the queues kicked before they are set up again;
-        the device must start over as fresh as after boot. Else a valid command."""
+        """Now and then (RESET_TOP + 1) a virtio reset mid-case, maybe with a chain on each queue
+        kicked in the same breath (pending when the reset comes) and the queues kicked before they
+        are set up again; the device must start over as fresh as after boot. Else a valid command."""
         data = Choices(raw)
         if data.draw(_ints(0, RESET_TOP)) != RESET_TOP:
             self._one(data, "valid", self.vocab.pool)
