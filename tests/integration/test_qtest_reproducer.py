@@ -110,3 +110,25 @@ def test_a_crash_reproduces_with_qemu_and_its_backend_alone(protocol, tmp_path):
     assert not (tmp_path / "repro.sock").exists() and not (tmp_path / "HALT.BIN").exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "-s repro.sock" not in ps
+
+
+def test_a_case_with_config_writes_and_resets_reproduces_with_qemu_alone(protocol, tmp_path):
+    """The empty-backing case after a config write and a reset with chains pending and early kicks:
+    the script makes them as the driver did, and the chains after them are judged as before."""
+    lines = (DATA / "qemu-7.2-empty-backing-accepted-then-missing.ndjson").read_text().splitlines()
+    aside = [
+        {"kind": "config", "offset": 4, "bytes": "01000000"},
+        {"kind": "reset", "how": ["pending", "early_notify"]},
+    ]
+    case = tmp_path / "case.ndjson"
+    case.write_text("\n".join([lines[0], *map(json.dumps, aside), *lines[1:]]) + "\n")
+    out = tmp_path / "out"
+    r = vgc.replay(str(case), "qemu", str(out))
+    run = _alone(out)
+    assert run.returncode == 0, run.stderr
+    script = (out / "repro.qtest").read_text()
+    assert "writeb" in script  # the reset and the status writes after it
+    seen = judge_qtest_run(protocol, str(out / "replay.ndjson"), str(out))
+    assert _seen(seen) == _seen(r.observations) != []
+    kinds = [json.loads(x)["kind"] for x in (out / "replay.ndjson").read_text().splitlines()[:3]]
+    assert kinds == ["session", "config", "reset"]
