@@ -13,7 +13,7 @@ its own counters (GCOV_PREFIX), against that build:
   queue, with random bytes for every field, as long as the campaign (--baseline-time); a
   device that dies or stalls is restarted;
 - with --edges, a 40-case survey for each device option at its edge (EDGES: max_outputs 16 and
-  17, blob=true, edid=off, stats=true, the smallest and a huge xres/yres), or QEMU's refusal of it;
+  17, blob=true, edid=off, 1 MiB of host memory, the smallest and a huge xres/yres), or QEMU's refusal of it;
 
 and prints line and function coverage of hw/display/virtio-gpu.c and virtio-gpu-base.c for each,
 the campaign's lines over the baseline's as a ratio measured in this run, and the lines the
@@ -51,7 +51,7 @@ EDGES = (
     "max_outputs=17",
     "blob=true",
     "edid=off",
-    "stats=true",
+    "max_hostmem=1M",
     "xres=1,yres=1",
     "xres=16384,yres=16384",
 )
@@ -188,8 +188,15 @@ def edges(binary: str, seed: int, out: str) -> str:
     for opts in EDGES:
         where = os.path.join(out, opts.replace(",", "_"))
         argv = ["--device-opts", opts, "--seed", str(seed), "--examples", "40", "--survey", "--out", where]
-        said.append(f"{opts}: {_fuzz(binary, argv)}")
+        try:
+            said.append(f"{opts}: {_fuzz(binary, argv)}")
+        except RunFailed as exc:  # one option's failure costs that option alone
+            said.append(f"{opts}: failed: {str(exc).splitlines()[-1]}")
     return "; ".join(said)
+
+
+class RunFailed(Exception):
+    pass
 
 
 def _fuzz(binary: str, args: list[str]) -> str:
@@ -197,7 +204,7 @@ def _fuzz(binary: str, args: list[str]) -> str:
     argv += [f"--qemu-arg={a}" for a in FIRMWARE] + args
     r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if r.returncode not in (0, 1):
-        raise SystemExit(f"the campaign failed ({r.returncode}): {shlex.join(argv)}\n{r.stderr[-2000:]}")
+        raise RunFailed(f"the campaign failed ({r.returncode}): {shlex.join(argv)}\n{r.stderr[-2000:].strip()}")
     summary = next((ln for ln in r.stdout.splitlines() if " cases in " in ln or "refuses" in ln), "")
     if "refuses" in summary:
         return summary.split(": ", 1)[-1].split(";", 1)[0]
@@ -248,6 +255,12 @@ def main() -> int:
     ap.add_argument(
         "--edges", action="store_true", help="also a short survey for each device option at its edge (EDGES)"
     )
+    ap.add_argument(
+        "--reuse",
+        default="",
+        help="runs (comma-separated: campaign, checkpoint, blind, edges) not to run again: their counters "
+        "from the last run are read (a run that failed late need not start over)",
+    )
     args = ap.parse_args()
     try:
         version, _tree, binary = qemu_build.ensure(args.cache, args.install_deps)
@@ -266,15 +279,27 @@ def main() -> int:
     extra = shlex.split(args.campaign_args)
     results: dict[str, dict[str, FileCoverage]] = {}
     print(f"QEMU {version} with gcov ({binary}); seed {args.seed}")
+    reuse = set(filter(None, args.reuse.split(",")))
     for name, kind, length in runs:
-        print(f"{name}: {length:g} s ...", file=sys.stderr, flush=True)
-        with counters(root, name) as prefix, tempfile.TemporaryDirectory(prefix="vgc-cov-") as out:
-            if kind == "campaign":
-                said = campaign(binary, length, args.seed, extra, out)
-            elif kind == "edges":
-                said = edges(binary, args.seed, out)
-            else:
-                said = blind(binary, length, args.seed)
+        prefix = os.path.join(root, name)
+        if name in reuse:
+            if not os.path.isdir(prefix):
+                print(f"error: no counters of an earlier {name} run in {prefix}", file=sys.stderr)
+                return 2
+            said = "the counters of an earlier run"
+        else:
+            print(f"{name}: {length:g} s ...", file=sys.stderr, flush=True)
+            with counters(root, name), tempfile.TemporaryDirectory(prefix="vgc-cov-") as out:
+                try:
+                    if kind == "campaign":
+                        said = campaign(binary, length, args.seed, extra, out)
+                    elif kind == "edges":
+                        said = edges(binary, args.seed, out)
+                    else:
+                        said = blind(binary, length, args.seed)
+                except RunFailed as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
         results[name] = coverage(build, prefix)
         print(f"{name} ({length:g} s): {said}")
         report(name, results[name])

@@ -17,7 +17,7 @@ from . import migration, qtest_script, scratch
 from .guest_ram import PATTERN, PATTERN_BASE
 from .migration import MigrationFailed, MigrationRefused, Twin
 from .qmp import Qmp, QmpError
-from .qtest import QemuGone, QemuProcess, exit_status
+from .qtest import QemuGone, QemuProcess, Shot, exit_status
 from .target import (
     CONFIG,
     DEVICE_RESET,
@@ -142,7 +142,7 @@ class QemuTarget(Target):
     finding, negotiating and sending stay here.
     """
 
-    config_writes = True
+    config_writes = resets = True
 
     def __init__(
         self,
@@ -179,6 +179,7 @@ class QemuTarget(Target):
         self.want = features if features is not None else frozenset(f.name for f in ir.features)
         self.starts = 0
         self.stall_resets = 0  # stalled devices a virtio reset brought back (no new QEMU)
+        self.shots: list[bytes] = []  # the recorded session's screendumps, as QEMU wrote them
         self.recording = False
         try:
             self._start()
@@ -283,6 +284,7 @@ class QemuTarget(Target):
         self.recording = True
         self._stop_qemu()
         self._start()
+        self.shots = []
 
     def write_reproducer(self, about: str) -> list[str]:
         """repro.qtest and repro.sh beside the log this target was given (none: nothing is kept)."""
@@ -292,18 +294,25 @@ class QemuTarget(Target):
         qtest, sh = os.path.join(folder, "repro.qtest"), os.path.join(folder, "repro.sh")
         with open(qtest, "w") as fh:
             fh.write(qtest_script.render(self.q.script, self.SETTLE))
+        shots = qtest_script.shot_lines(self.q.script, self.SETTLE)
+        written = [qtest, sh]
+        for n, seen in enumerate(self.shots, 1):
+            if seen:  # what the replay's screendump showed, for repro.sh to compare its own with
+                written.append(os.path.join(folder, f"seen-{n}.ppm"))
+                with open(written[-1], "wb") as fh:
+                    fh.write(seen)
         before, argv, after = self._repro_argv()
         with open(sh, "w") as fh:
-            fh.write(qtest_script.shell(argv, about, before, after))
+            fh.write(qtest_script.shell(argv, about, before, after, shots))
         os.chmod(sh, 0o755)
-        return [qtest, sh]
+        return written
 
     SETTLE = qtest_script.SETTLE  # bytes each poll fills in a reproducer (qtest_script.py)
 
     def _repro_argv(self) -> tuple[list[str], list[str], list[str]]:
         """The command line for repro.sh, and what runs before and after it: this QEMU's, with
-        QEMU's own exit at the end of the script and the logs beside it; no monitor (the pixel
-        oracle's screendumps are this tool's)."""
+        QEMU's own exit at the end of the script and the logs beside it; no QMP monitor (repro.sh
+        adds an HMP one for the screendumps, when the session took any)."""
         swap = {self.qtest_log: "repro-qtest.log", self.log_path: "repro-qemu.log"}
         argv = [self.argv[0], "-no-reboot"]
         args = iter(self.argv[1:])
@@ -371,9 +380,13 @@ class QemuTarget(Target):
         if twin and self.twin is None or qmp is None or q is None or not q.alive:
             return None
         try:
-            return qmp.screendump()
+            shot = qmp.screendump()
         except QmpError:
-            return None
+            shot = None
+        if not twin and q.script is not None:  # recorded: repro.sh takes it too, where the driver did
+            q.script.append(Shot(shot is not None))
+            self.shots.append(qmp.last_ppm if shot is not None else b"")
+        return shot
 
     def _stop_qemu(self) -> None:
         self._drop_twin()

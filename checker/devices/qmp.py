@@ -24,6 +24,7 @@ class Qmp:
         self.path, self.timeout = path, timeout
         self.sock: Optional[socket.socket] = None
         self._buf = b""
+        self.last_ppm = b""
 
     def argv(self) -> list[str]:
         return ["-qmp", f"unix:{self.path},server=on,wait=off"]
@@ -82,7 +83,8 @@ class Qmp:
         try:
             self.execute("screendump", filename=path)
             with open(path, "rb") as f:
-                return parse_ppm(f.read())
+                self.last_ppm = f.read()  # as QEMU wrote it, for a reproducer to compare with
+            return parse_ppm(self.last_ppm)
         finally:
             os.unlink(path)
 

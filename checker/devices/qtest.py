@@ -97,7 +97,14 @@ class Poll:
     line: str
 
 
-Script = list[Union[str, Poll]]
+@dataclass(frozen=True)
+class Shot:
+    """In a recorded session: a screendump of the console was taken here (`seen`: it was read)."""
+
+    seen: bool
+
+
+Script = list[Union[str, Poll, Shot]]
 
 
 class QemuProcess:

@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Optional
 
-from .qtest import Poll, Script
+from .qtest import Poll, Script, Shot
 from .target import Reply, used_reply
 
 CHUNK = 1024  # bytes qtest takes from its input at a time (qtest_can_read, QEMU 2.x to 9.x)
@@ -34,19 +34,37 @@ def polls(line: str, settle: int = SETTLE) -> int:
 
 
 def render(script: Script, settle: int = SETTLE) -> str:
-    """The qtest script: every command as sent, each Poll as `settle` bytes of it, then QEMU's exit."""
+    """The qtest script: every command as sent, each Poll as `settle` bytes of it, then QEMU's exit
+    (a screendump is repro.sh's to take: shot_lines)."""
+    return "\n".join([*_lines(script, settle), QUIT]) + "\n"
+
+
+def _lines(script: Script, settle: int) -> list[str]:
     lines: list[str] = []
     for item in script:
         if isinstance(item, Poll):
             lines += [item.line] * polls(item.line, settle)
-        else:
+        elif isinstance(item, str):
             lines.append(item)
-    lines.append(QUIT)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def shell(argv: Sequence[str], about: str, before: Sequence[str] = (), after: Sequence[str] = ()) -> str:
-    """repro.sh: run `argv` (its first word an environment variable's default) on repro.qtest."""
+def shot_lines(script: Script, settle: int = SETTLE) -> list[int]:
+    """For each screendump the session took, how many lines of the rendered script came before it."""
+    out, n = [], 0
+    for item in script:
+        if isinstance(item, Shot):
+            out.append(n)
+        else:
+            n += len(_lines([item], settle))
+    return out
+
+
+def shell(
+    argv: Sequence[str], about: str, before: Sequence[str] = (), after: Sequence[str] = (), shots: Sequence[int] = ()
+) -> str:
+    """repro.sh: run `argv` (its first word an environment variable's default) on repro.qtest, and
+    take a screendump after each of `shots` lines of it (then compare shot-N.ppm with seen-N.ppm)."""
     binary, *rest = argv
     lines = [
         "#!/bin/sh",
@@ -61,10 +79,54 @@ def shell(argv: Sequence[str], about: str, before: Sequence[str] = (), after: Se
         'cd "$(dirname "$0")" || exit 1',
         f"QEMU=${{QEMU:-{binary}}}",
         *before,
-        '"$QEMU" ' + " ".join(shlex.quote(a) for a in rest) + " < repro.qtest > repro.out",
-        *after,
     ]
+    qemu = '"$QEMU" ' + " ".join(shlex.quote(a) for a in rest)
+    if shots:
+        lines += _shooting(qemu, shots)
+    else:
+        lines += [qemu + " < repro.qtest > repro.out", "status=$?"]
+    lines += [*after, "exit $status"]
     return "\n".join(lines) + "\n"
+
+
+def _shooting(qemu: str, shots: Sequence[int]) -> list[str]:
+    """QEMU fed repro.qtest in parts, with an HMP monitor on a pair of FIFOs: after each part, once
+    QEMU has answered every command of it, a screendump (QEMU's main loop takes the monitor's
+    command and the next qtest command in turn, so the picture is the one after that part)."""
+    wait = "n=0; until {test}; do n=$((n + 1)); [ $n -le 3000 ] || {{ echo {why} >&2; echo {quit}; exit 1; }}; sleep 0.01; done"
+    lines = [
+        "# Each screendump the case's replay took is taken here too (shot-N.ppm, by an HMP monitor on",
+        "# the FIFOs monitor.in and monitor.out) and compared with what the replay saw (seen-N.ppm).",
+        "rm -f repro.out shot-*.ppm monitor.in monitor.out",
+        "mkfifo monitor.in monitor.out || exit 1",
+        "cat monitor.out > repro-monitor.log &  # QEMU opens the monitor's output only with a reader",
+        'answered() { c=$(grep -vc \'^IRQ\' repro.out 2>/dev/null); [ "${c:-0}" -ge "$1" ]; }',
+        "{",
+    ]
+    start = 1
+    for k, n in enumerate(shots, 1):
+        if n >= start:
+            lines.append(f"    sed -n '{start},{n}p' repro.qtest")
+        lines.append(
+            "    " + wait.format(test=f"answered {n}", why="'QEMU did not answer repro.qtest'", quit=shlex.quote(QUIT))
+        )
+        lines.append(f"    echo 'screendump shot-{k}.ppm' > monitor.in")
+        lines.append(
+            "    " + wait.format(test=f"[ -s shot-{k}.ppm ]", why=f"'no shot-{k}.ppm'", quit=shlex.quote(QUIT))
+        )
+        start = n + 1
+    lines += [
+        f"    sed -n '{start},$p' repro.qtest",
+        f"}} | {qemu} -chardev pipe,id=mon,path=monitor -mon chardev=mon,mode=readline > repro.out",
+        "status=$?",
+        "rm -f monitor.in monitor.out",
+    ]
+    for k in range(1, len(shots) + 1):
+        lines.append(
+            f"[ ! -f seen-{k}.ppm ] || {{ cmp -s shot-{k}.ppm seen-{k}.ppm && echo 'shot-{k}.ppm: the picture the replay saw' "
+            f"|| echo 'shot-{k}.ppm differs from seen-{k}.ppm'; }}"
+        )
+    return lines
 
 
 def replies(script: str, answers: str, ins: Sequence[Sequence[int]]) -> list[Reply]:

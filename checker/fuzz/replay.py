@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from virtgpu_conform.checker.devices.qmp import parse_ppm
 from virtgpu_conform.checker.devices.qtest_script import replies
 from virtgpu_conform.checker.devices.target import (
     CONFIG,
@@ -120,6 +121,27 @@ def _config_step(rec: dict, path: str, n: int, codec: Codec) -> Step:
     return Step(CONFIG, [config_step(offset, raw)], [codec.config.size], "config")
 
 
+def _shots(folder: str):
+    """The screendumps repro.sh took (shot-N.ppm), in turn, for the pixel oracle; None: it took none."""
+    if not os.path.exists(os.path.join(folder, "seen-1.ppm")) and not os.path.exists(
+        os.path.join(folder, "shot-1.ppm")
+    ):
+        return None
+    taken = iter(range(1, 1 << 30))
+
+    def screen(twin: bool = False):
+        n = next(taken)
+        if twin or not os.path.exists(os.path.join(folder, f"seen-{n}.ppm")):
+            return None  # the replay had no picture there either
+        try:
+            with open(os.path.join(folder, f"shot-{n}.ppm"), "rb") as fh:
+                return parse_ppm(fh.read())
+        except OSError:
+            return None
+
+    return screen
+
+
 def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "strict") -> list[Observation]:
     """What a run of a case's repro.sh showed: QEMU's answers to repro.qtest (repro.out in `folder`),
     judged as the case's own were. `case`: the repro.ndjson the script was made from."""
@@ -144,7 +166,7 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
         answers = iter(replies(text["repro.qtest"], text["repro.out"], [s.ins for s in chains]))
     except ValueError as exc:
         raise TraceError(Where(os.path.join(folder, "repro.qtest"), 0), f"not the script of {case}: {exc}") from None
-    oracle = Oracle(protocol, session, profile, name=os.path.join(folder, "repro.out"))
+    oracle = Oracle(protocol, session, profile, name=os.path.join(folder, "repro.out"), screen=_shots(folder))
     seen: list[Observation] = []
     for step in steps:
         # A reset the script made is taken as done (its chains' answers show what it did); a config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,22 +85,28 @@ def test_qemu_campaign_finds_shrinks_and_saves_reproducers(ir, tmp_path):
         else:
             assert any(x["side"] == "device" and x["definite"] for x in res["findings"]), res["findings"]
     # every finding shown again on a fresh device has its case in QEMU's own form, which shows it
-    # again with QEMU alone (but a wrong picture: qtest has no screendump)
+    # again with QEMU alone (a picture too: repro.sh takes the replay's screendumps again)
     protocol = Protocol(ir)
     for f in findings:
         if not f["reproduced"]:
             continue
         case = Path(f["reproducer"]).parent
-        assert f["device_reproducer"] == ["repro.qtest", "repro.sh"], f
+        assert f["device_reproducer"][:2] == ["repro.qtest", "repro.sh"], f
+        assert all(re.fullmatch(r"seen-\d+\.ppm", x) for x in f["device_reproducer"][2:]), f
         run = subprocess.run(
-            ["/bin/sh", str(case / "repro.sh")], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, timeout=120
+            ["/bin/sh", str(case / "repro.sh")],
+            env={"PATH": "/usr/bin:/bin"},
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            capture_output=True,
+            text=True,
         )
         assert run.returncode == 0 or f["kind"] == "crash", f
-        if f["check"] != "pixels":
-            seen = judge_qtest_run(protocol, f["reproducer"], str(case))
-            assert (f["kind"], f["command"], f["check"]) in {
-                (o.signature.kind, o.signature.command, o.signature.check) for o in seen
-            }, f
+        assert "differs from seen" not in run.stdout, (f, run.stdout)
+        seen = judge_qtest_run(protocol, f["reproducer"], str(case))
+        assert (f["kind"], f["command"], f["check"]) in {
+            (o.signature.kind, o.signature.command, o.signature.check) for o in seen
+        }, f
 
 
 @pytest.mark.needs_qemu

@@ -165,3 +165,21 @@ def test_an_option_qemu_cannot_read_is_the_users_error_not_a_refusal(tmp_path):
         vgc.fuzz(vgc.DeviceSpec("qemu", device_opts="nosuch=1"), examples=2, out=str(tmp_path / "out"))
     assert not isinstance(err.value, DeviceRefused)
     assert "Property 'virtio-gpu-pci.nosuch' not found" in str(err.value)
+
+
+def test_a_qemu_campaign_writes_the_config_and_resets_the_device(tmp_path, monkeypatch):
+    from virtgpu_conform.checker.devices import qemu as qemu_mod
+    from virtgpu_conform.checker.fuzz import machine
+
+    sent: list[str] = []
+    real_send = QemuTarget.send
+
+    def spy(self, queue, outs, in_sizes):
+        sent.append(queue)
+        return real_send(self, queue, outs, in_sizes)
+
+    monkeypatch.setattr(qemu_mod.QemuTarget, "send", spy)
+    monkeypatch.setattr(machine, "RESET_TOP", 0)
+    monkeypatch.setattr(machine, "CONFIG_TOP", 0)
+    r = vgc.fuzz("qemu", examples=20, seed=1, steps=15, survey=True, pipeline=False, out=str(tmp_path / "out"))
+    assert r.commands > 0 and sent.count(DEVICE_RESET) > 0 and sent.count(CONFIG) > 0

@@ -132,3 +132,38 @@ def test_a_case_with_config_writes_and_resets_reproduces_with_qemu_alone(protoco
     assert _seen(seen) == _seen(r.observations) != []
     kinds = [json.loads(x)["kind"] for x in (out / "replay.ndjson").read_text().splitlines()[:3]]
     assert kinds == ["session", "config", "reset"]
+
+
+@pytest.mark.parametrize("kind", ["qemu", "vhost-user-gpu"])
+def test_the_pictures_of_a_case_are_taken_again_by_its_script(protocol, tmp_path, kind):
+    """A display scene with its scanout at (2,1): its repro.sh takes the screendump the replay took,
+    with an HMP monitor, after the same qtest commands, and finds the same picture; judged, the run
+    shows what the replay did (QEMU: a right picture; QEMU 7.2's vhost-user-gpu: a picture shifted
+    by the scanout's origin, a pixel finding)."""
+    if kind == "vhost-user-gpu":
+        why = kvm_problem() or ("" if os.access(BACKEND, os.X_OK) else f"{BACKEND} is missing")
+        if why:
+            pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+    from test_pixel_oracle_devices import _scene
+
+    from virtgpu_conform.checker.devices.target import ReferenceTarget
+    from virtgpu_conform.checker.fuzz.replay import replay as send
+
+    case = tmp_path / "scene.ndjson"
+    send(
+        protocol,
+        ReferenceTarget(protocol.ir),
+        _scene(protocol.codec, 1, {"r.x": 2, "r.y": 1, "r.width": 48, "r.height": 24}),
+        str(case),
+    )
+    out = tmp_path / "out"
+    r = vgc.replay(str(case), kind, str(out))
+    assert sorted(os.path.basename(p) for p in r.reproducer) == ["repro.qtest", "repro.sh", "seen-1.ppm"]
+    run = _alone(out)
+    assert run.returncode == 0, run.stderr
+    assert "shot-1.ppm: the picture the replay saw" in run.stdout, run.stdout + run.stderr
+    seen = judge_qtest_run(protocol, str(out / "replay.ndjson"), str(out))
+    assert _seen(seen) == _seen(r.observations)
+    pixels = [o for o in seen if o.signature.check == "pixels"]
+    assert bool(pixels) == (kind == "vhost-user-gpu"), _seen(seen)
+    assert not list(out.glob("monitor.*"))  # the FIFOs are gone
