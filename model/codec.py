@@ -287,6 +287,13 @@ class Codec:
         device's shorter config) are None."""
         return self._read(self.config, bytes(data), [])
 
+    def written_config(self, offset: int, data: bytes) -> dict[str, Value]:
+        """The configuration's fields as a driver write of `data` at byte `offset` sets them (the
+        bytes it does not write read as zero)."""
+        buf = bytearray(self.config.size)
+        buf[offset : offset + len(data)] = data[: max(0, self.config.size - offset)]
+        return self.decode_config(bytes(buf))
+
     def encode_config(self, values: dict[str, Value]) -> bytes:
         """The device configuration's bytes; fields not given are zero."""
         return self.config.packer.pack(*[values.get(k) or 0 for k in self.config.keys])

@@ -150,10 +150,9 @@ class Protocol:
         if after is None:
             return out, exercised
         now = {k: v for k, v in self.codec.decode_config(after).items() if isinstance(v, int)}
-        if "events_clear" in hit and "events_read" in now:
-            o = lay.offsets[lay.keys.index("events_clear")]
-            written = bytes(data[o + i - offset] if 0 <= o + i - offset < len(data) else 0 for i in range(4))
-            cleared = int.from_bytes(written, "little") & now["events_read"]
+        clear = self.codec.written_config(offset, data).get("events_clear")
+        if "events_clear" in hit and "events_read" in now and isinstance(clear, int):
+            cleared = clear & now["events_read"]
             if cleared:
                 out.append(
                     Breach(

@@ -21,7 +21,7 @@ from virtgpu_conform.model.state import Capset, Settings, State
 from .explain import History, message, no_response, short, symbolic_why
 from .findings import Finding, Tally
 from .judging import Judge
-from .ledger import Ledger
+from .ledger import FAIL, PASS, Ledger
 from .memo import FastPaths
 from .readings import Candidate, Pair
 
@@ -162,12 +162,7 @@ class Checker:
         breaches, exercised = self.p.config_write(ev.offset, ev.data, ev.before, ev.read)
         failed = {r for b in breaches for r in b.reqs}
         for rid in exercised:
-            t = self.ledger.t(rid)
-            if rid in failed:
-                t.failed += 1
-                t.first_fail = t.first_fail or ev.where
-            else:
-                t.passed += 1
+            self.ledger.count(rid, FAIL if rid in failed else PASS, ev.where)
         for b in breaches:
             if b.basis in self.profile:
                 self._finding(b, b.definite, "", ev.where, None, None, [])

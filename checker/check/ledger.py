@@ -44,15 +44,19 @@ class Ledger:
         """Count the marks of one exchange's leading reading; returns them (requirement -> level)."""
         marks = self.marks(ex, primary, proven)
         for r, level in marks.items():
-            t = self.t(r)
-            if level == FAIL:
-                t.failed += 1
-                t.first_fail = t.first_fail or ex.where
-            elif level == INCONCLUSIVE:
-                t.inconclusive += 1
-            else:
-                t.passed += 1
+            self.count(r, level, ex.where)
         return marks
+
+    def count(self, rid: str, level: int, where) -> None:
+        """One mark of `rid` (PASS, INCONCLUSIVE or FAIL), made at `where`."""
+        t = self.t(rid)
+        if level == FAIL:
+            t.failed += 1
+            t.first_fail = t.first_fail or where
+        elif level == INCONCLUSIVE:
+            t.inconclusive += 1
+        else:
+            t.passed += 1
 
     def marks(self, ex: Exchange, primary: Pair, proven: set) -> dict[str, int]:
         """The marks `tally` counts, counting none."""

@@ -50,10 +50,24 @@ def _other_log(path: str, first: str) -> str:
     return f"{stem}.migrated{ext}" if path == first else first
 
 
+def _exited(q: QemuProcess) -> Reply:
+    return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+
+
+def _gone(exc: QemuGone) -> Reply:
+    return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+
+
+def _display_info(ir: SpecIR) -> tuple[bytes, int]:
+    """A GET_DISPLAY_INFO request, and the size of its answer."""
+    codec = codec_for(ir)
+    return codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO"), codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size
+
+
 def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout: float) -> Reply:
     """One chain to the device `pci` drives in `q` (or a CONFIG write), and what became of it."""
     if not q.alive:
-        return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+        return _exited(q)
     if queue == CONFIG:
         return _configure(pci, outs[0], in_sizes[0])
     try:
@@ -67,7 +81,7 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
             pass
         return Reply("no-answer", detail=detail)
     except QemuGone as exc:
-        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+        return _gone(exc)
     return used_reply(used.length, used.data, sum(in_sizes))
 
 
@@ -79,7 +93,7 @@ def _configure(pci: VirtioPci, out: bytes, size: int) -> Reply:
         pci.config_write(offset, data)
         return Reply("answered", before + pci.config(size))
     except QemuGone as exc:
-        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+        return _gone(exc)
 
 
 # QEMU's words for a -device it cannot make at all, or an option it cannot read: the user's to fix,
@@ -112,17 +126,15 @@ def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False)
 def _reset_on(q: QemuProcess, pci: VirtioPci, ir: SpecIR, want, flags: int) -> Reply:
     """A virtio reset mid-case (DEVICE_RESET), with a chain pending and early kicks as `flags` say."""
     if not q.alive:
-        return Reply("died", detail=f"QEMU exited ({exit_status(q.proc.poll())})")
+        return _exited(q)
     try:
         if flags & PENDING:  # a chain on each queue
-            codec = codec_for(ir)
-            info = codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
-            move = codec.encode("VIRTIO_GPU_CMD_MOVE_CURSOR")
-            answer = codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size
+            info, answer = _display_info(ir)
+            move = codec_for(ir).encode("VIRTIO_GPU_CMD_MOVE_CURSOR")
             pci.kick_and_reset([(QUEUES["controlq"], [info], [answer]), (QUEUES["cursorq"], [move], [answer])])
         _initialise_on(pci, ir, want, early_notify=bool(flags & EARLY_NOTIFY))
     except QemuGone as exc:
-        return Reply("died", detail=str(exc) + (f": {exc.log.strip()[-300:]}" if exc.log else ""))
+        return _gone(exc)
     except DeviceError as exc:
         return Reply("no-answer", detail=f"the device did not come back from a reset: {exc}")
     return Reply("answered")
@@ -270,9 +282,7 @@ class QemuTarget(Target):
         """After a stall and a reset: whether the device answers a GET_DISPLAY_INFO (then it is reset
         once more, for the next case to find it fresh)."""
         assert self.q is not None, "called on a running QEMU"
-        codec = codec_for(self.ir)
-        probe = codec.encode("VIRTIO_GPU_CMD_GET_DISPLAY_INFO")
-        size = codec.layout("VIRTIO_GPU_RESP_OK_DISPLAY_INFO").size
+        probe, size = _display_info(self.ir)
         if _send_on(self.q, self.pci, "controlq", [probe], [size], self.timeout).status != "answered":
             return False
         self.stall_resets += 1
@@ -384,7 +394,7 @@ class QemuTarget(Target):
         except QmpError:
             shot = None
         if not twin and q.script is not None:  # recorded: repro.sh takes it too, where the driver did
-            q.script.append(Shot(shot is not None))
+            q.script.append(Shot())
             self.shots.append(qmp.last_ppm if shot is not None else b"")
         return shot
 

@@ -99,9 +99,7 @@ class Poll:
 
 @dataclass(frozen=True)
 class Shot:
-    """In a recorded session: a screendump of the console was taken here (`seen`: it was read)."""
-
-    seen: bool
+    """In a recorded session: a screendump of the console was taken here."""
 
 
 Script = list[Union[str, Poll, Shot]]

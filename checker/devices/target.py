@@ -141,11 +141,9 @@ class ReferenceTarget(Target):
         if queue == CONFIG:
             # Only events_clear is the driver's to write: it clears the bits of events_read it names.
             before = self.config()
-            offset, data = config_of_step(outs[0])
-            written = bytearray(len(before))
-            written[offset : offset + len(data)] = data[: max(0, len(before) - offset)]
-            clear = codec_for(self.ir).decode_config(bytes(written)).get("events_clear")
-            self.events_read &= ~clear if isinstance(clear, int) else -1
+            clear = codec_for(self.ir).written_config(*config_of_step(outs[0])).get("events_clear")
+            if isinstance(clear, int):
+                self.events_read &= ~clear
             return Reply("answered", before + self.config())
         answer = self.device.handle(b"".join(outs), queue)
         if queue == "cursorq":

@@ -463,8 +463,9 @@ class DeviceMachine(RuleBasedStateMachine):
             self.pipe.want_screen = False
 
     def _aside(self, step: Step) -> None:
-        """A migration or a config write: the command state must not change. Piped, it is judged
-        before anything after it is built (the oracle's budget of pictures stays current)."""
+        """A migration, a config write (the command state must not change) or a reset (it starts
+        over). Piped, it is judged before anything after it is built (the oracle's budget of
+        pictures stays current)."""
         if step.queue == DEVICE_RESET:  # the prediction starts over whatever the device does
             self.model.state = self.host.protocol.new_state(self.host.target.settings)
             if self.shadow is not None:
@@ -717,6 +718,15 @@ class DeviceMachine(RuleBasedStateMachine):
                 Step("controlq", [self.vocab.codec.encode(cmd, fields)], [self.vocab.answer_size[cmd]], "moving FLUSH")
             )
 
+    def _rarely(self, data: Choices, top: int) -> bool:
+        """One time in top + 1 (the top value: a shrunk case keeps it only where it needs it), True;
+        otherwise a valid command is sent instead, and False."""
+        if data.draw(_ints(0, top)) != top:
+            self._one(data, "valid", self.vocab.pool)
+            return False
+        self.host.stepped()
+        return True
+
     @precondition(lambda self: self.host.target.config_writes)
     @rule(raw=FEW)
     def configure(self, raw):
@@ -724,10 +734,8 @@ class DeviceMachine(RuleBasedStateMachine):
         one field the driver may write), or a field it must not (events_read) or that only the device
         sets, whole or in part; else a valid command."""
         data = Choices(raw)
-        if data.draw(_ints(0, CONFIG_TOP)) != CONFIG_TOP:
-            self._one(data, "valid", self.vocab.pool)
+        if not self._rarely(data, CONFIG_TOP):
             return
-        self.host.stepped()
         lay = self.vocab.codec.config
         key = data.draw(_among(lay.keys))
         at, size = lay.offsets[lay.keys.index(key)], lay.size_of(key)
@@ -744,10 +752,8 @@ class DeviceMachine(RuleBasedStateMachine):
         kicked in the same breath (pending when the reset comes) and the queues kicked before they
         are set up again; the device must start over as fresh as after boot. Else a valid command."""
         data = Choices(raw)
-        if data.draw(_ints(0, RESET_TOP)) != RESET_TOP:
-            self._one(data, "valid", self.vocab.pool)
+        if not self._rarely(data, RESET_TOP):
             return
-        self.host.stepped()
         flags = data.draw(_ints(0, PENDING | EARLY_NOTIFY))
         how = "+".join(name for bit, name in RESET_HOW.items() if flags & bit)
         self._send(Step(DEVICE_RESET, [bytes([flags])], [], f"reset {how}".strip()))

@@ -122,13 +122,9 @@ class Oracle:
             self.writer.response(rid, reply.data)
         else:
             self.writer.no_response(rid, f"{reply.status}: {reply.detail}")
-        out = []
         if req is None:
             req = self.p.codec.decode_request(data, queue)
-        for f in self.checker.findings[before:]:
-            obs = self._observe(f, reply, self.shared, req)
-            if obs is not None:
-                out.append(obs)
+        out = self._device_findings(before, reply, req)
         if self.pixels is not None:
             self._pixels(req, queue, reply, line, out)
         judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
@@ -172,7 +168,7 @@ class Oracle:
         line = self._lines + 1
         before = len(self.checker.findings)
         self.writer.reset([name for bit, name in RESET_HOW.items() if flags & bit])
-        found = [o for o in (self._observe(f, reply, self.shared, None) for f in self.checker.findings[before:]) if o]
+        found = self._device_findings(before, reply)
         if self.pixels is not None:
             self.pixels = PixelModel(self.p.ir)
         if reply.status == "answered":
@@ -197,13 +193,17 @@ class Oracle:
             self.writer.config(offset, data, reply.data[:half], reply.data[half:])
         else:  # the configuration was not read back (a qtest run's answers): the write alone
             self.writer.config(offset, data)
-        seen = [self._observe(f, reply, self.shared, None) for f in self.checker.findings[before:]]
-        found = [o for o in seen if o is not None]
+        found = self._device_findings(before, reply)
         twin = reply.twin
         if twin is not None and (twin.status, twin.data[half:]) != (reply.status, reply.data[half:]):
             message = "the configuration read after a write differs from the one of the device not migrated"
             found.append(Observation(Signature(MIGRATED, "", "config-changed"), message, line))
         return found
+
+    def _device_findings(self, before: int, reply: Reply, req=None) -> list[Observation]:
+        """What `check` found since `before` findings that is the device's (_observe)."""
+        seen = (self._observe(f, reply, self.shared, req) for f in self.checker.findings[before:])
+        return [o for o in seen if o is not None]
 
     def _pixels(self, req, queue: str, reply: Reply, line: int, out: list) -> None:
         pixels = self.pixels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from virtgpu_conform.checker.devices.target import (
     Target,
     config_step,
 )
+from virtgpu_conform.checker.traces import native
 from virtgpu_conform.checker.traces.events import TraceError, Where
 from virtgpu_conform.model.codec import Codec
 from virtgpu_conform.model.protocol import Protocol
@@ -111,14 +113,8 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
 
 
 def _config_step(rec: dict, path: str, n: int, codec: Codec) -> Step:
-    offset, data = rec.get("offset"), rec.get("bytes")
-    try:
-        raw = bytes.fromhex(data) if isinstance(data, str) else b""
-    except ValueError:
-        raw = b""
-    if not isinstance(offset, int) or not 0 <= offset < 1 << 16 or not raw:
-        raise TraceError(Where(path, n), "a config record needs 'offset' and 'bytes' (hex) to be replayed")
-    return Step(CONFIG, [config_step(offset, raw)], [codec.config.size], "config")
+    write = native.config_write(rec, Where(path, n))
+    return Step(CONFIG, [config_step(write.offset, write.data)], [codec.config.size], "config")
 
 
 def _shots(folder: str):
@@ -127,7 +123,7 @@ def _shots(folder: str):
         os.path.join(folder, "shot-1.ppm")
     ):
         return None
-    taken = iter(range(1, 1 << 30))
+    taken = itertools.count(1)
 
     def screen(twin: bool = False):
         n = next(taken)

@@ -35,6 +35,7 @@ from .events import (
     Exchange,
     Reset,
     Session,
+    TraceError,
     Where,
 )
 from .pairing import Pairer
@@ -247,6 +248,14 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
         yield Diagnostic(where, "error", "bad-record", f"{exc}; skipped")
     except (ValueError, RecursionError, OverflowError) as exc:  # numbers or nesting past Python's limits
         yield Diagnostic(where, "error", "bad-record", f"unusable record ({type(exc).__name__}); skipped")
+
+
+def config_write(rec: dict, where: Where) -> ConfigWrite:
+    """A `config` record's write, read as `check` reads it (for fuzz --replay); TraceError when it is not one."""
+    try:
+        return _config(rec, where)
+    except _Bad as exc:
+        raise TraceError(where, str(exc)) from None
 
 
 def _config(rec: dict, where: Where) -> ConfigWrite:
