@@ -61,6 +61,13 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     help="Extra virtio-gpu-pci properties, e.g. 'edid=off,max_outputs=2'. A device QEMU refuses to make "
     "with them (max_outputs=17) is the result, said with QEMU's words (exit 0), not a tool error.",
 )
+@click.option(
+    "--gl",
+    is_flag=True,
+    help="qemu, vhost-user-gpu: the 3D device (virtio-gpu-gl-pci; the backend with --virgl), rendering with "
+    "virglrenderer on Mesa's software renderer, in a VM that runs (fences are answered on QEMU's clock). "
+    "Needs qemu-system-gui (QEMU 7.2) or qemu-system-modules-opengl (QEMU 8 and later) and libgl1-mesa-dri.",
+)
 @click.option("--adapter", help="Adapter target: the program to start (it speaks the adapter protocol on stdio).")
 @click.option("--adapter-socket", type=click.Path(), help="Adapter target: a unix socket to connect to.")
 @click.option("--time", "duration", help="Stop after this long (30s, 5m, 1h). Default 1m unless --examples.")
@@ -88,9 +95,8 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 @click.option(
     "--timeout",
     type=float,
-    default=0.2,
-    show_default=True,
-    help="Seconds to wait for one answer (QEMU answers within milliseconds; a wait past this is a finding).",
+    help="Seconds to wait for one answer; a wait past this is a finding. Default 0.2 (QEMU answers within "
+    "milliseconds), 2 with --gl (a fenced command waits for the software renderer).",
 )
 @click.option(
     "--cpu",
@@ -144,7 +150,7 @@ def fuzz(
     steps: int,
     out: Optional[str],
     profile: str,
-    timeout: float,
+    timeout: Optional[float],
     cpu: str,
     pixels: bool,
     migrate: bool,
@@ -152,6 +158,7 @@ def fuzz(
     survey: bool,
     replay_path: Optional[str],
     vhost_backend: Optional[str],
+    gl: bool,
 ) -> None:
     """Fuzz a virtio-gpu device with model-guided command sequences.
 
@@ -162,7 +169,7 @@ def fuzz(
     the campaign and keeps what was found.
     """
     from virtgpu_conform.checker.devices.target import TargetError
-    from virtgpu_conform.checker.fuzz.run import DeviceSpec
+    from virtgpu_conform.checker.fuzz.run import GL_TIMEOUT, DeviceSpec
 
     try:
         affinity.choose(cpu)
@@ -179,9 +186,10 @@ def fuzz(
                 backend=vhost_backend,
                 adapter=adapter,
                 adapter_socket=adapter_socket,
-                timeout=timeout,
+                timeout=timeout if timeout is not None else (GL_TIMEOUT if gl else DeviceSpec.timeout),
                 pixels=pixels,
                 migrate=migrate,
+                gl=gl and n in ("qemu", "vhost-user-gpu"),
             )
             for n in names
         ]

@@ -33,7 +33,7 @@ from .adapter_wire import (
     request,
 )
 from .children import Child, tail
-from .target import QUEUES, Reply, Target, TargetError, feature_bits, settings_from_config
+from .target import QUEUES, TOGETHER, Reply, Target, TargetError, feature_bits, in_turn, settings_from_config
 
 
 class AdapterTarget(Target):
@@ -165,6 +165,8 @@ class AdapterTarget(Target):
             return Reply("died", detail="the target is closed")
         if self.broken:
             return Reply("no-answer", detail=f"the connection is given up: {self.broken}; reset() first")
+        if queue == TOGETHER:  # the adapter protocol takes one chain at a time
+            return in_turn(self.send, outs[0])
         try:
             self.stream.write(request(QUEUES[queue], outs, in_sizes), time.monotonic() + self.timeout)
             kind, body = self.stream.read_frame(time.monotonic() + self.timeout)

@@ -7,7 +7,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, cast
 
 from virtgpu_conform.model.codec import codec_for
 from virtgpu_conform.model.state import Settings
@@ -18,6 +18,7 @@ from .guest_ram import PATTERN, PATTERN_BASE
 from .migration import MigrationFailed, MigrationRefused, Twin
 from .qmp import Qmp, QmpError
 from .qtest import QemuGone, QemuProcess, Shot, exit_status
+from .running_vm import HALT_SH, accelerator, halt_bios
 from .target import (
     CONFIG,
     DEVICE_RESET,
@@ -25,10 +26,12 @@ from .target import (
     MIGRATION,
     PENDING,
     QUEUES,
+    TOGETHER,
     DeviceRefused,
     Reply,
     Target,
     TargetError,
+    chains_of_step,
     config_of_step,
     feature_bits,
     settings_from_config,
@@ -38,6 +41,8 @@ from .virtio_pci import DeviceError, Stalled, VirtioPci
 
 NEEDS_RESET = 0x40  # virtio device status: the device hit an error it cannot recover from by itself
 MIGRATION_TIMEOUT = 10.0  # seconds a save or a load of the machine may take
+CAPSETS_ASKED = 16  # capset indexes asked at initialisation at most (a device may claim any number)
+INIT_TIMEOUT = 2.0  # seconds an answer at initialisation may take
 LOG_LIMIT = 64 << 20  # bytes of QEMU's trace log past which the next case starts a new QEMU, and a new log
 
 
@@ -70,6 +75,8 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
         return _exited(q)
     if queue == CONFIG:
         return _configure(pci, outs[0], in_sizes[0])
+    if queue == TOGETHER:
+        return _together_on(q, pci, outs[0], timeout)
     try:
         used = pci.send(QUEUES[queue], outs, in_sizes, timeout)
     except Stalled as exc:
@@ -83,6 +90,31 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
     except QemuGone as exc:
         return _gone(exc)
     return used_reply(used.length, used.data, sum(in_sizes))
+
+
+def _together_on(q: QemuProcess, pci: VirtioPci, buf: bytes, timeout: float) -> Reply:
+    """Chains made available together (a TOGETHER step): each one's answer and when it came."""
+    queue, chains = chains_of_step(buf)
+    try:
+        answers, order = pci.send_group(QUEUES[queue], chains, timeout)
+    except QemuGone as exc:
+        return _gone(exc)
+    except DeviceError as exc:  # a used element naming no chain in flight: the queue cannot be read on
+        return Reply("no-answer", detail=str(exc))
+    parts = []
+    for k, used in enumerate(answers):
+        if used is None:
+            said = f"{len(order)} of the {len(chains)} chains sent together were completed"
+            parts.append(
+                Reply("no-answer", detail=f"no completion on queue {QUEUES[queue]} within {timeout:g} s ({said})")
+            )
+        else:
+            part = used_reply(used.length, used.data, sum(chains[k][1]))
+            part.order = order.index(k)
+            parts.append(part)
+    if not q.alive:
+        return _exited(q)
+    return Reply("answered" if len(order) == len(chains) else "no-answer", parts=parts)
 
 
 def _configure(pci: VirtioPci, out: bytes, size: int) -> Reply:
@@ -120,7 +152,32 @@ def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False)
         pci.notify_all()
     pci.setup_queues()
     pci.driver_ok()
-    return settings_from_config(ir, agreed, cfg)
+    return settings_from_config(ir, agreed, cfg, _capsets(pci, ir, codec_for(ir).decode_config(cfg).get("num_capsets")))
+
+
+def _capsets(pci: VirtioPci, ir: SpecIR, count) -> Optional[list[tuple[int, int, int]]]:
+    """What GET_CAPSET_INFO says of each capset index, as a driver asks right after DRIVER_OK (the
+    model then knows the capsets a CTX_CREATE or a GET_CAPSET may name); None when it did not say."""
+    if not isinstance(count, int) or not 0 < count <= CAPSETS_ASKED:
+        return None
+    codec = codec_for(ir)
+    ok = "VIRTIO_GPU_RESP_OK_CAPSET_INFO"
+    out = []
+    for index in range(count):
+        ask = codec.encode("VIRTIO_GPU_CMD_GET_CAPSET_INFO", {"capset_index": index})
+        try:
+            used = pci.send(QUEUES["controlq"], [ask], [codec.layout(ok).size], INIT_TIMEOUT)
+        except Stalled:
+            return None
+        m = codec.decode_response(used.data[: used.length])
+        if m.name != ok:
+            return None
+        f = m.fields
+        ids = (f["capset_id"], f["capset_max_version"], f["capset_max_size"])
+        if not all(isinstance(v, int) for v in ids):
+            return None
+        out.append(cast("tuple[int, int, int]", ids))
+    return out
 
 
 def _reset_on(q: QemuProcess, pci: VirtioPci, ir: SpecIR, want, flags: int) -> Reply:
@@ -138,6 +195,41 @@ def _reset_on(q: QemuProcess, pci: VirtioPci, ir: SpecIR, want, flags: int) -> R
     except DeviceError as exc:
         return Reply("no-answer", detail=f"the device did not come back from a reset: {exc}")
     return Reply("answered")
+
+
+# QEMU's words when a GL piece is missing, and the Debian package that brings it.
+GL_MISSING = (
+    ("'virtio-gpu-gl-pci' is not a valid device model name", "QEMU has no virtio-gpu-gl-pci module"),
+    ("Display 'egl-headless' is not available", "QEMU has no egl-headless display module"),
+    ("failed to initialize module", "QEMU's GL modules are not of this QEMU's build"),
+)
+GL_PACKAGES = "qemu-system-gui (QEMU 7.2) or qemu-system-modules-opengl (QEMU 8 and later), libgl1-mesa-dri"
+# A GL device renders in software (Mesa's llvmpipe) through EGL on GBM: /dev/null as the render node
+# makes Mesa fall back to software where the machine has no GPU (REAL-TARGETS.md).
+GL_DISPLAY = ("-display", "egl-headless,rendernode=/dev/null")
+
+
+def unpacked_tree(binary: str) -> tuple[list[str], dict]:
+    """For a QEMU unpacked from Debian's packages rather than installed (ROOT/usr/bin/qemu-system-x86_64):
+    the -L folders of its firmware and the QEMU_MODULE_DIR of its modules, which it looks for under
+    /usr otherwise. ([], {}) for an installed one."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(binary))))
+    share = os.path.join(root, "usr", "share")
+    if root == "/" or not os.path.isdir(os.path.join(share, "qemu")):
+        return [], {}
+    args = [
+        a for d in ("qemu", "seabios") if os.path.isdir(os.path.join(share, d)) for a in ("-L", os.path.join(share, d))
+    ]
+    modules = os.path.join(root, "usr", "lib", "x86_64-linux-gnu", "qemu")
+    return args, ({**os.environ, "QEMU_MODULE_DIR": modules} if os.path.isdir(modules) else {})
+
+
+def gl_problem(log: str) -> str:
+    """What QEMU's exit says is missing for a GL device, with the packages to install, or ""."""
+    for words, what in GL_MISSING:
+        if words in log:
+            return f"{what}: install {GL_PACKAGES}"
+    return ""
 
 
 def _too_big(path: str) -> bool:
@@ -169,13 +261,20 @@ class QemuTarget(Target):
         name: str = "qemu",
         pixels: bool = False,
         migrate: bool = False,
+        gl: bool = False,
     ):
         """`pixels`: the pixel oracle's pattern in guest RAM and a monitor for screendumps (pixels.py).
-        `migrate`: a monitor to migrate the device with (a MIGRATION step, migration.py)."""
+        `migrate`: a monitor to migrate the device with (a MIGRATION step, migration.py).
+        `gl`: the 3D (virgl) device, rendering in software, in a VM that runs (running_vm.py)."""
         super().__init__(name)
         binary = shutil.which(qemu)
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
+        self.gl = gl
+        if gl and device == "virtio-gpu-pci":
+            device = "virtio-gpu-gl-pci"
+        self.tree_args, self.env = unpacked_tree(binary)
+        self.workdir = ""  # HALT.BIN (and a vhost-user socket), made when first needed
         self.pixels, self.migrates = pixels, migrate
         self.qmp: Optional[Qmp] = None
         self.q: Optional[QemuProcess] = None
@@ -200,11 +299,23 @@ class QemuTarget(Target):
             raise
 
     def _argv(self) -> list[str]:
+        if self.gl:
+            # fmt: off
+            return [self.binary, "-accel", accelerator(), "-machine", "q35", "-bios", self._halt(), "-nodefaults",
+                    *GL_DISPLAY, "-m", "256M", *self._driven("virtqueue_pop", "virtqueue_fill"),
+                    "-device", f"{self.device},addr=04.0", *self._monitor(), *self.tree_args, *self.extra]
+            # fmt: on
         # fmt: off
         return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
                 *self._driven("virtqueue_pop", "virtqueue_fill"),
-                "-device", f"{self.device},addr=04.0", *self._monitor(), *self.extra]
+                "-device", f"{self.device},addr=04.0", *self._monitor(), *self.tree_args, *self.extra]
         # fmt: on
+
+    def _halt(self) -> str:
+        if not os.path.isdir(self.workdir):
+            self.workdir = scratch.make("vm")
+        self.halt_bin = halt_bios(self.workdir)
+        return self.halt_bin
 
     def _driven(self, *traced: str) -> list[str]:
         """Driven over qtest on stdio, its device's events and errors (and `traced`) logged to log_path."""
@@ -222,7 +333,7 @@ class QemuTarget(Target):
         return self.qmp.argv()
 
     def _spawn(self) -> QemuProcess:
-        return QemuProcess(self.argv, timeout=max(5.0, self.timeout))
+        return QemuProcess(self.argv, timeout=max(5.0, self.timeout), env=self.env or None)
 
     def _start(self) -> None:
         """Start QEMU and bring the device to DRIVER_OK."""
@@ -252,7 +363,8 @@ class QemuTarget(Target):
             reason = refusal(self.device, log)
             if reason:
                 raise DeviceRefused(message, reason) from None
-            raise TargetError(message) from None
+            missing = gl_problem(log) if self.gl else ""
+            raise TargetError(f"{missing}\n{message}" if missing else message) from None
 
     def argv_shape(self) -> tuple:
         """The command line but for its per-start parts (sockets, logs): what fixes the PCI layout."""
@@ -324,6 +436,12 @@ class QemuTarget(Target):
         QEMU's own exit at the end of the script and the logs beside it; no QMP monitor (repro.sh
         adds an HMP one for the screendumps, when the session took any)."""
         swap = {self.qtest_log: "repro-qtest.log", self.log_path: "repro-qemu.log"}
+        before, after = [], []
+        if self.workdir:  # a VM that runs: its firmware made beside the script
+            swap[self.halt_bin] = "HALT.BIN"
+            before, after = [HALT_SH], ["rm -f HALT.BIN"]
+        if self.env:
+            before.append(f"export QEMU_MODULE_DIR={shlex.quote(self.env['QEMU_MODULE_DIR'])}")
         argv = [self.argv[0], "-no-reboot"]
         args = iter(self.argv[1:])
         for a in args:
@@ -331,7 +449,7 @@ class QemuTarget(Target):
                 next(args)
             else:
                 argv.append(swap.get(a, a))
-        return [], argv, []
+        return before, argv, after
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         assert self.q is not None, "started by __init__ and by every reset"
@@ -368,7 +486,7 @@ class QemuTarget(Target):
         self.qtest_log = _other_log(self.qtest_log, self.first_logs[1])
         argv = [*self._argv(), "-incoming", f"exec:cat {shlex.quote(state)}"]
         try:
-            self.q = QemuProcess(argv, timeout=max(5.0, self.timeout))
+            self.q = QemuProcess(argv, timeout=max(5.0, self.timeout), env=self.env or None)
             migration.load(self.qmp, self.q, MIGRATION_TIMEOUT)
         except (MigrationFailed, QmpError, QemuGone) as exc:
             return Reply("died", detail=f"the device did not survive the migration: {exc}")
@@ -413,6 +531,6 @@ class QemuTarget(Target):
     def close(self) -> None:
         """Stop QEMU and remove the folders this target made (a log it was given stays)."""
         self._stop_qemu()
-        for folder in (self.monitors, self.logs):
+        for folder in (self.monitors, self.logs, self.workdir):
             scratch.remove(folder)
-        self.monitors = self.logs = ""
+        self.monitors = self.logs = self.workdir = ""

@@ -30,6 +30,60 @@ EARLY_NOTIFY = 2  # both queues are kicked after the reset, before they are set 
 RESET_HOW = {PENDING: "pending", EARLY_NOTIFY: "early_notify"}  # the flags as the native reset record names them
 
 
+# A step of several chains on one queue, made available together and kicked once (a driver with
+# commands in flight): its one buffer holds the chains (together_step). A device may complete them in
+# any order; the answer's `parts` are each chain's answer, with the position it was completed in.
+TOGETHER = "together"
+MOST_TOGETHER = 8  # chains in one TOGETHER step at most (each gets an eighth of the queue's descriptors)
+
+
+def together_step(queue: str, chains: Sequence[tuple[Sequence[bytes], Sequence[int]]]) -> bytes:
+    """The one buffer of a TOGETHER step: the queue's name, then each chain's buffers and answer sizes."""
+    out = bytearray(queue.encode() + b"\0")
+    out.append(len(chains))
+    for outs, ins in chains:
+        out += bytes((len(outs), len(ins)))
+        for b in outs:
+            out += len(b).to_bytes(4, "little") + b
+        for n in ins:
+            out += n.to_bytes(4, "little")
+    return bytes(out)
+
+
+def chains_of_step(buf: bytes) -> tuple[str, list[tuple[list[bytes], list[int]]]]:
+    """The queue and chains a TOGETHER step's buffer holds."""
+    end = buf.index(0)
+    queue, count, pos = buf[:end].decode(), buf[end + 1], end + 2
+    chains = []
+    for _ in range(count):
+        n_out, n_in = buf[pos], buf[pos + 1]
+        pos += 2
+        outs = []
+        for _ in range(n_out):
+            size = int.from_bytes(buf[pos : pos + 4], "little")
+            outs.append(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        ins = [int.from_bytes(buf[pos + 4 * i : pos + 4 * i + 4], "little") for i in range(n_in)]
+        pos += 4 * n_in
+        chains.append((outs, ins))
+    return queue, chains
+
+
+def in_turn(send, buf: bytes) -> Reply:
+    """A TOGETHER step sent one chain after the other, for a device that takes one at a time: each
+    answered in the order sent."""
+    queue, chains = chains_of_step(buf)
+    parts: list[Reply] = []
+    for outs, ins in chains:
+        r = send(queue, outs, ins)
+        r.order = len(parts) if r.status == "answered" else None
+        parts.append(r)
+        if r.status != "answered":
+            break
+    last = parts[-1].status
+    return Reply("answered" if len(parts) == len(chains) and last == "answered" else last, parts=parts)
+
+
 def config_step(offset: int, data: bytes) -> bytes:
     """The one buffer of a CONFIG step: the byte offset (u16) and the bytes written there."""
     return offset.to_bytes(2, "little") + data
@@ -47,6 +101,25 @@ class Reply:
     data: bytes = b""  # the bytes the device reported writing (used length), at most the buffers' size
     detail: str = ""
     twin: Optional[Reply] = None  # after a migration: the answer of the same device not migrated
+    parts: Optional[list[Reply]] = None  # a TOGETHER step's: each chain's answer, in the order sent
+    order: Optional[int] = None  # a part's: the position the device completed it in (None: it did not)
+
+
+def flat(r: Reply) -> tuple:
+    """The reply as plain values: a tuple pickles in a fraction of a dataclass's time (pipeline.py)."""
+    return (
+        r.status,
+        r.data,
+        r.detail,
+        r.twin and flat(r.twin),
+        r.parts and [flat(p) for p in r.parts],
+        r.order,
+    )
+
+
+def unflat(t: tuple) -> Reply:
+    status, data, detail, twin, parts, order = t
+    return Reply(status, data, detail, twin and unflat(twin), parts and [unflat(p) for p in parts], order)
 
 
 def used_reply(length: int, data: bytes, room: int) -> Reply:
@@ -138,6 +211,8 @@ class ReferenceTarget(Target):
         if queue == DEVICE_RESET:
             self.reset()  # nothing is ever pending here, and nothing listens before set-up
             return Reply("answered")
+        if queue == TOGETHER:
+            return in_turn(self.send, outs[0])
         if queue == CONFIG:
             # Only events_clear is the driver's to write: it clears the bits of events_read it names.
             before = self.config()

@@ -17,7 +17,6 @@ ahead (`SPARES`) while the current one works, and the one retired is reaped late
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -30,38 +29,18 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from . import affinity, scratch
 from .children import Child, tail
-from .qemu import QemuTarget
+from .qemu import GL_DISPLAY, QemuTarget
 from .qtest import QemuProcess
+from .running_vm import halt_bios, kvm_problem
 from .target import DeviceRefused, Reply, TargetError
 
 BACKEND = "/usr/lib/qemu/vhost-user-gpu"
-_KVM_GET_API_VERSION, _KVM_CREATE_VM = 0xAE00, 0xAE01
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix flags of a listening socket
 SPARES = 1  # backend + QEMU pairs a campaign's target keeps started ahead of use
 
 
 class KvmUnusable(TargetError):
     """This machine cannot run the vCPU vhost-user needs (no /dev/kvm, no permission, no VM)."""
-
-
-def kvm_problem(path: str = "/dev/kvm") -> Optional[str]:
-    """Why KVM cannot be used here, or None when a VM can be created."""
-    if not os.path.exists(path):
-        return f"KVM is unusable here: {path} does not exist (vhost-user needs a KVM vCPU)"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as exc:
-        return f"KVM is unusable here: cannot open {path}: {exc.strerror}"
-    try:
-        version = fcntl.ioctl(fd, _KVM_GET_API_VERSION, 0)
-        if version != 12:
-            return f"KVM is unusable here: {path} reports API version {version}, not 12"
-        os.close(fcntl.ioctl(fd, _KVM_CREATE_VM, 0))
-    except OSError as exc:
-        return f"KVM is unusable here: {path} cannot create a VM: {exc.strerror}"
-    finally:
-        os.close(fd)
-    return None
 
 
 def _listening(path: str) -> bool:
@@ -94,14 +73,18 @@ class VhostUserGpuTarget(QemuTarget):
         name: str = "vhost-user-gpu",
         spares: int = 0,
         pixels: bool = False,
+        gl: bool = False,
     ):
-        """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's)."""
+        """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's).
+        `gl`: the backend renders with virgl (--virgl), in software: Mesa falls back to llvmpipe
+        given /dev/null as its render node, and QEMU's display is EGL too (REAL-TARGETS.md)."""
         if not (os.path.isfile(backend) and os.access(backend, os.X_OK)):
             raise TargetError(f"no vhost-user-gpu backend at {backend} (apt-get install qemu-system-gui)")
         problem = kvm_problem()
         if problem:
             raise KvmUnusable(problem)
         self.backend_binary = backend
+        self.backend_args = ["--virgl", "--render-node", "/dev/null"] if gl else []
         self.backend: Optional[Child] = None
         self.want_spares = spares
         self.spares: deque = deque()  # (backend, QEMU, socket, argv) started ahead, in the order started
@@ -123,6 +106,7 @@ class VhostUserGpuTarget(QemuTarget):
                 qtest_log=qtest_log,
                 name=name,
                 pixels=pixels,
+                gl=gl,
             )
         except BaseException:
             self.close()
@@ -134,20 +118,17 @@ class VhostUserGpuTarget(QemuTarget):
         self._socks += 1
         # one per pair: spares wait on theirs
         self.sock = scratch.socket_path(self.workdir, f"vug-{self._socks}.sock", "the vhost-user backend")
-        self.halt_bin = os.path.join(self.workdir, "HALT.BIN")
-        if not os.path.exists(self.halt_bin):  # once: a spare QEMU may be reading it while the next is prepared
-            with open(self.halt_bin, "wb") as f:
-                f.write(b"\xf4" * 65536)  # hlt, everywhere the vCPU can go
+        self.halt_bin = halt_bios(self.workdir)
 
     def _argv(self) -> list[str]:
         self._prepare()
         # fmt: off
         return [self.binary, "-accel", "kvm", "-machine", "q35,memory-backend=mem",
                 "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M",
-                "-bios", self.halt_bin, "-nodefaults", "-display", "none",
+                "-bios", self.halt_bin, "-nodefaults", *(GL_DISPLAY if self.gl else ("-display", "none")),
                 *self._driven("vhost_user*", "virtio_set_status"),
                 "-chardev", f"socket,id=vug,path={self.sock}", "-device", f"{self.device},chardev=vug,addr=04.0",
-                *self._monitor(), *self.extra]
+                *self._monitor(), *self.tree_args, *self.extra]
         # fmt: on
 
     # The backend answers in its own process, on its own time: each poll in a reproducer fills
@@ -158,19 +139,19 @@ class VhostUserGpuTarget(QemuTarget):
     def _repro_argv(self) -> tuple[list[str], list[str], list[str]]:
         """QEMU's command line with the backend started before it on a socket beside the script,
         and a HALT.BIN made there."""
-        _, argv, _ = super()._repro_argv()
-        swap = {self.halt_bin: "HALT.BIN", f"socket,id=vug,path={self.sock}": "socket,id=vug,path=repro.sock"}
+        before, argv, after = super()._repro_argv()  # HALT.BIN made and removed there
+        swap = {f"socket,id=vug,path={self.sock}": "socket,id=vug,path=repro.sock"}
         before = [
+            *before,
             f"BACKEND=${{BACKEND:-{self.backend_binary}}}",
-            "[ -f HALT.BIN ] || head -c 65536 /dev/zero | tr '\\000' '\\364' > HALT.BIN  # hlt, everywhere",
             "rm -f repro.sock",
-            'G_MESSAGES_DEBUG=all "$BACKEND" -s repro.sock > repro-backend.log 2>&1 &',
+            f'G_MESSAGES_DEBUG=all "$BACKEND" -s repro.sock {" ".join(self.backend_args)} > repro-backend.log 2>&1 &',
             "n=0; while [ ! -S repro.sock ]; do",
             '    n=$((n + 1)); [ $n -le 500 ] || { echo "$BACKEND did not listen on repro.sock" >&2; exit 1; }',
             "    sleep 0.01",
             "done",
         ]
-        after = ["wait  # for the backend, which exits with QEMU", "rm -f repro.sock HALT.BIN"]
+        after = ["wait  # for the backend, which exits with QEMU", "rm -f repro.sock", *after]
         return before, [swap.get(a, a) for a in argv], after
 
     def _spawn(self) -> QemuProcess:
@@ -200,7 +181,7 @@ class VhostUserGpuTarget(QemuTarget):
             while len(self.spares) < self.want_spares:
                 self.argv = self._argv()  # a new socket
                 self._start_backend(keep=True, cpus=away)
-                q = QemuProcess(self.argv, timeout=max(5.0, self.timeout), cpus=away)
+                q = QemuProcess(self.argv, timeout=max(5.0, self.timeout), cpus=away, env=self.env or None)
                 self.spares.append((self.backend, q, self.sock, self.argv, self.qmp))
         finally:
             self.backend, self.sock, self.argv, self.qmp = current
@@ -227,7 +208,7 @@ class VhostUserGpuTarget(QemuTarget):
             self._stop_backend()
         with contextlib.suppress(FileNotFoundError):  # a retired backend may remove it as it exits
             os.unlink(self.sock)
-        argv = [self.backend_binary, "-s", self.sock]
+        argv = [self.backend_binary, "-s", self.sock, *self.backend_args]
         with open(self.backend_log, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()

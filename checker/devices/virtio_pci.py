@@ -232,16 +232,56 @@ class VirtioPci:
         data = b"".join(self.q.memread(a, ln) for a, ln in ins)
         return Used(length, data, time.monotonic() - t0)
 
+    def send_group(
+        self, queue: int, chains: Sequence[tuple[Sequence[bytes], Sequence[int]]], timeout: float = 2.0
+    ) -> tuple[list[Optional[Used]], list[int]]:
+        """Chains (outs, in_sizes) made available together and kicked once, as a driver with several
+        commands in flight does: each chain's answer (None: not completed within `timeout`), and the
+        chains' indexes in the order the device completed them. A chain not completed stalls the queue."""
+        qd = self.queues[queue]
+        room = qd.size // max(1, len(chains))  # descriptors each chain may use
+        placed = [
+            self._place(queue, outs, ins, DATA_BASE + k * (DATA_SIZE // len(chains)), first=k * room, room=room)[1]
+            for k, (outs, ins) in enumerate(chains)
+        ]
+        t0 = time.monotonic()
+        self.q.write_int(2, qd.notify, queue)
+        self.q.polled(2, qd.used + 2)
+        answers: list[Optional[Used]] = [None] * len(chains)
+        order: list[int] = []
+        while len(order) < len(chains):
+            if self.q.poll_int(2, qd.used + 2) == qd.used_idx:
+                if time.monotonic() - t0 > timeout:
+                    qd.stalled = True
+                    break
+                continue
+            elem = qd.used + 4 + 8 * (qd.used_idx % qd.size)
+            head, length = struct.unpack("<II", self.q.memread(elem, 8))
+            qd.used_idx = (qd.used_idx + 1) & 0xFFFF
+            k = head // room if head % room == 0 and head // room < len(chains) else -1
+            if k < 0 or answers[k] is not None:
+                raise DeviceError(f"the device completed descriptor {head}, the head of no chain in flight")
+            data = b"".join(self.q.memread(a, ln) for a, ln in placed[k])
+            answers[k] = Used(length, data, time.monotonic() - t0)
+            order.append(k)
+        return answers, order
+
     def _place(
-        self, queue: int, outs: Sequence[bytes], in_sizes: Sequence[int], base: int = DATA_BASE
+        self,
+        queue: int,
+        outs: Sequence[bytes],
+        in_sizes: Sequence[int],
+        base: int = DATA_BASE,
+        first: int = 0,
+        room: int = 0,
     ) -> tuple[_Queue, list]:
-        """Write the chain (its buffers from `base`) and make it available, without a kick: its
-        queue, and its device-writable buffers."""
+        """Write the chain (its buffers from `base`, its descriptors from index `first`, `room` of
+        them at most) and make it available, without a kick: its queue, and its device-writable buffers."""
         qd = self.queues[queue]
         if qd.stalled:
             raise Stalled(f"queue {queue} is stalled by an earlier chain")
         n = len(outs) + len(in_sizes)
-        if not 0 < n <= qd.size:
+        if not 0 < n <= (room or qd.size):
             raise ValueError(f"a chain of {n} descriptors does not fit queue {queue} of size {qd.size}")
         addr, descs, ins = base, [], []
         for i, buf in enumerate(list(outs) + [None] * len(in_sizes)):
@@ -252,12 +292,12 @@ class VirtioPci:
                 self.q.memwrite(addr, bytes(length))  # what the device does not write stays zero
                 ins.append((addr, length))
             flags = (DESC_NEXT if i + 1 < n else 0) | (DESC_WRITE if buf is None else 0)
-            descs.append(struct.pack("<QIHH", addr, length, flags, i + 1 if i + 1 < n else 0))
+            descs.append(struct.pack("<QIHH", addr, length, flags, first + i + 1 if i + 1 < n else 0))
             addr = (addr + length + 15) & ~15
             if addr > DATA_BASE + DATA_SIZE:  # (a chain from a later `base` has less room)
                 raise ValueError("the chain's buffers exceed the scratch area")
-        self.q.memwrite(qd.desc, b"".join(descs))
-        self.q.write_int(2, qd.avail + 4 + 2 * (qd.avail_idx % qd.size), 0)
+        self.q.memwrite(qd.desc + 16 * first, b"".join(descs))
+        self.q.write_int(2, qd.avail + 4 + 2 * (qd.avail_idx % qd.size), first)
         qd.avail_idx = (qd.avail_idx + 1) & 0xFFFF
         self.q.write_int(2, qd.avail + 2, qd.avail_idx)
         return qd, ins

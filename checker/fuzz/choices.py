@@ -14,6 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from hypothesis import strategies as st
+
+# One draw a rule, sized so that what a rule reads is mostly drawn bytes, not the zeros past their
+# end (those are every choice's first option).
+ENTROPY = st.binary(min_size=24, max_size=320)
+FEW = st.binary(min_size=8, max_size=48)
+
 
 class Choice:
     """What a choice is, built once per distinct argument (the machine caches them)."""

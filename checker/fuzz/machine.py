@@ -32,6 +32,7 @@ from virtgpu_conform.checker.devices.target import (
     MIGRATION,
     PENDING,
     RESET_HOW,
+    TOGETHER,
     Target,
     config_step,
 )
@@ -42,12 +43,13 @@ from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.strategies import leaves
 from virtgpu_conform.spec.ir import SpecIR
 
-from .choices import Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
+from .choices import ENTROPY, FEW, Among, Bytes, Choices, Fields, Ints, Lists, OneOf, conjecture_draw
 from .differential import Differ, MirrorTarget
 from .oracle import Observation, Oracle, screen_of
 from .pipeline import DROPPED, Pipeline
 from .pixels import PATTERN_BASE, PixelModel
 from .record import session_header
+from .rules_3d import Rules3D
 from .step import Step
 
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
@@ -142,10 +144,6 @@ RECT_COMMANDS = Among(
 )  # where a framing cuts, reduced modulo what there is to cut
 BURST = Ints(0, 7)  # more valid commands after the first, while the rule's bytes last
 PER_COMMAND = 16  # bytes a command reads, about (more with a payload): a burst stops when fewer are left
-# One draw a rule (see choices.py), sized so that what a rule reads is mostly drawn bytes, not the
-# zeros past their end (those are every choice's first option).
-ENTROPY = st.binary(min_size=24, max_size=320)
-FEW = st.binary(min_size=8, max_size=48)
 
 
 def choke_key(step: Step, req, header: int) -> Optional[tuple]:
@@ -270,7 +268,7 @@ class Host(typing.Protocol):
         """The machine cannot be migrated at all: no more MIGRATION steps (sets `migrate` false)."""
 
 
-class DeviceMachine(RuleBasedStateMachine):
+class DeviceMachine(Rules3D, RuleBasedStateMachine):
     """The machine, unbound: `bind(host)` makes the class hypothesis runs against one host's target."""
 
     host: ClassVar[Host]
@@ -309,6 +307,7 @@ class DeviceMachine(RuleBasedStateMachine):
         self.gone = False  # the device died or a queue stalled: later steps cannot be judged
         self.migrated = False  # a case moves the device once at most
         self.inflight: deque = deque()  # (step, request, choke) sent down the pipe, not yet judged
+        self.fencing = False  # building a group in flight: most commands fenced (rules_3d.py)
         self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
         # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
         self.shadow = PixelModel(self.vocab.ir) if self.pipe is not None and self.oracle.pixels is not None else None
@@ -354,6 +353,8 @@ class DeviceMachine(RuleBasedStateMachine):
         return out
 
     def _header(self, data) -> dict:
+        if self.fencing:
+            return self._fenced_header(data)
         if not data.draw(_ints(0, 7)) == 0:
             return {"hdr.flags": 0}
         last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
@@ -392,7 +393,9 @@ class DeviceMachine(RuleBasedStateMachine):
             return [{"addr": RAM_BACKING, "length": need}]
         return data.draw(_bad_entries(need))
 
-    def _payload(self, data, cmd: str) -> bytes:
+    def _payload(self, data, cmd: str, how: str, fields: dict) -> bytes:
+        if cmd == "VIRTIO_GPU_CMD_SUBMIT_3D":  # a virgl stream: one that works, or a broken one
+            return self._stream(data, fields) if how == "valid" else self._broken_stream(data)
         lay = self.vocab.codec.layout(cmd)
         if lay.name in PAYLOAD_LENGTH or lay.flexible:
             return data.draw(PAYLOAD)
@@ -405,6 +408,7 @@ class DeviceMachine(RuleBasedStateMachine):
         label = how
         if how == "valid":
             self._rect_for(cmd, fields)
+            self._fields_3d(data, cmd, fields)
             outcome = self.host.protocol.expect(state, self.vocab.codec.partial(cmd, fields, []))
             # z3 only when the drawn fields fail a check the device must enforce
             if outcome is not None and any(c.errors is not None for c in outcome.failed):
@@ -432,7 +436,7 @@ class DeviceMachine(RuleBasedStateMachine):
             trailing = self.vocab.ir.struct(self.vocab.codec.layout(cmd).name).trailing
             assert trailing is not None, "entries are drawn for a struct that has them"
             fields.pop(trailing.count_field, None)
-        return self.vocab.codec.encode(cmd, fields, entries, self._payload(data, cmd)), label
+        return self.vocab.codec.encode(cmd, fields, entries, self._payload(data, cmd, how, fields)), label
 
     # --- sending -------------------------------------------------------------------------
     def _send(self, step: Step) -> None:
@@ -490,7 +494,10 @@ class DeviceMachine(RuleBasedStateMachine):
         if differ is not None:
             # a differential run's target mirrors several (maybe through the pipe): each one's answer
             mirror = cast("MirrorTarget | Pipeline", self.host.target)
-            differ.compare(before, req, step.queue, mirror.last, self.oracle.text())
+            if step.queue == TOGETHER:
+                self._differ_parts(step, before, mirror.last)
+            else:
+                differ.compare(before, req, step.queue, mirror.last, self.oracle.text())
         if reply.status == "refused":
             self.host.refused_migration(reply.detail)
         elif reply.status != "answered":

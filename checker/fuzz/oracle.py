@@ -10,9 +10,20 @@ from typing import Optional
 
 from virtgpu_conform.checker.check.engine import Checker
 from virtgpu_conform.checker.check.findings import Finding
-from virtgpu_conform.checker.devices.target import CONFIG, DEVICE_RESET, MIGRATION, RESET_HOW, Reply, config_of_step
+from virtgpu_conform.checker.devices.target import (
+    CONFIG,
+    DEVICE_RESET,
+    MIGRATION,
+    RESET_HOW,
+    TOGETHER,
+    Reply,
+    chains_of_step,
+    config_of_step,
+)
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
+from virtgpu_conform.model.rules_common import RING_COMPLETE
+from virtgpu_conform.model.state import timeline_key
 
 from .differential import answer
 from .pixels import CHECK as PIXELS
@@ -21,6 +32,18 @@ from .pixels import PixelModel
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
 MIGRATED = "migration"  # the device lost or changed state across a migration
 GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})
+# Commands that change what a scanout shows: a TOGETHER step holding one leaves the pixel oracle
+# unsure which answer came first, so it judges no more pictures in the case.
+DISPLAY = frozenset(
+    "VIRTIO_GPU_CMD_" + c
+    for c in (
+        "RESOURCE_CREATE_2D RESOURCE_UNREF SET_SCANOUT RESOURCE_FLUSH TRANSFER_TO_HOST_2D "
+        "RESOURCE_ATTACH_BACKING RESOURCE_DETACH_BACKING SET_SCANOUT_BLOB TRANSFER_TO_HOST_3D"
+    ).split()
+)
+# The Linux driver takes an answered fence as signalling every earlier one on its timeline (it keeps
+# one ordered timeline, or one per ring): a device answering fences out of order breaks that.
+FENCE_ORDER_NOTE = "answered before an earlier fence on the same timeline, which a driver then takes as signalled"
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,7 @@ class Oracle:
         self.checker = Checker(protocol, profile)
         self.checker.divergence_log = []
         self._lines = 0
+        self.groups = 0  # TOGETHER steps written
         # Every record the writer writes is read as `check` reads that line of the saved case.
         self.reader = native.Records(name, protocol.codec)
         self.writer = native.Writer(self.out, on_record=self._feed, **session)
@@ -113,6 +137,8 @@ class Oracle:
             return self._config(outs[0], reply)
         if queue == DEVICE_RESET:
             return self._reset(outs[0][0] if outs and outs[0] else 0, reply)
+        if queue == TOGETHER:
+            return self._together(outs[0], reply)
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
@@ -147,6 +173,64 @@ class Oracle:
             message = f"answered {said} after a migration; the device not migrated answered {answer(self.p.codec, queue, twin)}"
             out.append(Observation(Signature(MIGRATED, cmd, "answer-changed"), message, line))
         return out
+
+    def _together(self, buf: bytes, reply: Reply) -> list[Observation]:
+        """Chains sent together: every request is written, then the answers in the order they came;
+        `check` judges each, and the fences' order is judged here."""
+        queue, chains = chains_of_step(buf)
+        parts = reply.parts or []
+        self.groups += 1
+        before = len(self.checker.findings)
+        sent = []  # (request id, its line, the request decoded, the answer), of the chains sent
+        for (outs, ins), part in zip(chains, parts):
+            data = b"".join(outs)
+            line = self._lines + 1
+            rid = self.writer.request(data, queue, framing=(list(map(len, outs)), list(ins)), together=self.groups)
+            sent.append((rid, line, self.p.codec.decode_request(data, queue), part))
+        came = sorted((x for x in sent if x[3].order is not None), key=lambda x: x[3].order or 0)
+        for rid, _, _, part in came:
+            self.writer.response(rid, part.data)
+        for rid, _, _, part in sent:
+            if part.order is None:
+                self.writer.no_response(rid, f"{part.status}: {part.detail}")
+        by_line = {line: req for _, line, req, _ in sent}
+        out = self._device_findings(before, reply, by_line=by_line)
+        out += self._fence_order(came, sent)
+        if self.pixels is not None and any(x[2].name in DISPLAY for x in sent):
+            self.pixels.lose()
+        if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
+            out.append(Observation(Signature(CRASH, "", "device-died"), reply.detail, sent[0][1] if sent else 0))
+        return out
+
+    def _fence_order(self, came: list, sent: list) -> list[Observation]:
+        """A fenced answer that came while an earlier fence on its timeline was still unanswered."""
+        out = []
+        for i, (_, line, req, _) in enumerate(came):
+            f = req.fields
+            if not self._fenced(req):
+                continue
+            key = timeline_key(f, self.p.ring_flag)
+            answered = {id(x[2]) for x in came[:i]}
+            for _, _, other, _ in sent:
+                g = other.fields
+                if (
+                    other is not req
+                    and id(other) not in answered
+                    and self._fenced(other)
+                    and timeline_key(g, self.p.ring_flag) == key
+                    and g["hdr.fence_id"] < f["hdr.fence_id"]
+                ):
+                    ring = key[0] == "ring"
+                    where = f"ctx {key[1]} ring {key[2]}" if ring else "the global timeline"
+                    message = f"fence {f['hdr.fence_id']} on {where} {FENCE_ORDER_NOTE} (fence {g['hdr.fence_id']})"
+                    basis, reqs = ("spec-text", (RING_COMPLETE,)) if ring else ("informal", ())
+                    out.append(Observation(Signature(VIOLATION, "", "fence-order", basis), message, line, reqs))
+                    break
+        return out
+
+    def _fenced(self, req) -> bool:
+        f = req.fields
+        return bool((f.get("hdr.flags") or 0) & self.p.fence_flag) and isinstance(f.get("hdr.fence_id"), int)
 
     def _migration(self, reply: Reply) -> list[Observation]:
         """The device was moved to a new process: nothing to judge, unless it did not survive."""
@@ -200,9 +284,13 @@ class Oracle:
             found.append(Observation(Signature(MIGRATED, "", "config-changed"), message, line))
         return found
 
-    def _device_findings(self, before: int, reply: Reply, req=None) -> list[Observation]:
-        """What `check` found since `before` findings that is the device's (_observe)."""
-        seen = (self._observe(f, reply, self.shared, req) for f in self.checker.findings[before:])
+    def _device_findings(self, before: int, reply: Reply, req=None, by_line=None) -> list[Observation]:
+        """What `check` found since `before` findings that is the device's (_observe); `by_line`: the
+        request each record line holds, for findings about several requests."""
+        seen = (
+            self._observe(f, reply, self.shared, by_line.get(f.where.line, req) if by_line else req, self.p.fence_flag)
+            for f in self.checker.findings[before:]
+        )
         return [o for o in seen if o is not None]
 
     def _pixels(self, req, queue: str, reply: Reply, line: int, out: list) -> None:
@@ -231,7 +319,7 @@ class Oracle:
                 out.append(Observation(Signature(VIOLATION, flush, PIXELS, "informal"), wrong.message, line))
 
     @staticmethod
-    def _observe(f: Finding, reply: Reply, shared: frozenset[str], req) -> Optional[Observation]:
+    def _observe(f: Finding, reply: Reply, shared: frozenset[str], req, fence: int = 0) -> Optional[Observation]:
         """The device's definite findings; the driver's are the fuzzer's own doing."""
         if f.side != "device" or not f.definite:
             return None
@@ -239,8 +327,10 @@ class Oracle:
             kind = CRASH if reply.status == "died" else LIVENESS
             check = "device-died" if kind == CRASH else "no-response"
             cmd = f.command
-            if req.problems:  # the malformation, not the command, is what the device chokes on
+            if req is not None and req.problems:  # the malformation, not the command, is what the device chokes on
                 cmd, check = "", f"{check}-to-{req.problems[0].code}"
+            elif kind == LIVENESS and req is not None and (req.fields.get("hdr.flags") or 0) & fence:
+                cmd, check = "", "fence-never-answered"  # the answer waits on the fence, whatever the command
             # the message holds the reply's detail already: the trace's no-response record gives it
             return Observation(Signature(kind, cmd, check), f.message, f.where.line)
         # A response-type finding is about the check the request failed, when the message names one shared by all.

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, cast
 
 from virtgpu_conform.checker.devices import affinity, scratch
-from virtgpu_conform.checker.devices.target import DeviceRefused, Reply, Target, TargetError
+from virtgpu_conform.checker.devices.target import DeviceRefused, Reply, Target, TargetError, flat, unflat
 from virtgpu_conform.spec.errors import Error
 
 if TYPE_CHECKING:
@@ -79,21 +79,17 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 answers: list[tuple] = []
                 for queue, outs, in_sizes in msg[1]:
                     if over:
-                        answers.append((DROPPED, b"", "", None, None))
+                        answers.append((flat(Reply(DROPPED)), None))
                         continue
                     try:
                         r = target.send(queue, outs, in_sizes)
                     except TargetError as exc:  # a device program broke the protocol: the campaign ends there
-                        answers.append((TARGET_ERROR, b"", str(exc), None, None))
+                        answers.append((flat(Reply(TARGET_ERROR, detail=str(exc))), None))
                         over = True
                         continue
                     over = r.status not in ("answered", "refused")
-                    # plain values: a tuple pickles in a fraction of a dataclass's time
                     last = getattr(target, "last", None)
-                    twin = r.twin and (r.twin.status, r.twin.data, r.twin.detail)
-                    answers.append(
-                        (r.status, r.data, r.detail, last and [(x.status, x.data, x.detail) for x in last], twin)
-                    )
+                    answers.append((flat(r), last and [flat(x) for x in last]))
                 reply: tuple = ("answers", answers)
             elif op == "reset":
                 over = False
@@ -213,11 +209,12 @@ class Pipeline(Target):
                 return None
             self._take()
         self.pending -= 1
-        status, data, detail, last, twin = self._ready.popleft()
-        if status == TARGET_ERROR:
-            raise TargetError(detail)
-        self.last = [Reply(*x) for x in last] if last else []
-        return Reply(status, data, detail, Reply(*twin) if twin else None)
+        reply, last = self._ready.popleft()
+        r = unflat(reply)
+        if r.status == TARGET_ERROR:
+            raise TargetError(r.detail)
+        self.last = [unflat(x) for x in last] if last else []
+        return r
 
     def _take(self):
         """Read one message: answers are queued for next_reply, a reset's acknowledgement is booked,

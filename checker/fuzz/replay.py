@@ -14,9 +14,11 @@ from virtgpu_conform.checker.devices.target import (
     DEVICE_RESET,
     MIGRATION,
     RESET_HOW,
+    TOGETHER,
     Reply,
     Target,
     config_step,
+    together_step,
 )
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.checker.traces.events import TraceError, Where
@@ -55,6 +57,7 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
     """The requests of a native trace, with their framing when it was recorded."""
     room = 4096 + codec.hdr.size  # for any answer but a huge capset: what an unframed request was given
     steps = []
+    together: list = []  # ((number, queue), its step, its chains) of each TOGETHER step
     try:
         fh = open(path, encoding="utf-8", errors="replace")
     except OSError as exc:
@@ -104,9 +107,20 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
                 for size in framing.get("outs", [len(raw)]):
                     outs.append(raw[pos : pos + size])
                     pos += size
-                steps.append(Step(queue, outs, list(framing.get("ins", [])), "replay", framed=True))
+                step = Step(queue, outs, list(framing.get("ins", [])), "replay", framed=True)
             else:
-                steps.append(Step(queue, [raw], [room], "replay"))
+                step = Step(queue, [raw], [room], "replay")
+            group = rec.get("together")
+            if group is None:
+                steps.append(step)
+            elif together and together[-1][0] == (group, queue) and steps and steps[-1] is together[-1][1]:
+                together[-1][2].append((step.outs, step.ins))
+            else:  # the first of requests made available at once: one TOGETHER step carries them
+                chains = [(step.outs, step.ins)]
+                steps.append(Step(TOGETHER, [], [], "together", framed=True))
+                together.append(((group, queue), steps[-1], chains))
+    for (_, queue), step, chains in together:
+        step.outs = [together_step(queue, chains)]
     if not steps:
         raise TraceError(Where(path, 0), "the file has no request records", "pass a repro.ndjson written by `fuzz`")
     return steps

@@ -29,6 +29,9 @@ class DeviceNotConformant(Error, AssertionError):
     """`FuzzResult.assert_conformant()` found violations, crashes or answers that never came."""
 
 
+GL_TIMEOUT = 2.0  # seconds a GL device's answer may take: a fenced command waits for the software renderer
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     """A device to fuzz. `kind`: reference (the model's own, embedded), qemu (QEMU's virtio-gpu-pci),
@@ -46,16 +49,19 @@ class DeviceSpec:
     pixels: bool = True  # the pixel oracle, on QEMU-hosted targets
     migrate: bool = True  # qemu: cases may move the device to a new QEMU mid-case (migration.py)
     features: Optional[frozenset[str]] = None  # feature names the driver accepts (default: all)
+    gl: bool = False  # qemu, vhost-user-gpu: the 3D (virgl) device, rendering in software
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown device kind {self.kind!r}: one of {', '.join(KINDS)}")
         if self.kind == "adapter" and not (self.adapter or self.adapter_socket):
             raise ValueError("an adapter device needs adapter='PROGRAM ARGS' or adapter_socket=PATH")
+        if self.gl and self.kind not in ("qemu", "vhost-user-gpu"):
+            raise ValueError(f"gl is for the qemu and vhost-user-gpu targets, not {self.kind}")
 
     @property
     def name(self) -> str:
-        return self.kind
+        return self.kind + ("-gl" if self.gl else "")
 
     def cli_args(self) -> list[str]:
         """The `virtgpu-conform fuzz` options that name this device."""
@@ -64,6 +70,8 @@ class DeviceSpec:
             if self.qemu != DeviceSpec.qemu:
                 out += ["--qemu", self.qemu]
             out += [f"--qemu-arg={a}" for a in self.qemu_args]
+            if self.gl:
+                out.append("--gl")
         if self.kind == "qemu" and self.device_opts:
             out += ["--device-opts", self.device_opts]
         if self.kind == "vhost-user-gpu" and self.backend:
@@ -105,6 +113,8 @@ class DeviceSpec:
                     extra=self.qemu_args,
                     pixels=self.pixels,
                     migrate=self.migrate,
+                    gl=self.gl,
+                    name=self.name,
                 )
             if self.kind == "vhost-user-gpu":
                 from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES, VhostUserGpuTarget
@@ -122,6 +132,8 @@ class DeviceSpec:
                     spares=0 if log_dir else SPARES,
                     pixels=self.pixels,
                     backend=self.backend or BACKEND,
+                    gl=self.gl,
+                    name=self.name,
                 )
             from virtgpu_conform.checker.devices.adapter import AdapterTarget
 

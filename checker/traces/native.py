@@ -441,13 +441,17 @@ class Writer:
         queue: str = CONTROLQ,
         ts: Optional[float] = None,
         framing: Optional[tuple[list[int], list[int]]] = None,
+        together: Optional[int] = None,
     ) -> int:
         """`framing`: how the bytes were split over driver-readable descriptors, and the sizes of
-        the device-writable ones, when that is part of what is being tested."""
+        the device-writable ones, when that is part of what is being tested. `together`: requests
+        with the same number were made available to the device at once (a replay sends them so)."""
         self._id += 1
-        rec = {"kind": "request", "id": self._id, "queue": queue, "bytes": data.hex()}
+        rec: dict = {"kind": "request", "id": self._id, "queue": queue, "bytes": data.hex()}
         if framing is not None:
             rec["framing"] = {"outs": list(framing[0]), "ins": list(framing[1])}
+        if together is not None:
+            rec["together"] = together
         if ts is not None:
             rec["ts"] = ts
         self._write(rec)

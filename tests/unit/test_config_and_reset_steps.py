@@ -119,7 +119,7 @@ def test_a_campaign_writes_the_config_and_attaches_many_entries_and_its_case_rep
 
     monkeypatch.setattr(target_mod.ReferenceTarget, "send", spy)
     monkeypatch.setattr(machine, "CONFIG_TOP", 0)  # every `configure` rule writes: a short campaign shows them
-    result = vgc.fuzz("reference", examples=60, seed=3, steps=20, survey=True, out=str(tmp_path / "out"))
+    result = vgc.fuzz("reference", examples=120, seed=3, steps=20, survey=True, out=str(tmp_path / "out"))
     assert result.findings == []
     codec = Protocol(ir).codec
     fields = {

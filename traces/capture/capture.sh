@@ -140,6 +140,8 @@ if [ -n "$QEMU_SUITE" ]; then
             cd "$CACHE/dl"
             "${APT_DL[@]}" qemu-system-x86/"$QEMU_SUITE" qemu-system-common/"$QEMU_SUITE" \
                 qemu-system-data/"$QEMU_SUITE" qemu-system-gui/"$QEMU_SUITE" >&2
+            # the GL devices and egl-headless (qemu-system-gui holds them before QEMU 8)
+            "${APT_DL[@]}" qemu-system-modules-opengl/"$QEMU_SUITE" >&2 || true
             # seabios is not always in the suite; the release's one boots the same.
             "${APT_DL[@]}" seabios/"$QEMU_SUITE" >&2 || "${APT_DL[@]}" seabios >&2
         )

@@ -1,0 +1,255 @@
+"""The machine's rules for the 3D half: contexts rendering through real virgl streams, and commands in
+flight together, whose fenced answers a device may give after later ones (DeviceMachine mixes these in).
+
+A device offering VIRTIO_GPU_F_VIRGL gets, besides the commands every rule may draw: whole scenes
+(a context, a 3D texture backed and attached, a stream that clears it, its readback) and groups of
+valid commands made available at once, most of them fenced. SUBMIT_3D carries streams from virgl.py
+that make the renderer work on the case's own resources; `wild` and `edge` still send any bytes, and
+a stream whose last command claims more dwords than there are is one of the malformed ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis.stateful import precondition, rule
+
+from virtgpu_conform.checker.devices.target import MOST_TOGETHER, TOGETHER, Reply, chains_of_step, together_step
+from virtgpu_conform.model.state import KIND_3D
+
+from . import virgl
+from .choices import ENTROPY, FEW, Among, Bytes, Choices, Ints, OneOf
+from .pixels import PATTERN_BASE as RAM_BACKING
+from .step import Step
+
+THREE_D = "VIRTIO_GPU_F_VIRGL"
+U64 = (1 << 64) - 1
+# Commands a group in flight draws from: the 3D ones, weighted to SUBMIT_3D, and queries.
+IN_FLIGHT = Among(
+    (
+        "VIRTIO_GPU_CMD_SUBMIT_3D",
+        "VIRTIO_GPU_CMD_SUBMIT_3D",
+        "VIRTIO_GPU_CMD_SUBMIT_3D",
+        "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D",
+        "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D",
+        "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+        "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE",
+        "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE",
+        "VIRTIO_GPU_CMD_CTX_CREATE",
+        "VIRTIO_GPU_CMD_CTX_DESTROY",
+        "VIRTIO_GPU_CMD_GET_CAPSET",
+        "VIRTIO_GPU_CMD_GET_CAPSET_INFO",
+    )
+)
+GROUP = Ints(2, MOST_TOGETHER)
+FORMAT = Among(virgl.FORMATS)
+TARGET = Among((virgl.TEXTURE_2D,) * 3 + virgl.TARGETS)
+BIND = Among(virgl.BINDS)
+CHANNEL = Ints(0, 255)
+SMALL = Ints(1, 4)
+TOGETHER_TOO = Among((True, False))  # a scene's fenced commands in flight together, or one by one
+STREAM = Ints(0, 5)
+JUNK = Bytes(0, 64)
+BROKEN = OneOf(JUNK, "cut")  # any bytes, or a real stream whose last command claims a dword too many
+
+
+def _3d(machine: Any) -> bool:
+    return THREE_D in machine.model.state.settings.features
+
+
+class Rules3D:
+    """Mixed into DeviceMachine: what it reads of the machine is named in these methods."""
+
+    # --- building -----------------------------------------------------------------------
+    def _fenced_header(self: Any, data: Choices) -> dict:
+        """Most commands of a group in flight are fenced, on the next sequence number."""
+        if not data.draw(Ints(0, 3)):
+            return {"hdr.flags": 0}
+        last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
+        return {"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + 1) & U64}
+
+    def _fields_3d(self: Any, data: Choices, cmd: str, fields: dict) -> None:
+        """Valid values in the renderer's vocabulary where the spec's layout leaves them open."""
+        st = self.model.state
+        if cmd == "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D":
+            fields.update(
+                {
+                    "target": data.draw(TARGET),
+                    "format": data.draw(FORMAT),
+                    "bind": data.draw(BIND),
+                    "depth": 1,
+                    "array_size": 1,
+                    "last_level": 0,
+                    "nr_samples": 0,
+                    "flags": 0,
+                }
+            )
+            if fields["target"] == virgl.BUFFER:
+                fields["height"] = 1
+        elif cmd == "VIRTIO_GPU_CMD_GET_CAPSET" and st.settings.known and st.settings.capsets:
+            cs = data.draw(Among(st.settings.capsets))
+            fields.update({"capset_id": cs.id, "capset_version": data.draw(Ints(0, cs.max_version))})
+        elif cmd in ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"):
+            r = st.resources.get(fields.get("resource_id"))
+            if r is not None and r.kind == KIND_3D and r.width:
+                fields.update(
+                    {"box.x": 0, "box.y": 0, "box.z": 0, "box.w": r.width, "box.h": r.height or 1, "box.d": 1}
+                )
+                fields.update({"offset": 0, "level": 0, "stride": r.width * 4, "layer_stride": 0})
+
+    def _stream(self: Any, data: Choices, fields: dict) -> bytes:
+        """A virgl stream working on the resources attached to the command's context."""
+        ctx = fields.get("hdr.ctx_id")
+        mine = sorted(
+            (rid, r)
+            for rid, r in self.model.state.resources.items()
+            if r.kind == KIND_3D and ctx in r.contexts and r.width
+        )
+        what = data.draw(STREAM)
+        sub = data.draw(SMALL)
+        if not mine or what == 0:
+            return virgl.create_sub_ctx(sub) + virgl.set_sub_ctx(sub) + virgl.destroy_sub_ctx(sub)
+        rid, r = data.draw(Among(mine))
+        if what <= 2:
+            rgba = [data.draw(CHANNEL) / 255 for _ in range(4)]
+            return virgl.clear_scene(rid, r.format, rgba, sub=sub, surface=data.draw(SMALL))
+        if what == 3:
+            other, o = data.draw(Among(mine))
+            w, h = min(r.width, o.width), min(r.height or 1, o.height or 1)
+            return virgl.copy_region(other, (0, 0, 0), rid, (0, 0, 0, w, h, 1))
+        if what == 4:
+            w = min(r.width, 16)
+            return virgl.inline_write(rid, (0, 0, 0, w, 1, 1), data.draw(Bytes(4 * w, 4 * w)), stride=4 * w)
+        return b""
+
+    def _broken_stream(self: Any, data: Choices) -> bytes:
+        got = data.draw(BROKEN)
+        if got != "cut":
+            return got
+        whole = virgl.clear(
+            [data.draw(CHANNEL) / 255 for _ in range(4)]
+        )  # the header says CLEAR_SIZE dwords; one is missing
+        return whole[:-4]
+
+    # --- sending a group -----------------------------------------------------------------
+    def _send_together(
+        self: Any, queue: str, built: list[tuple[bytes, int]], how: str, predicted: bool = False
+    ) -> None:
+        """Chains made available at once, each predicted in the order sent (a device works through
+        a queue in order; only its answers may come out of order); `predicted`: already, as built."""
+        chains = []
+        for raw, room in built:
+            if not predicted:
+                req = self.vocab.codec.decode_request(raw, queue)
+                self.model.handle(raw, queue, req)
+                self._named(req)
+            chains.append(([raw], [room]))
+        if self.gone or self.failure is not None:
+            return
+        step = Step(TOGETHER, [together_step(queue, chains)], [], how)
+        if self._dispatch(step, None, None):
+            self._collect(wait=True)
+
+    def _differ_parts(self: Any, step, before, replies: list[Reply]) -> None:
+        """A differential run compares each chain of a group, in the state the ones before it left."""
+        queue, chains = chains_of_step(step.outs[0])
+        codec, protocol = self.vocab.codec, self.host.protocol
+        st = before
+        for k, (outs, _) in enumerate(chains):
+            parts = [r.parts[k] if r.parts and k < len(r.parts) else Reply("dropped") for r in replies]
+            req = codec.decode_request(b"".join(outs), queue)
+            self.host.differ.compare(st, req, queue, parts, self.oracle.text())
+            st = st.clone()
+            protocol.submit(st, req)
+            lead = parts[0]
+            protocol.complete(st, req, codec.decode_response(lead.data) if lead.status == "answered" else None)
+
+    # --- the rules --------------------------------------------------------------------------
+    @precondition(_3d)
+    @rule(raw=FEW)
+    def scene3d(self: Any, raw):
+        """A context rendering into a 3D texture: created, backed, attached, cleared by a virgl
+        stream and read back into its backing, the fenced commands half the time in flight together."""
+        data = Choices(raw)
+        self.host.stepped()
+        ctx = max(self.contexts, default=0) + 1
+        rid = self._next_id()
+        w, h = data.draw(self.vocab.sizes), data.draw(self.vocab.sizes)
+        fmt = data.draw(FORMAT)
+        rgba = [data.draw(CHANNEL) / 255 for _ in range(4)]
+        last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
+        fenced = [{"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + i) & U64} for i in (1, 2)]
+        plan = [
+            ("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx}, None, b""),
+            (
+                "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+                {
+                    "resource_id": rid,
+                    "target": virgl.TEXTURE_2D,
+                    "format": fmt,
+                    "bind": virgl.BIND_RENDER_TARGET | virgl.BIND_SAMPLER_VIEW,
+                    "width": w,
+                    "height": h,
+                    "depth": 1,
+                    "array_size": 1,
+                },
+                None,
+                b"",
+            ),
+            (
+                "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
+                {"resource_id": rid},
+                [{"addr": RAM_BACKING, "length": w * h * 4}],
+                b"",
+            ),
+            ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", {"hdr.ctx_id": ctx, "resource_id": rid}, None, b""),
+            ("VIRTIO_GPU_CMD_SUBMIT_3D", {"hdr.ctx_id": ctx, **fenced[0]}, None, virgl.clear_scene(rid, fmt, rgba)),
+            (
+                "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D",
+                {
+                    "hdr.ctx_id": ctx,
+                    **fenced[1],
+                    "resource_id": rid,
+                    "box.w": w,
+                    "box.h": h,
+                    "box.d": 1,
+                    "stride": w * 4,
+                },
+                None,
+                b"",
+            ),
+        ]
+        built = [
+            (cmd, self.vocab.codec.encode(cmd, fields, entries, payload)) for cmd, fields, entries, payload in plan
+        ]
+        together = data.draw(TOGETHER_TOO)
+        lone = built[:3] if together else built
+        for cmd, raw_ in lone:
+            self._send(
+                Step(
+                    "controlq", [raw_], [self.vocab.answer_size[cmd]], f"scene3d {cmd.removeprefix('VIRTIO_GPU_CMD_')}"
+                )
+            )
+        if together:
+            self._send_together("controlq", [(r, self.vocab.answer_size[c]) for c, r in built[3:]], "scene3d together")
+
+    @precondition(_3d)
+    @rule(raw=ENTROPY)
+    def together(self: Any, raw):
+        """Two to eight valid commands in flight at once, most of them fenced, on the case's contexts."""
+        data = Choices(raw)
+        self.host.stepped()
+        built = []
+        self.fencing = True
+        try:
+            for _ in range(data.draw(GROUP)):
+                cmd = data.draw(IN_FLIGHT)
+                raw_, _ = self._message(data, cmd, "valid")
+                built.append((raw_, self.vocab.answer_size[cmd]))
+                # predicted now: the next command's valid fields read the state this one leaves
+                req = self.vocab.codec.decode_request(raw_, "controlq")
+                self.model.handle(raw_, "controlq", req)
+                self._named(req)
+        finally:
+            self.fencing = False
+        self._send_together("controlq", built, f"together {len(built)}", predicted=True)
