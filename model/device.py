@@ -125,7 +125,9 @@ class ReferenceDevice:
             return {"capset_id": c.id, "capset_max_version": c.max_version, "capset_max_size": c.max_size}, b""
         if name == "VIRTIO_GPU_RESP_OK_CAPSET":
             c = next(c for c in self.settings.capsets if c.id == f["capset_id"])
-            return {}, hashlib.shake_128(f"capset {c.id} v{f['capset_version']}".encode()).digest(c.max_size)
+            # opening with the caps' max_version, as virglrenderer's caps do (the fuzz oracle reads it)
+            body = hashlib.shake_128(f"capset {c.id} v{f['capset_version']}".encode()).digest(c.max_size)
+            return {}, (c.max_version.to_bytes(4, "little") + body[4:])[: c.max_size]
         if name == "VIRTIO_GPU_RESP_OK_RESOURCE_UUID":
             r = st.resources[f["resource_id"]]
             # The same resource keeps the same UUID; a new resource with a recycled id gets a new one.

@@ -117,6 +117,13 @@ def _together_on(q: QemuProcess, pci: VirtioPci, buf: bytes, timeout: float) -> 
     return Reply("answered" if len(order) == len(chains) else "no-answer", parts=parts)
 
 
+def _writes_ram(queue: str, outs: Sequence[bytes], types: frozenset[bytes]) -> bool:
+    """Whether a chain (or a TOGETHER step's) asks the device to write guest RAM: its type among `types`."""
+    if queue == TOGETHER:
+        return any(_writes_ram("controlq", o, types) for o, _ in chains_of_step(outs[0])[1])
+    return bool(outs) and outs[0][:4] in types
+
+
 def _configure(pci: VirtioPci, out: bytes, size: int) -> Reply:
     """A driver write to the device configuration, between two reads of the whole of it."""
     offset, data = config_of_step(out)
@@ -291,6 +298,9 @@ class QemuTarget(Target):
         self.starts = 0
         self.stall_resets = 0  # stalled devices a virtio reset brought back (no new QEMU)
         self.shots: list[bytes] = []  # the recorded session's screendumps, as QEMU wrote them
+        self.ram_written = False  # a command that writes guest RAM was sent since the pattern was written
+        code = codec_for(ir).by_name["VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"].code
+        self.writes_ram = frozenset({code.to_bytes(4, "little")})
         self.recording = False
         try:
             self._start()
@@ -355,6 +365,7 @@ class QemuTarget(Target):
                 self._layout = (self.argv_shape(), self.pci.layout())
             if self.pixels:
                 self.q.memwrite(PATTERN_BASE, PATTERN)  # what a transfer reads, the same in every QEMU
+                self.ram_written = False
             self._initialise()
         except (QemuGone, DeviceError) as exc:
             self._stop_qemu()  # this QEMU; the target's folders stay for the next
@@ -382,6 +393,9 @@ class QemuTarget(Target):
         if self.q is not None and self.q.alive and not _too_big(self.log_path) and not _too_big(self.qtest_log):
             stalled = any(qd.stalled for qd in self.pci.queues.values())
             try:
+                if self.ram_written:  # a transfer from the host may have written over the pattern
+                    self.q.memwrite(PATTERN_BASE, PATTERN)
+                    self.ram_written = False
                 self._initialise()
                 if not stalled or self._answers_again():
                     return
@@ -461,6 +475,8 @@ class QemuTarget(Target):
             if self.twin is not None:
                 reply.twin = _reset_on(self.twin.q, self.twin.pci, self.ir, self.want, flags)
             return reply
+        if self.pixels and not self.ram_written and _writes_ram(queue, outs, self.writes_ram):
+            self.ram_written = True
         reply = _send_on(self.q, self.pci, queue, outs, in_sizes, self.timeout)
         if self.twin is not None:
             reply.twin = _send_on(self.twin.q, self.twin.pci, queue, outs, in_sizes, self.timeout)
@@ -500,6 +516,14 @@ class QemuTarget(Target):
                 monitor.close()
         self.pci.q = self.q
         return Reply("answered")
+
+    def peek(self, addr: int, size: int) -> Optional[bytes]:
+        if self.q is None or not self.q.alive:
+            return None
+        try:
+            return self.q.memread(addr, size)
+        except QemuGone:
+            return None
 
     def screendump(self, twin: bool = False) -> Optional[tuple[int, int, bytes]]:
         """What the console shows (width, height, RGB), or None without a monitor or when it fails.

@@ -169,6 +169,11 @@ class Target:
         `about`: what the session shows, for the reader. A target with no such form writes nothing."""
         return []
 
+    def peek(self, addr: int, size: int) -> Optional[bytes]:
+        """Guest RAM as the device left it (what a transfer from the host wrote), or None where the
+        target has no guest RAM to read."""
+        return None
+
     def close(self) -> None:
         pass
 

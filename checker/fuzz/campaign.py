@@ -32,6 +32,7 @@ from virtgpu_conform.model.adversary import Edges
 from virtgpu_conform.model.protocol import Protocol
 
 from .differential import Differ
+from .exercised import Exercised
 from .machine import DeviceMachine, Failure
 from .oracle import Observation, Signature
 from .pipeline import Pipeline
@@ -160,6 +161,7 @@ class Campaign:
         self.flaky: list[str] = []
         self.error: Optional[dict] = None  # a bug in the fuzzer that ended the campaign
         self.tallies: dict[str, Tally] = {}  # per requirement, over every case sent
+        self.exercised = Exercised(protocol, profile)  # per rule check, what the device's answers judged
         # Kinds of malformed chain (machine.choke_key) the device stalled or died on ([status, times]),
         # and the ones not sent (see begin_case).
         self.chokes: dict[tuple, list] = {}
@@ -446,6 +448,7 @@ class Campaign:
             "findings": [f.to_json() for f in sorted(self.found.values(), key=lambda f: f.first_seen)],
             "requirements": self.verdicts(),
             "differential": self.differ.table() if self.differ else None,
+            "exercised": self.exercised.to_json(),
         }
 
     def verdicts(self) -> dict[str, dict]:

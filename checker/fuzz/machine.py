@@ -49,6 +49,7 @@ from .oracle import Observation, Oracle, screen_of
 from .pipeline import DROPPED, Pipeline
 from .pixels import PATTERN_BASE, PixelModel
 from .record import session_header
+from .renders import RenderModel
 from .rules_3d import Rules3D
 from .step import Step
 
@@ -297,6 +298,8 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
             session_header(self.vocab.ir, self.host.target),
             self.host.profile,
             screen=screen_of(self.host.target),
+            peek=self.host.target.peek,
+            exercised=getattr(self.host, "exercised", None),
         )
         # What the model predicts, not what the device answered, steers generation: a case then
         # draws the same way however the device behaves, so hypothesis can replay and shrink it.
@@ -311,6 +314,8 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
         self.failure: Optional[Failure] = None  # the hunted finding, seen in a pipelined case
         # The pixel oracle's books kept from the model's predicted answers: which flush to wait for.
         self.shadow = PixelModel(self.vocab.ir) if self.pipe is not None and self.oracle.pixels is not None else None
+        # ... and the render oracle's: which readback to drain the pipe for (renders.py)
+        self.render_shadow = RenderModel(self.vocab.fence) if self.pipe is not None else None
 
     def teardown(self):
         # A stop, or a bug: the case ends unjudged. (Not whatever the caller of the campaign was
@@ -461,6 +466,8 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
             return
         assert self.pipe is not None, "dispatched down the pipe"
         due = self._screen_due(step.queue, req, predicted)
+        if self.render_shadow is not None and self.render_shadow.follow(req, predicted[:4] == self.vocab.ok_nodata):
+            due = True  # the readback is judged with nothing else in flight: its data has landed
         if due or len(self.inflight) >= AHEAD:
             self.pipe.want_screen = due
             self._collect(wait=due)
@@ -474,6 +481,8 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
             self.model.state = self.host.protocol.new_state(self.host.target.settings)
             if self.shadow is not None:
                 self.shadow = PixelModel(self.vocab.ir)
+            if self.render_shadow is not None:
+                self.render_shadow = RenderModel(self.vocab.fence)
         if not (self.gone or self.failure is not None) and self._dispatch(step, None, None):
             self._collect(wait=True)
 

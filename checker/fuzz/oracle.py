@@ -25,12 +25,15 @@ from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.rules_common import RING_COMPLETE
 from virtgpu_conform.model.state import timeline_key
 
+from . import renders
 from .differential import answer
 from .pixels import CHECK as PIXELS
 from .pixels import PixelModel
 
 CRASH, LIVENESS, VIOLATION, DIVERGENCE = "crash", "liveness", "violation", "divergence"
 MIGRATED = "migration"  # the device lost or changed state across a migration
+# virglrenderer's caps, which open with their max_version (u32)
+VIRGL_CAPSETS = ("VIRTIO_GPU_CAPSET_VIRGL", "VIRTIO_GPU_CAPSET_VIRGL2")
 GROUPED = frozenset({"malformed-accepted", "malformed-response", "response-buffer-size"})
 # Commands that change what a scanout shows: a TOGETHER step holding one leaves the pixel oracle
 # unsure which answer came first, so it judges no more pictures in the case.
@@ -102,11 +105,21 @@ class Oracle:
     PIXEL_CHECKS = 2
 
     def __init__(
-        self, protocol: Protocol, session: dict, profile: str = "strict", name: str = "fuzz-case.ndjson", screen=None
+        self,
+        protocol: Protocol,
+        session: dict,
+        profile: str = "strict",
+        name: str = "fuzz-case.ndjson",
+        screen=None,
+        peek=None,
+        exercised=None,
     ):
-        """`screen`: the target's screendump, for the pixel oracle (pixels.py); None: no pixels judged."""
+        """`screen`: the target's screendump, for the pixel oracle (pixels.py); None: no pixels judged.
+        `peek`: the target's guest RAM reader, for the render oracle (renders.py)."""
         self.p, self.name = protocol, name
-        self.screen = screen
+        self.screen, self.peek = screen, peek
+        self.renders = renders.RenderModel(protocol.fence_flag) if peek is not None else None
+        self.exercised = exercised  # an Exercised the host keeps over the campaign (exercised.py), or None
         self.pixels = PixelModel(protocol.ir) if screen is not None else None
         self.pixel_checks = 0
         self.ok_nodata = protocol.codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code
@@ -142,17 +155,22 @@ class Oracle:
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
+        if req is None:
+            req = self.p.codec.decode_request(data, queue)
+        if self.exercised is not None:
+            self._exercise(self.state, req, reply)
         # The framing is always written: a replay then sends exactly the same chain.
         rid = self.writer.request(data, queue, framing=(list(map(len, outs)), list(ins)))
         if reply.status == "answered":
             self.writer.response(rid, reply.data)
         else:
             self.writer.no_response(rid, f"{reply.status}: {reply.detail}")
-        if req is None:
-            req = self.p.codec.decode_request(data, queue)
         out = self._device_findings(before, reply, req)
         if self.pixels is not None:
             self._pixels(req, queue, reply, line, out)
+        self._render([(req, reply, line)], out)
+        if req.name == "VIRTIO_GPU_CMD_GET_CAPSET" and reply.status == "answered":
+            out += self._capset(req, reply.data, line)
         judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
         log = self.checker.divergence_log
         assert log is not None, "set in __init__"
@@ -194,8 +212,16 @@ class Oracle:
             if part.order is None:
                 self.writer.no_response(rid, f"{part.status}: {part.detail}")
         by_line = {line: req for _, line, req, _ in sent}
+        if self.exercised is not None:
+            st = self.state.clone()  # each part judged in the state the ones sent before it leave
+            for _, _, req, part in sent:
+                self._exercise(st, req, part)
+                self.p.submit(st, req)
+                ok = part.status == "answered" and part.data[:4] == self.ok_nodata.to_bytes(4, "little")
+                self.p.complete(st, req, None, "VIRTIO_GPU_RESP_OK_NODATA" if ok else "")
         out = self._device_findings(before, reply, by_line=by_line)
         out += self._fence_order(came, sent)
+        self._render([(req, part, line) for _, line, req, part in sent], out)
         if self.pixels is not None and any(x[2].name in DISPLAY for x in sent):
             self.pixels.lose()
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
@@ -227,6 +253,54 @@ class Oracle:
                     out.append(Observation(Signature(VIOLATION, "", "fence-order", basis), message, line, reqs))
                     break
         return out
+
+    def _exercise(self, state, req, reply: Reply) -> None:
+        assert self.exercised is not None, "called when kept"
+        if self.p.unusable(req):
+            return
+        answer = None
+        if reply.status == "answered" and len(reply.data) >= 4:
+            answer = self.p.codec.decode_response(reply.data).name
+        self.exercised.note(self.p.expect(state, req), answer)
+
+    def _capset(self, req, data: bytes, line: int) -> list[Observation]:
+        """A capset read whole, against what GET_CAPSET_INFO said of it at initialisation: no more
+        than its capset_max_size bytes, and (virgl's capsets, whose data opens with the caps'
+        max_version) the version GET_CAPSET_INFO gave."""
+        settings = self.state.settings
+        resp = self.p.codec.decode_response(data)
+        info = next((c for c in settings.capsets if c.id == req.fields.get("capset_id")), None)
+        if resp.name != "VIRTIO_GPU_RESP_OK_CAPSET" or info is None or not settings.known:
+            return []
+        body = data[self.p.codec.hdr.size :]
+        cmd = "VIRTIO_GPU_CMD_GET_CAPSET"
+        if len(body) > info.max_size:
+            message = (
+                f"{len(body)} bytes of capset {info.id} data; GET_CAPSET_INFO gave capset_max_size {info.max_size}"
+            )
+            return [Observation(Signature(VIOLATION, cmd, "capset-size", "informal"), message, line)]
+        if info.id in {self.p.ir.constant(n) for n in VIRGL_CAPSETS} and len(body) >= 4:
+            version = int.from_bytes(body[:4], "little")
+            if version != info.max_version:
+                message = (
+                    f"capset {info.id}'s data says max_version {version}; "
+                    f"GET_CAPSET_INFO gave capset_max_version {info.max_version}"
+                )
+                return [Observation(Signature(VIOLATION, cmd, "capset-version", "informal"), message, line)]
+        return []
+
+    def _render(self, exchanges: list, out: list) -> None:
+        """Follow the render oracle through exchanges (in the order sent); judge a readback due."""
+        if self.renders is None:
+            return
+        for req, reply, line in exchanges:
+            accepted = reply.status == "answered" and reply.data[:4] == self.ok_nodata.to_bytes(4, "little")
+            due = self.renders.follow(req, accepted)
+            if due is not None:
+                wrong = renders.judge(due, self.peek(due[0], 4 * due[2]))
+                if wrong is not None:
+                    cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
+                    out.append(Observation(Signature(VIOLATION, cmd, renders.CHECK, "informal"), wrong, line))
 
     def _fenced(self, req) -> bool:
         f = req.fields

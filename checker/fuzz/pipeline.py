@@ -98,6 +98,8 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                     reply = ("reset", target.settings)
                 except TargetError as exc:
                     reply = ("target-error", str(exc))
+            elif op == "peek":
+                reply = ("peek", target.peek(msg[1], msg[2]))
             elif op == "screen":
                 # asked for only of a target that runs the pixel oracle (`pixels`): a QEMU target
                 reply = ("screen", cast("QemuTarget", target).screendump(twin=msg[1]))
@@ -262,6 +264,17 @@ class Pipeline(Target):
         if not wanted or self.pending:
             return None
         self._post(("screen", twin))
+        while True:
+            msg = self._take()
+            if msg is not None:
+                return msg[1]
+
+    def peek(self, addr: int, size: int) -> Optional[bytes]:
+        """Guest RAM, once every chain sent has been answered (None before: it would depend on timing)."""
+        if self.pending:
+            return None
+        self._flush()
+        self._post(("peek", addr, size))
         while True:
             msg = self._take()
             if msg is not None:

@@ -37,7 +37,9 @@ def replay(
     session in the device's own form, where it has one (`about` heads it). The observations, and
     the reproducer files written."""
     target.record()
-    oracle = Oracle(protocol, session_header(protocol.ir, target), profile, name=path, screen=screen_of(target))
+    oracle = Oracle(
+        protocol, session_header(protocol.ir, target), profile, name=path, screen=screen_of(target), peek=target.peek
+    )
     seen: list[Observation] = []
     with open(path, "w") as out:
         written = 0

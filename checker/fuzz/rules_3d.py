@@ -14,15 +14,17 @@ from typing import Any
 
 from hypothesis.stateful import precondition, rule
 
+from virtgpu_conform.checker.devices.guest_ram import PATTERN_BASE, PATTERN_SIZE
 from virtgpu_conform.checker.devices.target import MOST_TOGETHER, TOGETHER, Reply, chains_of_step, together_step
 from virtgpu_conform.model.state import KIND_3D
 
 from . import virgl
 from .choices import ENTROPY, FEW, Among, Bytes, Choices, Ints, OneOf
-from .pixels import PATTERN_BASE as RAM_BACKING
 from .step import Step
 
 THREE_D = "VIRTIO_GPU_F_VIRGL"
+# A scene's texture is read back past the pixel pattern, which 2D transfers read (up to 256x256 texels).
+RAM_3D = PATTERN_BASE + PATTERN_SIZE
 U64 = (1 << 64) - 1
 # Commands a group in flight draws from: the 3D ones, weighted to SUBMIT_3D, and queries.
 IN_FLIGHT = Among(
@@ -199,7 +201,7 @@ class Rules3D:
             (
                 "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING",
                 {"resource_id": rid},
-                [{"addr": RAM_BACKING, "length": w * h * 4}],
+                [{"addr": RAM_3D, "length": w * h * 4}],
                 b"",
             ),
             ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", {"hdr.ctx_id": ctx, "resource_id": rid}, None, b""),

@@ -159,6 +159,7 @@ def build(
         "differential": [
             {"column": cid, "rows": col.differential} for cid, col in col_by_id.items() if col.differential
         ],
+        "exercised": [{"column": cid, **col.exercised} for cid, col in col_by_id.items() if col.exercised],
         "totals": _totals(reqs_out, rules, col_by_id),
     }
 

@@ -41,6 +41,7 @@ def render(doc: dict) -> str:
         _not_checkable(doc, anchors),
         _divergences(doc),
         _differential(doc),
+        _exercised(doc),
         _totals(doc),
         "</main>",
         f"<footer>{_e(doc.get('schema'))} v{_e(doc.get('version'))}, written by virtgpu-conform "
@@ -225,6 +226,8 @@ def _nav(doc: dict) -> str:
         links.append(("divergences", "Left open"))
     if doc["differential"]:
         links.append(("differential", "Differential"))
+    if doc.get("exercised"):
+        links.append(("exercised", "Checks exercised"))
     links.append(("totals", "Totals"))
     return '<nav class="toc">' + "".join(f'<a href="#{k}">{t}</a>' for k, t in links) + "</nav>"
 
@@ -812,6 +815,36 @@ def _differential(doc: dict) -> str:
                 f'<td class="small">{_e(row.get("why"))}</td>'
                 f'<td class="num">{_int(row.get("count"))}</td>'
                 f'<td class="small"><code>{_e(row.get("first_case") or "")}</code></td></tr>'
+            )
+        out.append("</tbody></table>")
+    return "".join(out) + "</section>"
+
+
+def _exercised(doc: dict) -> str:
+    if not doc.get("exercised"):
+        return ""
+    labels = {c["id"]: c["label"] for c in _cols(doc)}
+    out = ['<section id="exercised"><h2>Rule checks a device&#x27;s answers judged</h2>']
+    for block in doc["exercised"]:
+        out.append(
+            f'<h3><span class="cid">{_e(block["column"])}</span> {_e(labels.get(block["column"], ""))}</h3>'
+            '<table class="data"><thead><tr><th>family</th><th>checks</th><th>judged</th><th>exchanges</th>'
+            "</tr></thead><tbody>"
+        )
+        for fam, n in sorted((block.get("families") or {}).items()):
+            out.append(
+                f'<tr><td>{_e(fam)}</td><td class="num">{_int(n.get("checks"))}</td>'
+                f'<td class="num">{_int(n.get("judged"))}</td><td class="num">{_int(n.get("exchanges"))}</td></tr>'
+            )
+        out.append(
+            '</tbody></table><table class="data"><thead><tr><th>command</th><th>check</th><th>held</th>'
+            "<th>broken</th><th>open</th></tr></thead><tbody>"
+        )
+        for row in block.get("checks") or []:
+            out.append(
+                f"<tr><td><code>{_e(row.get('command'))}</code></td><td><code>{_e(row.get('check'))}</code></td>"
+                f'<td class="num">{_int(row.get("held"))}</td><td class="num">{_int(row.get("broken"))}</td>'
+                f'<td class="num">{_int(row.get("open"))}</td></tr>'
             )
         out.append("</tbody></table>")
     return "".join(out) + "</section>"

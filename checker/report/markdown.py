@@ -94,6 +94,22 @@ def render(doc: dict) -> str:
                 f"{escape_md(row['why'])} | {row['count']} |"
             )
         out.append("")
+    for block in doc.get("exercised") or []:
+        out += [
+            f"## Rule checks a device's answers judged ({block['column']})",
+            "",
+            "| family | checks | judged | exchanges |",
+            "|---|---|---|---|",
+        ]
+        for fam, n in sorted(block["families"].items()):
+            out.append(f"| {escape_md(fam)} | {n['checks']} | {n['judged']} | {n['exchanges']} |")
+        out += ["", "| command | check | held | broken | open |", "|---|---|---|---|---|"]
+        for row in block["checks"]:
+            out.append(
+                f"| {escape_md(row['command'])} | {escape_md(row['check'])} | {row['held']} | {row['broken']} | "
+                f"{row['open']} |"
+            )
+        out.append("")
     out += [
         "## Totals per basis",
         "",

@@ -36,6 +36,7 @@ class Column:
     findings: list[dict] = field(default_factory=list)  # normalised, see _trace_finding / _fuzz_finding
     divergences: list[dict] = field(default_factory=list)  # answers the spec leaves open
     differential: Optional[list[dict]] = None
+    exercised: Optional[dict] = None  # a fuzz result's: which rule checks the device's answers judged
     stats: dict = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)  # trace files, or the device command line
     timeline: Optional[dict] = None
@@ -179,6 +180,7 @@ def _fuzz_column(file: str, doc: dict) -> Column:
         requirements=reqs if isinstance(reqs, dict) else {},
         inputs=[str(doc.get("device", target))],
         differential=doc.get("differential"),
+        exercised=doc.get("exercised") if isinstance(doc.get("exercised"), dict) else None,
     )
     if not col.requirements:
         col.notes.append("written by an older fuzz without per-requirement verdicts: only its findings are shown")
