@@ -35,12 +35,20 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 @click.option(
     "--target",
     "targets",
-    type=click.Choice(TARGETS),
+    metavar="[" + "|".join(TARGETS) + "][@SUITE]",
     multiple=True,
     help="The device under test (default: reference). Give it more than once for a differential run: "
-    "the same chains go to every target, the first one leads.",
+    "the same chains go to every target, the first one leads. qemu@SUITE and vhost-user-gpu@SUITE take "
+    "that Debian suite's QEMU (as --qemu-suite does), so two QEMUs can be compared: "
+    "--target qemu --target qemu@bookworm-backports.",
 )
 @click.option("--qemu", default="qemu-system-x86_64", show_default=True, help="QEMU binary (qemu, vhost-user-gpu).")
+@click.option(
+    "--qemu-suite",
+    metavar="SUITE",
+    help="Use the QEMU of this Debian suite instead of --qemu (e.g. bookworm-backports for QEMU 10.0): "
+    "fetched with apt-get download and unpacked into ~/.cache/virtgpu-conform once, never installed.",
+)
 @click.option(
     "--qemu-arg",
     "qemu_args",
@@ -140,6 +148,7 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 def fuzz(
     targets: tuple[str, ...],
     qemu: str,
+    qemu_suite: Optional[str],
     qemu_args: tuple[str, ...],
     device_opts: str,
     adapter: Optional[str],
@@ -176,11 +185,22 @@ def fuzz(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cpu") from None
     names = tuple(dict.fromkeys(targets)) or ("reference",)
+    for n in names:
+        kind, _, suite = n.partition("@")
+        if kind not in TARGETS or (suite and kind not in ("qemu", "vhost-user-gpu")):
+            raise click.BadParameter(
+                f"{n!r}: one of {', '.join(TARGETS)}; qemu and vhost-user-gpu may name a Debian suite (@SUITE)",
+                param_hint="--target",
+            )
+    suites = {s: _suite_qemu(s) for s in {qemu_suite, *(n.partition("@")[2] for n in names)} if s}
+    if qemu_suite:
+        qemu = suites[qemu_suite]
     try:
         devices = [
             DeviceSpec(
-                n,
-                qemu=qemu,
+                n.partition("@")[0],
+                suite=n.partition("@")[2],
+                qemu=suites[n.partition("@")[2]] if "@" in n else qemu,
                 qemu_args=qemu_args,
                 device_opts=device_opts,
                 backend=vhost_backend,
@@ -189,7 +209,7 @@ def fuzz(
                 timeout=timeout if timeout is not None else (GL_TIMEOUT if gl else DeviceSpec.timeout),
                 pixels=pixels,
                 migrate=migrate,
-                gl=gl and n in ("qemu", "vhost-user-gpu"),
+                gl=gl and n.partition("@")[0] in ("qemu", "vhost-user-gpu"),
             )
             for n in names
         ]
@@ -220,6 +240,18 @@ def fuzz(
         sys.exit(EXIT_USAGE)
     except TraceError as exc:
         console.err.print(f"fuzz: {exc}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _suite_qemu(suite: str) -> str:
+    """The QEMU of a Debian suite, fetched into the cache once; a usage error when it cannot be."""
+    from virtgpu_conform.checker.devices.debian_qemu import unpack
+    from virtgpu_conform.checker.devices.target import TargetError
+
+    try:
+        return unpack(suite, say=lambda s: console.err.print(s, markup=False))
+    except TargetError as exc:
+        console.err.print(f"fuzz: QEMU of {suite}: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
 
 

@@ -209,6 +209,8 @@ GL_MISSING = (
     ("'virtio-gpu-gl-pci' is not a valid device model name", "QEMU has no virtio-gpu-gl-pci module"),
     ("Display 'egl-headless' is not available", "QEMU has no egl-headless display module"),
     ("failed to initialize module", "QEMU's GL modules are not of this QEMU's build"),
+    ("egl: render node init failed", "EGL found no renderer (Mesa's software one is in libgl1-mesa-dri)"),
+    ("Failed to initialize virgl", "virglrenderer found no renderer (Mesa's software one is in libgl1-mesa-dri)"),
 )
 GL_PACKAGES = "qemu-system-gui (QEMU 7.2) or qemu-system-modules-opengl (QEMU 8 and later), libgl1-mesa-dri"
 # A GL device renders in software (Mesa's llvmpipe) through EGL on GBM: /dev/null as the render node

@@ -171,8 +171,8 @@ class QemuProcess:
             stdin.write("".join(ln + "\n" for ln in lines).encode())
             stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            try:  # the pipe breaks as QEMU dies: wait a moment for how it died
-                self.proc.wait(timeout=2)
+            try:  # the pipe breaks as QEMU dies: wait a moment for how it died (a GL QEMU may take longer)
+                self.proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
             raise QemuGone(

@@ -29,7 +29,7 @@ from virtgpu_conform.spec.ir import SpecIR
 
 from . import affinity, scratch
 from .children import Child, tail
-from .qemu import GL_DISPLAY, QemuTarget
+from .qemu import GL_DISPLAY, QemuTarget, gl_problem
 from .qtest import QemuProcess
 from .running_vm import halt_bios, kvm_problem
 from .target import DeviceRefused, Reply, TargetError
@@ -247,7 +247,10 @@ class VhostUserGpuTarget(QemuTarget):
             self._stop_backend()
             if "kvm" in str(exc).lower():  # QEMU's own words: "failed to initialize kvm", "KVM internal error"
                 raise KvmUnusable(f"KVM is unusable here: QEMU with -accel kvm failed: {exc}") from None
-            raise TargetError(f"{exc}\nbackend log ({self.backend_log}):\n{tail(self.backend_log, 800)}") from None
+            said = tail(self.backend_log, 800)
+            missing = gl_problem(said) if self.gl else ""
+            prefix = f"{missing}\n" if missing and missing not in str(exc) else ""
+            raise TargetError(f"{prefix}{exc}\nbackend log ({self.backend_log}):\n{said}") from None
 
     def reset(self) -> None:
         """A new backend and a new QEMU: a virtio reset leaves the backend's resources in place."""

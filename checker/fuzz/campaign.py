@@ -25,7 +25,7 @@ from hypothesis.stateful import get_state_machine_test
 from virtgpu_conform.checker.check.findings import Tally
 from virtgpu_conform.checker.check.ledger import Ledger
 from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.devices.target import MIGRATION, Target, TargetError
+from virtgpu_conform.checker.devices.target import MIGRATION, TOGETHER, Target, TargetError, chains_of_step
 from virtgpu_conform.checker.errors import save_traceback
 from virtgpu_conform.checker.traces.events import TraceError
 from virtgpu_conform.model.adversary import Edges
@@ -204,8 +204,11 @@ class Campaign:
         return frozenset(k for k, (_, n) in self.chokes.items() if n >= 2)
 
     def observe(self, machine, obs: list[Observation]) -> None:
-        if machine.steps[-1].queue == MIGRATION:
+        last = machine.steps[-1]
+        if last.queue == MIGRATION:
             self.migrations += 1 if self.migrate else 0  # a refused one (refused_migration came first) moved nothing
+        elif last.queue == TOGETHER:
+            self.commands += len(chains_of_step(last.outs[0])[1])  # each chain a command
         else:
             self.commands += 1
         now = time.monotonic()

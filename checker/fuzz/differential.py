@@ -30,24 +30,35 @@ class MirrorTarget(Target):
         self.resets = all(t.resets for t in targets)
         self.describe = " | ".join(getattr(t, "describe", t.name) for t in targets)
         self.last: list[Reply] = []
+        # A follower that died or stalled gets nothing more until the next case: each chain sent to a
+        # QEMU on its way out would cost a timeout, and tell nothing (it is said once, where it happened).
+        self.gone: dict[int, Reply] = {}
 
     @property
     def parts(self) -> list[str]:
         return [t.name for t in self.targets]
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
-        self.last = [t.send(queue, outs, in_sizes) for t in self.targets]
+        self.last = []
+        for i, t in enumerate(self.targets):
+            gone = self.gone.get(i)
+            r = Reply(gone.status, detail=f"as before: {gone.detail}") if gone else t.send(queue, outs, in_sizes)
+            if gone is None and r.status not in ("answered", "refused"):
+                self.gone[i] = r
+            self.last.append(r)
         return self.last[0]
 
     def peek(self, addr: int, size: int) -> Optional[bytes]:
         return self.targets[0].peek(addr, size)  # the leader's: the oracle judges the leader
 
     def reset(self) -> None:
+        self.gone = {}
         for t in self.targets:
             t.reset()
         self.settings = self.targets[0].settings
 
     def record(self) -> None:
+        self.gone = {}
         for t in self.targets:
             t.record()
         self.settings = self.targets[0].settings

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, cast
 
 from hypothesis import strategies as st
+from hypothesis.errors import StopTest
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from virtgpu_conform.checker.devices.target import (
@@ -319,8 +320,10 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
 
     def teardown(self):
         # A stop, or a bug: the case ends unjudged. (Not whatever the caller of the campaign was
-        # handling when it began: that was there in __init__ already.)
-        unwinding = sys.exc_info()[1] not in (None, self.handling)
+        # handling when it began: that was there in __init__ already.) A case that ran out of
+        # hypothesis' data is judged as far as it went, as the serial machine judged it as it went.
+        exc = sys.exc_info()[1]
+        unwinding = exc not in (None, self.handling) and not isinstance(exc, StopTest)
         try:
             if self.pipe is not None:
                 self._collect(wait=True, judge=not unwinding)

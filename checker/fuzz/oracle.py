@@ -279,7 +279,9 @@ class Oracle:
                 f"{len(body)} bytes of capset {info.id} data; GET_CAPSET_INFO gave capset_max_size {info.max_size}"
             )
             return [Observation(Signature(VIOLATION, cmd, "capset-size", "informal"), message, line)]
-        if info.id in {self.p.ir.constant(n) for n in VIRGL_CAPSETS} and len(body) >= 4:
+        asked = req.fields.get("capset_version")
+        valid = isinstance(asked, int) and asked <= info.max_version  # (past it, the model judges the answer)
+        if valid and info.id in {self.p.ir.constant(n) for n in VIRGL_CAPSETS} and len(body) >= 4:
             version = int.from_bytes(body[:4], "little")
             if version != info.max_version:
                 message = (

@@ -4,8 +4,8 @@ TRANSFER_FROM_HOST_3D into its backing in guest RAM, where the oracle reads it.
 It follows little of the renderer on purpose: a texture's contents are known only right after a
 stream's CLEAR of the framebuffer whose one colour buffer is a surface of the whole texture; any other
 work on it (a copy, an inline write, a transfer to the host, a stream it cannot read) makes them
-unknown, and nothing is judged. A readback is judged when it covers the whole texture, packed
-(stride = width x 4), into one backing entry.
+unknown, and nothing is judged. A readback is judged when it is fenced, made in a context the texture is attached to, and covers
+the whole texture, packed (stride = width x 4), into the one backing entry attached once.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class _Texture:
     backing: Optional[tuple[int, int]] = None  # (address, length) of a one-entry backing
     texel: Optional[bytes] = None  # what every texel holds, when known
     contexts: set = field(default_factory=set)
+    twice: bool = False  # backing was attached while attached: the oracle no longer knows where it is
 
 
 @dataclass
@@ -58,6 +59,12 @@ class RenderModel:
         elif name == "VIRTIO_GPU_CMD_RESOURCE_UNREF":
             self.textures.pop(rid, None)
         elif name == "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING" and rid in self.textures:
+            if self.textures[rid].backing is not None:  # backing attached twice: where it goes is the device's
+                self.textures[rid].backing = None
+                self.textures[rid].twice = True
+                return None
+            if self.textures[rid].twice:
+                return None
             e = req.entries
             addr, length = (e[0].get("addr"), e[0].get("length")) if len(e) == 1 else (None, None)
             ok = isinstance(addr, int) and isinstance(length, int)
@@ -77,6 +84,8 @@ class RenderModel:
         elif name == "VIRTIO_GPU_CMD_SUBMIT_3D":
             self._stream(f.get("hdr.ctx_id"), req.payload or b"")
         elif name == "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D" and rid in self.textures:
+            if f.get("hdr.ctx_id") not in self.textures[rid].contexts:
+                return None  # a context that does not hold the texture: whether it may read it is the renderer's
             return self._readback(self.textures[rid], f)
         return None
 

@@ -50,6 +50,7 @@ class DeviceSpec:
     migrate: bool = True  # qemu: cases may move the device to a new QEMU mid-case (migration.py)
     features: Optional[frozenset[str]] = None  # feature names the driver accepts (default: all)
     gl: bool = False  # qemu, vhost-user-gpu: the 3D (virgl) device, rendering in software
+    suite: str = ""  # qemu, vhost-user-gpu: the Debian suite `qemu` was unpacked from (names the target)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,13 +62,13 @@ class DeviceSpec:
 
     @property
     def name(self) -> str:
-        return self.kind + ("-gl" if self.gl else "")
+        return self.kind + (f"@{self.suite}" if self.suite else "") + ("-gl" if self.gl else "")
 
     def cli_args(self) -> list[str]:
         """The `virtgpu-conform fuzz` options that name this device."""
-        out = ["--target", self.kind]
+        out = ["--target", self.kind + (f"@{self.suite}" if self.suite else "")]
         if self.kind in ("qemu", "vhost-user-gpu"):
-            if self.qemu != DeviceSpec.qemu:
+            if self.qemu != DeviceSpec.qemu and not self.suite:
                 out += ["--qemu", self.qemu]
             out += [f"--qemu-arg={a}" for a in self.qemu_args]
             if self.gl:
@@ -157,9 +158,9 @@ def devices_of(target: Devices) -> list[DeviceSpec]:
     out = [DeviceSpec(t) if isinstance(t, str) else t for t in items]
     if not out:
         raise ValueError("no device to fuzz")
-    kinds = [d.kind for d in out]
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"a device kind named twice ({', '.join(kinds)}): a differential run takes each once")
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a device named twice ({', '.join(names)}): a differential run takes each once")
     return out
 
 

@@ -61,7 +61,8 @@ def test_a_pipelined_hunt_shrinks_and_reproduces_what_it_finds(ir, tmp_path):
         assert c.error is None and not c.flaky, (c.error, c.flaky)
         unref = [f for f in c.found.values() if f.signature.command == "VIRTIO_GPU_CMD_RESOURCE_UNREF"]
         assert unref and all(f.shrunk and f.reproduced for f in unref), [f.to_json() for f in c.found.values()]
-        assert all(len(f.steps) <= 10 for f in unref), [len(f.steps) for f in unref]
+        # shrunk: at most a scene (six commands), the unref, and a few steps hypothesis kept
+        assert all(len(f.steps) <= 12 for f in unref), [len(f.steps) for f in unref]
         found[pipeline] = {f.signature for f in unref}
     # the same finding whether the answers came at once or later (shrunk to much the same size: the
     # serial case ends at the step that shows it, the pipelined one draws on to its end)
