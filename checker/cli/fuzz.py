@@ -46,8 +46,10 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 @click.option(
     "--qemu-suite",
     metavar="SUITE",
-    help="Use the QEMU of this Debian suite instead of --qemu (e.g. bookworm-backports for QEMU 10.0): "
-    "fetched with apt-get download and unpacked into ~/.cache/virtgpu-conform once, never installed.",
+    help="Use the QEMU of this Debian suite instead of --qemu, made ready in ~/.cache/virtgpu-conform once "
+    "and never installed: the host release's backports (bookworm-backports: QEMU 10.0.2) unpacked "
+    "from apt-get download; another release (trixie: QEMU 10.0.13 with virglrenderer 1.1) as a "
+    "debootstrap root of its own, which needs root and debootstrap to make.",
 )
 @click.option(
     "--qemu-arg",
@@ -245,11 +247,15 @@ def fuzz(
 
 def _suite_qemu(suite: str) -> str:
     """The QEMU of a Debian suite, fetched into the cache once; a usage error when it cannot be."""
-    from virtgpu_conform.checker.devices.debian_qemu import unpack
+    from virtgpu_conform.checker.devices import debian_qemu, debian_root
     from virtgpu_conform.checker.devices.target import TargetError
 
+    say = lambda s: console.err.print(s, markup=False)  # noqa: E731
+    release = debian_root.host_release()
     try:
-        return unpack(suite, say=lambda s: console.err.print(s, markup=False))
+        if release and not (suite == release or suite.startswith(release + "-")):
+            return debian_root.make(suite, say)  # another release: a root of its own (its C library)
+        return debian_qemu.unpack(suite, say)
     except TargetError as exc:
         console.err.print(f"fuzz: QEMU of {suite}: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional, cast
 
 from virtgpu_conform.model.codec import codec_for
@@ -218,19 +219,55 @@ GL_PACKAGES = "qemu-system-gui (QEMU 7.2) or qemu-system-modules-opengl (QEMU 8 
 GL_DISPLAY = ("-display", "egl-headless,rendernode=/dev/null")
 
 
-def unpacked_tree(binary: str) -> tuple[list[str], dict]:
+@dataclass(frozen=True)
+class Tree:
+    """How to run a QEMU that is not installed: a launcher before its binary, its -L folders, and the
+    environment it needs (QEMU_MODULE_DIR; for a whole root, Mesa's driver folders)."""
+
+    launcher: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def environ(self) -> Optional[dict]:
+        return {**os.environ, **dict(self.env)} if self.env else None
+
+
+LIBS = "usr/lib/x86_64-linux-gnu"
+
+
+def unpacked_tree(binary: str) -> Tree:
     """For a QEMU unpacked from Debian's packages rather than installed (ROOT/usr/bin/qemu-system-x86_64):
     the -L folders of its firmware and the QEMU_MODULE_DIR of its modules, which it looks for under
-    /usr otherwise. ([], {}) for an installed one."""
+    /usr otherwise. In a whole root of another release (debian_root.py: its own C library), it runs
+    through that root's dynamic loader and libraries, and Mesa's loaders look for their drivers there
+    too. An empty Tree for an installed QEMU."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(binary))))
     share = os.path.join(root, "usr", "share")
     if root == "/" or not os.path.isdir(os.path.join(share, "qemu")):
-        return [], {}
-    args = [
+        return Tree()
+    args = tuple(
         a for d in ("qemu", "seabios") if os.path.isdir(os.path.join(share, d)) for a in ("-L", os.path.join(share, d))
-    ]
-    modules = os.path.join(root, "usr", "lib", "x86_64-linux-gnu", "qemu")
-    return args, ({**os.environ, "QEMU_MODULE_DIR": modules} if os.path.isdir(modules) else {})
+    )
+    env = {}
+    modules = os.path.join(root, LIBS, "qemu")
+    if os.path.isdir(modules):
+        env["QEMU_MODULE_DIR"] = modules
+    loader = os.path.join(root, LIBS, "ld-linux-x86-64.so.2")
+    launcher: tuple[str, ...] = ()
+    if os.path.exists(os.path.join(root, "etc", "debian_version")) and os.path.exists(loader):
+        launcher = (
+            loader,
+            "--library-path",
+            f"{os.path.join(root, LIBS)}:{os.path.join(root, 'lib', 'x86_64-linux-gnu')}",
+        )
+        env.update(
+            {
+                "LIBGL_DRIVERS_PATH": os.path.join(root, LIBS, "dri"),
+                "GBM_BACKENDS_PATH": os.path.join(root, LIBS, "gbm"),
+                "__EGL_VENDOR_LIBRARY_DIRS": os.path.join(share, "glvnd", "egl_vendor.d"),
+            }
+        )
+    return Tree(launcher, args, tuple(sorted(env.items())))
 
 
 def gl_problem(log: str) -> str:
@@ -282,7 +319,8 @@ class QemuTarget(Target):
         self.gl = gl
         if gl and device == "virtio-gpu-pci":
             device = "virtio-gpu-gl-pci"
-        self.tree_args, self.env = unpacked_tree(binary)
+        self.tree = unpacked_tree(binary)
+        self.tree_args, self.env = list(self.tree.args), self.tree.environ()
         self.workdir = ""  # HALT.BIN (and a vhost-user socket), made when first needed
         self.pixels, self.migrates = pixels, migrate
         self.qmp: Optional[Qmp] = None
@@ -313,12 +351,12 @@ class QemuTarget(Target):
     def _argv(self) -> list[str]:
         if self.gl:
             # fmt: off
-            return [self.binary, "-accel", accelerator(), "-machine", "q35", "-bios", self._halt(), "-nodefaults",
+            return [*self.tree.launcher, self.binary, "-accel", accelerator(), "-machine", "q35", "-bios", self._halt(), "-nodefaults",
                     *GL_DISPLAY, "-m", "256M", *self._driven("virtqueue_pop", "virtqueue_fill"),
                     "-device", f"{self.device},addr=04.0", *self._monitor(), *self.tree_args, *self.extra]
             # fmt: on
         # fmt: off
-        return [self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
+        return [*self.tree.launcher, self.binary, "-machine", "q35", "-S", "-nodefaults", "-display", "none", "-m", "256M",
                 *self._driven("virtqueue_pop", "virtqueue_fill"),
                 "-device", f"{self.device},addr=04.0", *self._monitor(), *self.tree_args, *self.extra]
         # fmt: on
@@ -456,10 +494,10 @@ class QemuTarget(Target):
         if self.workdir:  # a VM that runs: its firmware made beside the script
             swap[self.halt_bin] = "HALT.BIN"
             before, after = [HALT_SH], ["rm -f HALT.BIN"]
-        if self.env:
-            before.append(f"export QEMU_MODULE_DIR={shlex.quote(self.env['QEMU_MODULE_DIR'])}")
-        argv = [self.argv[0], "-no-reboot"]
-        args = iter(self.argv[1:])
+        before += [f"export {k}={shlex.quote(v)}" for k, v in self.tree.env]
+        start = len(self.tree.launcher) + 1  # the launcher and the binary
+        argv = [*self.argv[:start], "-no-reboot"]
+        args = iter(self.argv[start:])
         for a in args:
             if a == "-qmp":
                 next(args)

@@ -123,7 +123,7 @@ class VhostUserGpuTarget(QemuTarget):
     def _argv(self) -> list[str]:
         self._prepare()
         # fmt: off
-        return [self.binary, "-accel", "kvm", "-machine", "q35,memory-backend=mem",
+        return [*self.tree.launcher, self.binary, "-accel", "kvm", "-machine", "q35,memory-backend=mem",
                 "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M",
                 "-bios", self.halt_bin, "-nodefaults", *(GL_DISPLAY if self.gl else ("-display", "none")),
                 *self._driven("vhost_user*", "virtio_set_status"),

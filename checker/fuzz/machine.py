@@ -360,9 +360,9 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
         out["hdr.ctx_id"] = ctx
         return out
 
-    def _header(self, data) -> dict:
+    def _header(self, data, fixed: dict) -> dict:
         if self.fencing:
-            return self._fenced_header(data)
+            return self._fenced_header(data, fixed)
         if not data.draw(_ints(0, 7)) == 0:
             return {"hdr.flags": 0}
         last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
@@ -411,7 +411,7 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
 
     def _message(self, data, cmd: str, how: str) -> tuple[bytes, str]:
         fixed = self._ids(data, cmd, fresh=how == "valid")
-        fields = {**self._header(data), **self._natural(data, cmd, fixed), **fixed}
+        fields = {**self._header(data, fixed), **self._natural(data, cmd, fixed), **fixed}
         state = self.model.state
         label = how
         if how == "valid":

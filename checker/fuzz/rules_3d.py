@@ -23,6 +23,8 @@ from .choices import ENTROPY, FEW, Among, Bytes, Choices, Ints, OneOf
 from .step import Step
 
 THREE_D = "VIRTIO_GPU_F_VIRGL"
+CONTEXT_INIT = "VIRTIO_GPU_F_CONTEXT_INIT"
+RING = Ints(0, 3)  # the rings a group's fences go on: a context's first few
 # A scene's texture is read back past the pixel pattern, which 2D transfers read (up to 256x256 texels).
 RAM_3D = PATTERN_BASE + PATTERN_SIZE
 U64 = (1 << 64) - 1
@@ -63,11 +65,19 @@ class Rules3D:
     """Mixed into DeviceMachine: what it reads of the machine is named in these methods."""
 
     # --- building -----------------------------------------------------------------------
-    def _fenced_header(self: Any, data: Choices) -> dict:
-        """Most commands of a group in flight are fenced, on the next sequence number."""
+    def _fenced_header(self: Any, data: Choices, fixed: dict) -> dict:
+        """Most commands of a group in flight are fenced, on the next sequence number of their
+        timeline: with CONTEXT_INIT, half of them on one of their context's first rings."""
         if not data.draw(Ints(0, 3)):
             return {"hdr.flags": 0}
-        last = max((t.last_submitted or 0 for t in self.model.state.timelines.values()), default=0)
+        st = self.model.state
+        if CONTEXT_INIT in st.settings.features and data.draw(Ints(0, 1)):
+            ring = data.draw(RING)
+            tl = st.timelines.get(("ring", fixed.get("hdr.ctx_id", 0), ring))
+            last = (tl.last_submitted or 0) if tl is not None else 0
+            flags = self.vocab.fence | self.vocab.ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
+            return {"hdr.flags": flags, "hdr.fence_id": (last + 1) & U64, "hdr.ring_idx": ring}
+        last = max((t.last_submitted or 0 for k, t in st.timelines.items() if k[0] == "global"), default=0)
         return {"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + 1) & U64}
 
     def _fields_3d(self: Any, data: Choices, cmd: str, fields: dict) -> None:
@@ -88,6 +98,10 @@ class Rules3D:
             )
             if fields["target"] == virgl.BUFFER:
                 fields["height"] = 1
+        elif cmd == "VIRTIO_GPU_CMD_CTX_CREATE":
+            # with CONTEXT_INIT, half the contexts name a capset the device has (their rings then count)
+            known = st.settings.known and st.settings.capsets and CONTEXT_INIT in st.settings.features
+            fields["context_init"] = data.draw(Among(st.settings.capsets)).id if known and data.draw(SMALL) > 2 else 0
         elif cmd == "VIRTIO_GPU_CMD_GET_CAPSET" and st.settings.known and st.settings.capsets:
             cs = data.draw(Among(st.settings.capsets))
             fields.update({"capset_id": cs.id, "capset_version": data.draw(Ints(0, cs.max_version))})

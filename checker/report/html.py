@@ -829,12 +829,13 @@ def _exercised(doc: dict) -> str:
         out.append(
             f'<h3><span class="cid">{_e(block["column"])}</span> {_e(labels.get(block["column"], ""))}</h3>'
             '<table class="data"><thead><tr><th>family</th><th>checks</th><th>judged</th><th>exchanges</th>'
-            "</tr></thead><tbody>"
+            "<th>refused at the feature gate</th></tr></thead><tbody>"
         )
         for fam, n in sorted((block.get("families") or {}).items()):
             out.append(
                 f'<tr><td>{_e(fam)}</td><td class="num">{_int(n.get("checks"))}</td>'
-                f'<td class="num">{_int(n.get("judged"))}</td><td class="num">{_int(n.get("exchanges"))}</td></tr>'
+                f'<td class="num">{_int(n.get("judged"))}</td><td class="num">{_int(n.get("exchanges"))}</td>'
+                f'<td class="num">{_int(n.get("gated"))}</td></tr>'
             )
         out.append(
             '</tbody></table><table class="data"><thead><tr><th>command</th><th>check</th><th>held</th>'

@@ -98,11 +98,11 @@ def render(doc: dict) -> str:
         out += [
             f"## Rule checks a device's answers judged ({block['column']})",
             "",
-            "| family | checks | judged | exchanges |",
-            "|---|---|---|---|",
+            "| family | checks | judged | exchanges | refused at the feature gate |",
+            "|---|---|---|---|---|",
         ]
         for fam, n in sorted(block["families"].items()):
-            out.append(f"| {escape_md(fam)} | {n['checks']} | {n['judged']} | {n['exchanges']} |")
+            out.append(f"| {escape_md(fam)} | {n['checks']} | {n['judged']} | {n['exchanges']} | {n.get('gated', 0)} |")
         out += ["", "| command | check | held | broken | open |", "|---|---|---|---|---|"]
         for row in block["checks"]:
             out.append(

@@ -11,7 +11,7 @@ import pytest
 from test_qemu_target import _need_qemu
 
 import virtgpu_conform as vgc
-from virtgpu_conform.checker.devices import debian_qemu
+from virtgpu_conform.checker.devices import debian_qemu, debian_root
 from virtgpu_conform.checker.devices.qemu import QemuTarget
 from virtgpu_conform.checker.devices.target import TOGETHER, TargetError, together_step
 from virtgpu_conform.checker.devices.vhost_user import BACKEND, KvmUnusable, VhostUserGpuTarget
@@ -43,6 +43,21 @@ def _qemu10() -> str:
     pytest.skip(f"QEMU 10.0 is not in the cache: `virtgpu-conform fuzz --qemu-suite {SUITE}` fetches it")
 
 
+def _qemu13() -> str:
+    """Debian 13's QEMU 10.0.13 (virglrenderer 1.1: CONTEXT_INIT) in a root of its own in the cache."""
+    found = debian_root.cached("trixie")
+    if found:
+        return found
+    if os.environ.get("VIRTGPU_MUTATE_HOST") == "1":
+        try:
+            return debian_root.make("trixie")
+        except TargetError as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"CI makes the Debian 13 root: {exc}")
+            pytest.skip(str(exc))
+    pytest.skip("no Debian 13 root in the cache: `virtgpu-conform fuzz --qemu-suite trixie` makes it (as root)")
+
+
 def _gl(ir, kind: str, tmp_path):
     _need_qemu()
     log = str(tmp_path / "qemu-trace.log")
@@ -53,7 +68,7 @@ def _gl(ir, kind: str, tmp_path):
             return VhostUserGpuTarget(ir, gl=True, timeout=5, log_path=log)
         except KvmUnusable as exc:
             pytest.skip(str(exc))
-    qemu = _qemu10() if kind == "qemu-10.0" else "qemu-system-x86_64"
+    qemu = {"qemu-10.0": _qemu10, "qemu-10.0.13": _qemu13}.get(kind, lambda: "qemu-system-x86_64")()
     return QemuTarget(ir, gl=True, timeout=5, log_path=log, qemu=qemu)
 
 
@@ -89,7 +104,7 @@ def _scene(c, fmt: int, rgba, w: int, h: int) -> list[bytes]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["qemu", "qemu-10.0", "vhost-user-gpu"])
+@pytest.mark.parametrize("kind", ["qemu", "qemu-10.0", "qemu-10.0.13", "vhost-user-gpu"])
 def test_a_virgl_stream_clears_a_texture_and_the_fenced_readback_shows_it(ir, tmp_path, kind):
     p = Protocol(ir)
     with _gl(ir, kind, tmp_path) as t:
@@ -179,3 +194,38 @@ def test_a_gl_device_without_a_renderer_is_a_target_error_naming_the_package(ir,
     monkeypatch.setenv("LIBGL_DRIVERS_PATH", str(tmp_path / "no-dri"))  # Mesa finds no driver, not even llvmpipe
     with pytest.raises(TargetError, match="libgl1-mesa-dri"):
         QemuTarget(ir, gl=True, timeout=2)
+
+
+def test_with_context_init_fences_on_a_ring_are_answered_in_their_order(ir, tmp_path):
+    p = Protocol(ir)
+    c = p.codec
+    with _gl(ir, "qemu-10.0.13", tmp_path) as t:
+        assert "VIRTIO_GPU_F_CONTEXT_INIT" in t.settings.features
+        oracle = Oracle(p, session_header(ir, t), peek=t.peek)
+        w = h = 512
+        scene = _scene(c, virgl.FORMAT_B8G8R8A8_UNORM, (1, 0, 0, 1), w, h)
+        scene[0] = c.encode("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": 1, "context_init": 2})  # VIRGL2
+        for raw in scene[:4]:
+            assert oracle.step("controlq", [raw], [24], t.send("controlq", [raw], [24])) == []
+        ring = {"hdr.ctx_id": 1, "hdr.flags": 3, "hdr.ring_idx": 0}  # FENCE | INFO_RING_IDX
+        chains = [
+            c.encode(
+                "VIRTIO_GPU_CMD_SUBMIT_3D", {**ring, "hdr.fence_id": 1}, None, virgl.clear_scene(5, 1, (1, 0, 0, 1))
+            ),
+            c.encode("VIRTIO_GPU_CMD_GET_CAPSET_INFO", {"capset_index": 1}),
+            c.encode("VIRTIO_GPU_CMD_SUBMIT_3D", {**ring, "hdr.fence_id": 2}),
+            c.encode(
+                "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D",
+                {**ring, "hdr.fence_id": 3, "resource_id": 5, "box.w": w, "box.h": h, "box.d": 1, "stride": w * 4},
+            ),
+        ]
+        buf = together_step("controlq", [([x], [40]) for x in chains])
+        reply = t.send(TOGETHER, [buf], [])
+        assert reply.status == "answered" and reply.parts is not None
+        order = [x.order for x in reply.parts]
+        assert order[1] == 0  # the unfenced query first
+        assert order[0] < order[2] < order[3]  # the ring's fences in their order
+        found = oracle.step(TOGETHER, [buf], [], reply)
+        # the readback was judged right; only the ring echo (informal) may be said
+        assert [o.signature.check for o in found if o.signature.kind != "divergence"] == []
+        assert t.peek(RAM, 4) == virgl.pixel(virgl.FORMAT_B8G8R8A8_UNORM, (1, 0, 0, 1))

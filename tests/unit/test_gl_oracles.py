@@ -225,7 +225,7 @@ def test_the_tally_says_which_checks_a_devices_answer_held_or_broke(ir):
     row = next(r for r in doc["checks"] if r["command"] == "VIRTIO_GPU_CMD_RESOURCE_UNREF")
     assert (row["check"], row["held"], row["broken"], row["open"]) == ("resource-exists", 1, 1, 0)
     assert doc["families"]["2d"]["judged"] == 1 and doc["families"]["2d"]["exchanges"] == 2
-    assert doc["families"]["3d"] == {"checks": doc["families"]["3d"]["checks"], "judged": 0, "exchanges": 0}
+    assert doc["families"]["3d"] == {"checks": doc["families"]["3d"]["checks"], "judged": 0, "exchanges": 0, "gated": 0}
 
 
 def test_a_follower_that_died_gets_no_more_chains_until_the_next_case(ir):
@@ -266,3 +266,15 @@ def test_targets_may_name_a_debian_suite_and_the_gl_device_and_are_told_apart_by
     assert [d.name for d in devices_of([a, b])] == ["qemu-gl", "qemu@bookworm-backports-gl"]
     assert b.cli_args()[:2] == ["--target", "qemu@bookworm-backports"] and "--gl" in b.cli_args()
     assert "--qemu" not in b.cli_args()  # the suite says which QEMU
+
+
+def test_a_command_refused_at_its_feature_gate_judges_the_gate_alone(ir):
+    ex = Exercised(Protocol(ir))
+    p = Protocol(ir)
+    no3d = ReferenceTarget(ir, frozenset({"VIRTIO_GPU_F_EDID"}))
+    o = Oracle(p, session_header(ir, no3d), exercised=ex)
+    submit = _submit(p, 7)  # no VIRGL: refused at the gate, and no context 7 either
+    o.step("controlq", [submit], [24], Reply("answered", (0x1200).to_bytes(4, "little") + bytes(20)))
+    doc = ex.to_json()
+    assert doc["families"]["3d"]["gated"] == 1 and doc["families"]["3d"]["judged"] == 0
+    assert [(r["check"], r["held"]) for r in doc["checks"]] == [("feature-gate", 1)]
