@@ -151,7 +151,7 @@ def test_a_campaign_resets_the_device_mid_case_and_its_case_replays_the_resets(i
 
     monkeypatch.setattr(target_mod.ReferenceTarget, "send", spy)
     monkeypatch.setattr(machine, "RESET_TOP", 0)
-    result = vgc.fuzz("reference", examples=40, seed=5, steps=20, survey=True, out=str(tmp_path / "out"))
+    result = vgc.fuzz("reference", examples=80, seed=5, steps=20, survey=True, out=str(tmp_path / "out"))
     # the model starts over with the device: no false finding after a reset
     assert result.findings == []
     assert set(flags) == {0, PENDING, EARLY_NOTIFY, PENDING | EARLY_NOTIFY}
