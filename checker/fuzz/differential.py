@@ -19,6 +19,9 @@ from virtgpu_conform.model.codec import Message
 from virtgpu_conform.model.protocol import Protocol
 from virtgpu_conform.model.rule import PROFILES
 
+GONE = "gone"  # a follower's answer after it died or stalled in this case: nothing was sent to it
+UNSENT = (GONE, "dropped")  # answers no device gave: not compared
+
 
 class MirrorTarget(Target):
     def __init__(self, targets: Sequence[Target]):
@@ -42,7 +45,7 @@ class MirrorTarget(Target):
         self.last = []
         for i, t in enumerate(self.targets):
             gone = self.gone.get(i)
-            r = Reply(gone.status, detail=f"as before: {gone.detail}") if gone else t.send(queue, outs, in_sizes)
+            r = Reply(GONE, detail=f"as before: {gone.detail}") if gone else t.send(queue, outs, in_sizes)
             if gone is None and r.status not in ("answered", "refused"):
                 self.gone[i] = r
             self.last.append(r)
@@ -120,6 +123,8 @@ class Differ:
         self.typed = self.errors | {n.removeprefix("VIRTIO_GPU_RESP_") for n in ir.ok_responses}
 
     def compare(self, state, req: Message, queue: str, replies: list[Reply], case_text: str) -> None:
+        if any(r.status in UNSENT for r in replies):
+            return  # a target that got nothing (it died earlier in the case) has no answer to compare
         codec = self.protocol.codec
         answers = tuple(answer(codec, queue, r) for r in replies)
         if len(set(answers)) == 1:
