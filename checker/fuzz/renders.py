@@ -124,6 +124,8 @@ class RenderModel:
     def _command(self, ctx, op: int, obj: int, body) -> bool:
         sub = self.subs.setdefault((ctx, self.current.get(ctx, 0)), _Sub())
         if op == virgl.CREATE_SUB_CTX and len(body) == 1:
+            if (ctx, body[0]) in self.subs or body[0] == 0:
+                return False  # the renderer keeps the one there, with its objects: not followed
             self.subs[(ctx, body[0])] = _Sub()
         elif op == virgl.SET_SUB_CTX and len(body) == 1:
             self.current[ctx] = body[0]
@@ -131,6 +133,8 @@ class RenderModel:
             self.subs.pop((ctx, body[0]), None)
         elif op == virgl.CREATE_OBJECT and obj == virgl.OBJECT_SURFACE and len(body) == virgl.SURFACE_SIZE:
             handle, rid, fmt, level, layers = body
+            if handle in sub.surfaces:
+                return False  # a handle in use: the renderer refuses it, and the context is in error
             t = self.textures.get(rid)
             ok = t is not None and ctx in t.contexts and fmt == t.fmt and level == 0 and layers == 0
             sub.surfaces[handle] = rid if ok else None

@@ -281,3 +281,15 @@ def test_a_command_refused_at_its_feature_gate_judges_the_gate_alone(ir):
     doc = ex.to_json()
     assert doc["families"]["3d"]["gated"] == 1 and doc["families"]["3d"]["judged"] == 0
     assert [(r["check"], r["held"]) for r in doc["checks"]] == [("feature-gate", 1)]
+
+
+def test_the_render_oracle_forgets_a_texture_when_a_stream_reuses_a_sub_context_or_a_handle(ir):
+    p = Protocol(ir)
+    m = RenderModel(FENCE)
+    for raw in _scene(p, virgl.FORMAT_B8G8R8A8_UNORM, (1.0, 0.0, 0.0, 1.0)):
+        m.follow(p.codec.decode_request(raw), True)
+    assert m.follow(p.codec.decode_request(_readback(p)), True) is not None
+    # the same scene again: sub-context 1 and surface 1 exist, the renderer keeps them (and what they drew)
+    again = _submit(p, 1, fence=3, stream=virgl.clear_scene(5, virgl.FORMAT_B8G8R8A8_UNORM, (0.0, 1.0, 0.0, 1.0)))
+    m.follow(p.codec.decode_request(again), True)
+    assert m.follow(p.codec.decode_request(_readback(p)), True) is None
