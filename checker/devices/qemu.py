@@ -442,7 +442,15 @@ class QemuTarget(Target):
             except (QemuGone, DeviceError):
                 pass
         self._stop_qemu()
-        self._start()
+        try:
+            self._start()
+        except DeviceRefused:
+            raise
+        except TargetError:
+            # Once more: Debian 13's GL QEMU once did not answer within its start's timeout in a
+            # 10-minute campaign, which then ended; a second start is what a user would try.
+            self._stop_qemu()
+            self._start()
 
     def _answers_again(self) -> bool:
         """After a stall and a reset: whether the device answers a GET_DISPLAY_INFO (then it is reset

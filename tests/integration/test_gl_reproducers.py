@@ -27,6 +27,8 @@ CASES = [
     # in qemu_create_displaysurface; 10.0.2 in qemu_memfd_alloc, after the 41 commands the case holds)
     ("qemu-7.2-gl-huge-scanout-of-no-resource-aborts", "qemu", "crash: SET_SCANOUT device-died"),
     ("qemu-10.0-gl-huge-scanout-of-no-resource-aborts", "qemu-10.0", "crash: SET_SCANOUT device-died"),
+    # Debian 13's (virglrenderer 1.1): a context made for VIRGL2, a fence on its ring 0 answered, on ring 1 never
+    ("qemu-10.0.13-gl-fence-on-ring-1-never-answered", "qemu-10.0.13", FENCE_LOST),
     # a fenced GET_CAPSET is answered at once, before an earlier fenced RESOURCE_CREATE_3D
     ("qemu-7.2-gl-fenced-capset-overtakes-an-earlier-fence", "qemu", "violation: any command fence-order [informal]"),
     # SET_SCANOUT disabling scanout 0 (resource 0) with a rectangle: QEMU exits (the backend's answer never comes)
