@@ -24,9 +24,14 @@ GL_MODULE = "usr/lib/x86_64-linux-gnu/qemu/hw-display-virtio-gpu-gl.so"
 BINARY = "usr/bin/qemu-system-x86_64"
 
 
+def tool_cache() -> str:
+    """The tool's folder in the user's cache (XDG_CACHE_HOME or ~/.cache)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "virtgpu-conform")
+
+
 def cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.environ.get("VIRTGPU_CAPTURE_CACHE") or os.path.join(base, "virtgpu-conform", "capture")
+    """Where the capture recipe keeps its downloads too (VIRTGPU_CAPTURE_CACHE, as capture.sh reads it)."""
+    return os.environ.get("VIRTGPU_CAPTURE_CACHE") or os.path.join(tool_cache(), "capture")
 
 
 def folder(suite: str) -> str:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from .debian_qemu import BINARY
+from .debian_qemu import BINARY, tool_cache
 from .target import TargetError
 
 PACKAGES = ("qemu-system-x86", "qemu-system-modules-opengl", "libgl1-mesa-dri", "libegl-mesa0", "libgbm1")
@@ -27,8 +27,7 @@ MAKE_TIMEOUT = 900  # seconds debootstrap and apt-get may take
 
 
 def cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "virtgpu-conform")
+    return tool_cache()
 
 
 def folder(suite: str) -> str:

@@ -123,6 +123,7 @@ class Oracle:
         self.pixels = PixelModel(protocol.ir) if screen is not None else None
         self.pixel_checks = 0
         self.ok_nodata = protocol.codec.by_name["VIRTIO_GPU_RESP_OK_NODATA"].code
+        self.virgl_capsets = frozenset(protocol.ir.constant(n) for n in VIRGL_CAPSETS)
         self.shared = shared_checks(protocol)
         self.out = _Sink()
         self.checker = Checker(protocol, profile)
@@ -217,7 +218,7 @@ class Oracle:
             for _, _, req, part in sent:
                 self._exercise(st, req, part)
                 self.p.submit(st, req)
-                ok = part.status == "answered" and part.data[:4] == self.ok_nodata.to_bytes(4, "little")
+                ok = self._accepted(part)
                 self.p.complete(st, req, None, "VIRTIO_GPU_RESP_OK_NODATA" if ok else "")
         out = self._device_findings(before, reply, by_line=by_line)
         out += self._fence_order(came, sent)
@@ -281,7 +282,7 @@ class Oracle:
             return [Observation(Signature(VIOLATION, cmd, "capset-size", "informal"), message, line)]
         asked = req.fields.get("capset_version")
         valid = isinstance(asked, int) and asked <= info.max_version  # (past it, the model judges the answer)
-        if valid and info.id in {self.p.ir.constant(n) for n in VIRGL_CAPSETS} and len(body) >= 4:
+        if valid and info.id in self.virgl_capsets and len(body) >= 4:
             version = int.from_bytes(body[:4], "little")
             if version != info.max_version:
                 message = (
@@ -296,13 +297,17 @@ class Oracle:
         if self.renders is None:
             return
         for req, reply, line in exchanges:
-            accepted = reply.status == "answered" and reply.data[:4] == self.ok_nodata.to_bytes(4, "little")
+            accepted = self._accepted(reply)
             due = self.renders.follow(req, accepted)
             if due is not None:
                 wrong = renders.judge(due, self.peek(due[0], 4 * due[2]))
                 if wrong is not None:
                     cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
                     out.append(Observation(Signature(VIOLATION, cmd, renders.CHECK, "informal"), wrong, line))
+
+    def _accepted(self, reply: Reply) -> bool:
+        """Answered OK_NODATA: the device carried the command out."""
+        return reply.status == "answered" and int.from_bytes(reply.data[:4], "little") == self.ok_nodata
 
     def _fenced(self, req) -> bool:
         f = req.fields
@@ -377,7 +382,7 @@ class Oracle:
         if reply.status != "answered" or len(reply.data) < 4:
             pixels.lose()  # no answer, or one cut before its type: what the device did is unknown
             return
-        accepted = int.from_bytes(reply.data[:4], "little") == self.ok_nodata
+        accepted = self._accepted(reply)
         if pixels.due(req, accepted) and self.pixel_checks < self.PIXEL_CHECKS:
             shot = self.screen()
             if shot is None:
