@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from virtgpu_conform.checker.devices import affinity
-from virtgpu_conform.checker.fuzz.run import FAILING
+from virtgpu_conform.checker.fuzz.run import FAILING, QEMU_HOSTED
 from virtgpu_conform.checker.fuzz.run import KINDS as TARGETS
 from virtgpu_conform.checker.traces.events import TraceError
 
@@ -38,9 +38,10 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     metavar="[" + "|".join(TARGETS) + "][@SUITE]",
     multiple=True,
     help="The device under test (default: reference). Give it more than once for a differential run: "
-    "the same chains go to every target, the first one leads. qemu@SUITE and vhost-user-gpu@SUITE take "
-    "that Debian suite's QEMU (as --qemu-suite does), so two QEMUs can be compared: "
-    "--target qemu --target qemu@bookworm-backports.",
+    "the same chains go to every target, the first one leads. qemu@SUITE, vhost-user-gpu@SUITE and "
+    "vhost-device-gpu@SUITE take that Debian suite's QEMU (as --qemu-suite does), so two QEMUs can be "
+    "compared: --target qemu --target qemu@bookworm-backports. vhost-device-gpu is rust-vmm's backend "
+    "on rutabaga, built from crates.io into the cache once (`virtgpu-conform setup vhost-device-gpu`, as root).",
 )
 @click.option("--qemu", default="qemu-system-x86_64", show_default=True, help="QEMU binary (qemu, vhost-user-gpu).")
 @click.option(
@@ -63,7 +64,7 @@ def _seconds(text: Optional[str]) -> Optional[float]:
     "vhost_backend",
     type=click.Path(dir_okay=False),
     help="vhost-user-gpu: the backend program (default /usr/lib/qemu/vhost-user-gpu; another QEMU's, "
-    "e.g. from an unpacked qemu-system-gui).",
+    "e.g. from an unpacked qemu-system-gui). vhost-device-gpu: a build of it (default: the cached one).",
 )
 @click.option(
     "--device-opts",
@@ -74,7 +75,8 @@ def _seconds(text: Optional[str]) -> Optional[float]:
 @click.option(
     "--gl",
     is_flag=True,
-    help="qemu, vhost-user-gpu: the 3D device (virtio-gpu-gl-pci; the backend with --virgl), rendering with "
+    help="qemu, vhost-user-gpu, vhost-device-gpu: the 3D device (virtio-gpu-gl-pci; the backend with "
+    "--virgl; rust-vmm's with VIRGL accepted, which it always offers), rendering with "
     "virglrenderer on Mesa's software renderer, in a VM that runs (fences are answered on QEMU's clock). "
     "Needs qemu-system-gui (QEMU 7.2) or qemu-system-modules-opengl (QEMU 8 and later) and libgl1-mesa-dri.",
 )
@@ -180,7 +182,7 @@ def fuzz(
     the campaign and keeps what was found.
     """
     from virtgpu_conform.checker.devices.target import TargetError
-    from virtgpu_conform.checker.fuzz.run import GL_TIMEOUT, DeviceSpec
+    from virtgpu_conform.checker.fuzz.run import DeviceSpec
 
     try:
         affinity.choose(cpu)
@@ -189,9 +191,9 @@ def fuzz(
     names = tuple(dict.fromkeys(targets)) or ("reference",)
     for n in names:
         kind, _, suite = n.partition("@")
-        if kind not in TARGETS or (suite and kind not in ("qemu", "vhost-user-gpu")):
+        if kind not in TARGETS or (suite and kind not in QEMU_HOSTED):
             raise click.BadParameter(
-                f"{n!r}: one of {', '.join(TARGETS)}; qemu and vhost-user-gpu may name a Debian suite (@SUITE)",
+                f"{n!r}: one of {', '.join(TARGETS)}; {', '.join(QEMU_HOSTED)} may name a Debian suite (@SUITE)",
                 param_hint="--target",
             )
     suites = {s: _suite_qemu(s) for s in {qemu_suite, *(n.partition("@")[2] for n in names)} if s}
@@ -208,15 +210,17 @@ def fuzz(
                 backend=vhost_backend,
                 adapter=adapter,
                 adapter_socket=adapter_socket,
-                timeout=timeout if timeout is not None else (GL_TIMEOUT if gl else DeviceSpec.timeout),
+                timeout=timeout,
                 pixels=pixels,
                 migrate=migrate,
-                gl=gl and n.partition("@")[0] in ("qemu", "vhost-user-gpu"),
+                gl=gl and n.partition("@")[0] in QEMU_HOSTED,
             )
             for n in names
         ]
     except ValueError as exc:
         raise click.UsageError(f"--target {exc}") from None
+    if not vhost_backend and any(d.kind == "vhost-device-gpu" for d in devices):
+        _build_vhost_device_gpu()
     try:
         if replay_path and len(devices) > 1:
             raise click.UsageError("--replay re-runs a case on one --target")
@@ -258,6 +262,18 @@ def _suite_qemu(suite: str) -> str:
         return debian_qemu.unpack(suite, say)
     except TargetError as exc:
         console.err.print(f"fuzz: QEMU of {suite}: {exc}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _build_vhost_device_gpu() -> None:
+    """rust-vmm's backend built into the cache once, as a suite's QEMU is fetched; a usage error when it cannot be."""
+    from virtgpu_conform.checker.devices import vhost_device_gpu_build
+    from virtgpu_conform.checker.devices.target import TargetError
+
+    try:
+        vhost_device_gpu_build.build(lambda s: console.err.print(s, markup=False))
+    except TargetError as exc:
+        console.err.print(f"fuzz: the vhost-device-gpu target cannot run here: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
 
 

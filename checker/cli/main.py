@@ -18,6 +18,7 @@ from .console import EXIT_BUG, EXIT_OK, EXIT_USAGE
 from .fuzz import fuzz
 from .model import model
 from .report import report
+from .setup import setup
 from .spec import spec
 
 
@@ -77,3 +78,4 @@ main.add_command(check)
 main.add_command(model)
 main.add_command(fuzz)
 main.add_command(report)
+main.add_command(setup)

@@ -9,11 +9,13 @@ Nothing outside the cache is written: a suite apt does not know is the user's to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .target import TargetError
 
@@ -27,6 +29,15 @@ BINARY = "usr/bin/qemu-system-x86_64"
 def tool_cache() -> str:
     """The tool's folder in the user's cache (XDG_CACHE_HOME or ~/.cache)."""
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "virtgpu-conform")
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Hold `path`.lock: one process at a time makes a thing in the cache (parallel test workers)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def cache_root() -> str:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from .debian_qemu import BINARY, tool_cache
+from .debian_qemu import BINARY, locked, tool_cache
 from .target import TargetError
 
 PACKAGES = ("qemu-system-x86", "qemu-system-modules-opengl", "libgl1-mesa-dri", "libegl-mesa0", "libgbm1")
@@ -67,6 +67,11 @@ def make(suite: str, say: Callable[[str], None] = lambda _: None) -> str:
     done = cached(suite)
     if done:
         return done
+    with locked(folder(suite)):
+        return cached(suite) or _make(suite, say)
+
+
+def _make(suite: str, say: Callable[[str], None]) -> str:
     if os.geteuid() != 0:
         raise TargetError(f"making a Debian {suite} root needs root (debootstrap and chroot): run this once as root")
     if shutil.which("debootstrap") is None:

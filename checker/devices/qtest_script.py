@@ -33,38 +33,61 @@ def polls(line: str, settle: int = SETTLE) -> int:
     return -(-settle // (len(line) + 1))
 
 
-def render(script: Script, settle: int = SETTLE) -> str:
+PACE = 0.01  # seconds between the warm-up polls repro.sh feeds one at a time
+
+
+def render(script: Script, settle: int = SETTLE, warm: int = 0) -> str:
     """The qtest script: every command as sent, each Poll as `settle` bytes of it, then QEMU's exit
-    (a screendump is repro.sh's to take: shot_lines)."""
-    return "\n".join([*_lines(script, settle), QUIT]) + "\n"
+    (a screendump is repro.sh's to take: shot_lines). `warm`: copies more of the first poll, which
+    repro.sh feeds PACE apart (shell's `pace`): a backend that starts its renderer on the first
+    request answers it seconds later, and QEMU's main loop serves it only while input comes."""
+    return "\n".join([*_lines(script, settle, warm), QUIT]) + "\n"
 
 
-def _lines(script: Script, settle: int) -> list[str]:
+def _lines(script: Script, settle: int, warm: int = 0) -> list[str]:
     lines: list[str] = []
     for item in script:
         if isinstance(item, Poll):
-            lines += [item.line] * polls(item.line, settle)
+            lines += [item.line] * (polls(item.line, settle) + warm)
+            warm = 0
         elif isinstance(item, str):
             lines.append(item)
     return lines
 
 
-def shot_lines(script: Script, settle: int = SETTLE) -> list[int]:
+def shot_lines(script: Script, settle: int = SETTLE, warm: int = 0) -> list[int]:
     """For each screendump the session took, how many lines of the rendered script came before it."""
     out, n = [], 0
     for item in script:
         if isinstance(item, Shot):
             out.append(n)
         else:
-            n += len(_lines([item], settle))
+            n += len(_lines([item], settle, warm))
+            warm = 0 if isinstance(item, Poll) else warm
     return out
 
 
+def first_poll_line(script: Script, settle: int = SETTLE) -> int:
+    """The line of the rendered script where its first poll starts (0: it has none)."""
+    n = 0
+    for item in script:
+        if isinstance(item, Poll):
+            return n + 1
+        n += len(_lines([item], settle))
+    return 0
+
+
 def shell(
-    argv: Sequence[str], about: str, before: Sequence[str] = (), after: Sequence[str] = (), shots: Sequence[int] = ()
+    argv: Sequence[str],
+    about: str,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+    shots: Sequence[int] = (),
+    pace: tuple[int, int] = (0, 0),
 ) -> str:
     """repro.sh: run `argv` (its first word an environment variable's default) on repro.qtest, and
-    take a screendump after each of `shots` lines of it (then compare shot-N.ppm with seen-N.ppm)."""
+    take a screendump after each of `shots` lines of it (then compare shot-N.ppm with seen-N.ppm).
+    `pace`: (line, count): that many lines after that one are fed PACE seconds apart (render's `warm`)."""
     binary, *rest = argv
     lines = [
         "#!/bin/sh",
@@ -82,14 +105,27 @@ def shell(
     ]
     qemu = '"$QEMU" ' + " ".join(shlex.quote(a) for a in rest)
     if shots:
-        lines += _shooting(qemu, shots)
+        lines += _shooting(qemu, shots, pace)
+    elif pace[1]:
+        lines += ["{", *_paced(pace), f"    sed -n '{sum(pace) + 1},$p' repro.qtest", f"}} | {qemu} > repro.out"]
+        lines.append("status=$?")
     else:
         lines += [qemu + " < repro.qtest > repro.out", "status=$?"]
     lines += [*after, "exit $status"]
     return "\n".join(lines) + "\n"
 
 
-def _shooting(qemu: str, shots: Sequence[int]) -> list[str]:
+def _paced(pace: tuple[int, int]) -> list[str]:
+    """Feed the script up to and through its paced lines (the backend's warm-up polls)."""
+    line, count = pace
+    return [
+        f"    # the backend starts its renderer on the first request: lines {line + 1}-{line + count}, {PACE:g} s apart",
+        f"    sed -n '1,{line}p' repro.qtest",
+        f"    sed -n '{line + 1},{line + count}p' repro.qtest | while IFS= read -r l; do echo \"$l\"; sleep {PACE:g}; done",
+    ]
+
+
+def _shooting(qemu: str, shots: Sequence[int], pace: tuple[int, int] = (0, 0)) -> list[str]:
     """QEMU fed repro.qtest in parts, with an HMP monitor on a pair of FIFOs: after each part, once
     QEMU has answered every command of it, a screendump (QEMU's main loop takes the monitor's
     command and the next qtest command in turn, so the picture is the one after that part)."""
@@ -104,6 +140,9 @@ def _shooting(qemu: str, shots: Sequence[int]) -> list[str]:
         "{",
     ]
     start = 1
+    if pace[1] and sum(pace) <= shots[0]:  # the first poll comes before any screendump
+        lines += _paced(pace)
+        start = sum(pace) + 1
     for k, n in enumerate(shots, 1):
         if n >= start:
             lines.append(f"    sed -n '{start},{n}p' repro.qtest")

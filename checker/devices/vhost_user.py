@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -57,14 +58,20 @@ def _listening(path: str) -> bool:
 
 
 class VhostUserGpuTarget(QemuTarget):
-    """vhost-user-gpu behind QEMU's vhost-user-gpu-pci; the backend's log (each command) in `backend_log`."""
+    """vhost-user-gpu behind QEMU's vhost-user-gpu-pci; the backend's log (each command) in `backend_log`.
+
+    Another vhost-user GPU backend plugs in by setting how its program is started (vhost_device_gpu.py)."""
+
+    BACKEND_NAME = "vhost-user-gpu"
+    BACKEND_HINT = "apt-get install qemu-system-gui"
+    BACKEND_LOG = "vhost-user-gpu.log"  # beside QEMU's log, unless a path is given
 
     def __init__(
         self,
         ir: SpecIR,
         features: Optional[frozenset[str]] = None,
         qemu: str = "qemu-system-x86_64",
-        backend: str = BACKEND,
+        backend: Optional[str] = None,
         extra: Sequence[str] = (),
         log_path: Optional[str] = None,
         backend_log: Optional[str] = None,
@@ -78,13 +85,14 @@ class VhostUserGpuTarget(QemuTarget):
         """`spares`: pairs to keep started ahead, for a target reset many times (a campaign's).
         `gl`: the backend renders with virgl (--virgl), in software: Mesa falls back to llvmpipe
         given /dev/null as its render node, and QEMU's display is EGL too (REAL-TARGETS.md)."""
+        backend = backend or BACKEND
         if not (os.path.isfile(backend) and os.access(backend, os.X_OK)):
-            raise TargetError(f"no vhost-user-gpu backend at {backend} (apt-get install qemu-system-gui)")
+            raise TargetError(f"no {self.BACKEND_NAME} backend at {backend} ({self.BACKEND_HINT})")
         problem = kvm_problem()
         if problem:
             raise KvmUnusable(problem)
         self.backend_binary = backend
-        self.backend_args = ["--virgl", "--render-node", "/dev/null"] if gl else []
+        self.backend_args, self.backend_launcher, self.backend_env = self._backend_setup(gl)
         self.backend: Optional[Child] = None
         self.want_spares = spares
         self.spares: deque = deque()  # (backend, QEMU, socket, argv) started ahead, in the order started
@@ -93,7 +101,7 @@ class VhostUserGpuTarget(QemuTarget):
         self.workdir = ""  # HALT.BIN and the socket, made by _prepare, removed by close
         self.own_logs = "" if log_path else scratch.make("qemu")  # QEMU's and the backend's, unless asked to keep
         log_path = log_path or os.path.join(self.own_logs, "qemu-trace.log")
-        self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), "vhost-user-gpu.log")
+        self.backend_log = backend_log or os.path.join(os.path.dirname(log_path), self.BACKEND_LOG)
         try:
             super().__init__(
                 ir,
@@ -111,6 +119,11 @@ class VhostUserGpuTarget(QemuTarget):
         except BaseException:
             self.close()
             raise
+
+    def _backend_setup(self, gl: bool) -> tuple[list[str], tuple[str, ...], dict[str, str]]:
+        """The backend's arguments after its socket, a loader it runs through, its environment."""
+        # GLib's debug lines put each command in the backend's log
+        return (["--virgl", "--render-node", "/dev/null"] if gl else []), (), {"G_MESSAGES_DEBUG": "all"}
 
     def _prepare(self) -> None:
         if not os.path.isdir(self.workdir):
@@ -141,11 +154,14 @@ class VhostUserGpuTarget(QemuTarget):
         and a HALT.BIN made there."""
         before, argv, after = super()._repro_argv()  # HALT.BIN made and removed there
         swap = {f"socket,id=vug,path={self.sock}": "socket,id=vug,path=repro.sock"}
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.backend_env.items()))
+        launch = " ".join(map(shlex.quote, self.backend_launcher))
         before = [
             *before,
             f"BACKEND=${{BACKEND:-{self.backend_binary}}}",
             "rm -f repro.sock",
-            f'G_MESSAGES_DEBUG=all "$BACKEND" -s repro.sock {" ".join(self.backend_args)} > repro-backend.log 2>&1 &',
+            f'{env} {launch + " " if launch else ""}"$BACKEND" -s repro.sock {" ".join(self.backend_args)} '
+            "> repro-backend.log 2>&1 &",
             "n=0; while [ ! -S repro.sock ]; do",
             '    n=$((n + 1)); [ $n -le 500 ] || { echo "$BACKEND did not listen on repro.sock" >&2; exit 1; }',
             "    sleep 0.01",
@@ -208,7 +224,7 @@ class VhostUserGpuTarget(QemuTarget):
             self._stop_backend()
         with contextlib.suppress(FileNotFoundError):  # a retired backend may remove it as it exits
             os.unlink(self.sock)
-        argv = [self.backend_binary, "-s", self.sock, *self.backend_args]
+        argv = [*self.backend_launcher, self.backend_binary, "-s", self.sock, *self.backend_args]
         with open(self.backend_log, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()
@@ -218,7 +234,7 @@ class VhostUserGpuTarget(QemuTarget):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "G_MESSAGES_DEBUG": "all"},
+                env={**os.environ, **self.backend_env},
             )
         deadline = time.monotonic() + 5.0
         while not _listening(self.sock):
@@ -276,7 +292,7 @@ class VhostUserGpuTarget(QemuTarget):
 
     def _backend_gone(self) -> str:
         status = self.backend.returncode if self.backend is not None else None
-        return f"vhost-user-gpu backend exited (status {status}): {tail(self.backend_log, 300).strip()}"
+        return f"{self.BACKEND_NAME} backend exited (status {status}): {tail(self.backend_log, 300).strip()}"
 
     def _stop_qemu(self) -> None:
         """Retire the pair in use (the spares stay)."""

@@ -230,7 +230,9 @@ class Oracle:
         return out
 
     def _fence_order(self, came: list, sent: list) -> list[Observation]:
-        """A fenced answer that came while an earlier fence on its timeline was still unanswered."""
+        """A fenced answer that came while an earlier fence on its timeline was still unanswered:
+        one sent before it with a lower fence_id (a lower one sent after it is the driver's own
+        disorder, `fence-sequence`, which a device answering in order must not be blamed for)."""
         out = []
         for i, (_, line, req, _) in enumerate(came):
             f = req.fields
@@ -238,7 +240,8 @@ class Oracle:
                 continue
             key = timeline_key(f, self.p.ring_flag)
             answered = {id(x[2]) for x in came[:i]}
-            for _, _, other, _ in sent:
+            before = next(n for n, x in enumerate(sent) if x[2] is req)
+            for _, _, other, _ in sent[:before]:
                 g = other.fields
                 if (
                     other is not req

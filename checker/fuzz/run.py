@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # the campaign pulls in hypothesis: not at the CLI's start
     from .campaign import Campaign
     from .oracle import Observation
 
-KINDS = ("reference", "qemu", "vhost-user-gpu", "adapter")
+KINDS = ("reference", "qemu", "vhost-user-gpu", "vhost-device-gpu", "adapter")
+QEMU_HOSTED = ("qemu", "vhost-user-gpu", "vhost-device-gpu")  # kinds QEMU runs (its frontend, for the vhost-user ones)
+VHOST_USER = ("vhost-user-gpu", "vhost-device-gpu")
 FAILING = ("violation", "crash", "liveness", "migration")  # kinds a device fails on; divergences are reported only
 MakeTarget = Callable[[Optional[str]], Target]
 
@@ -32,20 +34,30 @@ class DeviceNotConformant(Error, AssertionError):
 GL_TIMEOUT = 2.0  # seconds a GL device's answer may take: a fenced command waits for the software renderer
 
 
+def default_timeout(kind: str, gl: bool) -> float:
+    """Seconds to wait for an answer: 0.2, or GL_TIMEOUT where virglrenderer renders (rust-vmm's
+    backend uses it for 2D too, and starts it at the first request)."""
+    return GL_TIMEOUT if gl or kind == "vhost-device-gpu" else 0.2
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     """A device to fuzz. `kind`: reference (the model's own, embedded), qemu (QEMU's virtio-gpu-pci),
-    vhost-user-gpu (QEMU's separate backend behind vhost-user-gpu-pci) or adapter (a program or
-    unix socket speaking the adapter protocol). The rest applies to the kinds it names."""
+    vhost-user-gpu (QEMU's separate backend behind vhost-user-gpu-pci), vhost-device-gpu (rust-vmm's
+    backend on rutabaga, behind the same frontend) or adapter (a program or unix socket speaking the
+    adapter protocol). The rest applies to the kinds it names; "qemu" in a comment names all three
+    that QEMU runs."""
 
     kind: str = "reference"
     qemu: str = "qemu-system-x86_64"  # qemu, vhost-user-gpu: the binary
     qemu_args: tuple[str, ...] = ()  # qemu, vhost-user-gpu: extra arguments (-L DIR for an unpacked QEMU)
     device_opts: str = ""  # qemu: virtio-gpu-pci properties, e.g. "edid=off,max_outputs=2"
-    backend: Optional[str] = None  # vhost-user-gpu: the backend program (default: Debian's)
+    backend: Optional[str] = (
+        None  # vhost-user-gpu, vhost-device-gpu: the backend program (default: Debian's, the cached build)
+    )
     adapter: Optional[str] = None  # adapter: the program to start ("PROGRAM ARGS")
     adapter_socket: Optional[str] = None  # adapter: a unix socket to connect to instead
-    timeout: float = 0.2  # seconds to wait for one answer; longer is a liveness finding
+    timeout: Optional[float] = None  # seconds to wait for one answer, longer is a liveness finding (default_timeout)
     pixels: bool = True  # the pixel oracle, on QEMU-hosted targets
     migrate: bool = True  # qemu: cases may move the device to a new QEMU mid-case (migration.py)
     features: Optional[frozenset[str]] = None  # feature names the driver accepts (default: all)
@@ -57,8 +69,10 @@ class DeviceSpec:
             raise ValueError(f"unknown device kind {self.kind!r}: one of {', '.join(KINDS)}")
         if self.kind == "adapter" and not (self.adapter or self.adapter_socket):
             raise ValueError("an adapter device needs adapter='PROGRAM ARGS' or adapter_socket=PATH")
-        if self.gl and self.kind not in ("qemu", "vhost-user-gpu"):
-            raise ValueError(f"gl is for the qemu and vhost-user-gpu targets, not {self.kind}")
+        if self.gl and self.kind not in QEMU_HOSTED:
+            raise ValueError(f"gl is for the {', '.join(QEMU_HOSTED)} targets, not {self.kind}")
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", default_timeout(self.kind, self.gl))
 
     @property
     def name(self) -> str:
@@ -67,7 +81,7 @@ class DeviceSpec:
     def cli_args(self) -> list[str]:
         """The `virtgpu-conform fuzz` options that name this device."""
         out = ["--target", self.kind + (f"@{self.suite}" if self.suite else "")]
-        if self.kind in ("qemu", "vhost-user-gpu"):
+        if self.kind in QEMU_HOSTED:
             if self.qemu != DeviceSpec.qemu and not self.suite:
                 out += ["--qemu", self.qemu]
             out += [f"--qemu-arg={a}" for a in self.qemu_args]
@@ -75,11 +89,11 @@ class DeviceSpec:
                 out.append("--gl")
         if self.kind == "qemu" and self.device_opts:
             out += ["--device-opts", self.device_opts]
-        if self.kind == "vhost-user-gpu" and self.backend:
+        if self.kind in VHOST_USER and self.backend:
             out += ["--backend", self.backend]
         if self.kind == "adapter":
             out += ["--adapter", self.adapter] if self.adapter else ["--adapter-socket", str(self.adapter_socket)]
-        if self.timeout != DeviceSpec.timeout:
+        if self.timeout != default_timeout(self.kind, self.gl):
             out += ["--timeout", f"{self.timeout:g}"]
         if not self.pixels and self.kind != "reference":
             out.append("--no-pixels")
@@ -90,6 +104,9 @@ class DeviceSpec:
     def factory(self, ir: SpecIR, features: Optional[frozenset[str]] = None) -> MakeTarget:
         """A function building a fresh target, its logs in the directory it is given (or its own)."""
         want = features if features is not None else self.features
+        timeout = (
+            self.timeout if self.timeout is not None else default_timeout(self.kind, self.gl)
+        )  # set by __post_init__
 
         def make(log_dir: Optional[str]) -> Target:
             def at(name: str) -> Optional[str]:
@@ -110,18 +127,20 @@ class DeviceSpec:
                     device=device,
                     log_path=at("qemu-trace.log"),
                     qtest_log=at("qtest.log"),
-                    timeout=self.timeout,
+                    timeout=timeout,
                     extra=self.qemu_args,
                     pixels=self.pixels,
                     migrate=self.migrate,
                     gl=self.gl,
                     name=self.name,
                 )
-            if self.kind == "vhost-user-gpu":
-                from virtgpu_conform.checker.devices.vhost_user import BACKEND, SPARES, VhostUserGpuTarget
+            if self.kind in VHOST_USER:
+                from virtgpu_conform.checker.devices.vhost_device_gpu import VhostDeviceGpuTarget
+                from virtgpu_conform.checker.devices.vhost_user import SPARES, VhostUserGpuTarget
 
+                made = VhostDeviceGpuTarget if self.kind == "vhost-device-gpu" else VhostUserGpuTarget
                 # a campaign's own target is reset for every case; one for a saved case's replay is used once
-                return VhostUserGpuTarget(
+                return made(
                     ir,
                     want,
                     qemu=self.qemu,
@@ -129,10 +148,10 @@ class DeviceSpec:
                     log_path=at("qemu-trace.log"),
                     qtest_log=at("qtest.log"),
                     backend_log=at("backend.log"),
-                    timeout=self.timeout,
+                    timeout=timeout,
                     spares=0 if log_dir else SPARES,
                     pixels=self.pixels,
-                    backend=self.backend or BACKEND,
+                    backend=self.backend,
                     gl=self.gl,
                     name=self.name,
                 )
@@ -144,7 +163,7 @@ class DeviceSpec:
                 features=want,
                 socket_path=self.adapter_socket,
                 log_path=at("device-stderr.log"),
-                timeout=self.timeout,
+                timeout=timeout,
             )
 
         return make

@@ -68,6 +68,13 @@ def _gl(ir, kind: str, tmp_path):
             return VhostUserGpuTarget(ir, gl=True, timeout=5, log_path=log)
         except KvmUnusable as exc:
             pytest.skip(str(exc))
+    if kind == "vhost-device-gpu":
+        from test_vhost_device_gpu import _vdg
+
+        from virtgpu_conform.checker.devices.vhost_device_gpu import VhostDeviceGpuTarget
+
+        _vdg()
+        return VhostDeviceGpuTarget(ir, gl=True, timeout=5, log_path=log)
     qemu = {"qemu-10.0": _qemu10, "qemu-10.0.13": _qemu13}.get(kind, lambda: "qemu-system-x86_64")()
     return QemuTarget(ir, gl=True, timeout=5, log_path=log, qemu=qemu)
 
@@ -104,7 +111,7 @@ def _scene(c, fmt: int, rgba, w: int, h: int) -> list[bytes]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["qemu", "qemu-10.0", "qemu-10.0.13", "vhost-user-gpu"])
+@pytest.mark.parametrize("kind", ["qemu", "qemu-10.0", "qemu-10.0.13", "vhost-user-gpu", "vhost-device-gpu"])
 def test_a_virgl_stream_clears_a_texture_and_the_fenced_readback_shows_it(ir, tmp_path, kind):
     p = Protocol(ir)
     with _gl(ir, kind, tmp_path) as t:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtgpu_conform.checker.devices.qtest import Poll
+from virtgpu_conform.checker.devices.qtest import Poll, Shot
 from virtgpu_conform.checker.devices.qtest_script import CHUNK, QUIT, polls, render, replies
 
 POLL = "readw 0x10048a"
@@ -67,3 +67,23 @@ def test_empty_buffers_are_not_read_and_a_script_of_other_chains_is_refused():
     assert replies(script, said, [[0, 24]])[0].status == "answered"  # the driver reads no empty buffer
     with pytest.raises(ValueError, match=r"reads \[24\] bytes of answer where the case has buffers of \[16\]"):
         replies(script, said, [[16]])
+
+
+def test_a_backend_slow_to_start_gets_warm_up_polls_fed_apart_and_the_answers_still_line_up():
+    from virtgpu_conform.checker.devices.qtest_script import first_poll_line, shell, shot_lines
+
+    session = [RING, "writew 0xe0003000 0x0", Poll(POLL), ELEM[0], OK_NODATA[0]]
+    n = polls(POLL)
+    text = render(session, warm=200)
+    lines = text.splitlines()
+    first = first_poll_line(session)
+    assert first == 3 and lines[first - 1 : first - 1 + n + 200] == [POLL] * (n + 200)
+    sh = shell(["qemu"], "about", pace=(first, 200))
+    assert "sed -n '1,3p' repro.qtest" in sh and "sed -n '4,203p' repro.qtest | while" in sh
+    assert "sleep 0.01" in sh and "sed -n '204,$p' repro.qtest" in sh
+    # only the first poll grows; screendumps after it move down by as much
+    assert shot_lines([*session, Poll(POLL), Shot()], warm=200) == [2 + 2 * n + 200 + 2]
+    # a run of it: the warm-up polls that saw nothing, then the answer; read back as one answered chain
+    said = ["OK", "OK"] + ["OK 0x0000"] * (n + 199) + ["OK 0x0001", ELEM[1], OK_NODATA[1], "OK"]
+    got = replies(text, "\n".join(said) + "\n", [[24]])
+    assert [r.status for r in got] == ["answered"] and got[0].data[:4] == bytes.fromhex("00110000")
