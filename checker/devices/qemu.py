@@ -162,7 +162,8 @@ def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False,
     pci.setup_queues()
     pci.driver_ok()
     capsets = _capsets(pci, ir, codec_for(ir).decode_config(cfg).get("num_capsets"), starting)
-    return settings_from_config(ir, agreed, cfg, capsets)
+    region = pci.host_visible()
+    return settings_from_config(ir, agreed, cfg, capsets, region[1] if region else None)
 
 
 def _capsets(pci: VirtioPci, ir: SpecIR, count, starting: bool = False) -> Optional[list[tuple[int, int, int]]]:
@@ -326,8 +327,8 @@ class QemuTarget(Target):
         if binary is None:
             raise TargetError(f"no QEMU binary {qemu!r} (install qemu-system-x86 or pass --qemu PATH)")
         self.gl = gl
-        if gl and device == "virtio-gpu-pci":
-            device = "virtio-gpu-gl-pci"
+        if gl and device.split(",")[0] == "virtio-gpu-pci":  # with its properties (--device-opts)
+            device = "virtio-gpu-gl-pci" + device[len("virtio-gpu-pci") :]
         self.tree = unpacked_tree(binary)
         self.tree_args, self.env = list(self.tree.args), self.tree.environ()
         self.workdir = ""  # HALT.BIN (and a vhost-user socket), made when first needed

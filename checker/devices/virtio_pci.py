@@ -16,6 +16,8 @@ VENDOR_VIRTIO, DEVICE_GPU = 0x1AF4, 0x1050
 VERSION_1 = 32  # the feature bit every modern device offers
 CAP_VENDOR = 0x09
 CAP_COMMON, CAP_NOTIFY, CAP_ISR, CAP_DEVICE = 1, 2, 3, 4
+CAP_SHM = 8  # VIRTIO_PCI_CAP_SHARED_MEMORY_CFG: a virtio_pci_cap64, its `id` the shared memory region's
+SHM_HOST_VISIBLE = 1  # VIRTIO_GPU_SHM_ID_HOST_VISIBLE
 # virtio_pci_common_cfg offsets
 DFSEL, DF, GFSEL, GF, NUMQ, STATUS = 0x00, 0x04, 0x08, 0x0C, 0x12, 0x14
 QSEL, QSIZE, QMSIX, QENABLE, QNOFF, QDESC, QDRIVER, QDEVICE = 0x16, 0x18, 0x1A, 0x1C, 0x1E, 0x20, 0x28, 0x30
@@ -101,12 +103,18 @@ class VirtioPci:
                 kind, bar = self.cfg_read(ptr + 3, 1), self.cfg_read(ptr + 4, 1)
                 off, length = self.cfg_read(ptr + 8), self.cfg_read(ptr + 12)
                 extra = self.cfg_read(ptr + 16) if kind == CAP_NOTIFY else None
-                self.caps.setdefault(kind, (bar, off, length, extra))
+                if kind == CAP_SHM:  # 64-bit offset and length; only the host-visible region is the GPU's
+                    off |= self.cfg_read(ptr + 16) << 32
+                    length |= self.cfg_read(ptr + 20) << 32
+                    if self.cfg_read(ptr + 5, 1) != SHM_HOST_VISIBLE:
+                        kind = -1
+                if kind >= 0:
+                    self.caps.setdefault(kind, (bar, off, length, extra))
             ptr = self.cfg_read(ptr + 1, 1) & 0xFC
         missing = {CAP_COMMON, CAP_NOTIFY, CAP_DEVICE} - set(self.caps)
         if missing:
             raise DeviceError(f"virtio capabilities missing: types {sorted(missing)}")
-        bars = {self.caps[k][0] for k in (CAP_COMMON, CAP_NOTIFY, CAP_DEVICE)}
+        bars = {self.caps[k][0] for k in (CAP_COMMON, CAP_NOTIFY, CAP_DEVICE, CAP_SHM) if k in self.caps}
         self.bar_addr = {}
         base = BAR_BASE
         for bar in sorted(bars):
@@ -142,6 +150,13 @@ class VirtioPci:
         assert mult is not None, "map_bars() reads the notify capability's multiplier"
         self.notify_base, self.notify_mult = self._at(CAP_NOTIFY), mult
         self.devcfg = self._at(CAP_DEVICE)
+
+    def host_visible(self) -> Optional[tuple[int, int]]:
+        """The host-visible shared memory region (VIRTIO_GPU_SHM_ID_HOST_VISIBLE) as mapped: its guest
+        physical address and its length; None when the device announces none."""
+        if CAP_SHM not in self.caps:
+            return None
+        return self._at(CAP_SHM), self.caps[CAP_SHM][2]
 
     def _at(self, kind: int) -> int:
         bar, off, _, _ = self.caps[kind]

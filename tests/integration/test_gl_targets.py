@@ -236,3 +236,20 @@ def test_with_context_init_fences_on_a_ring_are_answered_in_their_order(ir, tmp_
         # the readback was judged right; only the ring echo (informal) may be said
         assert [o.signature.check for o in found if o.signature.kind != "divergence"] == []
         assert t.peek(RAM, 4) == virgl.pixel(virgl.FORMAT_B8G8R8A8_UNORM, (1, 0, 0, 1))
+
+
+def test_debian_13s_device_with_blobs_announces_a_host_visible_region_which_the_driver_maps(ir, tmp_path):
+    # virtio-gpu-gl-pci,blob=true,hostmem=64M: a virtio_pci_cap64 of cfg_type 8 (shared memory) with
+    # shmid 1 (VIRTIO_GPU_SHM_ID_HOST_VISIBLE) names a 64-bit BAR; without hostmem there is none
+    qemu = _qemu13()
+    log = str(tmp_path / "qemu-trace.log")
+    with QemuTarget(ir, qemu=qemu, gl=True, timeout=5, log_path=log) as plain:
+        assert plain.pci.host_visible() is None and plain.settings.host_visible is None
+    blob = "virtio-gpu-pci,blob=true,hostmem=64M"
+    with QemuTarget(ir, qemu=qemu, device=blob, gl=True, timeout=5, log_path=log) as t:
+        assert t.device == "virtio-gpu-gl-pci,blob=true,hostmem=64M"
+        assert "VIRTIO_GPU_F_RESOURCE_BLOB" in t.settings.features
+        region = t.pci.host_visible()
+        assert region is not None and region[1] == 64 << 20 == t.settings.host_visible
+        assert region[0] % region[1] == 0  # the BAR placed at a multiple of its size, as PCI asks
+        assert len(t.q.memread(region[0], 4)) == 4  # qtest reads inside the region the BAR maps
