@@ -24,6 +24,7 @@ RESOURCE_COPY_REGION = 17
 SET_SUB_CTX = 28
 CREATE_SUB_CTX = 29
 DESTROY_SUB_CTX = 30
+PIPE_RESOURCE_CREATE = 48  # a resource made by the stream, which RESOURCE_CREATE_BLOB (HOST3D) takes by its blob id
 # enum virgl_object_type
 OBJECT_SURFACE = 8  # (9 before VS, FS and GS became one SHADER object type)
 # body sizes in dwords (VIRGL_OBJ_SURFACE_SIZE, VIRGL_OBJ_CLEAR_SIZE, VIRGL_CMD_RESOURCE_COPY_REGION_SIZE)
@@ -31,7 +32,9 @@ SURFACE_SIZE, CLEAR_SIZE, COPY_REGION_SIZE = 5, 8, 13
 INLINE_WRITE_HEADER = 11  # VIRGL_RESOURCE_IW_DATA_START - 1: the dwords before the data
 
 # virgl_hw.h: enum virgl_formats, VIRGL_BIND_*; gallium: enum pipe_texture_target, PIPE_CLEAR_*
-FORMAT_B8G8R8A8_UNORM, FORMAT_B8G8R8X8_UNORM, FORMAT_R8G8B8A8_UNORM = 1, 2, 67
+FORMAT_B8G8R8A8_UNORM, FORMAT_B8G8R8X8_UNORM, FORMAT_R8G8B8A8_UNORM, FORMAT_R8_UNORM = 1, 2, 67, 64
+# VIRGL_RESOURCE_*: a buffer the host maps (persistent, coherent) is what a mappable blob can be made of
+RESOURCE_Y_0_TOP, RESOURCE_FLAG_MAP_PERSISTENT, RESOURCE_FLAG_MAP_COHERENT = 1 << 0, 1 << 1, 1 << 2
 BUFFER, TEXTURE_1D, TEXTURE_2D, TEXTURE_3D, TEXTURE_CUBE, TEXTURE_RECT, TEXTURE_2D_ARRAY = 0, 1, 2, 3, 4, 5, 7
 BIND_DEPTH_STENCIL, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW = 1 << 0, 1 << 1, 1 << 3
 BIND_VERTEX_BUFFER, BIND_CONSTANT_BUFFER, BIND_SCANOUT = 1 << 4, 1 << 6, 1 << 18
@@ -83,6 +86,16 @@ def clear(rgba: Sequence[float], buffers: int = CLEAR_COLOR0, depth: float = 0.0
     d0, d1 = struct.unpack("<II", struct.pack("<d", depth))
     color = struct.unpack("<4I", struct.pack("<4f", *rgba))
     return command(CLEAR, [buffers, *color, d0, d1, stencil])
+
+
+def pipe_buffer(
+    size: int, blob_id: int, flags: int = RESOURCE_FLAG_MAP_PERSISTENT | RESOURCE_FLAG_MAP_COHERENT
+) -> bytes:
+    """PIPE_RESOURCE_CREATE of a `size`-byte buffer under `blob_id` (target, format, bind, width, height,
+    depth, array_size, last_level, nr_samples, flags, blob_id). virglrenderer refuses Y_0_TOP on a buffer."""
+    return command(
+        PIPE_RESOURCE_CREATE, [BUFFER, FORMAT_R8_UNORM, BIND_VERTEX_BUFFER, size, 1, 1, 1, 0, 0, flags, blob_id]
+    )
 
 
 def copy_region(dst: int, dst_xyz: Sequence[int], src: int, src_box: Sequence[int], level: int = 0) -> bytes:
