@@ -6,13 +6,17 @@ again, the same bytes are there. The model judges every answer on the way (map_i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_gl_targets import _qemu13
 
+import virtgpu_conform as vgc
 from virtgpu_conform.checker.devices.qemu import QemuTarget
 from virtgpu_conform.checker.fuzz import virgl
 from virtgpu_conform.checker.fuzz.oracle import Oracle
 from virtgpu_conform.checker.fuzz.record import session_header
+from virtgpu_conform.checker.fuzz.run import DeviceSpec
 from virtgpu_conform.model.protocol import Protocol
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_qemu]
@@ -79,3 +83,22 @@ def test_a_mapped_host3d_blob_is_the_same_bytes_through_the_bar_and_through_the_
         assert t.q.memread(base, N) == WRITTEN
     # the model found every answer allowed, map_info's caching value among them
     assert [str(o.signature) for o in seen if o.signature.kind != "divergence"] == []
+
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "fuzz" / "blob"
+EDGES = [
+    # nr_entries 0 is allowed (backing may be attached later); virglrenderer wants backing >= size at once
+    ("qemu-10.0.13-gl-guest-blob-without-entries-refused", "RESOURCE_CREATE_BLOB", "a valid request"),
+    # offset 64 MiB in a 64 MiB region: answered OK_MAP_INFO
+    ("qemu-10.0.13-gl-map-blob-past-the-region-accepted", "RESOURCE_MAP_BLOB", "inside-region"),
+    # a second blob mapped at the offset of the first, still mapped: answered OK_MAP_INFO
+    ("qemu-10.0.13-gl-map-blob-over-a-mapping-accepted", "RESOURCE_MAP_BLOB", "no-overlap"),
+]
+
+
+@pytest.mark.parametrize("name,command,why", EDGES, ids=[e[0] for e in EDGES])
+def test_debian_13s_device_at_the_edges_of_blobs_and_the_region(tmp_path, name, command, why):
+    device = DeviceSpec("qemu", gl=True, suite="trixie", qemu=_qemu13(), device_opts="blob=true,hostmem=64M")
+    r = vgc.replay(str(DATA / f"{name}.ndjson"), device, out=str(tmp_path))
+    found = [o for o in r.observations if str(o.signature) == f"violation: {command} response-type [informal]"]
+    assert found and why in found[0].message, [(str(o.signature), o.message) for o in r.observations]
