@@ -23,6 +23,15 @@ from .choices import ENTROPY, FEW, Among, Bytes, Choices, Ints, OneOf
 from .step import Step
 
 THREE_D = "VIRTIO_GPU_F_VIRGL"
+BLOB = "VIRTIO_GPU_F_RESOURCE_BLOB"
+HOST3D, MAPPABLE = 2, 1  # VIRTIO_GPU_BLOB_MEM_HOST3D, VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE
+PAGE = 4096
+BLOB_SIZE = Among((PAGE, 2 * PAGE, 16 * PAGE))
+# where a blob is mapped: the region's start, a page inside, its last pages, past its end, off a page
+WHERE = Among(("start", "inside", "last", "over-end", "past-end", "unaligned"))
+# what follows the map: nothing, an unmap, an unref while mapped, the same blob mapped again, another
+# blob mapped at the same offset, or an unmap and a map again
+AFTER = Among(("none", "unmap", "unref", "map-again", "overlap", "remap"))
 CONTEXT_INIT = "VIRTIO_GPU_F_CONTEXT_INIT"
 RING = Ints(0, 3)  # the rings a group's fences go on: a context's first few
 # A scene's texture is read back past the pixel pattern, which 2D transfers read (up to 256x256 texels).
@@ -59,6 +68,13 @@ BROKEN = OneOf(JUNK, "cut")  # any bytes, or a real stream whose last command cl
 
 def _3d(machine: Any) -> bool:
     return THREE_D in machine.model.state.settings.features
+
+
+def _mappable(machine: Any) -> bool:
+    """Blobs the host maps: VIRGL (HOST3D blobs come from a context's stream) and RESOURCE_BLOB, and a
+    host-visible region the driver found."""
+    s = machine.model.state.settings
+    return THREE_D in s.features and BLOB in s.features and bool(s.host_visible)
 
 
 class Rules3D:
@@ -269,3 +285,53 @@ class Rules3D:
         finally:
             self.fencing = False
         self._send_together("controlq", built, f"together {len(built)}", predicted=True)
+
+    @precondition(_mappable)
+    @rule(raw=FEW)
+    def blob_scene(self: Any, raw):
+        """A blob the host maps, made as Mesa's virgl driver makes one: a context's stream creates a
+        buffer under a blob id, RESOURCE_CREATE_BLOB (HOST3D, MAPPABLE) takes it, RESOURCE_MAP_BLOB puts
+        it in the host-visible region at one of its edges; then an unmap, an unref while mapped, a second
+        map of it or of another blob at the same offset."""
+        data = Choices(raw)
+        self.host.stepped()
+        region = self.model.state.settings.host_visible
+        ctx = max(self.contexts, default=0) + 1
+        size = data.draw(BLOB_SIZE)
+        offsets = {
+            "start": 0,
+            "inside": PAGE * (1 + data.draw(SMALL)),
+            "last": max(0, region - size),
+            "over-end": max(0, region - PAGE),
+            "past-end": region,
+            "unaligned": 100,
+        }
+        offset = offsets[data.draw(WHERE)]
+        plan: list[tuple[str, dict, Any, bytes]] = [("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx}, None, b"")]
+
+        def blob() -> int:
+            rid = self._next_id()
+            stream = virgl.pipe_buffer(size, rid)  # the resource id doubles as the blob id: unique in the case
+            plan.append(("VIRTIO_GPU_CMD_SUBMIT_3D", {"hdr.ctx_id": ctx}, None, stream))
+            fields = {"hdr.ctx_id": ctx, "resource_id": rid, "blob_mem": HOST3D, "blob_flags": MAPPABLE}
+            plan.append(("VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB", {**fields, "blob_id": rid, "size": size}, [], b""))
+            return rid
+
+        def mapping(rid: int) -> None:
+            plan.append(("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", {"resource_id": rid, "offset": offset}, None, b""))
+
+        first = blob()
+        mapping(first)
+        after = data.draw(AFTER)
+        if after in ("unmap", "remap"):
+            plan.append(("VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB", {"resource_id": first}, None, b""))
+        if after == "unref":
+            plan.append(("VIRTIO_GPU_CMD_RESOURCE_UNREF", {"resource_id": first}, None, b""))
+        if after in ("map-again", "remap"):
+            mapping(first)
+        if after == "overlap":
+            mapping(blob())
+        for cmd, fields, entries, payload in plan:
+            raw_ = self.vocab.codec.encode(cmd, fields, entries, payload)
+            name = cmd.removeprefix("VIRTIO_GPU_CMD_")
+            self._send(Step("controlq", [raw_], [self.vocab.answer_size[cmd]], f"blob_scene {name}"))
