@@ -265,6 +265,9 @@ def _suite_qemu(suite: str) -> str:
         sys.exit(EXIT_USAGE)
 
 
+FLAKY_SHOWN = 3  # rounds ended on hypothesis' flakiness check that the summary lists one by one
+
+
 def _build_vhost_device_gpu() -> None:
     """rust-vmm's backend built into the cache once, as a suite's QEMU is fetched; a usage error when it cannot be."""
     from virtgpu_conform.checker.devices import vhost_device_gpu_build
@@ -356,8 +359,16 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
         )
     if r["differential"] is not None:
         _print_differential(r)
-    for note in r["flaky"]:
+    shown = FLAKY_SHOWN
+    for note in r["flaky"][:shown]:
         console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
+    if len(r["flaky"]) > shown:
+        # a device whose state outlives its reset does this every round: a count, not thousands of lines
+        console.err.print(
+            f"  warning: {len(r['flaky']) - shown} more rounds ended the same way (all in fuzz-result.json's "
+            "`flaky`): the device answers a rerun of a case differently, often state its reset leaves",
+            soft_wrap=True,
+        )
     for note in r["notes"]:
         console.err.print(f"  warning: {escape(note)}", soft_wrap=True)
     console.out.print(f"results: {os.path.join(out, 'fuzz-result.json')}", soft_wrap=True)

@@ -234,3 +234,24 @@ def test_follow_checks_a_log_as_it_grows_and_ctrl_c_ends_it_with_the_summary(tmp
     assert "1 definite, 0 possible findings" in out
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["sessions"][0]["exchanges"] > 300 and doc["totals"]["definite"] == 1
+
+
+def test_thousands_of_rounds_ended_on_flakiness_are_summed_up_not_listed(monkeypatch, tmp_path):
+    # a blob campaign against Debian 13's QEMU: a mapped blob outlives the virtio reset, and each of
+    # 3,462 rounds ended on hypothesis' flakiness check; the summary printed a line for each
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from virtgpu_conform.checker.cli.main import main
+    from virtgpu_conform.checker.fuzz import run
+
+    doc = {"stopped": "time", "target": "reference", "device": "reference", "commands": 10, "cases": 2}
+    doc |= {"seconds": 1.0, "pipelined": False, "seed": 0, "findings": [], "differential": None, "notes": []}
+    doc |= {"error": None, "flaky": [f"round {n}: Flaky: the device answered a rerun differently" for n in range(40)]}
+    fake = SimpleNamespace(doc=doc, campaign=SimpleNamespace(found={}))
+    monkeypatch.setattr(run, "fuzz", lambda *a, **k: fake)
+    r = CliRunner().invoke(main, ["fuzz", "--examples", "2", "--out", str(tmp_path)])
+    said = r.output
+    assert said.count("a round ended on hypothesis' flakiness check") == 3
+    assert "37 more rounds ended the same way" in said, said
