@@ -352,6 +352,7 @@ class QemuTarget(Target):
         code = codec_for(ir).by_name["VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"].code
         self.writes_ram = frozenset({code.to_bytes(4, "little")})
         self.recording = False
+        self.fresh_starts = False  # reset() starts a new QEMU every time (a campaign sets it: campaign.py)
         try:
             self._start_again()
         except BaseException:
@@ -451,7 +452,13 @@ class QemuTarget(Target):
         answers again), or a new QEMU when the last one died or does not answer after the reset, or
         when its log has grown past LOG_LIMIT (a new QEMU starts a new log: a campaign's stays bounded)."""
         self._drop_twin()
-        if self.q is not None and self.q.alive and not _too_big(self.log_path) and not _too_big(self.qtest_log):
+        if (
+            self.q is not None
+            and self.q.alive
+            and not self.fresh_starts
+            and not _too_big(self.log_path)
+            and not _too_big(self.qtest_log)
+        ):
             stalled = any(qd.stalled for qd in self.pci.queues.values())
             try:
                 if self.ram_written:  # a transfer from the host may have written over the pattern
