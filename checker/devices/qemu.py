@@ -151,7 +151,9 @@ def refusal(device: str, log: str) -> str:
     return ""
 
 
-def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False, starting: bool = False) -> Settings:
+def _initialise_on(
+    pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False, starting: bool = False, wait: float = INIT_TIMEOUT
+) -> Settings:
     """Virtio reset, features, config, queues, DRIVER_OK; `early_notify`: every queue kicked before
     it is set up again (a device must ignore it). `starting`: a device that does not answer its first
     request (GET_CAPSET_INFO) has not started (DeviceError), rather than stalled in a case."""
@@ -161,12 +163,14 @@ def _initialise_on(pci: VirtioPci, ir: SpecIR, want, early_notify: bool = False,
         pci.notify_all()
     pci.setup_queues()
     pci.driver_ok()
-    capsets = _capsets(pci, ir, codec_for(ir).decode_config(cfg).get("num_capsets"), starting)
+    capsets = _capsets(pci, ir, codec_for(ir).decode_config(cfg).get("num_capsets"), starting, wait)
     region = pci.host_visible()
     return settings_from_config(ir, agreed, cfg, capsets, region[1] if region else None)
 
 
-def _capsets(pci: VirtioPci, ir: SpecIR, count, starting: bool = False) -> Optional[list[tuple[int, int, int]]]:
+def _capsets(
+    pci: VirtioPci, ir: SpecIR, count, starting: bool = False, wait: float = INIT_TIMEOUT
+) -> Optional[list[tuple[int, int, int]]]:
     """What GET_CAPSET_INFO says of each capset index, as a driver asks right after DRIVER_OK (the
     model then knows the capsets a CTX_CREATE or a GET_CAPSET may name); None when it did not say."""
     if not isinstance(count, int) or not 0 < count <= CAPSETS_ASKED:
@@ -177,7 +181,7 @@ def _capsets(pci: VirtioPci, ir: SpecIR, count, starting: bool = False) -> Optio
     for index in range(count):
         ask = codec.encode("VIRTIO_GPU_CMD_GET_CAPSET_INFO", {"capset_index": index})
         try:
-            used = pci.send(QUEUES["controlq"], [ask], [codec.layout(ok).size], INIT_TIMEOUT)
+            used = pci.send(QUEUES["controlq"], [ask], [codec.layout(ok).size], wait)
         except Stalled as exc:
             # Seen with vhost-device-gpu behind QEMU 7.2 in runs of the suite sharing the CPU: the backend's
             # log ends at its memory table (no rings set up, no request seen), and nothing came.
@@ -434,7 +438,7 @@ class QemuTarget(Target):
 
     def _initialise(self) -> None:
         """Virtio reset, features, config, queues, DRIVER_OK: a device as fresh as after boot."""
-        self.settings = _initialise_on(self.pci, self.ir, self.want, starting=True)
+        self.settings = _initialise_on(self.pci, self.ir, self.want, starting=True, wait=self.INIT_WAIT)
 
     def _start_again(self) -> None:
         """Start, and once more if that failed: Debian 13's GL QEMU once did not answer within its
@@ -515,6 +519,7 @@ class QemuTarget(Target):
 
     SETTLE = qtest_script.SETTLE  # bytes each poll fills in a reproducer (qtest_script.py)
     WARM_UP = 0.0  # seconds a reproducer polls at its first poll, for a device slow to answer first
+    INIT_WAIT = INIT_TIMEOUT  # seconds the first request at initialisation may take
 
     def _repro_argv(self) -> tuple[list[str], list[str], list[str]]:
         """The command line for repro.sh, and what runs before and after it: this QEMU's, with

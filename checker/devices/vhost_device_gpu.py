@@ -43,6 +43,8 @@ class VhostDeviceGpuTarget(VhostUserGpuTarget):
     BACKEND_NAME = build.CRATE
     BACKEND_LOG = "vhost-device-gpu.log"
     WARM_UP = 2.0  # it starts virglrenderer (EGL on llvmpipe) at the first request: about a second here
+    # ... and longer than 2 s in CI, twice in a row, with the suite's other worker on the same CPU
+    INIT_WAIT = 10.0
     BACKEND_HINT = f"`{build.SETUP}` builds it"
 
     def __init__(
