@@ -356,7 +356,7 @@ class QemuTarget(Target):
         code = codec_for(ir).by_name["VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"].code
         self.writes_ram = frozenset({code.to_bytes(4, "little")})
         self.recording = False
-        self.fresh_starts = False  # reset() starts a new QEMU every time (a campaign sets it: campaign.py)
+        self.fresh_starts = False  # a campaign sets it when a rerun answered differently (campaign.py)
         try:
             self._start_again()
         except BaseException:

@@ -152,6 +152,8 @@ class Target:
     migrates = False  # sends of MIGRATION move the device to a new process, keeping its state
     config_writes = False  # sends of CONFIG write the device configuration
     resets = False  # sends of DEVICE_RESET reset the device mid-case
+    # reset() starts a new device process every time when True; None: the target has no such choice
+    fresh_starts: Optional[bool] = None
 
     def send(self, queue: str, outs: Sequence[bytes], in_sizes: Sequence[int]) -> Reply:
         raise NotImplementedError

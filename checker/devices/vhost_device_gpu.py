@@ -20,12 +20,14 @@ from typing import Any, Optional
 from virtgpu_conform.spec.ir import SpecIR
 
 from . import vhost_device_gpu_build as build
+from .children import tail
 from .qemu import in_root
 from .target import Reply, TargetError
 from .vhost_user import VhostUserGpuTarget
 
 GL_ONLY = frozenset({"VIRTIO_GPU_F_VIRGL", "VIRTIO_GPU_F_CONTEXT_INIT"})
 PANIC = re.compile(r"thread '([^']*)' \(\d+\) panicked at ([^\n]*?):?\n([^\n]*)")
+PANIC_WINDOW = 64 * 1024  # bytes of the log's end a panic is looked for in
 MODE = "virglrenderer"  # its other mode, null, answers without rendering: nothing to check pixels against
 
 
@@ -78,12 +80,10 @@ class VhostDeviceGpuTarget(VhostUserGpuTarget):
 
     def panic(self) -> str:
         """The panic the running backend's log shows (thread, where, message), or ""."""
-        try:
-            with open(self.backend_log, errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return ""
-        found = list(PANIC.finditer(text[text.rfind("--- start ") :]))
+        # the end of the log is enough: a panic comes at most one answer's wait before it is looked for,
+        # and the whole log of a campaign grows to megabytes
+        text = tail(self.backend_log, PANIC_WINDOW)
+        found = list(PANIC.finditer(text[max(0, text.rfind("--- start ")) :]))
         if not found:
             return ""
         m = found[-1]

@@ -265,8 +265,8 @@ class Campaign:
         blob's mapping outlives Debian 13's QEMU's virtio reset) gets a new process for every case from
         now on, so a case shows the same thing each time it runs. Seen without it: 3,462 of a 10-minute
         campaign's rounds ended so, each on the finding the previous case's leftovers caused."""
-        if getattr(self.target, "fresh_starts", None) is False:
-            setattr(self.target, "fresh_starts", True)  # noqa: B010 - QEMU's targets have it, not every Target
+        if self.target.fresh_starts is False:
+            self.target.fresh_starts = True
             self.notes.append(
                 f"from round {self.rounds + 1} on every case starts a new device process: a rerun of a case "
                 "answered differently (state a virtio reset left behind, or timing)"

@@ -6,6 +6,7 @@ short campaign and a differential run reach the 3D half."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 from test_qemu_target import _need_qemu
@@ -28,34 +29,39 @@ OK_NODATA = (0x1100).to_bytes(4, "little")
 RAM = 0x02000000  # guest RAM for the readbacks, away from the rings and the pixel pattern
 
 
-def _qemu10() -> str:
-    """QEMU 10.0 from bookworm-backports, unpacked in the cache (fetched where the suite may mutate the host)."""
-    found = debian_qemu.cached(SUITE)
+def cached_or_made(found: str, make: Callable[[], str], doing: str, missing: str) -> str:
+    """A part in the tool's cache: `found` when there, made where the suite may change the host (CI
+    must manage: `doing` names what it does), else a skip saying `missing`."""
     if found:
         return found
     if os.environ.get("VIRTGPU_MUTATE_HOST") == "1":
         try:
-            return debian_qemu.unpack(SUITE)
+            return make()
         except TargetError as exc:
             if os.environ.get("CI"):
-                pytest.fail(f"CI fetches QEMU 10.0: {exc}")
+                pytest.fail(f"CI {doing}: {exc}")
             pytest.skip(str(exc))
-    pytest.skip(f"QEMU 10.0 is not in the cache: `virtgpu-conform fuzz --qemu-suite {SUITE}` fetches it")
+    pytest.skip(missing)
+
+
+def _qemu10() -> str:
+    """QEMU 10.0 from bookworm-backports, unpacked in the cache (fetched where the suite may mutate the host)."""
+    return cached_or_made(
+        debian_qemu.cached(SUITE),
+        lambda: debian_qemu.unpack(SUITE),
+        "fetches QEMU 10.0",
+        f"QEMU 10.0 is not in the cache: `virtgpu-conform fuzz --qemu-suite {SUITE}` fetches it",
+    )
 
 
 def _qemu13() -> str:
     """Debian 13's QEMU 10.0.13 (virglrenderer 1.1: CONTEXT_INIT) in a root of its own in the cache."""
-    found = debian_root.cached("trixie")
-    if found:
-        return found
-    if os.environ.get("VIRTGPU_MUTATE_HOST") == "1":
-        try:
-            return debian_root.make("trixie")
-        except TargetError as exc:
-            if os.environ.get("CI"):
-                pytest.fail(f"CI makes the Debian 13 root: {exc}")
-            pytest.skip(str(exc))
-    pytest.skip("no Debian 13 root in the cache: `virtgpu-conform fuzz --qemu-suite trixie` makes it (as root)")
+    return cached_or_made(
+        debian_root.cached("trixie"),
+        lambda: debian_root.make("trixie"),
+        "makes the Debian 13 root",
+        "no Debian 13 root in the cache: `virtgpu-conform fuzz --qemu-suite trixie` makes it (as root)",
+    )
 
 
 def _gl(ir, kind: str, tmp_path):

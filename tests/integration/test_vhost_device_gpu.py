@@ -11,12 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_gl_targets import cached_or_made
 from test_qemu_target import _need_qemu
 
 import virtgpu_conform as vgc
 from virtgpu_conform.checker.devices import vhost_device_gpu_build as build
 from virtgpu_conform.checker.devices.running_vm import kvm_problem
-from virtgpu_conform.checker.devices.target import TargetError
 from virtgpu_conform.checker.devices.vhost_device_gpu import VhostDeviceGpuTarget
 from virtgpu_conform.checker.devices.vhost_user import BACKEND
 from virtgpu_conform.checker.fuzz.run import DeviceSpec
@@ -33,17 +33,12 @@ def _vdg() -> str:
     _need_qemu()
     if kvm_problem():  # in CI too: a machine without usable KVM cannot run vhost-user
         pytest.skip(kvm_problem())
-    found = build.cached()
-    if found:
-        return found
-    if os.environ.get("VIRTGPU_MUTATE_HOST") == "1":
-        try:
-            return build.build()
-        except TargetError as exc:
-            if os.environ.get("CI"):
-                pytest.fail(f"CI builds vhost-device-gpu: {exc}")
-            pytest.skip(str(exc))
-    pytest.skip(f"vhost-device-gpu is not built here: `{build.SETUP}` (as root) builds it once")
+    return cached_or_made(
+        build.cached(),
+        build.build,
+        "builds vhost-device-gpu",
+        f"vhost-device-gpu is not built here: `{build.SETUP}` (as root) builds it once",
+    )
 
 
 def _type(data: bytes) -> int:
