@@ -260,7 +260,9 @@ def _print(s: SessionResult, all_requirements: bool) -> None:
     if c.max_split > 1:
         out.print(f"  up to {c.max_split} readings of what the trace leaves unsaid were kept at once")
     for why in sorted(set(c.uncertain.values())):
-        out.print(f"  [yellow]definite findings downgraded: {escape(why)}[/]")
+        out.print(
+            f"  [yellow]left unknown by the trace, so findings that read it are at most possible: {escape(why)}[/]"
+        )
     definite = [f for f in c.findings if f.definite]
     possible = [f for f in c.findings if not f.definite]
     style = "red" if definite else "yellow" if possible else "green"

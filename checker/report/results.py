@@ -136,7 +136,9 @@ def _trace_column(file: str, doc: dict, s: dict) -> Column:
     col.notes = [f"skipped: {x}" for x in s.get("skipped_files", [])]
     if s.get("interrupted"):
         col.notes.append(f"incomplete: {s['interrupted']}")
-    col.notes += [f"definite findings downgraded: {x}" for x in s.get("uncertain", [])]
+    col.notes += [
+        f"left unknown by the trace, so findings that read it are at most possible: {x}" for x in s.get("uncertain", [])
+    ]
     # what a source lacks (no answers) or where it starts (late): read before trusting its verdicts
     col.notes += [
         f"{os.path.basename(str(x.get('file')))}: {note}"

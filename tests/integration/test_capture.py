@@ -76,3 +76,64 @@ def test_fresh_capture_checks_clean(ir, tmp_path):
         == "pass"
     )
     assert v["device-operation/guest/driver-must.2"]["verdict"] == "pass"
+
+
+# The 3D commands a virgl guest sends; Mesa sends all but TRANSFER_TO_HOST_3D (its uploads travel
+# inside SUBMIT_3D), which the recipe's own virtgpu-roundtrip sends through the kernel's ioctl.
+COMMANDS_3D = (
+    "VIRTIO_GPU_CMD_CTX_CREATE",
+    "VIRTIO_GPU_CMD_CTX_DESTROY",
+    "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE",
+    "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE",
+    "VIRTIO_GPU_CMD_RESOURCE_CREATE_3D",
+    "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D",
+    "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D",
+    "VIRTIO_GPU_CMD_SUBMIT_3D",
+    "VIRTIO_GPU_CMD_GET_CAPSET_INFO",
+    "VIRTIO_GPU_CMD_GET_CAPSET",
+)
+BLOB_COMMANDS = (
+    "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+    "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB",
+    "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB",
+)
+
+
+def _qemu_root() -> list[str]:
+    """Debian 13's QEMU, whose GL device does blobs: the root it is installed in."""
+    from test_gl_targets import _qemu13
+
+    binary = _qemu13()
+    return ["--qemu-root", binary.rsplit("/usr/bin/", 1)[0], "--device-opts", "blob=true,hostmem=64M"]
+
+
+@pytest.mark.needs_qemu
+@pytest.mark.parametrize("qemu", ["host", "debian-13-blob"])
+def test_fresh_3d_capture_checks_clean(ir, tmp_path, qemu):
+    """The gl workload (kmscube, glmark2 and the kernel-ioctl round trip through Mesa's virgl driver in the
+    guest) on the host's QEMU and on Debian 13's with blobs: every 3D command type (and the blob ones
+    where the device offers blobs) is in the session, and nothing is found."""
+    why = _can_capture()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to capture: {why}")
+        pytest.skip(why)
+    extra = _qemu_root() if qemu == "debian-13-blob" else []
+    out = tmp_path / "capture"
+    r = subprocess.run(
+        ["bash", str(CAPTURE), "--workload", "gl", "--gl", *extra, "--out", str(out), "--timeout", "240"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, f"capture failed (rc {r.returncode}):\n{r.stderr[-3000:]}"
+    serial = (out / "serial.log").read_text()
+    assert "virgl (" in serial, "the guest's GL did not render through virgl"
+    assert " 0 pixels differ" in serial
+    p = Protocol(ir)
+    merged = check(p, out / "qemu-trace.log", out / "guest-tracepoints.log")
+    wanted = COMMANDS_3D + (BLOB_COMMANDS if qemu == "debian-13-blob" else ())
+    assert [n for n in wanted if not merged.commands.get(n)] == [], merged.commands
+    assert merged.findings == [] and merged.unidentified == 0
+    assert not any(v["verdict"] == "fail" for v in merged.verdicts().values())

@@ -16,12 +16,19 @@ usage() {
 usage: capture.sh --out DIR [options]
 
   --out DIR              output directory (created; existing capture files are replaced)
-  --workload NAME        fbdev-modetest (default) or fbdev
+  --workload NAME        fbdev-modetest (default), fbdev, or gl (3D: Debian's kmscube and
+                         glmark2-es2-drm rendering through Mesa's virgl driver; needs --gl)
+  --gl                   the GL device (virtio-gpu-gl-pci) with -display egl-headless, which
+                         renders with Mesa's llvmpipe where the host has no GPU
+  --device-opts OPTS     appended to the device (e.g. blob=true,hostmem=64M on a QEMU that has them)
   --qemu PATH            QEMU binary (default: qemu-system-x86_64, installed from apt if missing)
   -L DIR                 extra QEMU firmware dir, repeatable (for an unpacked QEMU)
   --qemu-module-dir DIR  exported as QEMU_MODULE_DIR (for an unpacked QEMU)
   --qemu-suite SUITE     use QEMU from a Debian suite (e.g. bookworm-backports), downloaded and
                          unpacked into the cache, not installed; sets --qemu, -L, --qemu-module-dir
+  --qemu-root DIR        QEMU installed in a whole Debian root of another release (e.g. Debian 13's,
+                         made by `virtgpu-conform setup qemu@trixie`): run through that root's
+                         dynamic loader and libraries, its modules, firmware and Mesa
   --kernel-suite SUITE   the guest kernel from a Debian suite (e.g. bookworm-backports: Linux 6.12,
                          virtio_pci built in) instead of the release's
   --qemu-trace HOW       full (default): -msg timestamp=on, -trace 'virtio_gpu*', virtqueue_pop,
@@ -40,8 +47,12 @@ CACHE=${VIRTGPU_CAPTURE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virtgpu-conform/c
 OUT=""
 WORKLOAD=fbdev-modetest
 QEMU=qemu-system-x86_64
+QEMU_LAUNCHER=()
 QEMU_L=()
+GL=false
+DEVICE_OPTS=""
 QEMU_SUITE=""
+QEMU_ROOT=""
 KERNEL_SUITE=""
 QEMU_TRACE=full
 GUEST_TRACE=start
@@ -51,10 +62,13 @@ while [ $# -gt 0 ]; do
     case $1 in
     --out) OUT=$2; shift 2 ;;
     --workload) WORKLOAD=$2; shift 2 ;;
+    --gl) GL=true; shift ;;
+    --device-opts) DEVICE_OPTS=$2; shift 2 ;;
     --qemu) QEMU=$2; shift 2 ;;
     -L) QEMU_L+=(-L "$2"); shift 2 ;;
     --qemu-module-dir) export QEMU_MODULE_DIR=$2; shift 2 ;;
     --qemu-suite) QEMU_SUITE=$2; shift 2 ;;
+    --qemu-root) QEMU_ROOT=$2; shift 2 ;;
     --kernel-suite) KERNEL_SUITE=$2; shift 2 ;;
     --qemu-trace) QEMU_TRACE=$2; shift 2 ;;
     --guest-trace) GUEST_TRACE=$2; shift 2 ;;
@@ -64,7 +78,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$OUT" ] || { usage >&2; exit 2; }
-case $WORKLOAD in fbdev-modetest | fbdev) ;; *) echo "capture.sh: unknown workload $WORKLOAD" >&2; exit 2 ;; esac
+case $WORKLOAD in fbdev-modetest | fbdev | gl) ;; *) echo "capture.sh: unknown workload $WORKLOAD" >&2; exit 2 ;; esac
+# Without virgl, Mesa would draw in the guest's CPU (kms_swrast): no 3D command at all.
+[ "$WORKLOAD" != gl ] || $GL || { echo "capture.sh: the gl workload needs --gl" >&2; exit 2; }
 case $QEMU_TRACE in full | gpu-only) ;; *) echo "capture.sh: --qemu-trace is full or gpu-only" >&2; exit 2 ;; esac
 case $GUEST_TRACE in start | late) ;; *) echo "capture.sh: --guest-trace is start or late" >&2; exit 2 ;; esac
 
@@ -91,7 +107,13 @@ ensure_packages() {
 
 pkgs=(busybox-static cpio kmod)
 [ "$WORKLOAD" = fbdev-modetest ] && pkgs+=(libdrm-tests)
-[ "$QEMU" = qemu-system-x86_64 ] && [ -z "$QEMU_SUITE" ] && pkgs+=(qemu-system-x86)
+# Mesa's virgl driver (virtio_gpu_dri.so) and its EGL/GBM loaders go into the guest.
+[ "$WORKLOAD" = gl ] && pkgs+=(kmscube glmark2-es2-drm libgl1-mesa-dri libegl-mesa0 libgbm1)
+# virtgpu-roundtrip.c is built here, static, against the kernel uAPI header libdrm ships.
+[ "$WORKLOAD" = gl ] && pkgs+=(gcc libc6-dev libdrm-dev)
+# The host side of the GL device: its module (qemu-system-gui before QEMU 8) and llvmpipe.
+$GL && [ "$QEMU" = qemu-system-x86_64 ] && [ -z "$QEMU_SUITE$QEMU_ROOT" ] && pkgs+=(qemu-system-gui libgl1-mesa-dri)
+[ "$QEMU" = qemu-system-x86_64 ] && [ -z "$QEMU_SUITE$QEMU_ROOT" ] && pkgs+=(qemu-system-x86)
 ensure_packages "${pkgs[@]}"
 
 add_suite() { # SUITE: let apt-get download see a suite (e.g. bookworm-backports)
@@ -159,8 +181,23 @@ if [ -n "$QEMU_SUITE" ]; then
         log "$QEMU needs libraries this host lacks:"; ldd "$QEMU" | grep 'not found' >&2; exit 1
     fi
 fi
-command -v "$QEMU" >/dev/null || { log "no QEMU binary: $QEMU"; exit 1; }
-QEMU_VERSION=$("$QEMU" --version | head -n 1)
+if [ -n "$QEMU_ROOT" ]; then
+    QEMU_ROOT=$(cd "$QEMU_ROOT" && pwd)
+    ARCH=usr/lib/x86_64-linux-gnu
+    [ -e "$QEMU_ROOT/etc/debian_version" ] && [ -x "$QEMU_ROOT/usr/bin/qemu-system-x86_64" ] ||
+        { log "$QEMU_ROOT is not a Debian root with QEMU installed (virtgpu-conform setup qemu@trixie makes one)"; exit 1; }
+    QEMU=$QEMU_ROOT/usr/bin/qemu-system-x86_64
+    # Its own C library: the host's loader would run it against the host's libraries.
+    QEMU_LAUNCHER=("$QEMU_ROOT/$ARCH/ld-linux-x86-64.so.2" --library-path "$QEMU_ROOT/$ARCH:$QEMU_ROOT/lib/x86_64-linux-gnu")
+    QEMU_L+=(-L "$QEMU_ROOT/usr/share/qemu" -L "$QEMU_ROOT/usr/share/seabios")
+    export QEMU_MODULE_DIR=$QEMU_ROOT/$ARCH/qemu
+    # Mesa's loaders look in the root too, or they would open the host's drivers.
+    export LIBGL_DRIVERS_PATH=$QEMU_ROOT/$ARCH/dri GBM_BACKENDS_PATH=$QEMU_ROOT/$ARCH/gbm
+    export __EGL_VENDOR_LIBRARY_DIRS=$QEMU_ROOT/usr/share/glvnd/egl_vendor.d
+    QEMU_VERSION_PKG=$(dpkg-query --admindir="$QEMU_ROOT/var/lib/dpkg" -W -f='${Version}' qemu-system-x86)
+fi
+[ -n "$QEMU_ROOT" ] || command -v "$QEMU" >/dev/null || { log "no QEMU binary: $QEMU"; exit 1; }
+QEMU_VERSION=$("${QEMU_LAUNCHER[@]}" "$QEMU" --version | head -n 1)
 if [ -z "$QEMU_VERSION_PKG" ] && [ "$QEMU" = qemu-system-x86_64 ]; then
     QEMU_VERSION_PKG=$(dpkg-query -W -f='${Version}' qemu-system-x86)
 fi
@@ -204,14 +241,35 @@ modlist() { # LISTFILE MODULE...: append insmod paths not yet listed in any list
 modlist "$ROOT/etc/capture/modules-driver" virtio_gpu
 modlist "$ROOT/etc/capture/modules-transport" virtio_pci
 
-if [ "$WORKLOAD" = fbdev-modetest ]; then
-    # modetest and the exact files its loader will ask for (ldd's paths, symlinks resolved).
-    mkdir -p "$ROOT/usr/bin"
-    cp /usr/bin/modetest "$ROOT/usr/bin/"
-    ldd /usr/bin/modetest | grep -oE '/[^ ]+' | while read -r lib; do
-        mkdir -p "$ROOT$(dirname "$lib")"
-        cp -L "$lib" "$ROOT$lib"
+# FILE...: into the initramfs at the same paths, with every library the loader will ask for
+# (ldd's paths, symlinks resolved).
+copy_with_libs() {
+    local f lib
+    for f in "$@"; do
+        mkdir -p "$ROOT$(dirname "$f")"
+        cp -L "$f" "$ROOT$f"
+        ldd "$f" | grep -oE '/[^ ]+' | while read -r lib; do
+            [ -e "$ROOT$lib" ] && continue
+            mkdir -p "$ROOT$(dirname "$lib")"
+            cp -L "$lib" "$ROOT$lib"
+        done
     done
+}
+
+if [ "$WORKLOAD" = fbdev-modetest ]; then
+    copy_with_libs /usr/bin/modetest
+fi
+if [ "$WORKLOAD" = gl ]; then
+    # kmscube links EGL (glvnd), GBM and GLES; glmark2 opens EGL and GLES at run time. Mesa's
+    # pieces are opened at run time too: glvnd's vendor file names libEGL_mesa, which loads
+    # the DRI driver named after the kernel driver (virtio_gpu_dri.so, Mesa's virgl).
+    ARCH_LIB=/usr/lib/x86_64-linux-gnu
+    copy_with_libs /usr/bin/kmscube /usr/bin/glmark2-es2-drm "$ARCH_LIB/libEGL.so.1" "$ARCH_LIB/libGLESv2.so.2" \
+        "$ARCH_LIB/libEGL_mesa.so.0" "$ARCH_LIB/dri/virtio_gpu_dri.so"
+    mkdir -p "$ROOT/usr/share/glvnd/egl_vendor.d"
+    cp /usr/share/glvnd/egl_vendor.d/50_mesa.json "$ROOT/usr/share/glvnd/egl_vendor.d/"
+    cp -r /usr/share/glmark2 "$ROOT/usr/share/"
+    gcc -static -O2 -Wall -I/usr/include/libdrm -o "$ROOT/usr/bin/virtgpu-roundtrip" "$HERE/virtgpu-roundtrip.c"
 fi
 
 INITRD=$WORK/initrd.cpio
@@ -223,12 +281,22 @@ if [ "$QEMU_TRACE" = full ]; then
 else
     TRACE=(-trace 'virtio_gpu*')
 fi
-CMD=("$QEMU" "${QEMU_L[@]}"
-    -accel tcg -machine q35 -m 512 -smp 1 -nodefaults
-    -serial stdio -display none -no-reboot
+DEVICE=virtio-gpu-pci
+DISPLAY_OPT=(-display none)
+if $GL; then
+    DEVICE=virtio-gpu-gl-pci
+    # /dev/null as the render node: EGL on GBM falls back to llvmpipe without a GPU.
+    DISPLAY_OPT=(-display egl-headless,rendernode=/dev/null)
+fi
+# Mesa with LLVM makes the initramfs about 200 MB, unpacked into the guest's RAM.
+MEM=512
+[ "$WORKLOAD" = gl ] && MEM=2048
+CMD=("${QEMU_LAUNCHER[@]}" "$QEMU" "${QEMU_L[@]}"
+    -accel tcg -machine q35 -m $MEM -smp 1 -nodefaults
+    -serial stdio "${DISPLAY_OPT[@]}" -no-reboot
     -kernel "$VMLINUZ" -initrd "$INITRD"
     -append 'console=ttyS0 panic=-1 quiet'
-    -device virtio-gpu-pci
+    -device "$DEVICE${DEVICE_OPTS:+,$DEVICE_OPTS}"
     "${TRACE[@]}" -D "$OUT/qemu-trace.log")
 
 rm -f "$OUT"/{qemu-trace.log,guest-tracepoints.log,serial.log,session.json}
@@ -252,13 +320,17 @@ grep -qx '=== TRACEFS END ===' "$OUT/serial.log" || COMPLETE=false
 
 # session.json: values go through the environment, so no quoting can break the JSON.
 S_WORKLOAD=$WORKLOAD S_COMPLETE=$COMPLETE S_QRC=$QRC S_T0=$T0 S_T1=$T1 S_T2=$T2 \
-S_QEMU_VERSION=$QEMU_VERSION S_QEMU_PKG=$QEMU_VERSION_PKG S_QEMU_SUITE=$QEMU_SUITE \
+S_QEMU_VERSION=$QEMU_VERSION S_QEMU_PKG=$QEMU_VERSION_PKG S_QEMU_SUITE=$QEMU_SUITE S_QEMU_ROOT=$QEMU_ROOT \
 S_KPKG=$KPKG S_KVERSION=$KVERSION S_KREL=$KREL S_KSUITE=$KERNEL_SUITE \
 S_QEMU_TRACE=$QEMU_TRACE S_GUEST_TRACE=$GUEST_TRACE \
 S_MODULES_DRIVER=$(cat "$ROOT/etc/capture/modules-driver") \
 S_MODULES_TRANSPORT=$(cat "$ROOT/etc/capture/modules-transport") \
 S_BUSYBOX=$(dpkg-query -W -f='${Version}' busybox-static) \
 S_LIBDRM_TESTS=$([ "$WORKLOAD" = fbdev-modetest ] && dpkg-query -W -f='${Version}' libdrm-tests) \
+S_KMSCUBE=$([ "$WORKLOAD" = gl ] && dpkg-query -W -f='${Version}' kmscube) \
+S_GLMARK2=$([ "$WORKLOAD" = gl ] && dpkg-query -W -f='${Version}' glmark2-es2-drm) \
+S_MESA=$([ "$WORKLOAD" = gl ] && dpkg-query -W -f='${Version}' libgl1-mesa-dri) \
+S_DEVICE=$DEVICE${DEVICE_OPTS:+,$DEVICE_OPTS} \
 python3 - "$OUT" "${CMD[@]}" <<'PY'
 import datetime, json, os, re, shlex, sys
 out, cmd = sys.argv[1], sys.argv[2:]
@@ -273,7 +345,8 @@ session = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "complete": e["S_COMPLETE"] == "true",
     "qemu": {"version": e["S_QEMU_VERSION"], "package_version": e["S_QEMU_PKG"] or None,
-             "suite": e["S_QEMU_SUITE"] or None, "exit_status": int(e["S_QRC"])},
+             "suite": e["S_QEMU_SUITE"] or None,
+             "root": e["S_QEMU_ROOT"] or None, "exit_status": int(e["S_QRC"])},
     "qemu_trace": e["S_QEMU_TRACE"],
     "guest_trace": e["S_GUEST_TRACE"],
     "kernel": {"package": e["S_KPKG"], "package_version": e["S_KVERSION"], "release": e["S_KREL"],
@@ -282,10 +355,15 @@ session = {
                                   "transport_after_tracepoints": e["S_MODULES_TRANSPORT"].split()}},
     "busybox_static": e["S_BUSYBOX"],
     "libdrm_tests": e["S_LIBDRM_TESTS"] or None,
+    "kmscube": e["S_KMSCUBE"] or None,
+    "glmark2_es2_drm": e["S_GLMARK2"] or None,
+    "guest_mesa": e["S_MESA"] or None,
+    "device": e["S_DEVICE"],
     "accel": "tcg",
     "command": cmd,
     "command_line": shlex.join(cmd),
-    "environment": {k: e[k] for k in ("QEMU_MODULE_DIR",) if e.get(k)},
+    "environment": {k: e[k] for k in ("QEMU_MODULE_DIR", "LIBGL_DRIVERS_PATH", "GBM_BACKENDS_PATH",
+                                      "__EGL_VENDOR_LIBRARY_DIRS") if e.get(k)},
     "steps": steps,
     "tracefs_stats": stats.group(1).strip() if stats else None,
     "seconds": {"qemu_run": round(t2 - t1, 1), "total": round(t2 - t0, 1)},

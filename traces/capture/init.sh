@@ -161,6 +161,35 @@ case $WORKLOAD in
     ;;
 esac
 
+# kmscube renders a spinning cube through Mesa's virgl driver (EGL on GBM): every frame is a
+# SUBMIT_3D stream, then a page flip of a 3D resource. -c bounds the frames, so the trace is
+# bounded by work, not by the emulation's speed; timeout is the backstop.
+kmscube_run() {
+    wait_for /dev/dri/card0 || return 1
+    timeout 120 kmscube -D /dev/dri/card0 "$@" >/tmp/kmscube.out 2>&1
+    rc=$?
+    # Its EGL and GL extension lists are a few KB each run: the versions and renderer are enough.
+    grep -v ' extensions: ' /tmp/kmscube.out
+    return $rc
+}
+
+# glmark2's validation runs each scene for one frame and reads its pixels back
+# (glReadPixels): the reads that TRANSFER_FROM_HOST_3D carries.
+glmark2_validate() {
+    wait_for /dev/dri/card0 || return 1
+    timeout 120 glmark2-es2-drm --validate "$@"
+}
+
+case $WORKLOAD in
+gl)
+    step kmscube-smooth kmscube_run -c 60
+    step kmscube-rgba kmscube_run -M rgba -c 30
+    step kmscube-atomic kmscube_run -A -c 30
+    step transfer-roundtrip virtgpu-roundtrip /dev/dri/card0
+    step glmark2-validate glmark2_validate -b build -b texture -b shading -b bump -b effect2d -b pulsar -b desktop -b buffer
+    ;;
+esac
+
 # fbcon's blinking cursor keeps sending TRANSFER_TO_HOST_2D + RESOURCE_FLUSH every 200 ms
 # (real traffic, left on during the workload). Stopping it, and letting the last commands
 # complete, before the buffer is frozen makes both logs end on the same command.
