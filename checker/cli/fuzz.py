@@ -357,6 +357,10 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
             f"{', ' + rep if rep else ''}: {escape(f['reproducer'] or '')}",
             soft_wrap=True,
         )
+    oracles = (r.get("exercised") or {}).get("oracles") or {}
+    if oracles:  # the judges that read the device beyond its answers: how often they had something to judge
+        said = "; ".join(f"{k} {v['held']} held, {v['broken']} broke" for k, v in oracles.items())
+        console.out.print(f"  judged beyond the answers: {said}", soft_wrap=True)
     if r["differential"] is not None:
         _print_differential(r)
     shown = FLAKY_SHOWN

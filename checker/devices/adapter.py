@@ -167,6 +167,8 @@ class AdapterTarget(Target):
             return Reply("no-answer", detail=f"the connection is given up: {self.broken}; reset() first")
         if queue == TOGETHER:  # the adapter protocol takes one chain at a time
             return in_turn(self.send, outs[0])
+        if queue not in QUEUES:  # a step on no queue the protocol has no frame for (host_visible_io is False)
+            return Reply("refused", detail=f"the adapter protocol has no {queue} step")
         try:
             self.stream.write(request(QUEUES[queue], outs, in_sizes), time.monotonic() + self.timeout)
             kind, body = self.stream.read_frame(time.monotonic() + self.timeout)

@@ -24,6 +24,7 @@ from .target import (
     CONFIG,
     DEVICE_RESET,
     EARLY_NOTIFY,
+    HOST_VISIBLE,
     MIGRATION,
     PENDING,
     QUEUES,
@@ -35,6 +36,7 @@ from .target import (
     chains_of_step,
     config_of_step,
     feature_bits,
+    host_visible_of_step,
     settings_from_config,
     used_reply,
 )
@@ -78,6 +80,8 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
         return _configure(pci, outs[0], in_sizes[0])
     if queue == TOGETHER:
         return _together_on(q, pci, outs[0], timeout)
+    if queue == HOST_VISIBLE:
+        return _host_visible_on(q, pci, outs[0])
     try:
         used = pci.send(QUEUES[queue], outs, in_sizes, timeout)
     except Stalled as exc:
@@ -91,6 +95,22 @@ def _send_on(q: QemuProcess, pci: VirtioPci, queue: str, outs, in_sizes, timeout
     except QemuGone as exc:
         return _gone(exc)
     return used_reply(used.length, used.data, sum(in_sizes))
+
+
+def _host_visible_on(q: QemuProcess, pci: VirtioPci, buf: bytes) -> Reply:
+    """The driver's writes and reads in the host-visible region (a HOST_VISIBLE step), through the BAR
+    the shared-memory capability names: the bytes read."""
+    region = pci.host_visible()
+    if region is None:
+        return Reply("refused", detail="the device has no host-visible region")
+    offset, data, n = host_visible_of_step(buf)
+    if offset + max(len(data), n) > region[1]:  # past the BAR: another device's or nobody's memory
+        return Reply("refused", detail=f"{offset:#x} + {max(len(data), n)} is past the {region[1]}-byte region")
+    try:
+        q.memwrite(region[0] + offset, data)
+        return Reply("answered", q.memread(region[0] + offset, n))
+    except QemuGone as exc:
+        return _gone(exc)
 
 
 def _together_on(q: QemuProcess, pci: VirtioPci, buf: bytes, timeout: float) -> Reply:
@@ -306,7 +326,7 @@ class QemuTarget(Target):
     finding, negotiating and sending stay here.
     """
 
-    config_writes = resets = True
+    config_writes = resets = host_visible_io = True
 
     def __init__(
         self,

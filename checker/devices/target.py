@@ -30,6 +30,23 @@ EARLY_NOTIFY = 2  # both queues are kicked after the reset, before they are set 
 RESET_HOW = {PENDING: "pending", EARLY_NOTIFY: "early_notify"}  # the flags as the native reset record names them
 
 
+# A step on no queue: the driver's own access to the host-visible region (shared memory id 1), where
+# MAP_BLOB puts a blob: bytes written at an offset, then bytes read there (host_visible_step builds
+# its one buffer). A target with a region (`host_visible_io`) answers it with the bytes read.
+HOST_VISIBLE = "host-visible"
+
+
+def host_visible_step(offset: int, data: bytes = b"", read: int = 0) -> bytes:
+    """The one buffer of a HOST_VISIBLE step: the offset in the region (u64), how many bytes to read
+    there after the write (u32), then the bytes written (none: a read alone)."""
+    return offset.to_bytes(8, "little") + read.to_bytes(4, "little") + data
+
+
+def host_visible_of_step(out: bytes) -> tuple[int, bytes, int]:
+    """(offset, bytes written, bytes to read) of a HOST_VISIBLE step's buffer."""
+    return int.from_bytes(out[:8], "little"), out[12:], int.from_bytes(out[8:12], "little")
+
+
 # A step of several chains on one queue, made available together and kicked once (a driver with
 # commands in flight): its one buffer holds the chains (together_step). A device may complete them in
 # any order; the answer's `parts` are each chain's answer, with the position it was completed in.
@@ -152,6 +169,7 @@ class Target:
     migrates = False  # sends of MIGRATION move the device to a new process, keeping its state
     config_writes = False  # sends of CONFIG write the device configuration
     resets = False  # sends of DEVICE_RESET reset the device mid-case
+    host_visible_io = False  # sends of HOST_VISIBLE write and read the host-visible region
     # reset() starts a new device process every time when True; None: the target has no such choice
     fresh_starts: Optional[bool] = None
 
@@ -220,6 +238,8 @@ class ReferenceTarget(Target):
             return Reply("answered")
         if queue == TOGETHER:
             return in_turn(self.send, outs[0])
+        if queue == HOST_VISIBLE:
+            return Reply("refused", detail="the reference device has no host-visible region")
         if queue == CONFIG:
             # Only events_clear is the driver's to write: it clears the bits of events_read it names.
             before = self.config()

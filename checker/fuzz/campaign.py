@@ -34,7 +34,7 @@ from virtgpu_conform.model.protocol import Protocol
 from .differential import Differ
 from .exercised import Exercised
 from .machine import DeviceMachine, Failure
-from .oracle import Observation, Signature
+from .oracle import CRASH, Observation, Signature
 from .pipeline import Pipeline
 from .replay import replay
 from .step import Step
@@ -377,6 +377,7 @@ class Campaign:
             f.reproduced = bool(shown)
             if shown:
                 f.line = shown[0].line
+                self._same_death(f, shown[0].message)
         elif case is not None:
             # The case as it ran so far: a native trace that `check` reads and `fuzz --replay` re-sends.
             with open(os.path.join(f.path, "repro.ndjson"), "w") as fh:
@@ -384,6 +385,19 @@ class Campaign:
         with open(os.path.join(f.path, "finding.json"), "w") as fh:
             json.dump(f.to_json(), fh, indent=1)
         self.write_result()
+
+    def _same_death(self, f: Found, again: str) -> None:
+        """A crash whose saved case, on a fresh device, dies of something else (the program's last words
+        differ): two causes met under one signature. The finding then says what its reproducer shows,
+        and the notes keep the first cause, whose own case was not kept."""
+        first, then = _last_words(f.message), _last_words(again)
+        if f.signature.kind != CRASH or first == then:
+            return
+        self.notes.append(
+            f"{f.signature}: first seen dying with {first!r}; its saved case, on a fresh device, dies with "
+            f"{then!r}: two causes under one finding, and only the second one's case is kept"
+        )
+        f.message = again
 
     def _replay(self, f: Found, trace: str) -> list[Observation]:
         """Send the finding's case to a fresh device, its trace saved as `trace` in the case's directory
@@ -420,6 +434,7 @@ class Campaign:
             if shown:
                 os.replace(os.path.join(f.path, "replay.ndjson"), os.path.join(f.path, "repro.ndjson"))
                 f.line = shown[0].line
+                self._same_death(f, shown[0].message)
             else:
                 for path in f.native:
                     os.unlink(path)
@@ -525,3 +540,10 @@ def write_result(out: str, doc: dict) -> None:
     with open(tmp, "w") as fh:
         json.dump(doc, fh, indent=1)
     os.replace(tmp, os.path.join(out, "fuzz-result.json"))
+
+
+def _last_words(message: str) -> str:
+    """The last line a dead device's program wrote, as a crash's message quotes it."""
+    # the message closes the parenthesis its "(no response: ..." opened
+    lines = [ln.strip() for ln in message.removesuffix(")").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

@@ -31,6 +31,7 @@ class MirrorTarget(Target):
         self.migrates = all(t.migrates for t in targets)
         self.config_writes = all(t.config_writes for t in targets)
         self.resets = all(t.resets for t in targets)
+        self.host_visible_io = lead.host_visible_io  # the leader's region is the one judged; the others get the same
         self.describe = " | ".join(getattr(t, "describe", t.name) for t in targets)
         self.last: list[Reply] = []
         # A follower that died or stalled gets nothing more until the next case: each chain sent to a

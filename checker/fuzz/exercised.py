@@ -33,6 +33,15 @@ class Exercised:
     checks: dict = field(default_factory=dict)  # (command, check id) -> _Count
     exchanges: dict = field(default_factory=dict)  # command -> exchanges past its feature gate
     gated: dict = field(default_factory=dict)  # command -> exchanges refused at its feature gate
+    oracles: dict = field(default_factory=dict)  # oracle check (render-readback, blob-coherency) -> _Count
+
+    def judged(self, check: str, held: bool) -> None:
+        """One judgement of an oracle that reads the device beyond its answers (guest RAM, the region)."""
+        n = self.oracles.setdefault(check, _Count())
+        if held:
+            n.held += 1
+        else:
+            n.broken += 1
 
     def note(self, outcome: Optional[Outcome], answer: Optional[str]) -> None:
         """One exchange: the model's outcome for its request in the state it met, and the name of the
@@ -80,4 +89,5 @@ class Exercised:
             }
             for (cmd, check), n in sorted(self.checks.items())
         ]
-        return {"families": families, "checks": rows}
+        oracles = {k: {"held": n.held, "broken": n.broken} for k, n in sorted(self.oracles.items())}
+        return {"families": families, "checks": rows, **({"oracles": oracles} if oracles else {})}

@@ -30,6 +30,7 @@ from virtgpu_conform.checker.devices.target import (
     CONFIG,
     DEVICE_RESET,
     EARLY_NOTIFY,
+    HOST_VISIBLE,
     MIGRATION,
     PENDING,
     RESET_HOW,
@@ -70,7 +71,8 @@ MIGRATE_TOP = 39
 CONFIG_TOP = 7
 # One `restart` rule in RESET_TOP + 1 resets the device mid-case (what follows starts over).
 RESET_TOP = 15
-ASIDE = (MIGRATION, CONFIG, DEVICE_RESET)  # steps on no queue: nothing the model predicts an answer to
+# steps on no queue: nothing the model predicts an answer to
+ASIDE = (MIGRATION, CONFIG, DEVICE_RESET, HOST_VISIBLE)
 # Backing entries in one RESOURCE_ATTACH_BACKING: the spec sets no limit; QEMU refuses more than 16384.
 MANY_ENTRIES = (16384, 16385)
 
@@ -510,8 +512,9 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
                 self._differ_parts(step, before, mirror.last)
             else:
                 differ.compare(before, req, step.queue, mirror.last, self.oracle.text())
-        if reply.status == "refused":
-            self.host.refused_migration(reply.detail)
+        if reply.status == "refused":  # a step aside the device cannot take (no region there): nothing lost
+            if step.queue == MIGRATION:
+                self.host.refused_migration(reply.detail)
         elif reply.status != "answered":
             self.gone = True
             if choke is not None:

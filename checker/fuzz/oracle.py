@@ -13,12 +13,14 @@ from virtgpu_conform.checker.check.findings import Finding
 from virtgpu_conform.checker.devices.target import (
     CONFIG,
     DEVICE_RESET,
+    HOST_VISIBLE,
     MIGRATION,
     RESET_HOW,
     TOGETHER,
     Reply,
     chains_of_step,
     config_of_step,
+    host_visible_of_step,
 )
 from virtgpu_conform.checker.traces import native
 from virtgpu_conform.model.protocol import Protocol
@@ -26,6 +28,8 @@ from virtgpu_conform.model.rules_common import RING_COMPLETE
 from virtgpu_conform.model.state import timeline_key
 
 from . import renders
+from .coherency import CHECK as COHERENCY
+from .coherency import CoherencyModel
 from .differential import answer
 from .pixels import CHECK as PIXELS
 from .pixels import PixelModel
@@ -119,6 +123,7 @@ class Oracle:
         self.p, self.name = protocol, name
         self.screen, self.peek = screen, peek
         self.renders = renders.RenderModel(protocol.fence_flag) if peek is not None else None
+        self.coherency = CoherencyModel(protocol.fence_flag) if peek is not None else None
         self.exercised = exercised  # an Exercised the host keeps over the campaign (exercised.py), or None
         self.pixels = PixelModel(protocol.ir) if screen is not None else None
         self.pixel_checks = 0
@@ -153,6 +158,8 @@ class Oracle:
             return self._reset(outs[0][0] if outs and outs[0] else 0, reply)
         if queue == TOGETHER:
             return self._together(outs[0], reply)
+        if queue == HOST_VISIBLE:
+            return self._host_visible(outs[0], reply)
         data = b"".join(outs)
         before = len(self.checker.findings)
         line = self._lines + 1  # of the request record
@@ -170,6 +177,7 @@ class Oracle:
         if self.pixels is not None:
             self._pixels(req, queue, reply, line, out)
         self._render([(req, reply, line)], out)
+        self._coherent([(req, reply, line)], out)
         if req.name == "VIRTIO_GPU_CMD_GET_CAPSET" and reply.status == "answered":
             out += self._capset(req, reply.data, line)
         judged = {o.signature.command for o in out if o.signature.kind == VIOLATION}
@@ -223,6 +231,7 @@ class Oracle:
         out = self._device_findings(before, reply, by_line=by_line)
         out += self._fence_order(came, sent)
         self._render([(req, part, line) for _, line, req, part in sent], out)
+        self._coherent([(req, part, line) for _, line, req, part in sent], out)
         if self.pixels is not None and any(x[2].name in DISPLAY for x in sent):
             self.pixels.lose()
         if reply.status == "died" and not any(o.signature.kind == CRASH for o in out):
@@ -303,10 +312,52 @@ class Oracle:
             accepted = self._accepted(reply)
             due = self.renders.follow(req, accepted)
             if due is not None:
-                wrong = renders.judge(due, self.peek(due[0], 4 * due[2]))
+                got = self.peek(due[0], 4 * due[2])
+                wrong = renders.judge(due, got)
+                if self.exercised is not None and got is not None:
+                    self.exercised.judged(renders.CHECK, wrong is None)
                 if wrong is not None:
                     cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
                     out.append(Observation(Signature(VIOLATION, cmd, renders.CHECK, "informal"), wrong, line))
+
+    def _coherent(self, exchanges: list, out: list) -> None:
+        """Follow the coherency oracle through exchanges (in the order sent); judge a readback due."""
+        if self.coherency is None or self.peek is None:
+            return
+        for req, reply, line in exchanges:
+            name = None
+            if reply.status == "answered" and len(reply.data) >= 4:
+                name = self.p.codec.decode_response(reply.data).name
+            due = self.coherency.follow(req, name, self.peek)
+            if due is not None:
+                got = self.peek(due.addr, len(due.data))
+                wrong = self.coherency.judge(due, got)
+                if self.exercised is not None and got is not None:
+                    self.exercised.judged(COHERENCY, wrong is None)
+                if wrong is not None:
+                    cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
+                    out.append(Observation(Signature(VIOLATION, cmd, COHERENCY, "informal"), wrong, line))
+
+    def _host_visible(self, out: bytes, reply: Reply) -> list[Observation]:
+        """The driver's write and read in the host-visible region: recorded; the read judged by the
+        coherency oracle against the bytes of the blob mapped there."""
+        offset, data, n = host_visible_of_step(out)
+        line = self._lines + 1
+        got = reply.data if reply.status == "answered" and len(reply.data) == n else None
+        self.writer.host_visible(offset, data, n, got)
+        if reply.status == "died":
+            return [Observation(Signature(CRASH, "", "device-died"), reply.detail, line)]
+        if self.coherency is None or reply.status != "answered":
+            return []
+        before = self.coherency.judged
+        wrong = self.coherency.region(offset, data, n, got)
+        if self.exercised is not None and self.coherency.judged > before:
+            self.exercised.judged(COHERENCY, wrong is None)
+        if wrong is None:
+            return []
+        return [
+            Observation(Signature(VIOLATION, "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", COHERENCY, "informal"), wrong, line)
+        ]
 
     def _accepted(self, reply: Reply) -> bool:
         """Answered OK_NODATA: the device carried the command out."""
@@ -339,6 +390,8 @@ class Oracle:
         found = self._device_findings(before, reply)
         if self.pixels is not None:
             self.pixels = PixelModel(self.p.ir)
+        if self.coherency is not None:
+            self.coherency.reset()
         if reply.status == "answered":
             return found
         if self.pixels is not None:

@@ -65,6 +65,7 @@ def _serve(conn, make_target: Callable[[Optional[str]], Target], log_dir: Option
                 target.migrates,
                 target.config_writes,
                 target.resets,
+                target.host_visible_io,
             ),
         ):
             return
@@ -151,9 +152,18 @@ class Pipeline(Target):
             if hello[2]:
                 raise DeviceRefused(hello[1], hello[2])
             raise TargetError(hello[1])
-        _, name, settings, self.describe, self.pixels, self.parts, self.migrates, self.config_writes, self.resets = (
-            hello
-        )
+        (
+            _,
+            name,
+            settings,
+            self.describe,
+            self.pixels,
+            self.parts,
+            self.migrates,
+            self.config_writes,
+            self.resets,
+            self.host_visible_io,
+        ) = hello
         super().__init__(name, settings)
         away = affinity.elsewhere()
         if away:

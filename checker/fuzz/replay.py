@@ -12,12 +12,14 @@ from virtgpu_conform.checker.devices.qtest_script import replies
 from virtgpu_conform.checker.devices.target import (
     CONFIG,
     DEVICE_RESET,
+    HOST_VISIBLE,
     MIGRATION,
     RESET_HOW,
     TOGETHER,
     Reply,
     Target,
     config_step,
+    host_visible_step,
     together_step,
 )
 from virtgpu_conform.checker.traces import native
@@ -88,6 +90,10 @@ def steps_from_trace(path: str, codec: Codec) -> list[Step]:
                 continue
             if isinstance(rec, dict) and rec.get("kind") == "config":
                 steps.append(_config_step(rec, path, n, codec))
+                continue
+            if isinstance(rec, dict) and rec.get("kind") == "host-visible":
+                offset, written, length, _ = native.host_visible(rec, Where(path, n))
+                steps.append(Step(HOST_VISIBLE, [host_visible_step(offset, written, length)], [], "host-visible"))
                 continue
             if not isinstance(rec, dict) or rec.get("kind") != "request":
                 continue
@@ -173,7 +179,8 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
                 text[name] = fh.read()
         except OSError as exc:
             raise TraceError(Where(path, 0), f"cannot read it: {exc.strerror}", "run repro.sh first") from None
-    chains = [s for s in steps if s.queue not in (CONFIG, DEVICE_RESET)]
+    aside = (CONFIG, DEVICE_RESET, HOST_VISIBLE)
+    chains = [s for s in steps if s.queue not in aside]
     try:
         answers = iter(replies(text["repro.qtest"], text["repro.out"], [s.ins for s in chains]))
     except ValueError as exc:
@@ -182,8 +189,9 @@ def judge_qtest_run(protocol: Protocol, case: str, folder: str, profile: str = "
     seen: list[Observation] = []
     for step in steps:
         # A reset the script made is taken as done (its chains' answers show what it did); a config
-        # write's reads are not picked out of the script, so the write is recorded and not judged.
-        reply = Reply("answered") if step.queue in (CONFIG, DEVICE_RESET) else next(answers, None)
+        # write's reads and a host-visible read are not picked out of the script, so they are recorded
+        # and not judged.
+        reply = Reply("answered") if step.queue in aside else next(answers, None)
         if reply is None:
             break  # the run stopped there: QEMU died, or a chain went unanswered (its reply came last)
         seen += oracle.step(step.queue, step.outs, step.ins, reply)

@@ -10,12 +10,22 @@ a stream whose last command claims more dwords than there are is one of the malf
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
 from hypothesis.stateful import precondition, rule
 
 from virtgpu_conform.checker.devices.guest_ram import PATTERN_BASE, PATTERN_SIZE
-from virtgpu_conform.checker.devices.target import MOST_TOGETHER, TOGETHER, Reply, chains_of_step, together_step
+from virtgpu_conform.checker.devices.target import (
+    HOST_VISIBLE,
+    MOST_TOGETHER,
+    TOGETHER,
+    Reply,
+    chains_of_step,
+    host_visible_step,
+    together_step,
+)
 from virtgpu_conform.model.state import KIND_3D
 
 from . import virgl
@@ -32,6 +42,10 @@ WHERE = Among(("start", "inside", "last", "over-end", "past-end", "unaligned"))
 # what follows the map: nothing, an unmap, an unref while mapped, the same blob mapped again, another
 # blob mapped at the same offset, or an unmap and a map again
 AFTER = Among(("none", "unmap", "unref", "map-again", "overlap", "remap"))
+# bytes through the mapped blob for the coherency oracle: none, out to guest RAM, in from it, or
+# written where it was while unmapped (coherency.py)
+PROBE = Among(("none", "out", "in", "gone"))
+SEED = Ints(0, (1 << 32) - 1)
 CONTEXT_INIT = "VIRTIO_GPU_F_CONTEXT_INIT"
 RING = Ints(0, 3)  # the rings a group's fences go on: a context's first few
 # A scene's texture is read back past the pixel pattern, which 2D transfers read (up to 256x256 texels).
@@ -308,9 +322,11 @@ class Rules3D:
         }
         offset = offsets[data.draw(WHERE)]
         plan: list[tuple[str, dict, Any, bytes]] = [("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx}, None, b"")]
+        # the scene's ids, one after the other: the machine learns of a name only once it is sent
+        ids = itertools.count(self._next_id())
 
         def blob() -> int:
-            rid = self._next_id()
+            rid = next(ids)
             stream = virgl.pipe_buffer(size, rid)  # the resource id doubles as the blob id: unique in the case
             plan.append(("VIRTIO_GPU_CMD_SUBMIT_3D", {"hdr.ctx_id": ctx}, None, stream))
             fields = {"hdr.ctx_id": ctx, "resource_id": rid, "blob_mem": HOST3D, "blob_flags": MAPPABLE}
@@ -322,7 +338,9 @@ class Rules3D:
 
         first = blob()
         mapping(first)
-        after = data.draw(AFTER)
+        # the probes need the driver's own way into the region; a target without it gets the scene alone
+        probe = data.draw(PROBE) if self.host.target.host_visible_io else "none"
+        after = data.draw(AFTER) if probe == "none" else "none"
         if after in ("unmap", "remap"):
             plan.append(("VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB", {"resource_id": first}, None, b""))
         if after == "unref":
@@ -331,7 +349,66 @@ class Rules3D:
             mapping(first)
         if after == "overlap":
             mapping(blob())
-        for cmd, fields, entries, payload in plan:
-            raw_ = self.vocab.codec.encode(cmd, fields, entries, payload)
-            name = cmd.removeprefix("VIRTIO_GPU_CMD_")
-            self._send(Step("controlq", [raw_], [self.vocab.answer_size[cmd]], f"blob_scene {name}"))
+        steps = [self._blob_step(*p) for p in plan]
+        if probe != "none":
+            steps += self._coherency_probe(data, probe, ctx, first, size, offset, next(ids))
+        for step in steps:
+            self._send(step)
+
+    def _blob_step(self: Any, cmd: str, fields: dict, entries: Any, payload: bytes) -> Step:
+        raw_ = self.vocab.codec.encode(cmd, fields, entries, payload)
+        name = cmd.removeprefix("VIRTIO_GPU_CMD_")
+        return Step("controlq", [raw_], [self.vocab.answer_size[cmd]], f"blob_scene {name}")
+
+    def _coherency_probe(
+        self: Any, data: Choices, probe: str, ctx: int, blob: int, size: int, offset: int, buf: int
+    ) -> list:
+        """Bytes through the mapped blob, for the coherency oracle (coherency.py). out: written through the
+        region, copied by the renderer into a buffer with guest backing and read back into guest RAM;
+        in: carried from guest RAM (the pixel pattern) into a buffer, copied into the blob and read through
+        the region; gone: written, unmapped, other bytes written where it was, mapped again and read."""
+        bytes_ = random.Random(data.draw(SEED)).randbytes(size)
+        last = max(
+            (t.last_submitted or 0 for k, t in self.model.state.timelines.items() if k[0] == "global"), default=0
+        )
+        fence = iter({"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + i) & U64} for i in range(1, 4))
+
+        def region(write: bytes = b"", read: int = 0) -> Step:
+            what = " ".join(w for w, n in (("write", len(write)), ("read", read)) if n)
+            return Step(HOST_VISIBLE, [host_visible_step(offset, write, read)], [], f"blob_scene host-visible {what}")
+
+        steps = []
+        if probe == "gone":
+            again = {"resource_id": blob, "offset": offset}
+            steps.append(region(bytes_))
+            steps.append(self._blob_step("VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB", {"resource_id": blob}, None, b""))
+            steps.append(region(bytes(b ^ 0xFF for b in bytes_)))
+            steps.append(self._blob_step("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", again, None, b""))
+            return [*steps, region(read=size)]
+        attach = {"hdr.ctx_id": ctx}
+        box = {"box.w": size, "box.h": 1, "box.d": 1}
+        created = {"resource_id": buf, "target": virgl.BUFFER, "format": virgl.FORMAT_R8_UNORM}
+        created |= {"bind": virgl.BIND_VERTEX_BUFFER, "width": size, "height": 1, "depth": 1, "array_size": 1}
+        ram = RAM_3D if probe == "out" else PATTERN_BASE  # "in" carries the pattern: a transfer only reads it
+        plan = [
+            ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", {**attach, "resource_id": blob}, None, b""),
+            ("VIRTIO_GPU_CMD_RESOURCE_CREATE_3D", created, None, b""),
+            ("VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING", {"resource_id": buf}, [{"addr": ram, "length": size}], b""),
+            ("VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE", {**attach, "resource_id": buf}, None, b""),
+        ]
+        whole = (0, 0, 0, size, 1, 1)
+        if probe == "out":
+            steps = [self._blob_step(*p) for p in plan] + [region(bytes_)]
+            copy = virgl.copy_region(buf, (0, 0, 0), blob, whole)
+            back = {**attach, **next(fence), "resource_id": buf, **box}
+            plan = [
+                ("VIRTIO_GPU_CMD_SUBMIT_3D", {**attach, **next(fence)}, None, copy),
+                ("VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D", back, None, b""),
+            ]
+            return steps + [self._blob_step(*p) for p in plan] + [region(read=size)]
+        copy = virgl.copy_region(blob, (0, 0, 0), buf, whole)
+        plan += [
+            ("VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", {**attach, **next(fence), "resource_id": buf, **box}, None, b""),
+            ("VIRTIO_GPU_CMD_SUBMIT_3D", {**attach, **next(fence)}, None, copy),
+        ]
+        return [self._blob_step(*p) for p in plan] + [region(read=size)]

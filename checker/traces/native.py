@@ -13,6 +13,9 @@ Version 1 (documented in README.md, "Native trace format"):
   {"kind": "config", "offset": 4, "bytes": "hex", "before": "hex", "read": "hex"}   (a write to
    the device configuration at that byte offset; the configuration read right before and after
    it, both optional)
+  {"kind": "host-visible", "offset": 4096, "bytes": "hex", "length": 16, "read": "hex"}   (the
+   driver's write of `bytes` into the host-visible region at that offset, then its read of `length`
+   bytes there, `read` what it read; either may be empty)
 """
 
 from __future__ import annotations
@@ -236,11 +239,14 @@ def _record(no: int, text: str, rec, where: Where, pairs: Pairer, decode: _Decod
             return  # the device moved to a new process between two chains: its state is what it was
         elif kind == "config":
             yield _config(rec, where)  # chains still open go on: a config write does not touch them
+        elif kind == "host-visible":
+            _host_visible(rec)  # memory, not the device's state: nothing for `check` to judge
         elif kind == "session":
             yield _session(rec, where)
         else:
             raise _Bad(
-                f"unknown record kind {kind!r} (request, response, no-response, reset, migration, config, session)"
+                f"unknown record kind {kind!r} (request, response, no-response, reset, migration, config, "
+                "host-visible, session)"
             )
     except json.JSONDecodeError as exc:
         yield Diagnostic(where, "error", "bad-json", f"not a JSON record ({exc.msg} at column {exc.colno}); skipped")
@@ -263,6 +269,23 @@ def _config(rec: dict, where: Where) -> ConfigWrite:
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 1 << 16 or not data:
         raise _Bad("a config record needs 'offset' (a byte offset) and 'bytes' (what was written, hex)")
     return ConfigWrite(where, offset, data, _hex(rec, "read"), _hex(rec, "before"))
+
+
+def host_visible(rec: dict, where: Where) -> tuple[int, bytes, int, Optional[bytes]]:
+    """A `host-visible` record's (offset, bytes written, bytes asked to read, bytes read) (for fuzz
+    --replay); TraceError when it is not one."""
+    try:
+        return _host_visible(rec)
+    except _Bad as exc:
+        raise TraceError(where, str(exc)) from None
+
+
+def _host_visible(rec: dict) -> tuple[int, bytes, int, Optional[bytes]]:
+    offset, length = rec.get("offset"), rec.get("length", 0)
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63 for v in (offset, length))
+    if not ok:
+        raise _Bad("a host-visible record needs 'offset' and 'length' (bytes read), numbers from 0")
+    return offset, _hex(rec, "bytes") or b"", length, _hex(rec, "read")  # type: ignore[return-value]
 
 
 def _hex(rec: dict, key: str) -> Optional[bytes]:
@@ -477,6 +500,14 @@ class Writer:
         for key, value in (("before", before), ("read", read)):
             if value is not None:
                 rec[key] = value.hex()
+        self._write(rec)
+
+    def host_visible(self, offset: int, data: bytes, length: int, read: Optional[bytes]) -> None:
+        """The driver's write into the host-visible region at `offset`, then its read of `length` bytes
+        there (`read`: what it read; None where nothing was read)."""
+        rec: dict = {"kind": "host-visible", "offset": offset, "bytes": data.hex(), "length": length}
+        if read is not None:
+            rec["read"] = read.hex()
         self._write(rec)
 
     def migration(self, status: str = "done", detail: str = "") -> None:

@@ -6,16 +6,25 @@ again, the same bytes are there. The model judges every answer on the way (map_i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_gl_targets import _qemu13
 
 import virtgpu_conform as vgc
 from virtgpu_conform.checker.devices.qemu import QemuTarget
+from virtgpu_conform.checker.devices.running_vm import accelerator
+from virtgpu_conform.checker.devices.target import HOST_VISIBLE, Reply
 from virtgpu_conform.checker.fuzz import virgl
+from virtgpu_conform.checker.fuzz.choices import Choices
+from virtgpu_conform.checker.fuzz.exercised import Exercised
+from virtgpu_conform.checker.fuzz.machine import vocabulary
 from virtgpu_conform.checker.fuzz.oracle import Oracle
 from virtgpu_conform.checker.fuzz.record import session_header
+from virtgpu_conform.checker.fuzz.replay import steps_from_trace
+from virtgpu_conform.checker.fuzz.rules_3d import Rules3D
 from virtgpu_conform.checker.fuzz.run import DeviceSpec
 from virtgpu_conform.model.protocol import Protocol
 
@@ -114,3 +123,111 @@ def test_debian_13s_device_at_the_edges_of_blobs_and_the_region(tmp_path, name, 
     r = vgc.replay(str(DATA / f"{name}.ndjson"), device, out=str(tmp_path))
     found = [o for o in r.observations if str(o.signature) == signature]
     assert found and why in found[0].message, [(str(o.signature), o.message) for o in r.observations]
+
+
+# --- the coherency oracle in a campaign's own steps --------------------------------------------
+
+
+class _Scene:
+    """What the blob scene's coherency probe (Rules3D._coherency_probe) reads of a machine."""
+
+    def __init__(self, p: Protocol, settings):
+        self.vocab = vocabulary(p)
+        self.model = SimpleNamespace(state=p.new_state(settings))
+
+    _blob_step = Rules3D._blob_step
+    _coherency_probe = Rules3D._coherency_probe
+
+
+def _probe_steps(p: Protocol, settings, probe: str, seed: int) -> list:
+    """The blob scene's steps for one probe: a context, a 16 KiB mappable blob mapped a page into the
+    region, then the probe (out, in, gone), all built by the machine's own code."""
+    scene = _Scene(p, settings)
+    size, offset, ctx, blob, buf = 4 * 4096, 4096, 1, 20, 21
+    plan = [
+        ("VIRTIO_GPU_CMD_CTX_CREATE", {"hdr.ctx_id": ctx}, None, b""),
+        ("VIRTIO_GPU_CMD_SUBMIT_3D", {"hdr.ctx_id": ctx}, None, virgl.pipe_buffer(size, blob)),
+        (
+            "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB",
+            {"hdr.ctx_id": ctx, "resource_id": blob, "blob_mem": HOST3D, "blob_flags": MAPPABLE, "blob_id": blob}
+            | {"size": size},
+            [],
+            b"",
+        ),
+        ("VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB", {"resource_id": blob, "offset": offset}, None, b""),
+    ]
+    data = Choices(seed.to_bytes(4, "big"))
+    return [scene._blob_step(*x) for x in plan] + scene._coherency_probe(data, probe, ctx, blob, size, offset, buf)
+
+
+class _Garbling:
+    """A device whose region or guest RAM shows one byte wrong: what the oracle must catch."""
+
+    def __init__(self, t: QemuTarget, where: str):
+        self.t, self.where = t, where
+
+    def send(self, queue, outs, ins) -> Reply:
+        r = self.t.send(queue, outs, ins)
+        if self.where == "region" and queue == HOST_VISIBLE and r.data:
+            r.data = bytes([r.data[0] ^ 1]) + r.data[1:]
+        return r
+
+    def peek(self, addr: int, n: int):
+        got = self.t.peek(addr, n)
+        return bytes([got[0] ^ 1]) + got[1:] if self.where == "ram" and got else got
+
+
+# probe -> judgements (reads through the region, readbacks into guest RAM), what a wrong byte there breaks
+PROBES = {"out": (2, "ram"), "in": (1, "region"), "gone": (1, "region")}
+
+
+@pytest.mark.parametrize("probe", sorted(PROBES))
+def test_the_coherency_oracle_judges_debian_13s_device_and_catches_a_wrong_byte(ir, tmp_path, probe):
+    """The blob scene's probes on the real device: every read through the region and every readback
+    into guest RAM of a mapped blob's bytes is judged, and holds; the same steps through a device that
+    shows one byte wrong (in the region, or in guest RAM) break. The case the oracle wrote replays the
+    same on a fresh QEMU (its host-visible records come back as steps)."""
+    p = Protocol(ir)
+    judged, garbled = PROBES[probe]
+    device = "virtio-gpu-pci,blob=true,hostmem=64M"
+    for where in ("", garbled):
+        with QemuTarget(ir, qemu=_qemu13(), device=device, gl=True, timeout=5, log_path=str(tmp_path / "q.log")) as t:
+            dev = _Garbling(t, where)
+            seen = Exercised(p)
+            oracle = Oracle(p, session_header(ir, t), peek=dev.peek, exercised=seen)
+            obs = []
+            for step in _probe_steps(p, t.settings, probe, seed=7):
+                obs += oracle.step(step.queue, step.outs, step.ins, dev.send(step.queue, step.outs, step.ins))
+            wrong = [o for o in obs if o.signature.check == "blob-coherency"]
+            counts = seen.oracles["blob-coherency"]
+            if not where:
+                assert (counts.held, counts.broken, wrong) == (judged, 0, []), obs
+                case = tmp_path / "case.ndjson"
+                case.write_text(oracle.text())
+            else:
+                assert counts.broken >= 1 and wrong, obs
+                assert "byte 0: " in wrong[0].message
+    again = vgc.replay(
+        str(case),
+        DeviceSpec("qemu", gl=True, suite="trixie", qemu=_qemu13(), device_opts="blob=true,hostmem=64M"),
+        out=str(tmp_path / "r"),
+    )
+    steps = steps_from_trace(str(case), p.codec)
+    assert sum(s.queue == HOST_VISIBLE for s in steps) == {"out": 2, "in": 1, "gone": 3}[probe]
+    assert not [o for o in again.observations if o.signature.check == "blob-coherency"]
+
+
+def test_a_blob_mapped_off_a_page_aborts_debian_13s_qemu_under_kvm(tmp_path):
+    """MAP_BLOB at offset 100 of the region (found by a 10-minute blob campaign, 4 steps once shrunk):
+    under KVM, QEMU hands KVM a memory slot that does not start on a page and aborts; under TCG the
+    same request is mapped and answered."""
+    device = DeviceSpec("qemu", gl=True, suite="trixie", qemu=_qemu13(), device_opts="blob=true,hostmem=64M")
+    r = vgc.replay(str(DATA / "qemu-10.0.13-gl-map-blob-off-a-page-aborts-under-kvm.ndjson"), device, out=str(tmp_path))
+    said = [(str(o.signature), o.message) for o in r.observations]
+    if accelerator() == "kvm":
+        assert said and said[0][0] == "crash: RESOURCE_MAP_BLOB device-died", said
+        assert "KVM_SET_USER_MEMORY_REGION failed" in said[0][1]
+    else:
+        assert said == []
+        last = json.loads(Path(r.trace).read_text().splitlines()[-1])
+        assert last["kind"] == "response" and last["bytes"].startswith("0611")  # OK_MAP_INFO
