@@ -107,6 +107,40 @@ EDGES = [
     ("qemu-10.0.13-gl-map-blob-past-the-region-accepted", MAP_ACCEPTED, "inside-region"),
     # a second blob mapped at the offset of the first, still mapped: answered OK_MAP_INFO
     ("qemu-10.0.13-gl-map-blob-over-a-mapping-accepted", MAP_ACCEPTED, "no-overlap"),
+    # found by a 10-minute blob campaign (qemu@trixie --gl --device-opts blob=true,hostmem=64M), cut to
+    # the requests that show them: a GUEST blob of size 2^64-1 on 4 KiB of backing, refused ERR_UNSPEC
+    # (the model allows OUT_OF_MEMORY); a 0x0 rectangle on a blob (QEMU wants 16x16 at least)
+    (
+        "qemu-10.0.13-gl-create-blob-of-size-2-64-refused-unspec",
+        "violation: RESOURCE_CREATE_BLOB response-type [informal]",
+        "expected VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY",
+    ),
+    (
+        "qemu-10.0.13-gl-scanout-blob-with-a-0x0-rect-refused",
+        "violation: SET_SCANOUT_BLOB response-type [informal]",
+        "ERR_INVALID_PARAMETER to a valid request",
+    ),
+    # where the spec leaves the error to the device, QEMU's and the reference device's differ
+    (
+        "qemu-10.0.13-gl-map-blob-mapped-already-refused-unspec",
+        "divergence: RESOURCE_MAP_BLOB preferred-answer",
+        "answered VIRTIO_GPU_RESP_ERR_UNSPEC",
+    ),
+    (
+        "qemu-10.0.13-gl-unmap-blob-of-a-2d-resource-answered-ok",
+        "divergence: RESOURCE_UNMAP_BLOB preferred-answer",
+        "answered VIRTIO_GPU_RESP_OK_NODATA",
+    ),
+    (
+        "qemu-10.0.13-gl-create-blob-of-an-unknown-blob-mem-refused-unspec",
+        "divergence: RESOURCE_CREATE_BLOB preferred-answer",
+        "answered VIRTIO_GPU_RESP_ERR_UNSPEC",
+    ),
+    (
+        "qemu-10.0.13-gl-scanout-blob-of-no-resource-refused-invalid-parameter",
+        "divergence: SET_SCANOUT_BLOB preferred-answer",
+        "the reference device answers VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID",
+    ),
     # a virtio reset leaves a mapped blob's memory region in place: the same resource id mapped after
     # it aborts QEMU (found by a 10-minute blob campaign, whose QEMU is reset between cases)
     (
