@@ -129,9 +129,12 @@ class Checker:
         elif isinstance(ev, Diagnostic):
             if ev.level == "error":  # an unreadable line may have been a command that changed the state
                 self.uncertain.setdefault("st.", f"{ev.where} could not be read ({ev.code})")
-            self.diagnostics[ev.code] = self.diagnostics.get(ev.code, 0) + 1
-            if len(self.first_diagnostics) < 200:
-                self.first_diagnostics.append(ev)
+            self._note(ev)
+
+    def _note(self, ev: Diagnostic) -> None:
+        self.diagnostics[ev.code] = self.diagnostics.get(ev.code, 0) + 1
+        if len(self.first_diagnostics) < 200:
+            self.first_diagnostics.append(ev)
 
     def start(self, s: Session) -> None:
         self.session = s
@@ -180,6 +183,8 @@ class Checker:
         rule = self.p.compiled.get(req.name) if req.name else None
         if rule is None:
             self.unidentified += 1
+            if ex.untraced:
+                self._note(Diagnostic(ex.where, "info", "no-event", ex.untraced))
             refused = (
                 ex.resp is not None and ex.answered and ex.resp.name is not None and ex.resp.name not in self.p.ok_types
             )

@@ -73,6 +73,9 @@ class Exchange:
     # The request's number on its queue: the guest driver's seqno, or QEMU's count of the queue's
     # commands since the device's reset. Two complete logs of one session number alike.
     seqno: Optional[int] = None
+    # Why the source could not name the command (QEMU's log: an element popped and filled with no command
+    # event between, as QEMU traces none for some); the checker says so where no other source names it
+    untraced: str = ""
 
 
 @dataclass(frozen=True)

@@ -439,7 +439,7 @@ class QemuLog:
             ex.resp_types = allowed if ex.resp_types is None else ex.resp_types & allowed
             ex.evidence.append(self._wrote(n))
         if not el.described and self.queues.get(el.vq, CONTROLQ) == CONTROLQ:
-            return [*drain, _no_event(where, key[1], n)]
+            ex.untraced = NO_EVENT
         return drain
 
     def _wrote(self, n: int) -> str:
@@ -584,16 +584,10 @@ def _split(text: str) -> list[str]:
 
 # QEMU (7.2 to 10.0) has no trace event for these: their elements are popped and filled, unnamed.
 UNTRACED = ("GET_CAPSET_INFO", "GET_CAPSET", "RESOURCE_ASSIGN_UUID", "RESOURCE_MAP_BLOB", "RESOURCE_UNMAP_BLOB")
-
-
-def _no_event(where: Where, elem: str, n: int) -> Diagnostic:
-    return Diagnostic(
-        where,
-        "info",
-        "no-event",
-        f"controlq element {elem} was answered ({n} bytes) with no virtio_gpu_cmd_* event: QEMU traces none for "
-        f"{', '.join(UNTRACED)}, so its command is unknown in this log (a guest log checked with it names it)",
-    )
+NO_EVENT = (
+    f"a controlq element answered with no virtio_gpu_cmd_* event: QEMU traces none for {', '.join(UNTRACED)}, "
+    "so its command is unknown in this log (the guest's tracepoints checked with it name it)"
+)
 
 
 def _bad(where: Where, event: str, args: str) -> Diagnostic:

@@ -57,6 +57,7 @@ def test_real_session_checks_clean(protocol, session):
     # log alone has their elements, answered and unnamed, and says so for each.
     untraced = {k: n for k, n in merged.commands.items() if k.removeprefix("VIRTIO_GPU_CMD_") in UNTRACED}
     assert alone_q.unidentified == alone_q.diagnostics.get("no-event", 0) == sum(untraced.values())
+    assert merged.diagnostics.get("no-event", 0) == 0  # the guest's log names them
     # QEMU's log is complete in every session: merged, the session has exactly its exchanges.
     assert {k: n for k, n in merged.commands.items() if k not in untraced} == alone_q.commands
     assert merged.exchanges == alone_q.exchanges
