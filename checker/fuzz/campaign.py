@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -391,8 +392,8 @@ class Campaign:
         differ): two causes met under one signature. The finding then says what its reproducer shows,
         and the notes keep the first cause, whose own case was not kept."""
         first, then = _last_words(f.message), _last_words(again)
-        if f.signature.kind != CRASH or first == then:
-            return
+        if f.signature.kind != CRASH or not first or not then or _masked(first) == _masked(then):
+            return  # (without the program's words on both sides there is nothing to tell apart)
         self.notes.append(
             f"{f.signature}: first seen dying with {first!r}; its saved case, on a fresh device, dies with "
             f"{then!r}: two causes under one finding, and only the second one's case is kept"
@@ -543,7 +544,16 @@ def write_result(out: str, doc: dict) -> None:
 
 
 def _last_words(message: str) -> str:
-    """The last line a dead device's program wrote, as a crash's message quotes it."""
-    # the message closes the parenthesis its "(no response: ..." opened
-    lines = [ln.strip() for ln in message.removesuffix(")").splitlines() if ln.strip()]
+    """The last line a dead device's program wrote, as a crash's message quotes it; "" where the message
+    quotes no output of the program."""
+    if "(no response: " not in message:
+        return ""
+    # the message closes the parenthesis its "(no response: ..." opened; the program's output follows "): "
+    told = message.removesuffix(")").split("): ", 1)
+    lines = [ln.strip() for ln in told[1].splitlines() if ln.strip()] if len(told) == 2 else []
     return lines[-1] if lines else ""
+
+
+def _masked(words: str) -> str:
+    """Last words with their numbers masked: addresses and ids differ from run to run."""
+    return re.sub(r"0x[0-9a-fA-F]+|\d+", "#", words)

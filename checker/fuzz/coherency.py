@@ -56,6 +56,7 @@ class CoherencyModel:
         self.res: dict[int, _Res] = {}
         self.mapped: dict[int, int] = {}  # blob resource id -> its offset in the region
         self.judged = 0  # reads through the region compared with known bytes
+        self.contexts: set = set()  # the contexts created and not destroyed
 
     # --- commands -------------------------------------------------------------
     def follow(self, req: Message, answer: Optional[str], peek: Callable[[int, int], Optional[bytes]]) -> Optional[Due]:
@@ -77,7 +78,14 @@ class CoherencyModel:
             return None
         if not ok:
             return None
-        if name == "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB":
+        ctx = f.get("hdr.ctx_id")
+        if name == "VIRTIO_GPU_CMD_CTX_CREATE":
+            self.contexts.add(ctx)
+        elif name == "VIRTIO_GPU_CMD_CTX_DESTROY":
+            self.contexts.discard(ctx)
+            for res in self.res.values():
+                res.contexts.discard(ctx)
+        elif name == "VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB":
             size = f.get("size")
             if isinstance(size, int) and 0 < size <= LARGEST:
                 self.res[rid] = _Res(size, blob=True)
@@ -103,18 +111,19 @@ class CoherencyModel:
                 r.backing = (addr, length) if isinstance(addr, int) and isinstance(length, int) else None
         elif name == "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING" and r is not None:
             r.backing = None
-        elif name == "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE" and r is not None:
-            r.contexts.add(f.get("hdr.ctx_id"))
+        elif name == "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE" and r is not None and ctx in self.contexts:
+            r.contexts.add(ctx)
         elif name == "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE" and r is not None:
             r.contexts.discard(f.get("hdr.ctx_id"))
         elif name == "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D" and r is not None:
             r.data, r.how = None, ""
-            if not r.blob and self._whole(r, f) and r.backing is not None and r.backing[1] >= r.size:
+            held = ctx in r.contexts  # in a context without it, the renderer refuses it (QEMU answers OK all the same)
+            if held and not r.blob and self._whole(r, f) and r.backing is not None and r.backing[1] >= r.size:
                 got = peek(r.backing[0], r.size)
                 if got is not None and len(got) == r.size:
                     r.data, r.how = bytearray(got), f"carried in from guest RAM at {r.backing[0]:#x}"
         elif name == "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D" and r is not None:
-            if fenced and not r.blob and r.data is not None and self._whole(r, f) and f.get("hdr.ctx_id") in r.contexts:
+            if fenced and not r.blob and r.data is not None and self._whole(r, f) and ctx in r.contexts:
                 if r.backing is not None and r.backing[1] >= r.size:
                     return Due(r.backing[0], bytes(r.data), rid, r.how)
         elif name == "VIRTIO_GPU_CMD_SUBMIT_3D":
@@ -170,17 +179,17 @@ class CoherencyModel:
     def reset(self) -> None:
         self.res.clear()
         self.mapped.clear()
+        self.contexts.clear()
 
     # --- the driver's own accesses to the region ------------------------------------
     def region(self, offset: int, data: bytes, n: int, got: Optional[bytes]) -> Optional[str]:
         """A write of `data` through the region at `offset`, then a read of `n` bytes there (`got`);
         what is wrong with the read, or None."""
-        wrong = None
-        if n and got is not None and len(got) == n:
-            wrong = self._read(offset, got)
-        if data:
+        if data:  # the step writes first, then reads
             self._write(offset, data)
-        return wrong
+        if n and got is not None and len(got) == n:
+            return self._read(offset, got)
+        return None
 
     def _over(self, start: int, end: int) -> list[tuple[int, int, _Res]]:
         """The mappings (resource id, offset, resource) the range [start, end) touches."""

@@ -71,6 +71,8 @@ MIGRATE_TOP = 39
 CONFIG_TOP = 7
 # One `restart` rule in RESET_TOP + 1 resets the device mid-case (what follows starts over).
 RESET_TOP = 15
+# transfers between a 3D resource and guest RAM, where the coherency oracle reads guest RAM
+GUEST_RAM_3D = frozenset({"VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D", "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"})
 # steps on no queue: nothing the model predicts an answer to
 ASIDE = (MIGRATION, CONFIG, DEVICE_RESET, HOST_VISIBLE)
 # Backing entries in one RESOURCE_ATTACH_BACKING: the spec sets no limit; QEMU refuses more than 16384.
@@ -473,6 +475,8 @@ class DeviceMachine(Rules3D, RuleBasedStateMachine):
         due = self._screen_due(step.queue, req, predicted)
         if self.render_shadow is not None and self.render_shadow.follow(req, predicted[:4] == self.vocab.ok_nodata):
             due = True  # the readback is judged with nothing else in flight: its data has landed
+        if step.how.startswith("blob_scene") and req.name in GUEST_RAM_3D:
+            due = True  # the coherency oracle reads guest RAM at this transfer: nothing else may be in flight
         if due or len(self.inflight) >= AHEAD:
             self.pipe.want_screen = due
             self._collect(wait=due)

@@ -400,9 +400,10 @@ class Rules3D:
         if probe == "out":
             steps = [self._blob_step(*p) for p in plan] + [region(bytes_)]
             copy = virgl.copy_region(buf, (0, 0, 0), blob, whole)
+            submit = {**attach, **next(fence)}  # the fences in the order sent
             back = {**attach, **next(fence), "resource_id": buf, **box}
             plan = [
-                ("VIRTIO_GPU_CMD_SUBMIT_3D", {**attach, **next(fence)}, None, copy),
+                ("VIRTIO_GPU_CMD_SUBMIT_3D", submit, None, copy),
                 ("VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D", back, None, b""),
             ]
             return steps + [self._blob_step(*p) for p in plan] + [region(read=size)]

@@ -282,10 +282,16 @@ def host_visible(rec: dict, where: Where) -> tuple[int, bytes, int, Optional[byt
 
 def _host_visible(rec: dict) -> tuple[int, bytes, int, Optional[bytes]]:
     offset, length = rec.get("offset"), rec.get("length", 0)
-    ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63 for v in (offset, length))
-    if not ok:
-        raise _Bad("a host-visible record needs 'offset' and 'length' (bytes read), numbers from 0")
-    return offset, _hex(rec, "bytes") or b"", length, _hex(rec, "read")  # type: ignore[return-value]
+    if not (
+        isinstance(offset, int)
+        and isinstance(length, int)
+        and not isinstance(offset, bool)
+        and not isinstance(length, bool)
+        and 0 <= offset < 1 << 64
+        and 0 <= length < 1 << 32
+    ):
+        raise _Bad("a host-visible record needs 'offset' (u64) and 'length' (bytes read, u32), numbers from 0")
+    return offset, _hex(rec, "bytes") or b"", length, _hex(rec, "read")
 
 
 def _hex(rec: dict, key: str) -> Optional[bytes]:

@@ -230,7 +230,14 @@ def test_the_coherency_oracle_judges_debian_13s_device_and_catches_a_wrong_byte(
             seen = Exercised(p)
             oracle = Oracle(p, session_header(ir, t), peek=dev.peek, exercised=seen)
             obs = []
-            for step in _probe_steps(p, t.settings, probe, seed=7):
+            steps = _probe_steps(p, t.settings, probe, seed=7)
+            fences = [
+                r.fields["hdr.fence_id"]
+                for r in (p.codec.decode_request(b"".join(x.outs), x.queue) for x in steps if x.queue == "controlq")
+                if r.fields.get("hdr.flags")
+            ]
+            assert fences == sorted(set(fences)), fences  # in the order sent, each once
+            for step in steps:
                 obs += oracle.step(step.queue, step.outs, step.ins, dev.send(step.queue, step.outs, step.ins))
             wrong = [o for o in obs if o.signature.check == "blob-coherency"]
             counts = seen.oracles["blob-coherency"]

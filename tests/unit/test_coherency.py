@@ -32,6 +32,7 @@ def follow(m, codec, name, fields, answer=OK, entries=None, payload=b"", peek=no
 
 def mapped_blob(codec) -> CoherencyModel:
     m = CoherencyModel(fence_flag=1)
+    follow(m, codec, "CTX_CREATE", {"hdr.ctx_id": CTX})
     blob = {"hdr.ctx_id": CTX, "resource_id": BLOB, "blob_mem": 2, "blob_flags": 1, "blob_id": BLOB, "size": N}
     follow(m, codec, "RESOURCE_CREATE_BLOB", blob, entries=[])
     follow(m, codec, "CTX_ATTACH_RESOURCE", {"hdr.ctx_id": CTX, "resource_id": BLOB})
@@ -144,3 +145,36 @@ def test_overlapping_mappings_are_not_judged_and_a_reset_forgets_everything(code
     assert m.region(OFF, b"", N, bytes(N)) is None  # which one the region shows there is the device's
     m.reset()
     assert m.res == {} and m.mapped == {}
+
+
+def test_a_write_and_a_read_in_one_step_read_what_was_written(codec):
+    m = mapped_blob(codec)
+    m.region(OFF, X, 0, None)
+    assert m.region(OFF, b"\xee" * 8, 8, b"\xee" * 8) is None  # the step writes first, then reads
+    assert m.region(OFF, b"\xee" * 8, 8, X[:8]) is not None
+
+
+def test_a_transfer_in_a_context_without_the_buffer_carries_nothing_known(codec):
+    m = mapped_blob(codec)
+    with_buffer(m, codec)
+    follow(m, codec, "CTX_CREATE", {"hdr.ctx_id": 2})
+    ram = {RAM: X}
+    follow(
+        m,
+        codec,
+        "TRANSFER_TO_HOST_3D",
+        {"hdr.ctx_id": 2, **FENCE, "resource_id": BUF, **BOX},
+        peek=lambda a, n: ram[a][:n],
+    )
+    copy = virgl.copy_region(BLOB, (0, 0, 0), BUF, (0, 0, 0, N, 1, 1))
+    follow(m, codec, "SUBMIT_3D", {"hdr.ctx_id": CTX, **FENCE}, payload=copy)
+    assert m.region(OFF, b"", N, bytes(N)) is None  # the renderer refused that transfer: the blob's bytes unknown
+
+
+def test_a_destroyed_context_holds_nothing_and_one_never_made_is_attached_nothing(codec):
+    m = mapped_blob(codec)
+    with_buffer(m, codec)
+    follow(m, codec, "CTX_DESTROY", {"hdr.ctx_id": CTX})
+    assert all(CTX not in r.contexts for r in m.res.values())
+    follow(m, codec, "CTX_ATTACH_RESOURCE", {"hdr.ctx_id": 5, "resource_id": BUF})
+    assert 5 not in m.res[BUF].contexts

@@ -158,3 +158,35 @@ def test_a_campaign_resets_the_device_mid_case_and_its_case_replays_the_resets(i
     path = _trace(tmp_path, ir, {"kind": "reset", "how": ["early_notify"]}, {"kind": "reset"})
     steps = steps_from_trace(path, Protocol(ir).codec)
     assert [(s.queue, s.outs) for s in steps] == [(DEVICE_RESET, [bytes([EARLY_NOTIFY])]), (DEVICE_RESET, [b"\0"])]
+
+
+def test_a_host_visible_record_replays_as_its_step_and_a_bad_one_says_where(ir, tmp_path):
+    """The driver's access to the host-visible region: written by the oracle's writer, read back by
+    `check` (nothing to judge) and by `fuzz --replay` (the same step); the reference device refuses it."""
+    from virtgpu_conform.checker.devices.target import HOST_VISIBLE, host_visible_of_step, host_visible_step
+    from virtgpu_conform.checker.fuzz.oracle import Oracle
+    from virtgpu_conform.checker.traces.events import TraceError
+
+    p = Protocol(ir)
+    t = ReferenceTarget(ir)
+    out = host_visible_step(4096, b"\x5a" * 8, 16)
+    assert host_visible_of_step(out) == (4096, b"\x5a" * 8, 16)
+    reply = t.send(HOST_VISIBLE, [out], [])
+    assert reply.status == "refused" and "no host-visible region" in reply.detail
+    oracle = Oracle(p, session_header(ir, t), peek=t.peek)
+    assert oracle.step(HOST_VISIBLE, [out], [], target_mod.Reply("answered", b"\x5a" * 16)) == []
+    case = tmp_path / "case.ndjson"
+    case.write_text(oracle.text())
+    rec = json.loads(case.read_text().splitlines()[-1])
+    assert rec == {"kind": "host-visible", "offset": 4096, "bytes": "5a" * 8, "length": 16, "read": "5a" * 16}
+    steps = steps_from_trace(str(case), p.codec)
+    assert [(s.queue, s.outs) for s in steps] == [(HOST_VISIBLE, [out])]
+    assert vgc.check_trace(str(case)).sessions[0].checker.diagnostics == {}
+    lines = case.read_text().splitlines()
+    case.write_text("\n".join([*lines[:-1], json.dumps({**rec, "length": 1 << 32})]) + "\n")
+    try:
+        steps_from_trace(str(case), p.codec)
+    except TraceError as exc:
+        assert exc.where.line == 2 and "'length' (bytes read, u32)" in str(exc)
+    else:
+        raise AssertionError("a length past u32 was replayed")

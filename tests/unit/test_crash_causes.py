@@ -43,3 +43,14 @@ def test_the_same_death_or_another_kind_of_finding_changes_nothing():
         host, f = SimpleNamespace(notes=[]), found(kind, DUPLICATE)
         Campaign._same_death(host, f, again)
         assert (f.message, host.notes) == (DUPLICATE, [])
+
+
+def test_numbers_do_not_make_two_causes_and_a_death_without_words_is_not_compared():
+    other_slot = KVM.replace("slot=6", "slot=7")
+    host, f = SimpleNamespace(notes=[]), found("crash", KVM.replace("Invalid argument", "Invalid argument 0x1f"))
+    Campaign._same_death(host, f, KVM.replace("0x1f", "0x2e"))
+    silent = HEAD.removesuffix(": ") + ")"  # QEMU's stderr not read: nothing after its exit status
+    for first, again in ((KVM, other_slot), (DUPLICATE, silent)):
+        host, f = SimpleNamespace(notes=[]), found("crash", first)
+        Campaign._same_death(host, f, again)
+        assert (f.message, host.notes) == (first, [])
