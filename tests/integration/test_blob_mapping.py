@@ -132,6 +132,11 @@ EDGES = [
         "answered VIRTIO_GPU_RESP_OK_NODATA",
     ),
     (
+        "qemu-10.0.13-gl-unmap-blob-of-no-resource-invalid-resource-id",
+        "divergence: RESOURCE_UNMAP_BLOB preferred-answer",
+        "answered VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID",
+    ),
+    (
         "qemu-10.0.13-gl-create-blob-of-an-unknown-blob-mem-refused-unspec",
         "divergence: RESOURCE_CREATE_BLOB preferred-answer",
         "answered VIRTIO_GPU_RESP_ERR_UNSPEC",
