@@ -363,13 +363,12 @@ def _campaign(devices, seconds, examples, seed, steps, out, profile, cpu, pipeli
         console.out.print(f"  judged beyond the answers: {said}", soft_wrap=True)
     if r["differential"] is not None:
         _print_differential(r)
-    shown = FLAKY_SHOWN
-    for note in r["flaky"][:shown]:
+    for note in r["flaky"][:FLAKY_SHOWN]:
         console.err.print(f"  warning: a round ended on hypothesis' flakiness check ({escape(note)})", soft_wrap=True)
-    if len(r["flaky"]) > shown:
+    if len(r["flaky"]) > FLAKY_SHOWN:
         # a device whose state outlives its reset does this every round: a count, not thousands of lines
         console.err.print(
-            f"  warning: {len(r['flaky']) - shown} more rounds ended the same way (all in fuzz-result.json's "
+            f"  warning: {len(r['flaky']) - FLAKY_SHOWN} more rounds ended the same way (all in fuzz-result.json's "
             "`flaky`): the device answers a rerun of a case differently, often state its reset leaves",
             soft_wrap=True,
         )

@@ -39,6 +39,10 @@ class _Res:
     twice: bool = False  # backing attached while attached: where it goes is the device's
     contexts: set = field(default_factory=set)
 
+    def whole_backing(self) -> Optional[int]:
+        """The address of the one backing entry when it holds the whole resource, else None."""
+        return self.backing[0] if self.backing is not None and self.backing[1] >= self.size else None
+
 
 @dataclass
 class Due:
@@ -100,34 +104,36 @@ class CoherencyModel:
             self.mapped.pop(rid, None)
         elif name == "VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB":
             self.mapped.pop(rid, None)
-        elif r is None and name != "VIRTIO_GPU_CMD_SUBMIT_3D":
-            return None
-        elif name == "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING" and r is not None:
+        elif name == "VIRTIO_GPU_CMD_SUBMIT_3D":
+            self._stream(ctx, req.payload or b"", fenced)
+        elif r is None:
+            return None  # a resource the oracle does not follow
+        elif name == "VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING":
             e = req.entries
             if r.backing is not None or r.twice:
                 r.backing, r.twice = None, True
             elif len(e) == 1:
                 addr, length = e[0].get("addr"), e[0].get("length")
                 r.backing = (addr, length) if isinstance(addr, int) and isinstance(length, int) else None
-        elif name == "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING" and r is not None:
+        elif name == "VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING":
             r.backing = None
-        elif name == "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE" and r is not None and ctx in self.contexts:
+        elif name == "VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE" and ctx in self.contexts:
             r.contexts.add(ctx)
-        elif name == "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE" and r is not None:
-            r.contexts.discard(f.get("hdr.ctx_id"))
-        elif name == "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D" and r is not None:
+        elif name == "VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE":
+            r.contexts.discard(ctx)
+        elif name == "VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D":
             r.data, r.how = None, ""
-            held = ctx in r.contexts  # in a context without it, the renderer refuses it (QEMU answers OK all the same)
-            if held and not r.blob and self._whole(r, f) and r.backing is not None and r.backing[1] >= r.size:
-                got = peek(r.backing[0], r.size)
+            addr = r.whole_backing()
+            # in a context without the buffer the renderer refuses it (QEMU answers OK all the same)
+            if addr is not None and ctx in r.contexts and not r.blob and self._whole(r, f):
+                got = peek(addr, r.size)
                 if got is not None and len(got) == r.size:
-                    r.data, r.how = bytearray(got), f"carried in from guest RAM at {r.backing[0]:#x}"
-        elif name == "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D" and r is not None:
-            if fenced and not r.blob and r.data is not None and self._whole(r, f) and ctx in r.contexts:
-                if r.backing is not None and r.backing[1] >= r.size:
-                    return Due(r.backing[0], bytes(r.data), rid, r.how)
-        elif name == "VIRTIO_GPU_CMD_SUBMIT_3D":
-            self._stream(f.get("hdr.ctx_id"), req.payload or b"", fenced)
+                    r.data, r.how = bytearray(got), f"carried in from guest RAM at {addr:#x}"
+        elif name == "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D":
+            addr = r.whole_backing()
+            if addr is not None and fenced and not r.blob and r.data is not None and ctx in r.contexts:
+                if self._whole(r, f):
+                    return Due(addr, bytes(r.data), rid, r.how)
         return None
 
     @staticmethod

@@ -315,31 +315,30 @@ class Oracle:
             due = self.renders.follow(req, accepted)
             if due is not None:
                 got = self.peek(due[0], 4 * due[2])
-                wrong = renders.judge(due, got)
-                if self.exercised is not None and got is not None:
-                    self.exercised.judged(renders.CHECK, wrong is None)
-                if wrong is not None:
-                    cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
-                    out.append(Observation(Signature(VIOLATION, cmd, renders.CHECK, "informal"), wrong, line))
+                self._readback(renders.CHECK, got, renders.judge(due, got), line, out)
 
     def _coherent(self, exchanges: list, out: list, together: bool = False) -> None:
         """Follow the coherency oracle through exchanges (in the order sent); judge a readback due."""
-        if self.coherency is None or self.peek is None:
+        if self.coherency is None:
             return
         peek = (lambda addr, n: None) if together else self.peek
         for req, reply, line in exchanges:
-            name = None
-            if reply.status == "answered" and len(reply.data) >= 4:
+            # only OK_NODATA and (to a map) OK_MAP_INFO teach it anything: no answer is decoded for the rest
+            name = "VIRTIO_GPU_RESP_OK_NODATA" if self._accepted(reply) else None
+            if req.name == "VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB" and reply.status == "answered" and len(reply.data) >= 4:
                 name = self.p.codec.decode_response(reply.data).name
             due = self.coherency.follow(req, name, peek)
             if due is not None and not together:
                 got = self.peek(due.addr, len(due.data))
-                wrong = self.coherency.judge(due, got)
-                if self.exercised is not None and got is not None:
-                    self.exercised.judged(COHERENCY, wrong is None)
-                if wrong is not None:
-                    cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
-                    out.append(Observation(Signature(VIOLATION, cmd, COHERENCY, "informal"), wrong, line))
+                self._readback(COHERENCY, got, self.coherency.judge(due, got), line, out)
+
+    def _readback(self, check: str, got: Optional[bytes], wrong: Optional[str], line: int, out: list) -> None:
+        """A readback into guest RAM judged by an oracle (`got`: what guest RAM held, None: unreadable)."""
+        if self.exercised is not None and got is not None:
+            self.exercised.judged(check, wrong is None)
+        if wrong is not None:
+            cmd = "VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D"
+            out.append(Observation(Signature(VIOLATION, cmd, check, "informal"), wrong, line))
 
     def _host_visible(self, out: bytes, reply: Reply) -> list[Observation]:
         """The driver's write and read in the host-visible region: recorded; the read judged by the

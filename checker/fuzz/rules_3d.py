@@ -107,8 +107,12 @@ class Rules3D:
             last = (tl.last_submitted or 0) if tl is not None else 0
             flags = self.vocab.fence | self.vocab.ir.constant("VIRTIO_GPU_FLAG_INFO_RING_IDX")
             return {"hdr.flags": flags, "hdr.fence_id": (last + 1) & U64, "hdr.ring_idx": ring}
-        last = max((t.last_submitted or 0 for k, t in st.timelines.items() if k[0] == "global"), default=0)
-        return {"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + 1) & U64}
+        return {"hdr.flags": self.vocab.fence, "hdr.fence_id": (self._last_global_fence() + 1) & U64}
+
+    def _last_global_fence(self: Any) -> int:
+        """The highest fence_id sent on the global timeline (0: none yet)."""
+        timelines = self.model.state.timelines
+        return max((t.last_submitted or 0 for k, t in timelines.items() if k[0] == "global"), default=0)
 
     def _fields_3d(self: Any, data: Choices, cmd: str, fields: dict) -> None:
         """Valid values in the renderer's vocabulary where the spec's layout leaves them open."""
@@ -368,9 +372,7 @@ class Rules3D:
         in: carried from guest RAM (the pixel pattern) into a buffer, copied into the blob and read through
         the region; gone: written, unmapped, other bytes written where it was, mapped again and read."""
         bytes_ = random.Random(data.draw(SEED)).randbytes(size)
-        last = max(
-            (t.last_submitted or 0 for k, t in self.model.state.timelines.items() if k[0] == "global"), default=0
-        )
+        last = self._last_global_fence()
         fence = iter({"hdr.flags": self.vocab.fence, "hdr.fence_id": (last + i) & U64} for i in range(1, 4))
 
         def region(write: bytes = b"", read: int = 0) -> Step:

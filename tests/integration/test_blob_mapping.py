@@ -176,6 +176,7 @@ class _Scene:
 
     _blob_step = Rules3D._blob_step
     _coherency_probe = Rules3D._coherency_probe
+    _last_global_fence = Rules3D._last_global_fence
 
 
 def _probe_steps(p: Protocol, settings, probe: str, seed: int) -> list:
