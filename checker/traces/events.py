@@ -76,6 +76,9 @@ class Exchange:
     # Why the source could not name the command (QEMU's log: an element popped and filled with no command
     # event between, as QEMU traces none for some); the checker says so where no other source names it
     untraced: str = ""
+    # Commands the exchange's source cannot show at all (QEMU traced without pops has no event for some):
+    # its seqno counts only the others, and the other source's ones of these have no counterpart here
+    unseen: frozenset = frozenset()
 
 
 @dataclass(frozen=True)

@@ -499,6 +499,7 @@ class QemuLog:
         ex = Exchange(where, msg, queue=CURSORQ if cursor else CONTROLQ, ts=ts, source="qemu", no_body=cursor)
         if not cursor:
             ex.evidence.append(NO_ANSWERS)
+            ex.unseen = UNSEEN
         return ex
 
     def _message(self, name: str, args: str):
@@ -584,6 +585,7 @@ def _split(text: str) -> list[str]:
 
 # QEMU (7.2 to 10.0) has no trace event for these: their elements are popped and filled, unnamed.
 UNTRACED = ("GET_CAPSET_INFO", "GET_CAPSET", "RESOURCE_ASSIGN_UUID", "RESOURCE_MAP_BLOB", "RESOURCE_UNMAP_BLOB")
+UNSEEN = frozenset(f"VIRTIO_GPU_CMD_{n}" for n in UNTRACED)  # what a log without pops never shows
 NO_EVENT = (
     f"a controlq element answered with no virtio_gpu_cmd_* event: QEMU traces none for {', '.join(UNTRACED)}, "
     "so its command is unknown in this log (the guest's tracepoints checked with it name it)"

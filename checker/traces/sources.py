@@ -194,6 +194,8 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
     waiting: dict[str, deque] = {}
     ended = False
     first: dict[str, int] = {}  # queue -> the secondary's first number on it
+    # queue -> the secondary's commands the primary cannot show, so far: the primary's numbers run behind by as many
+    shift: dict[str, int] = {}
 
     def pull(queue: str, need: int) -> Iterator[Event]:
         nonlocal ended
@@ -217,19 +219,30 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
         q = ev.queue or CONTROLQ
         yield from pull(q, 1)
         buf = waiting[q]
+        # The secondary's commands of kinds this source never shows have no counterpart here: theirs alone.
+        while buf and buf[0].req.name in ev.unseen:
+            shift[q] = shift.get(q, 0) + 1
+            yield buf.popleft()
+            if not buf:
+                yield from pull(q, 1)
         if not buf:
             yield ev
             continue
         if ev.seqno is not None and buf[0].seqno is not None:
+            n = ev.seqno + shift.get(q, 0)
             first.setdefault(q, buf[0].seqno)
             # The secondary's commands numbered below this one have no counterpart here.
-            while buf and buf[0].seqno is not None and buf[0].seqno < ev.seqno:
+            while buf and buf[0].seqno is not None and buf[0].seqno < n:
                 g = buf.popleft()
-                yield _unmatched(g)
+                if g.req.name in ev.unseen:
+                    shift[q] = shift.get(q, 0) + 1
+                    n += 1
+                else:
+                    yield _unmatched(g)
                 yield g
                 if not buf:
                     yield from pull(q, 1)
-            if buf and buf[0].seqno == ev.seqno:
+            if buf and buf[0].seqno == n:
                 if _agree(ev, buf[0]):
                     yield _combine(ev, buf.popleft())
                     continue
@@ -239,12 +252,12 @@ def merged(primary: Iterable[Event], secondary: Iterable[Event]) -> Iterator[Eve
                     "error",
                     "mismatch",
                     f"{ev.req.name} is {g.req.name} at {g.where}, "
-                    f"command {ev.seqno} of the {q} queue in both sources; each is checked alone",
+                    f"command {n} of the {q} queue in both sources; each is checked alone",
                 )
                 yield ev
                 yield g
                 continue
-            if ev.seqno < first[q]:
+            if n < first[q]:
                 yield ev  # before the secondary began (it says so itself): this source's alone
                 continue
             yield _unmatched(ev)
